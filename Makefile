@@ -1,0 +1,50 @@
+# superagent — `make` (or `make help`) lists every target.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SECONDS_CHAOS ?= 20
+
+.PHONY: help setup test test-fast lint demo bench bench-queue chaos-queue clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install superagent with its dev extras
+
+test: setup ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: setup ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m 'not slow'
+
+lint: setup ## ruff, mypy, yamllint, ansible-lint
+	$(BIN)/ruff check control tests bench
+	$(BIN)/ruff format --check control tests bench
+	$(BIN)/mypy
+	$(BIN)/yamllint --strict .
+
+demo: setup ## Run the main job on the built-in default
+	$(BIN)/python -m control.demo
+
+bench: bench-queue ## Run every benchmark
+
+bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
+	$(BIN)/python bench/bench_queue.py
+
+chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
+	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,88 @@
+"""What every command shares: where the defaults live, JSON in, JSON or rich text out.
+
+Payloads and responses come only from stdin or a file, never from an argument a
+shell would see; output is either one JSON document (`--json`) or text for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from control.errors import UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def default_home() -> Path:
+    """`$SUPERAGENT_HOME`, else the XDG data directory: where inboxes and run state live."""
+    if home := os.environ.get("SUPERAGENT_HOME"):
+        return Path(home)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "superagent"
+
+
+def default_queue_db() -> Path:
+    return Path(os.environ.get("SUPERAGENT_QUEUE_DB") or default_home() / "queue.db")
+
+
+DbOption = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        envvar="SUPERAGENT_QUEUE_DB",
+        default_factory=default_queue_db,
+        show_default="$SUPERAGENT_QUEUE_DB or $SUPERAGENT_HOME/queue.db",
+        help="The inbox database file.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+InputOption = Annotated[
+    str | None,
+    typer.Option("--file", "-f", help="Read the JSON from this file ('-' or absent: stdin)."),
+]
+
+
+def read_json(source: str | None, what: str = "payload") -> Any:
+    """Parse JSON from a file or stdin, with a one-line error naming where it broke."""
+    if source in (None, "-"):
+        label = "stdin"
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(f"no {what} on stdin: pipe the JSON in or use --file")
+        raw = sys.stdin.buffer.read()
+    else:
+        label = source
+        try:
+            raw = Path(source).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{source}: cannot read the {what} ({exc.strerror})") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{label}: the {what} is not UTF-8 (byte {exc.start})") from exc
+    if not text.strip():
+        raise UsageError(f"{label}: the {what} is empty; expected JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{label}: invalid JSON in the {what} at line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}"
+        ) from exc
+
+
+def emit(data: Any, as_json: bool, render: Callable[[], None] | None = None) -> None:
+    """Print `data` as JSON for scripts, or call `render` for people."""
+    if as_json or render is None:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+        sys.stdout.flush()
+    else:
+        render()

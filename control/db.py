@@ -1,0 +1,209 @@
+"""SQLite done one way for every database superagent keeps (worker inbox, run state).
+
+Autocommit connections in WAL mode; every write goes through `write_transaction`,
+which begins IMMEDIATE (so no read-then-write can deadlock into SQLITE_BUSY),
+retries a busy COMMIT a bounded number of times, and rolls back on any error.
+Schemas are versioned with `PRAGMA user_version` and migrated forward only.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from control.errors import NotFoundError, UnavailableError, UsageError
+
+Synchronous = Literal["full", "normal"]
+
+# Filesystems on which SQLite's WAL (shared memory + POSIX locks) is unsafe or broken.
+# 9p and drvfs are how WSL shows Windows drives (/mnt/c).
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "afs", "9p", "drvfs",
+        "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "ncpfs", "coda", "davfs",
+    }
+)  # fmt: skip
+
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+_COMMIT_RETRIES = 50
+_COMMIT_RETRY_SLEEP_S = 0.02
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
+    return (
+        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )  # fmt: skip
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
+    """The type of the filesystem that holds `path`, from /proc/self/mountinfo.
+
+    The mount with the longest mount point that is a prefix of the resolved path
+    wins, which is how the kernel resolves it too (later mounts shadow earlier).
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return "unknown"
+    target = str(path.resolve())
+    best_point, best_type = "", "unknown"
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape_mountinfo(fields[4])
+        fstype = right.split()[0] if right.split() else "unknown"
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best_point):
+            best_point, best_type = point, fstype
+    return best_type
+
+
+def is_network_filesystem(fstype: str) -> bool:
+    """FUSE (`fuse`, `fuse.sshfs`, ...) counts: its locking is whatever the daemon does."""
+    return fstype in NETWORK_FILESYSTEMS or fstype == "fuse" or fstype.startswith("fuse.")
+
+
+def refuse_network_filesystem(path: Path, mountinfo: str | None = None) -> None:
+    """Raise when `path` lies on a filesystem where WAL would silently corrupt or hang."""
+    fstype = filesystem_type(path, mountinfo)
+    if is_network_filesystem(fstype):
+        raise UnavailableError(
+            f"{path}: refusing a SQLite database on a {fstype} filesystem "
+            "(WAL needs local locks and shared memory); put it on a local disk"
+        )
+
+
+def connect(
+    path: Path,
+    *,
+    create: bool,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    what: str = "database",
+    create_hint: str = "create it first",
+) -> sqlite3.Connection:
+    """Open `path` in WAL mode, autocommit, with a busy timeout.
+
+    `create=False` refuses a missing file instead of making an empty one, so a
+    typo in `--db` is an error rather than a new, empty inbox.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a {what} file")
+    if not path.exists():
+        if not create:
+            raise NotFoundError(f"{path}: no {what} here ({create_hint})")
+        if not path.parent.is_dir():
+            raise NotFoundError(f"{path.parent}: directory does not exist")
+    refuse_network_filesystem(path.parent if not path.exists() else path)
+    try:
+        conn = sqlite3.connect(
+            os.fspath(path),
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path}: not a SQLite {what} ({exc})") from exc
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise UnavailableError(f"{path}: could not switch the {what} to WAL (got {mode})")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def write_transaction(
+    conn: sqlite3.Connection,
+    synchronous: Synchronous = "full",
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, with busy retries and rollback on error.
+
+    `synchronous` is set per transaction: FULL where losing the commit to a power
+    cut would lose a task or a result, NORMAL (still safe against a process
+    crash in WAL mode) where a lost commit only means the work is redone.
+    """
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise UnavailableError(f"database stayed busy: {exc}") from exc
+            time.sleep(_COMMIT_RETRY_SLEEP_S)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    for attempt in range(_COMMIT_RETRIES):
+        try:
+            conn.execute("COMMIT")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or attempt == _COMMIT_RETRIES - 1:
+                conn.execute("ROLLBACK")
+                raise UnavailableError(f"COMMIT failed: {exc}") from exc
+            time.sleep(_COMMIT_RETRY_SLEEP_S)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str], what: str) -> int:
+    """Bring the schema to `len(migrations)`; refuse a database from a newer superagent.
+
+    Migration N (1-based) is `migrations[N-1]`; each runs in its own IMMEDIATE
+    transaction together with the `user_version` bump, so a crash mid-way leaves
+    the database at a whole version.
+    """
+    target = len(migrations)
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > target:
+        raise UnavailableError(
+            f"{what} has schema version {current}, newer than this superagent knows "
+            f"({target}); upgrade superagent"
+        )
+    while current < target:
+        with write_transaction(conn):
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current >= target:
+                break
+            for statement in _split_sql(migrations[current]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
+        current += 1
+    return target
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements; `executescript` would COMMIT on its own."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
