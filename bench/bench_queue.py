@@ -1,0 +1,568 @@
+"""Queue throughput: superagent's inbox against huey, litequeue and persist-queue.
+
+One run, one disk: for each system, enqueue/s and claim+complete/s (its full
+consumer cycle) with 1 and with N processes, every system at synchronous=FULL
+in WAL mode, every message checked to be processed exactly once (by the ids the
+consumers report and by the rows left in the database). Plus the disk's rate of
+single-row synchronous=FULL commits, the bound on any queue that commits twice
+per message. Prints a table, then, as its very last line, one JSON object.
+
+    .venv/bin/python bench/bench_queue.py [--messages 2000] [--processes 4] [--dir PATH]
+
+Figures, never asserts: the machine is shared and the numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huey.storage import SqliteStorage
+from litequeue import LiteQueue
+from persistqueue import SQLiteAckQueue
+from persistqueue.exceptions import Empty
+from rich.console import Console
+from rich.table import Table
+
+from control.queue import Queue
+
+REPO = Path(__file__).resolve().parent.parent
+LEASE_SECONDS = 300.0
+PHASE_TIMEOUT_S = 600.0
+
+
+def _journal_mode(path: Path) -> str:
+    """The journal mode stored in the file (WAL persists), read on a fresh connection."""
+    conn = sqlite3.connect(os.fspath(path))
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).upper()
+    finally:
+        conn.close()
+
+
+_SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def _synchronous(conn: sqlite3.Connection) -> str:
+    return _SYNC_NAMES.get(int(conn.execute("PRAGMA synchronous").fetchone()[0]), "?")
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(os.fspath(path))
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+# -- the systems under test ----------------------------------------------------------
+#
+# Each adapter: `create` (parent, before a phase), `open` (in the worker process, its own
+# connection), `enqueue`, `consume` (one full consumer cycle; returns the message number or
+# None when the queue is empty), `mode` (what it really runs with), `verify` (parent, after
+# the consumers: the database holds every message as processed, once).
+
+
+class Superagent:
+    name = "superagent"
+    label = "superagent"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path / "queue.db"
+        self.q: Any = None
+        self.worker_id = f"bench-{os.getpid()}"
+
+    def _queue_class(self) -> Any:
+        return Queue
+
+    def create(self) -> None:
+        self._queue_class()(self.path, create=True, sync="full").close()
+
+    def open(self) -> None:
+        self.q = self._queue_class()(self.path, create=False, sync="full")
+
+    def enqueue(self, n: int) -> None:
+        got = self.q.enqueue({"n": n}, key=f"bench-{n}")
+        if got.duplicate:
+            raise RuntimeError(f"message {n} reported as a duplicate: {got}")
+
+    def consume(self) -> int | None:
+        claimed = self.q.claim(self.worker_id, LEASE_SECONDS)
+        if claimed is None:
+            return None
+        finished = self.q.complete(claimed.id, claimed.fence, {"n": claimed.payload["n"]})
+        if not finished.accepted:
+            raise RuntimeError(f"complete of {claimed.id} refused: {finished}")
+        return int(claimed.payload["n"])
+
+    def mode(self) -> str:
+        return (
+            f"journal={_journal_mode(self.path)}; enqueue+complete synchronous="
+            f"{self.q.sync.upper()}, claim NORMAL (by design: a lost claim is re-run, fenced)"
+        )
+
+    def close(self) -> None:
+        self.q.close()
+
+    def verify(self, messages: int) -> bool:
+        with Queue(self.path, create=False) as q:
+            stats = q.stats()
+        done = stats.by_state["done"]
+        others = sum(v for k, v in stats.by_state.items() if k != "done")
+        return done == messages and others == 0 and stats.reexecutions == 0
+
+
+class SuperagentAllFull(Superagent):
+    """The same queue with its claim committed at FULL too: the peers' durability exactly."""
+
+    name = "superagent_all_full"
+    label = "superagent, claim FULL"
+
+    def _queue_class(self) -> Any:
+        if not callable(getattr(Queue, "_write", None)):
+            raise RuntimeError("control.queue.Queue._write is gone: cannot force claim FULL")
+
+        class AllFullQueue(Queue):
+            def _write(self, durable: bool) -> Any:
+                return super()._write(True)
+
+        return AllFullQueue
+
+    def mode(self) -> str:
+        return f"journal={_journal_mode(self.path)}; every commit synchronous=FULL"
+
+
+class Huey:
+    """huey.storage.SqliteStorage: enqueue; consumer = dequeue + put_data(result)."""
+
+    name = "huey"
+    label = "huey SqliteStorage"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path / "huey.db"
+        self.storage: Any = None
+
+    def _storage(self) -> Any:
+        # fsync=True is huey's own switch for PRAGMA synchronous=2 (FULL); WAL is its default.
+        return SqliteStorage(
+            name="bench", filename=os.fspath(self.path), fsync=True, journal_mode="wal", timeout=60
+        )
+
+    def create(self) -> None:
+        self._storage().close()
+
+    def open(self) -> None:
+        self.storage = self._storage()
+
+    def enqueue(self, n: int) -> None:
+        self.storage.enqueue(str(n).encode())
+
+    def consume(self) -> int | None:
+        data = self.storage.dequeue()
+        if data is None:
+            return None
+        n = int(bytes(data))
+        self.storage.put_data(f"result-{n}", b"done", is_result=True)
+        return n
+
+    def mode(self) -> str:
+        return (
+            f"journal={_journal_mode(self.path)}; synchronous="
+            f"{_synchronous(self.storage.conn)} (fsync=True); dequeue deletes the row"
+        )
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def verify(self, messages: int) -> bool:
+        left = _count(self.path, "SELECT COUNT(*) FROM task")
+        results = _count(self.path, "SELECT COUNT(*) FROM kv WHERE key LIKE 'result-%'")
+        return left == 0 and results == messages
+
+
+class LiteQueueAdapter:
+    """litequeue.LiteQueue: put; consumer = pop + done."""
+
+    name = "litequeue"
+    label = "litequeue"
+    table = "bench"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path / "litequeue.db"
+        self.q: Any = None
+
+    def _queue(self) -> Any:
+        q = LiteQueue(os.fspath(self.path), queue_name=self.table, timeout=60)
+        # LiteQueue sets journal_mode=WAL and synchronous=NORMAL on its connection; raise it.
+        q.conn.execute("PRAGMA synchronous = FULL")
+        return q
+
+    def create(self) -> None:
+        self._queue().close()
+
+    def open(self) -> None:
+        self.q = self._queue()
+
+    def enqueue(self, n: int) -> None:
+        self.q.put(str(n))
+
+    def consume(self) -> int | None:
+        message = self.q.pop()
+        if message is None:
+            return None
+        self.q.done(message.message_id)
+        return int(message.data)
+
+    def mode(self) -> str:
+        return f"journal={_journal_mode(self.path)}; synchronous={_synchronous(self.q.conn)}"
+
+    def close(self) -> None:
+        self.q.close()
+
+    def verify(self, messages: int) -> bool:
+        done = _count(self.path, f"SELECT COUNT(*) FROM [{self.table}] WHERE status = 2")
+        total = _count(self.path, f"SELECT COUNT(*) FROM [{self.table}]")
+        return done == messages and total == messages
+
+
+class PersistQueue:
+    """persistqueue.SQLiteAckQueue: put; consumer = get + ack.
+
+    Its get() SELECTs the next ready row, then UPDATEs it to unack in a separate
+    statement, with only a threading lock between them: two processes can take
+    the same row. Several consumer processes therefore take an exclusive flock
+    around get() (ack needs none), which is what using it safely across
+    processes requires.
+    """
+
+    name = "persist_queue"
+    label = "persist-queue AckQ"
+
+    def __init__(self, path: Path) -> None:
+        self.dir = path / "persistqueue"
+        self.path = self.dir / "data.db"
+        self.lock_path = path / "persistqueue.lock"
+        self.q: Any = None
+        self.lock_fd: int | None = None
+
+    def _queue(self, auto_resume: bool) -> Any:
+        q: Any = SQLiteAckQueue(os.fspath(self.dir), auto_resume=auto_resume, timeout=60)
+        # It opens WAL; synchronous is SQLite's default (FULL), set explicitly all the same.
+        # Without multithreading=True its getter and putter are one connection.
+        for conn in (q._getter, q._putter):
+            conn.execute("PRAGMA synchronous = FULL")
+        return q
+
+    def create(self) -> None:
+        self._queue(auto_resume=True).close()
+
+    def open(self) -> None:
+        self.q = self._queue(auto_resume=False)
+        self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def enqueue(self, n: int) -> None:
+        self.q.put(n)
+
+    def consume(self) -> int | None:
+        assert self.lock_fd is not None
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            item = self.q.get(block=False, raw=True)
+        except Empty:
+            return None
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        self.q.ack(id=item["pqid"])
+        return int(item["data"])
+
+    def mode(self) -> str:
+        return (
+            f"journal={_journal_mode(self.path)}; synchronous={_synchronous(self.q._putter)}; "
+            "get() under an flock across processes"
+        )
+
+    def close(self) -> None:
+        self.q.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+
+    def verify(self, messages: int) -> bool:
+        table = "ack_queue_default"
+        acked = _count(self.path, f"SELECT COUNT(*) FROM {table} WHERE status = 5")
+        total = _count(self.path, f"SELECT COUNT(*) FROM {table}")
+        return acked == messages and total == messages
+
+
+SYSTEMS: dict[str, type[Any]] = {
+    cls.name: cls for cls in (Superagent, Huey, LiteQueueAdapter, PersistQueue, SuperagentAllFull)
+}
+PEERS = ("huey", "litequeue", "persist_queue")
+
+
+# -- running a phase in worker processes ----------------------------------------------------
+
+
+def _worker(
+    system: str, path: str, role: str, numbers: Sequence[int], barrier: Any, out: Any
+) -> None:
+    """One process: open its own connection, wait for the others, run, report."""
+    try:
+        adapter = SYSTEMS[system](Path(path))
+        adapter.open()
+        mode = adapter.mode()
+        barrier.wait(timeout=PHASE_TIMEOUT_S)
+        start = time.monotonic()
+        processed: list[int] = []
+        if role == "enqueue":
+            for n in numbers:
+                adapter.enqueue(n)
+                processed.append(n)
+        else:
+            while (n := adapter.consume()) is not None:
+                processed.append(n)
+        end = time.monotonic()
+        adapter.close()
+        out.put({"ok": True, "start": start, "end": end, "processed": processed, "mode": mode})
+    except BaseException:
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        out.put({"ok": False, "error": traceback.format_exc()})
+
+
+@dataclass
+class Phase:
+    rate: float
+    processed: list[int]
+    mode: str
+
+
+def run_phase(system: str, path: Path, role: str, messages: int, processes: int) -> Phase:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    out = ctx.Queue()
+    shares = [list(range(k, messages, processes)) for k in range(processes)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(system, os.fspath(path), role, shares[k], barrier, out),
+            name=f"{system}-{role}-{k}",
+        )
+        for k in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    reports = [out.get(timeout=PHASE_TIMEOUT_S) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    errors = [r["error"] for r in reports if not r["ok"]]
+    if errors:
+        raise RuntimeError(f"{system} {role} x{processes} failed:\n" + "\n".join(errors))
+    elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+    processed = [n for r in reports for n in r["processed"]]
+    return Phase(len(processed) / elapsed if elapsed > 0 else 0.0, processed, reports[0]["mode"])
+
+
+def exactly_once(processed: Sequence[int], messages: int) -> tuple[bool, int, int]:
+    """(every message once, duplicates, missing)."""
+    counts = Counter(processed)
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    missing = sum(1 for n in range(messages) if n not in counts)
+    stray = sum(1 for n in counts if not 0 <= n < messages)
+    return duplicates == 0 and missing == 0 and stray == 0, duplicates, missing
+
+
+@dataclass
+class SystemResult:
+    figures: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    duplicates: int = 0
+    missing: int = 0
+    mode: str = ""
+
+
+def bench_system(
+    system: str, root: Path, messages: int, processes: int, process_counts: Sequence[int]
+) -> SystemResult:
+    result = SystemResult()
+    for nprocs in process_counts:
+        suffix = "" if nprocs == 1 else f"_{nprocs}p"
+        work = root / f"{system}-{nprocs}p"
+        work.mkdir()
+        adapter = SYSTEMS[system](work)
+        adapter.create()
+        enq = run_phase(system, work, "enqueue", messages, nprocs)
+        ok_enq, dup, miss = exactly_once(enq.processed, messages)
+        result.figures[f"enqueue_per_s{suffix}"] = enq.rate
+        con = run_phase(system, work, "consume", messages, nprocs)
+        ok_con, dup_c, miss_c = exactly_once(con.processed, messages)
+        ok_db = adapter.verify(messages)
+        result.figures[f"claim_complete_per_s{suffix}"] = con.rate
+        result.checks[f"{nprocs}p"] = ok_enq and ok_con and ok_db
+        result.duplicates += dup + dup_c
+        result.missing += miss + miss_c
+        result.mode = con.mode
+    return result
+
+
+def full_commit_rate(root: Path, seconds: float) -> float:
+    """Single-row INSERTs, each its own transaction, WAL + synchronous=FULL: commits/s."""
+    path = root / f"commit-limit-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(os.fspath(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        count, start = 0, time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            conn.execute("INSERT INTO t (v) VALUES ('x')")
+            count += 1
+        return count / elapsed
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def bench_dir(requested: str | None, keep: bool) -> Iterator[Path]:
+    """A fresh directory on the disk under test (default: next to the repo), removed after."""
+    if requested:
+        parent = Path(requested)
+        parent.mkdir(parents=True, exist_ok=True)
+    else:
+        parent = REPO
+    root = Path(tempfile.mkdtemp(prefix=".bench-queue-", dir=parent))
+    try:
+        yield root
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per phase")
+    parser.add_argument("--processes", type=int, default=4, help="processes of the multi runs")
+    parser.add_argument("--dir", help="directory on the disk under test (default: the repo's)")
+    parser.add_argument(
+        "--limit-seconds", type=float, default=2.0, help="duration of the FULL-commit probe"
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated subset of {', '.join(SYSTEMS)}",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    args = parser.parse_args(argv)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or args.messages < 1 or args.processes < 2:
+        parser.error(f"unknown systems {unknown}" if unknown else "messages >= 1, processes >= 2")
+
+    console = Console(stderr=False, soft_wrap=False)
+    began = time.monotonic()
+    results: dict[str, SystemResult] = {}
+    with bench_dir(args.dir, args.keep) as root:
+        console.print(
+            f"[bold]queue benchmark[/bold]: {args.messages} messages per phase, 1 and "
+            f"{args.processes} processes, in {root} (SQLite {sqlite3.sqlite_version})"
+        )
+        # Half of the disk probe before the queues, half after: it brackets the run.
+        limits = [full_commit_rate(root, args.limit_seconds / 2)]
+        for system in systems:
+            counts = (1,) if system == "superagent_all_full" else (1, args.processes)
+            t0 = time.monotonic()
+            results[system] = bench_system(system, root, args.messages, args.processes, counts)
+            console.print(f"  {system}: done in {time.monotonic() - t0:.1f} s")
+        limits.append(full_commit_rate(root, args.limit_seconds / 2))
+    limit = sum(limits) / len(limits)
+
+    summary: dict[str, Any] = {}
+    for system, res in results.items():
+        for key, value in res.figures.items():
+            summary[f"{system}_{key}"] = round(value, 1)
+    summary["full_commit_limit_per_s"] = round(limit, 1)
+    summary["full_commit_limit_samples_per_s"] = [round(x, 1) for x in limits]
+    ours = summary.get("superagent_claim_complete_per_s")
+    summary["superagent_vs_limit"] = round(ours / (limit / 2), 3) if ours and limit else None
+    summary["exactly_once"] = all(all(r.checks.values()) for r in results.values())
+    summary["exactly_once_by_system"] = {s: r.checks for s, r in results.items()}
+    summary["duplicates"] = {s: r.duplicates for s, r in results.items()}
+    summary["missing"] = {s: r.missing for s, r in results.items()}
+    summary["modes"] = {s: r.mode for s, r in results.items()}
+    peer_rates = [
+        summary[f"{p}_claim_complete_per_s{sfx}"]
+        for p in PEERS
+        for sfx in ("", f"_{args.processes}p")
+        if f"{p}_claim_complete_per_s{sfx}" in summary
+    ]
+    if ours is not None and peer_rates:
+        ours_4p = summary.get(f"superagent_claim_complete_per_s_{args.processes}p", 0.0)
+        summary["target_at_or_above_peers"] = all(
+            summary.get(f"superagent_claim_complete_per_s{sfx}", 0.0)
+            >= summary.get(f"{p}_claim_complete_per_s{sfx}", 0.0)
+            for p in PEERS
+            for sfx in ("", f"_{args.processes}p")
+        )
+        summary["target_80pct_of_limit"] = (summary["superagent_vs_limit"] or 0) >= 0.8
+        summary[f"superagent_claim_complete_per_s_{args.processes}p_vs_limit"] = (
+            round(ours_4p / (limit / 2), 3) if limit else None
+        )
+    summary["messages"] = args.messages
+    summary["processes"] = args.processes
+    summary["sqlite_version"] = sqlite3.sqlite_version
+    summary["elapsed_s"] = round(time.monotonic() - began, 1)
+
+    p = args.processes
+    table = Table(title=f"messages/s ({args.messages} messages per phase)")
+    table.add_column("system")
+    for heading in ("enqueue 1p", f"enqueue {p}p", "claim+complete 1p", f"claim+complete {p}p"):
+        table.add_column(heading, justify="right")
+    table.add_column("exactly once")
+
+    def cell(key: str) -> str:
+        return f"{summary[key]:,.0f}" if key in summary else "-"
+
+    for system, res in results.items():
+        table.add_row(
+            SYSTEMS[system].label,
+            cell(f"{system}_enqueue_per_s"),
+            cell(f"{system}_enqueue_per_s_{p}p"),
+            cell(f"{system}_claim_complete_per_s"),
+            cell(f"{system}_claim_complete_per_s_{p}p"),
+            "yes" if all(res.checks.values()) else f"NO (dup {res.duplicates}, miss {res.missing})",
+        )
+    console.print(table)
+    console.print("[bold]configuration[/bold] (as read back from each system's connection):")
+    for system, res in results.items():
+        console.print(f"  {SYSTEMS[system].label}: {res.mode}")
+    console.print(
+        f"disk: {limit:,.0f} single-row FULL commits/s (samples "
+        f"{', '.join(f'{x:,.0f}' for x in limits)}), so {limit / 2:,.0f} messages/s at two "
+        "FULL commits per message"
+    )
+    if ours is not None:
+        console.print(
+            f"superagent claim+complete 1p = {summary['superagent_vs_limit']:.2f} x that bound "
+            f"(target >= 0.80); at or above every peer: {summary.get('target_at_or_above_peers')}"
+        )
+    sys.stdout.flush()
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""The queue benchmark runs end to end on a few messages and ends with its JSON line.
+
+No figure is asserted: timings on a shared machine prove nothing. What is checked
+is that every system ran, each at both process counts, and processed every
+message exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_queue.py"
+SYSTEMS = ("superagent", "huey", "litequeue", "persist_queue")
+
+
+@pytest.mark.slow
+def test_bench_queue_smoke(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--messages",
+            "50",
+            "--limit-seconds",
+            "0.2",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    last = done.stdout.strip().splitlines()[-1]
+    figures = json.loads(last)
+    for system in SYSTEMS:
+        for key in (
+            f"{system}_enqueue_per_s",
+            f"{system}_enqueue_per_s_4p",
+            f"{system}_claim_complete_per_s",
+            f"{system}_claim_complete_per_s_4p",
+        ):
+            assert isinstance(figures[key], float), key
+            assert figures[key] > 0, key
+        assert figures["exactly_once_by_system"][system] == {"1p": True, "4p": True}
+    for key in ("superagent_all_full_claim_complete_per_s", "full_commit_limit_per_s"):
+        assert figures[key] > 0, key
+    assert figures["superagent_vs_limit"] > 0
+    assert figures["exactly_once"] is True
+    assert list(tmp_path.iterdir()) == []  # the bench cleaned up after itself
