@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS_CHAOS ?= 20
 
-.PHONY: help setup test test-fast lint demo bench bench-queue chaos-queue clean
+.PHONY: help setup system-deps test test-fast lint demo bench bench-queue chaos-queue clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install superagent with its dev extras
 
-test: setup ## Run the whole test suite
+system-deps: ## Install the Debian packages the tests need (when root; else they skip)
+	tests/setup-system.sh
+
+test: setup system-deps ## Run the whole test suite
 	$(BIN)/python -m pytest
 
 test-fast: setup ## Run the tests not marked slow

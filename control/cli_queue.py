@@ -198,7 +198,7 @@ def fail(
 @queue_app.command()
 def responses(
     db: DbOption,
-    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Finished messages whose response has not been acknowledged yet."""
@@ -262,7 +262,7 @@ def list_messages(
     state: Annotated[
         str | None, typer.Option("--state", help=f"Only this state ({', '.join(STATES)}).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """Messages in id order."""

@@ -76,8 +76,11 @@ def is_network_filesystem(fstype: str) -> bool:
 
 
 def refuse_network_filesystem(path: Path, mountinfo: str | None = None) -> None:
-    """Raise when `path` lies on a filesystem where WAL would silently corrupt or hang."""
-    fstype = filesystem_type(path, mountinfo)
+    """Raise when `path` lies on a filesystem where WAL would silently corrupt or hang.
+
+    A file that does not exist yet is judged by its directory.
+    """
+    fstype = filesystem_type(path if path.exists() else path.parent, mountinfo)
     if is_network_filesystem(fstype):
         raise UnavailableError(
             f"{path}: refusing a SQLite database on a {fstype} filesystem "
@@ -106,7 +109,7 @@ def connect(
             raise NotFoundError(f"{path}: no {what} here ({create_hint})")
         if not path.parent.is_dir():
             raise NotFoundError(f"{path.parent}: directory does not exist")
-    refuse_network_filesystem(path.parent if not path.exists() else path)
+    refuse_network_filesystem(path)
     try:
         conn = sqlite3.connect(
             os.fspath(path),
@@ -196,14 +199,18 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str], what: str) -> i
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements; `executescript` would COMMIT on its own."""
+    """Split a migration into statements; `executescript` would COMMIT on its own.
+
+    Cut at each `;` that ends a complete statement (so `;` inside strings or
+    triggers stays where it is).
+    """
     statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
+    for piece in script.split(";"):
+        buffer += piece + ";"
         if sqlite3.complete_statement(buffer):
-            if buffer.strip():
+            if buffer.strip(" \t\n;"):
                 statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip():
+    if buffer.strip(" \t\n;"):
         statements.append(buffer.strip())
     return statements

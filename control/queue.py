@@ -34,7 +34,7 @@ _MIGRATIONS: tuple[str, ...] = (
     # 1: messages, heartbeats, stale results
     """
     CREATE TABLE messages (
-        id               INTEGER PRIMARY KEY,
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused
         key              TEXT UNIQUE,
         content_hash     TEXT NOT NULL,
         kind             TEXT NOT NULL DEFAULT 'task' CHECK (kind IN ('task', 'cancel')),
@@ -84,7 +84,12 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 def canonical_json(value: Any) -> str:
     """The one serialisation used for hashing and storage: keys sorted, no spaces."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"not representable as JSON: {exc}") from exc
 
 
 def content_hash(kind: str, payload: Any) -> str:

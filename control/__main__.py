@@ -1,0 +1,5 @@
+"""`python -m control` is the `control` command (used where no console script is on PATH)."""
+
+from control.cli import main
+
+main()

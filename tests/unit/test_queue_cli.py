@@ -1,0 +1,205 @@
+"""`control queue ...` end to end: JSON in and out, errors as one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from control.cli import app
+from control.errors import ExitCode
+from tests.injection import big_text, corpus
+
+runner = CliRunner()
+
+
+def run(*args: str, stdin: str | bytes | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["queue", *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = tmp_path / "queue.db"
+    code, _, err = run("init", "--db", str(path))
+    assert code == 0, err
+    return str(path)
+
+
+def test_init_creates_the_directory_and_reports_schema(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "queue.db"
+    code, out, _ = run("init", "--db", str(path), "--json")
+    assert code == 0
+    assert json.loads(out) == {"db": str(path), "schema_version": 1}
+
+
+def test_db_defaults_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "env.db"
+    result = runner.invoke(app, ["queue", "init"], env={"SUPERAGENT_QUEUE_DB": str(path)})
+    assert result.exit_code == 0 and path.exists()
+
+
+def test_full_cycle_through_the_cli(db: str) -> None:
+    code, out, _ = run("enqueue", "--db", db, "--key", "r/api/1", "--json", stdin='{"p": 1}')
+    assert (code, json.loads(out)) == (0, {"id": 1, "duplicate": False, "state": "pending"})
+    code, out, _ = run("enqueue", "--db", db, "--key", "r/api/1", "--json", stdin='{"p": 1}')
+    assert json.loads(out)["duplicate"] is True
+    code, out, _ = run("claim", "--db", db, "--worker", "w1", "--lease", "60", "--json")
+    claimed = json.loads(out)
+    assert (claimed["id"], claimed["fence"], claimed["payload"]) == (1, 1, {"p": 1})
+    code, out, _ = run("renew", "--db", db, "1", "--fence", "1", "--json")
+    assert json.loads(out)["cancel_requested"] is False
+    code, out, _ = run("complete", "--db", db, "1", "--fence", "1", "--json", stdin='{"ok": 1}')
+    assert json.loads(out) == {"accepted": True, "state": "done"}
+    code, out, _ = run("responses", "--db", db, "--json")
+    assert [m["response"] for m in json.loads(out)] == [{"ok": 1}]
+    code, out, _ = run("ack", "--db", db, "1", "--json")
+    assert json.loads(out) == {"acked": 1}
+    code, out, _ = run("responses", "--db", db, "--json")
+    assert json.loads(out) == []
+    code, out, _ = run("stats", "--db", db, "--json")
+    assert json.loads(out)["by_state"]["done"] == 1
+    code, out, _ = run("claim", "--db", db, "--worker", "w1", "--json")
+    assert (code, json.loads(out)) == (0, None)
+
+
+def test_fail_cancel_requeue_list_show_prune(db: str) -> None:
+    run("enqueue", "--db", db, stdin='{"p": 1}')
+    run("enqueue", "--db", db, stdin='{"p": 2}')
+    run("claim", "--db", db, "--worker", "w")
+    _, out, _ = run("fail", "--db", db, "1", "--fence", "1", "--reason", "tests red", "--json")
+    assert json.loads(out) == {"accepted": True, "state": "failed"}
+    _, out, _ = run("cancel", "--db", db, "2", "--json")
+    assert json.loads(out) == {"state": "cancelled"}
+    _, out, _ = run("requeue", "--db", db, "1", "--json")
+    assert json.loads(out) == {"requeued": 1}
+    _, out, _ = run("list", "--db", db, "--state", "pending", "--json")
+    assert [m["id"] for m in json.loads(out)] == [1]
+    _, out, _ = run("show", "--db", db, "2", "--json")
+    assert json.loads(out)["reason"] == "cancelled while pending"
+    assert run("ack", "--db", db, "2")[0] == 0
+    _, out, _ = run("prune", "--db", db, "--older-than-days", "0", "--json")
+    assert json.loads(out) == {"pruned": 1}
+
+
+def test_fail_reads_a_response_file(db: str, tmp_path: Path) -> None:
+    response = tmp_path / "response.json"
+    response.write_text('{"verify": [{"exit": 1}]}')
+    run("enqueue", "--db", db, stdin="{}")
+    run("claim", "--db", db, "--worker", "w")
+    code, _, _ = run(
+        "fail", "--db", db, "1", "--fence", "1", "--reason", "red", "-f", str(response)
+    )
+    assert code == 0
+    _, out, _ = run("show", "--db", db, "1", "--json")
+    assert json.loads(out)["response"] == {"verify": [{"exit": 1}]}
+
+
+def test_human_output_renders(db: str) -> None:
+    run("enqueue", "--db", db, stdin='{"p": 1}')
+    for args in (["list"], ["stats"], ["show", "1"], ["claim", "--worker", "w"], ["responses"]):
+        code, out, err = run(args[0], "--db", db, *args[1:])
+        assert code == 0, err
+        assert out.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "code", "message"),
+    [
+        (["enqueue"], "not json", ExitCode.USAGE, "stdin: invalid JSON in the payload at line 1"),
+        (["enqueue"], "", ExitCode.USAGE, "stdin: the payload is empty"),
+        (["enqueue"], b"\xff\xfe{}", ExitCode.USAGE, "not UTF-8"),
+        (["enqueue", "--file", "/nonexistent.json"], None, ExitCode.USAGE, "cannot read"),
+        (["enqueue", "--key", ""], "{}", ExitCode.USAGE, "idempotency key"),
+        (["enqueue", "--kind", "weird"], "{}", ExitCode.USAGE, "kind must be one of"),
+        (["complete", "9", "--fence", "1"], "{}", ExitCode.NOT_FOUND, "no message 9"),
+        (["renew", "9", "--fence", "1"], None, ExitCode.NOT_FOUND, "no message 9"),
+        (["show", "9"], None, ExitCode.NOT_FOUND, "no message 9"),
+        (["ack", "9"], None, ExitCode.NOT_FOUND, "no message 9"),
+        (["requeue"], None, ExitCode.USAGE, "requeue needs message ids or --expired"),
+        (["list", "--state", "odd"], None, ExitCode.USAGE, "state must be one of"),
+        (["claim", "--worker", ""], None, ExitCode.USAGE, "worker id"),
+    ],
+)
+def test_bad_input_is_one_line_error_with_exit_code_and_no_change(
+    db: str, args: list[str], stdin: str | bytes | None, code: int, message: str
+) -> None:
+    before = Path(db).read_bytes()
+    exit_code, out, err = run(args[0], "--db", db, *args[1:], stdin=stdin)
+    assert exit_code == code
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert out == ""
+    _, listed, _ = run("list", "--db", db, "--json")
+    assert json.loads(listed) == []
+    assert Path(db).read_bytes() == before
+
+
+def test_missing_database_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    code, _, err = run("enqueue", "--db", str(path), stdin="{}")
+    assert code == ExitCode.NOT_FOUND
+    assert "no inbox here" in err and "control queue init" in err
+    assert not path.exists()
+
+
+def test_schema_from_the_future_is_refused(db: str) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    code, _, err = run("stats", "--db", db)
+    assert code == ExitCode.UNAVAILABLE
+    assert "schema version 99" in err
+
+
+def test_wrong_fence_is_refused_and_recorded_stale(db: str) -> None:
+    run("enqueue", "--db", db, stdin="{}")
+    run("claim", "--db", db, "--worker", "w")
+    code, _, err = run("renew", "--db", db, "1", "--fence", "5")
+    assert code == ExitCode.CONFLICT and "fence 5 is not current" in err
+    code, _, err = run("complete", "--db", db, "1", "--fence", "5", stdin='{"late": 1}')
+    assert code == ExitCode.CONFLICT and "recorded as stale" in err
+    _, out, _ = run("show", "--db", db, "1", "--json")
+    shown = json.loads(out)
+    assert shown["state"] == "claimed" and shown["response"] is None
+    assert [s["fence"] for s in shown["stale_results"]] == [5]
+
+
+def test_reused_key_with_other_content_is_a_conflict(db: str) -> None:
+    run("enqueue", "--db", db, "--key", "k", stdin='{"a": 1}')
+    code, _, err = run("enqueue", "--db", db, "--key", "k", stdin='{"a": 2}')
+    assert code == ExitCode.CONFLICT and "different content" in err
+
+
+def test_injection_corpus_round_trips_byte_for_byte_through_a_real_process(
+    db: str, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    texts = [*corpus(canary), big_text()]
+    env = {**os.environ, "SUPERAGENT_QUEUE_DB": db}
+    control = [sys.executable, "-m", "control"]
+    for number, text in enumerate(texts):
+        payload = {"task": text, "key_" + text[:20]: [text]}
+        sent = subprocess.run(
+            [*control, "queue", "enqueue", "--key", f"k{number}", "--json"],
+            input=json.dumps(payload).encode(),
+            capture_output=True,
+            env=env,
+            check=True,
+        )
+        message_id = json.loads(sent.stdout)["id"]
+        shown = subprocess.run(
+            [*control, "queue", "show", str(message_id), "--json"],
+            capture_output=True,
+            env=env,
+            check=True,
+        )
+        assert json.loads(shown.stdout)["payload"] == payload
+        assert json.loads(shown.stdout)["payload"]["task"].encode() == text.encode()
+    assert not canary.exists()
