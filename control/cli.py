@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from control import __version__
 from control.cli_io import err_console
 from control.cli_queue import queue_app
+from control.cli_spec import validate
 from control.errors import ExitCode, SuperagentError
 
 
@@ -45,6 +46,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(queue_app, name="queue")
+app.command("validate")(validate)
 
 
 def _version(value: bool) -> None:

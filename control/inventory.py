@@ -1,0 +1,266 @@
+"""The fleet as the Ansible inventory describes it: the hosts of group `workers`.
+
+Loaded with Ansible's own InventoryManager and VariableManager, so group_vars,
+host_vars and children mean here exactly what they mean to the playbooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from control.errors import UsageError
+from control.names import host_name_problem
+
+WORKERS_GROUP = "workers"
+TRANSPORTS: tuple[str, ...] = ("local", "ssh", "ansible")
+REACHES: tuple[str, ...] = ("direct", "reverse-tunnel")
+_CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_MAX_SLOTS = 64
+# Variables Ansible adds to every host; they say nothing about the worker itself.
+_MAGIC_VARS = frozenset(
+    {
+        "ansible_config_file",
+        "ansible_facts",
+        "ansible_playbook_python",
+        "ansible_version",
+        "group_names",
+        "groups",
+        "inventory_dir",
+        "inventory_file",
+        "inventory_hostname",
+        "inventory_hostname_short",
+        "omit",
+        "playbook_dir",
+    }
+)
+
+Transport = Literal["local", "ssh", "ansible"]
+Reach = Literal["direct", "reverse-tunnel"]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One machine of the fleet, as the scheduler and the transports see it."""
+
+    name: str
+    capabilities: frozenset[str] = frozenset()
+    slots: int = 1
+    transport: Transport = "ansible"
+    reach: Reach = "direct"
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "capabilities": sorted(self.capabilities),
+            "slots": self.slots,
+            "transport": self.transport,
+            "reach": self.reach,
+        }
+
+
+def load_inventory(directory: str | Path) -> list[Worker]:
+    """The workers of `inventory/<fleet>/`, in inventory order; UsageError names what is wrong."""
+    root = Path(directory)
+    if not root.exists():
+        raise UsageError(f"{root}: no such inventory directory")
+    if not root.is_dir():
+        raise UsageError(
+            f"{root}: an inventory is a directory (hosts.yml, group_vars/, host_vars/)"
+        )
+    sources = _inventory_files(root)
+    if not sources:
+        raise UsageError(f"{root}: no hosts.yml (or other .yml inventory file) in the directory")
+    for path in [*sources, *_vars_files(root)]:
+        _check_yaml(path)
+
+    # Imported here: Ansible takes most of a second to import, and `control validate`
+    # without --inventory should not pay for it.
+    from ansible.errors import AnsibleError  # noqa: PLC0415
+    from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.template import Templar  # noqa: PLC0415
+    from ansible.vars.manager import VariableManager  # noqa: PLC0415
+
+    loader = DataLoader()
+    try:
+        with _quiet():
+            manager = InventoryManager(loader=loader, sources=[str(root)])
+    except AnsibleError as exc:
+        raise UsageError(f"{root}: Ansible cannot read the inventory: {_first_line(exc)}") from exc
+    parsed = {Path(p).resolve() for p in manager._inventory.processed_sources if p}
+    for path in sources:
+        if path.resolve() not in parsed:
+            raise UsageError(f"{path}: not a valid YAML inventory: {_yaml_plugin_reason(path)}")
+    group = manager.groups.get(WORKERS_GROUP)
+    if group is None:
+        raise UsageError(f"{root}: no group '{WORKERS_GROUP}'; list the worker hosts under it")
+    hosts = group.get_hosts()
+    if not hosts:
+        raise UsageError(f"{root}: the group '{WORKERS_GROUP}' has no hosts")
+
+    variables = VariableManager(loader=loader, inventory=manager)
+    workers: list[Worker] = []
+    for host in hosts:
+        try:
+            with _quiet():
+                host_vars = variables.get_vars(host=host, include_hostvars=False)
+                templar = Templar(loader=loader, variables=host_vars)
+                wanted = {
+                    key: _plain(templar.template(host_vars[key]))
+                    for key in (
+                        "superagent_capabilities",
+                        "superagent_slots",
+                        "superagent_transport",
+                        "superagent_reach",
+                    )
+                    if key in host_vars
+                }
+        except AnsibleError as exc:
+            raise UsageError(f"{root}: host '{host.name}': {_first_line(exc)}") from exc
+        raw = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC_VARS}
+        workers.append(_worker(root, host.name, wanted, raw))
+    return workers
+
+
+def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any]) -> Worker:
+    where = f"{root}: host '{name}'"
+    if problem := host_name_problem(name):
+        raise UsageError(f"{where}: {problem}")
+    capabilities = wanted.get("superagent_capabilities", [])
+    if capabilities is None:
+        capabilities = []
+    if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
+        raise UsageError(
+            f"{where}: superagent_capabilities must be a list of labels, got {capabilities!r}"
+        )
+    for label in capabilities:
+        if not _CAPABILITY.fullmatch(label):
+            raise UsageError(
+                f"{where}: capability {label!r} is not a label (lowercase letters, digits, "
+                "'.', '_' and '-')"
+            )
+    slots = wanted.get("superagent_slots", 1)
+    if isinstance(slots, str) and slots.strip().isdigit():
+        slots = int(slots)  # `-e superagent_slots=2` and INI-style values arrive as text
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= _MAX_SLOTS:
+        raise UsageError(
+            f"{where}: superagent_slots must be a whole number, 1 to {_MAX_SLOTS}: {slots!r}"
+        )
+    transport = wanted.get("superagent_transport", "ansible")
+    if transport not in TRANSPORTS:
+        raise UsageError(
+            f"{where}: superagent_transport must be one of {', '.join(TRANSPORTS)}, "
+            f"got {transport!r}"
+        )
+    reach = wanted.get("superagent_reach", "direct")
+    if reach not in REACHES:
+        raise UsageError(
+            f"{where}: superagent_reach must be one of {', '.join(REACHES)}, got {reach!r}"
+        )
+    return Worker(name, frozenset(capabilities), slots, transport, reach, raw)
+
+
+def generic_workers(count: int, capabilities: Iterable[str] = (), slots: int = 1) -> list[Worker]:
+    """`count` interchangeable machines with every capability asked for: a what-if fleet."""
+    if count < 1:
+        raise UsageError(f"the number of workers must be at least 1, got {count}")
+    caps = frozenset(capabilities)
+    return [Worker(f"worker-{i}", caps, slots, "local") for i in range(1, count + 1)]
+
+
+def _inventory_files(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file() and p.suffix in (".yml", ".yaml") and not p.name.startswith(".")
+    )
+
+
+def _vars_files(root: Path) -> Iterator[Path]:
+    for sub in ("group_vars", "host_vars"):
+        base = root / sub
+        if base.is_dir():
+            yield from sorted(
+                p for p in base.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", "")
+            )
+
+
+def _check_yaml(path: Path) -> None:
+    """Report a YAML syntax error with its line, before Ansible turns it into warnings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it ({exc})") from exc
+    if text.startswith("$ANSIBLE_VAULT"):
+        return  # a whole vaulted file: Ansible decrypts it, or says why it cannot
+    try:
+        data = yaml.load(text, Loader=_TolerantLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise UsageError(f"{path}: invalid YAML{where}: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: invalid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping at the top, got a {type(data).__name__}")
+
+
+class _TolerantLoader(yaml.SafeLoader):
+    """A SafeLoader that reads Ansible's own tags (`!vault`, `!unsafe`) as opaque values."""
+
+
+def _opaque(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> None:
+    return None
+
+
+_TolerantLoader.add_multi_constructor("!", _opaque)
+
+
+def _yaml_plugin_reason(path: Path) -> str:
+    """Ask Ansible's yaml inventory plugin why it refused the file: its own words."""
+    from ansible.inventory.data import InventoryData  # noqa: PLC0415
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.plugins.loader import inventory_loader  # noqa: PLC0415
+
+    plugin = inventory_loader.get("yaml")
+    try:
+        with _quiet():
+            plugin.parse(InventoryData(), DataLoader(), str(path), cache=False)
+    except Exception as exc:  # any refusal is the answer we want to show
+        return _first_line(exc)
+    return "Ansible could not parse it"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep Ansible's warnings off the terminal: failures become one UsageError instead."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's tagged strings, lists and dicts as plain Python values (JSON-ready)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):  # bool first: it is an int too
+        if isinstance(value, kind):
+            return kind(value)
+    if value is None:
+        return None
+    return f"<{type(value).__name__}>"  # e.g. a vaulted value: never decrypted here

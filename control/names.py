@@ -1,0 +1,52 @@
+"""Names that reach git or a host's command line: branch names and worker names.
+
+A name that git would refuse, or that a command would read as an option, is
+caught here before it is ever passed after `--` to git, ssh or Ansible.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def branch_name_problem(name: str) -> str | None:
+    """Why `git check-ref-format --branch` (or `git branch`) would refuse `name`, or None."""
+    if bad := _BAD_REF_CHARS.search(name):
+        char = bad.group()
+        shown = repr(char) if char.isprintable() and char != " " else f"U+{ord(char):04X}"
+        return f"a branch name cannot contain {shown} (no spaces, control characters, ~^:?*[\\)"
+    rules = (
+        (not name, "a branch name cannot be empty"),
+        (name.startswith("-"), "a branch name cannot start with '-' (git would read an option)"),
+        (name in ("HEAD", "@"), f"{name!r} is reserved by git"),
+        (".." in name, "a branch name cannot contain '..'"),
+        ("@{" in name, "a branch name cannot contain '@{'"),
+        (
+            name.startswith("/") or name.endswith("/") or "//" in name,
+            "a branch name cannot start or end with '/' or contain '//'",
+        ),
+        (name.endswith("."), "a branch name cannot end with '.'"),
+    )
+    for broken, why in rules:
+        if broken:
+            return why
+    for part in name.split("/"):
+        if part.startswith("."):
+            return f"a component of a branch name cannot start with '.' ({part!r})"
+        if part.endswith(".lock"):
+            return f"a component of a branch name cannot end with '.lock' ({part!r})"
+    return None
+
+
+def host_name_problem(name: str) -> str | None:
+    """Why `name` is not a safe worker name (it reaches ssh and Ansible as an argument), or None."""
+    if not name:
+        return "a worker name cannot be empty"
+    if name.startswith("-"):
+        return "a worker name cannot start with '-'"
+    if not _HOST_NAME.fullmatch(name):
+        return "a worker name may hold only letters, digits, '.', '_' and '-'"
+    return None

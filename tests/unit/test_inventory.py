@@ -1,0 +1,171 @@
+"""The fleet from a real Ansible inventory directory, and every way one can be wrong."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from control.errors import UsageError
+from control.inventory import Worker, generic_workers, load_inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+HOSTS = """\
+    all:
+      children:
+        workers:
+          hosts:
+            alpha:
+            beta:
+    """
+
+
+def test_the_example_fleet() -> None:
+    workers = {w.name: w for w in load_inventory(ROOT / "inventory" / "example")}
+    assert list(workers) == ["server", "laptop", "wsl"]
+    assert workers["server"].capabilities >= {"linux", "docker", "gpu"}
+    assert workers["server"].slots == 2
+    assert workers["laptop"] == Worker("laptop", frozenset({"linux"}), 1, "ansible", "direct")
+    assert workers["wsl"].capabilities == {"linux", "windows-files"}
+    assert workers["wsl"].reach == "reverse-tunnel"
+
+
+def test_group_vars_children_and_host_vars_apply_as_in_ansible(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "hosts.yml": """\
+                all:
+                  children:
+                    workers:
+                      children:
+                        gpus:
+                          hosts:
+                            alpha:
+                              superagent_slots: 3
+                      hosts:
+                        beta:
+                    others:
+                      hosts:
+                        gamma:
+                """,
+            "group_vars/all.yml": 'base: [linux]\nsuperagent_capabilities: "{{ base }}"\n',
+            "group_vars/gpus.yml": "superagent_capabilities: \"{{ base + ['gpu'] }}\"\n",
+            "host_vars/beta.yml": "superagent_transport: ssh\nk: !vault |\n  $ANSIBLE_VAULT;1.1\n",
+        },
+    )
+    workers = {w.name: w for w in load_inventory(root)}
+    assert set(workers) == {"alpha", "beta"}  # gamma is not in group workers
+    assert workers["alpha"].capabilities == {"linux", "gpu"}
+    assert workers["alpha"].slots == 3
+    assert workers["beta"].capabilities == {"linux"}
+    assert workers["beta"].transport == "ssh"
+    assert workers["alpha"].vars["superagent_slots"] == 3
+    assert "inventory_hostname" not in workers["alpha"].vars
+    assert workers["beta"].to_dict() == {
+        "name": "beta",
+        "capabilities": ["linux"],
+        "slots": 1,
+        "transport": "ssh",
+        "reach": "direct",
+    }
+
+
+def test_slots_given_as_text_are_read_as_a_number(tmp_path: Path) -> None:
+    root = write(
+        tmp_path, {"hosts.yml": HOSTS, "group_vars/workers.yml": "superagent_slots: '2'\n"}
+    )
+    assert [w.slots for w in load_inventory(root)] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ({}, "no hosts.yml"),
+        ({"hosts.yml": "all:\n  children: [\n"}, "hosts.yml: invalid YAML at line 3"),
+        (
+            {"hosts.yml": "- alpha\n- beta\n"},
+            "hosts.yml: expected a mapping at the top, got a list",
+        ),
+        (
+            {"hosts.yml": "all:\n  children:\n    workers:\n      hosts: [alpha]\n"},
+            'not a valid YAML inventory: Invalid "hosts" entry for "workers" group',
+        ),
+        ({"hosts.yml": "all:\n  hosts:\n    alpha:\n"}, "no group 'workers'"),
+        ({"hosts.yml": "all:\n  children:\n    workers:\n"}, "the group 'workers' has no hosts"),
+        (
+            {"hosts.yml": HOSTS, "host_vars/alpha.yml": "superagent_slots: [\n"},
+            "alpha.yml: invalid YAML at line 2",
+        ),
+        (
+            {"hosts.yml": HOSTS, "host_vars/alpha.yml": "superagent_slots: 0\n"},
+            "host 'alpha': superagent_slots must be a whole number, 1 to 64: 0",
+        ),
+        (
+            {"hosts.yml": HOSTS, "host_vars/beta.yml": "superagent_slots: two\n"},
+            "host 'beta': superagent_slots must be a whole number, 1 to 64: 'two'",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_slots: true\n"},
+            "superagent_slots must be a whole number, 1 to 64: True",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_capabilities: linux\n"},
+            "superagent_capabilities must be a list of labels, got 'linux'",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_capabilities: [Linux]\n"},
+            "capability 'Linux' is not a label",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_transport: telnet\n"},
+            "superagent_transport must be one of local, ssh, ansible, got 'telnet'",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_reach: carrier-pigeon\n"},
+            "superagent_reach must be one of direct, reverse-tunnel, got 'carrier-pigeon'",
+        ),
+        (
+            {"hosts.yml": HOSTS, "group_vars/all.yml": 'superagent_slots: "{{ undefined_x }}"\n'},
+            "host 'alpha'",
+        ),
+        (
+            {"hosts.yml": "all:\n  children:\n    workers:\n      hosts:\n        a$b:\n"},
+            "host 'a$b': a worker name may hold only letters",
+        ),
+    ],
+)
+def test_a_bad_inventory_is_a_usage_error_naming_the_file_or_host(
+    tmp_path: Path, files: dict[str, str], words: str
+) -> None:
+    root = write(tmp_path / "fleet", files) if files else tmp_path
+    with pytest.raises(UsageError) as caught:
+        load_inventory(root)
+    assert words in str(caught.value)
+
+
+def test_missing_directory_and_a_file_instead(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such inventory directory"):
+        load_inventory(tmp_path / "nope")
+    (tmp_path / "hosts.yml").write_text(HOSTS)
+    with pytest.raises(UsageError, match="an inventory is a directory"):
+        load_inventory(tmp_path / "hosts.yml")
+
+
+def test_generic_workers() -> None:
+    workers = generic_workers(3, {"gpu"})
+    assert [w.name for w in workers] == ["worker-1", "worker-2", "worker-3"]
+    assert all(w.capabilities == {"gpu"} and w.slots == 1 for w in workers)
+    with pytest.raises(UsageError, match="at least 1"):
+        generic_workers(0)
