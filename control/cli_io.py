@@ -7,7 +7,6 @@ shell would see; output is either one JSON document (`--json`) or text for peopl
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,21 +16,10 @@ import typer
 from rich.console import Console
 
 from control.errors import UsageError
+from control.paths import default_queue_db
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def default_home() -> Path:
-    """`$SUPERAGENT_HOME`, else the XDG data directory: where inboxes and run state live."""
-    if home := os.environ.get("SUPERAGENT_HOME"):
-        return Path(home)
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "superagent"
-
-
-def default_queue_db() -> Path:
-    return Path(os.environ.get("SUPERAGENT_QUEUE_DB") or default_home() / "queue.db")
 
 
 DbOption = Annotated[

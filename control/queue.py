@@ -431,6 +431,21 @@ class Queue:
             lease_expires_at=row["lease_expires_at"],
         )
 
+    def has_work(self) -> bool:
+        """Is there a task to claim (pending, or claimed under a lease that ran out)?
+
+        Read-only on purpose: a worker woken by inotify looks before it claims, so
+        its own look does not write the WAL and wake every watcher again.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'pending' AND kind = 'task') "
+                "OR EXISTS (SELECT 1 FROM messages WHERE state = 'claimed' "
+                "AND lease_expires_at < ?)",
+                (self._clock(),),
+            ).fetchone()
+        return bool(row[0])
+
     def renew(self, message_id: int, fence: int, lease_seconds: float) -> Renewed:
         """Extend the lease if `fence` is still current; raises ConflictError otherwise."""
         _check_positive("lease_seconds", lease_seconds)

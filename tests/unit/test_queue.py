@@ -385,3 +385,21 @@ def test_database_is_in_wal_mode_with_schema_version(inbox_path: Path, queue: Qu
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()
+
+
+def test_has_work_sees_pending_and_expired_claims_without_writing(
+    queue: Queue, clock: Clock, inbox_path: Path
+) -> None:
+    assert not queue.has_work()
+    queue.enqueue({"a": 1})
+    assert queue.has_work()
+    assert queue.claim("w", 10)
+    assert not queue.has_work()
+    clock.advance(11)
+    observer = sqlite3.connect(inbox_path)  # data_version moves when another connection commits
+    before = observer.execute("PRAGMA data_version").fetchone()[0]
+    assert queue.has_work()
+    assert observer.execute("PRAGMA data_version").fetchone()[0] == before
+    assert queue.claim("w", 10)  # a real write does move it
+    assert observer.execute("PRAGMA data_version").fetchone()[0] != before
+    observer.close()

@@ -1,0 +1,104 @@
+"""`control worker check`: is this machine fit to take work?
+
+Node, Claude Code and superagent must be exactly the pinned versions, git must
+run, the inbox must open and the work and log directories must be writable. A
+task that passes on one machine and fails on another because of a different Node
+is the failure this prevents: a mismatched worker refuses work and says why.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control import __version__
+from control.errors import SuperagentError
+from control.queue import Queue
+from control.worker.config import WorkerConfig
+
+_TIMEOUT_S = 30.0
+
+
+@dataclass
+class CheckReport:
+    versions: dict[str, str | None] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.problems) or None
+
+
+def _version_of(argv: list[str], word: int = 0) -> tuple[str | None, str | None]:
+    """(version text, error) from `argv`: a word of the first line (the first by
+    default: `v20.18.1`, `2.1.197 (Claude Code)`), minus a leading 'v'."""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        return None, f"{argv[0]} not found"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{argv[0]} --version failed: {exc}"
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        return None, f"{argv[0]} --version exited {done.returncode}: {tail[0][:200]}"
+    lines = done.stdout.strip().splitlines()
+    words = lines[0].split() if lines else []
+    if len(words) <= word:
+        return None, f"{argv[0]} --version printed nothing"
+    return words[word].removeprefix("v"), None
+
+
+def _compare(report: CheckReport, name: str, found: str | None, error: str | None,
+             pin: str | None) -> None:  # fmt: skip
+    report.versions[name] = found
+    if pin is None:
+        return
+    if error is not None:
+        report.problems.append(f"{name} is pinned to {pin} but {error}")
+    elif found != pin.removeprefix("v"):
+        report.problems.append(f"{name} is {found}, pinned {pin.removeprefix('v')}")
+
+
+def _writable(directory: Path) -> str | None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"{directory} is not writable ({exc.strerror})"
+    return None
+
+
+def run_checks(config: WorkerConfig) -> CheckReport:
+    """Every check, all reported at once (never stops at the first problem)."""
+    report = CheckReport()
+    _compare(report, "node", *_version_of([config.node, "--version"]), config.pins.node)
+    _compare(
+        report, "claude_code", *_version_of([config.claude, "--version"]), config.pins.claude_code
+    )
+    _compare(report, "superagent", __version__, None, config.pins.superagent)
+    git, git_error = _version_of(["git", "--version"], word=2)  # "git version 2.39.5"
+    report.versions["git"] = git
+    if git_error:
+        report.problems.append(git_error)
+    try:
+        Queue(config.queue_db, create=False).close()
+    except SuperagentError as exc:
+        report.problems.append(f"inbox: {exc}")
+    for directory in (config.work_dir, config.logs_dir):
+        if problem := _writable(directory):
+            report.problems.append(problem)
+    return report

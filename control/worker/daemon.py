@@ -1,0 +1,264 @@
+"""The worker daemon (`control worker run`): take messages from the inbox and run them.
+
+One thread per slot runs a claimed message; the main thread waits on inotify,
+claims into free slots, renews every lease and beats the heartbeat. A cancel seen
+on renew, a lost lease and SIGTERM all stop a run through its `RunControl`; on
+SIGTERM the daemon hands unfinished messages back to the inbox and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from control.errors import ConflictError, SuperagentError
+from control.queue import Claimed, Queue
+from control.worker.checks import CheckReport, run_checks
+from control.worker.config import WorkerConfig
+from control.worker.wake import InboxWatcher
+
+log = logging.getLogger("superagent.worker")
+
+CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
+
+
+class RunControl:
+    """How the daemon tells a running message to stop, and why."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a message produced: `done` or a failure status, and the response."""
+
+    status: str
+    response: dict[str, Any]
+    reason: str | None = None
+
+
+Executor = Callable[[Claimed, RunControl, str], Outcome]  # (message, control, slot name)
+
+
+@dataclass
+class _Slot:
+    name: str
+    claimed: Claimed
+    control: RunControl
+    thread: threading.Thread
+    started: float = field(default_factory=time.time)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, executor: Executor) -> None:
+        self.config = config
+        self.executor = executor
+        self.queue = Queue(config.queue_db, create=False)
+        self.watcher = InboxWatcher(config.queue_db)
+        self.stopping = threading.Event()
+        self.slots: dict[str, _Slot] = {}
+        self.report = CheckReport()
+        self._last_beat = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def check(self) -> CheckReport:
+        """Run the checks and, on a mismatch, say so in the heartbeat."""
+        self.report = run_checks(self.config)
+        if not self.report.ok:
+            self.queue.beat(
+                self.config.worker_id,
+                "refusing",
+                versions=self.report.versions,
+                reason=self.report.reason,
+            )
+            log.error("refusing work: %s", self.report.reason)
+        return self.report
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+        self.watcher.wake()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: finishing", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, *, max_messages: int | None = None) -> int:
+        """Work until stopped (or `max_messages` were finished); returns an exit code."""
+        if not self.check().ok:
+            return 1
+        released = self.queue.release_expired_of(self.config.worker_id)
+        if released:
+            log.info("put back %d of my messages whose lease had expired", released)
+        finished = 0
+        log.info(
+            "worker %s ready: %d slot(s), inbox %s, %s",
+            self.config.worker_id,
+            self.config.slots,
+            self.config.queue_db,
+            "inotify"
+            if self.watcher.uses_inotify
+            else f"polling every {self.config.poll_seconds:g}s",
+        )
+        try:
+            while not self.stopping.is_set():
+                finished += self._reap()
+                if max_messages is not None and finished >= max_messages:
+                    break
+                self._fill_slots()
+                self._renew_and_beat()
+                self.watcher.wait(self._wait_time())
+        finally:
+            self._shutdown()
+        return 0
+
+    def _wait_time(self) -> float:
+        until_beat = self._last_beat + self.config.heartbeat_seconds - time.time()
+        limit = self.config.heartbeat_seconds if self.slots else self.config.poll_seconds
+        if not self.watcher.uses_inotify:
+            limit = min(limit, self.config.poll_seconds)
+        return max(0.05, min(limit, until_beat if self.slots else limit))
+
+    # -- claiming and running ----------------------------------------------------------
+
+    def _fill_slots(self) -> None:
+        while len(self.slots) < self.config.slots and not self.stopping.is_set():
+            if not self.queue.has_work():
+                return
+            claimed = self.queue.claim(self.config.worker_id, self.config.lease_seconds)
+            if claimed is None:
+                return
+            name = next(
+                f"slot{i}" for i in range(self.config.slots) if f"slot{i}" not in self.slots
+            )
+            control = RunControl()
+            thread = threading.Thread(
+                target=self._run_one, args=(claimed, control, name), name=name, daemon=True
+            )
+            self.slots[name] = _Slot(name, claimed, control, thread)
+            log.info(
+                "claimed message %d (%s) attempt %d into %s",
+                claimed.id,
+                claimed.key or "no key",
+                claimed.attempt,
+                name,
+            )
+            thread.start()
+            self._beat(force=True)
+
+    def _run_one(self, claimed: Claimed, control: RunControl, slot: str) -> None:
+        try:
+            outcome = self.executor(claimed, control, slot)
+        except Exception as exc:  # a bug or an environment failure: report, never hang
+            log.exception("message %d crashed the executor", claimed.id)
+            outcome = Outcome("failed", {"status": "failed"}, f"worker error: {exc}")
+        try:
+            self._finish(claimed, control, outcome)
+        except SuperagentError as exc:
+            log.error("message %d: could not store the result: %s", claimed.id, exc)
+
+    def _finish(self, claimed: Claimed, control: RunControl, outcome: Outcome) -> None:
+        if control.reason == SHUTDOWN and outcome.status != "done":
+            self.queue.release(claimed.id, claimed.fence, "worker stopped before finishing")
+            log.info("message %d handed back: worker stopping", claimed.id)
+            return
+        if outcome.status == "done":
+            result = self.queue.complete(claimed.id, claimed.fence, outcome.response)
+        else:
+            reason = outcome.reason or outcome.status
+            result = self.queue.fail(claimed.id, claimed.fence, reason, outcome.response)
+        if result.accepted:
+            log.info("message %d %s%s", claimed.id, result.state,
+                     f": {outcome.reason}" if outcome.reason else "")  # fmt: skip
+        else:
+            log.warning(
+                "message %d: result of fence %d recorded as stale (now fence %d, %s)",
+                claimed.id,
+                claimed.fence,
+                result.current_fence,
+                result.state,
+            )
+
+    def _reap(self) -> int:
+        done = [name for name, slot in self.slots.items() if not slot.thread.is_alive()]
+        for name in done:
+            self.slots.pop(name).thread.join()
+        if done:
+            self._beat(force=True)
+        return len(done)
+
+    def _renew_and_beat(self) -> None:
+        if time.time() - self._last_beat < self.config.heartbeat_seconds:
+            return
+        for slot in list(self.slots.values()):
+            if slot.control.stopped:
+                continue
+            try:
+                renewed = self.queue.renew(
+                    slot.claimed.id, slot.claimed.fence, self.config.lease_seconds
+                )
+            except ConflictError as exc:
+                log.warning("message %d: %s; stopping its run", slot.claimed.id, exc)
+                slot.control.stop(LEASE_LOST)
+                continue
+            if renewed.cancel_requested:
+                log.info("message %d: cancel requested; stopping its run", slot.claimed.id)
+                slot.control.stop(CANCELLED)
+        self._beat()
+
+    def _beat(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_beat < self.config.heartbeat_seconds:
+            return
+        current = [
+            {
+                "id": s.claimed.id,
+                "key": s.claimed.key,
+                "slot": s.name,
+                "attempt": s.claimed.attempt,
+                "started": s.started,
+                "phase": (s.claimed.payload or {}).get("phase_id")
+                if isinstance(s.claimed.payload, dict)
+                else None,
+            }
+            for s in self.slots.values()
+        ]
+        status = "stopping" if self.stopping.is_set() else ("busy" if current else "idle")
+        self.queue.beat(
+            self.config.worker_id, status, current=current, versions=self.report.versions
+        )
+        self._last_beat = now
+
+    def _shutdown(self) -> None:
+        for slot in self.slots.values():
+            slot.control.stop(SHUTDOWN)
+        for slot in list(self.slots.values()):
+            slot.thread.join()
+        self.slots.clear()
+        try:
+            self.queue.beat(self.config.worker_id, "stopped", versions=self.report.versions)
+        finally:
+            self.watcher.close()
+            self.queue.close()
+        log.info("worker %s stopped", self.config.worker_id)
