@@ -1,0 +1,251 @@
+"""What every agent backend takes and gives back, and the pieces they share.
+
+A backend gets an `AgentRequest` (the phase, the checkout, the limits, where to log)
+and returns an `AgentResult`; it raises only for a request it cannot understand.
+Anything that goes wrong while the agent runs is a result with a status and a reason,
+so the worker can report it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from control.errors import UsageError
+from control.worker.process import ProcessOutcome
+from control.worker.prompt import Prerequisite, build_prompt
+
+Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
+STATUSES: tuple[str, ...] = ("ok", "failed", "rate_limited", "cancelled", "timeout")
+PERMISSION_MODES: tuple[str, ...] = (
+    "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan",
+)  # fmt: skip
+
+DEFAULT_WALL_TIMEOUT_S = 2 * 3600.0
+DEFAULT_SILENCE_TIMEOUT_S = 20 * 60.0
+RESULT_TEXT_LIMIT = 4000
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The spec's agent settings for a phase. Backends ignore what they cannot use.
+
+    `extra` carries backend-specific settings: for `command` its argv template and how
+    it takes the prompt, for `replay` the directory of recordings, for `claude-code`
+    the executable and the output format.
+    """
+
+    model: str | None = None
+    allowed_tools: tuple[str, ...] = ()
+    permission_mode: str | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model is not None and (not self.model.strip() or self.model.startswith("-")):
+            raise UsageError(f"invalid model name {self.model!r}")
+        for tool in self.allowed_tools:
+            if not tool.strip() or tool.startswith("-"):
+                raise UsageError(f"invalid allowed tool {tool!r}")
+        if self.permission_mode is not None and self.permission_mode not in PERMISSION_MODES:
+            raise UsageError(
+                f"unknown permission mode {self.permission_mode!r}; "
+                f"expected one of {', '.join(PERMISSION_MODES)}"
+            )
+        if self.max_turns is not None and (
+            isinstance(self.max_turns, bool) or int(self.max_turns) != self.max_turns
+            or self.max_turns < 1
+        ):  # fmt: skip
+            raise UsageError(f"max_turns must be a positive integer, not {self.max_turns!r}")
+        if self.max_budget_usd is not None and not self.max_budget_usd > 0:
+            raise UsageError(f"max_budget_usd must be positive, not {self.max_budget_usd!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AgentOptions:
+        """Options from a spec's `agent` object; unknown keys go to `extra`."""
+        data = dict(data or {})
+        tools = data.pop("allowed_tools", None) or ()
+        if isinstance(tools, str):
+            raise UsageError("allowed_tools must be a list of tool names, not a string")
+        return cls(
+            model=data.pop("model", None),
+            allowed_tools=tuple(tools),
+            permission_mode=data.pop("permission_mode", None),
+            max_turns=data.pop("max_turns", None),
+            max_budget_usd=data.pop("max_budget_usd", None),
+            extra=data,
+        )
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """One phase for an agent to do, in a checkout the worker has prepared."""
+
+    phase_id: str
+    task: str
+    checkout: Path
+    log_path: Path
+    deliverables: tuple[str, ...] = ()
+    verify: tuple[str, ...] = ()
+    prerequisites: tuple[Prerequisite, ...] = ()
+    options: AgentOptions = field(default_factory=AgentOptions)
+    wall_timeout_s: float = DEFAULT_WALL_TIMEOUT_S
+    silence_timeout_s: float | None = DEFAULT_SILENCE_TIMEOUT_S
+    credential_file: Path | None = None
+    cancel: threading.Event | Callable[[], bool] | None = None
+    # Added to (or overriding) the worker's environment for the agent's process only.
+    env: Mapping[str, str] = field(default_factory=dict)
+    project: str | None = None
+    kill_grace_s: float = 5.0
+
+    def prompt(self) -> str:
+        return build_prompt(
+            phase_id=self.phase_id,
+            task=self.task,
+            deliverables=self.deliverables,
+            verify=self.verify,
+            prerequisites=self.prerequisites,
+            project=self.project,
+        )
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """How an agent run ended. `ok` means the agent says it finished, nothing more:
+    the deliverables, the verify commands and the pushed commit still decide."""
+
+    status: Status
+    reason: str
+    backend: str
+    log_path: Path
+    exit_code: int | None = None
+    cost_usd: float | None = None
+    usage: Mapping[str, int] = field(default_factory=dict)
+    num_turns: int | None = None
+    session_id: str | None = None
+    duration_ms: int | None = None
+    permission_denials: tuple[Mapping[str, Any], ...] = ()
+    rate_limit_reset: float | None = None  # epoch seconds, when the agent said when
+    subtype: str | None = None
+    result_text: str | None = None  # the agent's final message, cut to RESULT_TEXT_LIMIT
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the worker's response."""
+        data = asdict(self)
+        data["log_path"] = str(self.log_path)
+        data["usage"] = dict(self.usage)
+        data["permission_denials"] = [dict(d) for d in self.permission_denials]
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+class AgentBackend(Protocol):
+    """Runs one agent for one request; never raises for what the agent did."""
+
+    name: str
+
+    def run(self, request: AgentRequest) -> AgentResult: ...
+
+
+def watchdog_result(
+    backend: str, request: AgentRequest, outcome: ProcessOutcome, **fields: Any
+) -> AgentResult | None:
+    """The result for a run a watchdog or a cancel ended, or that never started; else None."""
+    common: dict[str, Any] = {
+        "backend": backend, "log_path": request.log_path, "exit_code": outcome.exit_code,
+    }  # fmt: skip
+    common.update(fields)
+    if outcome.start_error is not None:
+        return AgentResult(status="failed", reason=outcome.start_error, **common)
+    if outcome.cancelled:
+        return AgentResult(status="cancelled", reason="cancelled while the agent ran", **common)
+    if outcome.timed_out:
+        return AgentResult(
+            status="timeout",
+            reason=f"the agent ran past the wall-clock timeout of {request.wall_timeout_s:g}s",
+            **common,
+        )
+    if outcome.silent:
+        return AgentResult(
+            status="timeout",
+            reason=f"the agent printed nothing for {request.silence_timeout_s:g}s (silence "
+            "watchdog)",
+            **common,
+        )
+    return None
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    """The last `limit` characters of `text` on one line, for a reason string."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else "..." + flat[-limit:]
+
+
+def load_credentials(path: Path) -> dict[str, str]:
+    """`NAME=value` lines from a 0600 file (blank lines and `#` comments allowed).
+
+    Refuses a file that others may read or write, and a name that is not an
+    environment variable name; values are never part of an error message.
+    """
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read the credential file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"the credential file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise UsageError(
+            f"the credential file {path} is readable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); it must be 0600"
+        )
+    creds: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"{path}, line {number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        creds[name] = value
+    return creds
+
+
+def child_environment(
+    request: AgentRequest, *, drop: Sequence[str] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """The agent process's environment and the secret values to mask in its log.
+
+    The worker's environment, less the names in `drop` when a credential file is given
+    (so a stray key of the worker's cannot win over the file's), plus the file's
+    values, plus the request's `env`.
+    """
+    env = dict(os.environ)
+    secrets: list[str] = []
+    if request.credential_file is not None:
+        creds = load_credentials(request.credential_file)
+        for name in drop:
+            env.pop(name, None)
+        env.update(creds)
+        secrets.extend(creds.values())
+    env.update(request.env)
+    return env, secrets

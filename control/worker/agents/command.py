@@ -1,0 +1,162 @@
+"""The command backend: any other agent CLI (Codex, aider, Gemini CLI, ...) from a template.
+
+The template is an argv list, never a shell string; `{prompt_file}`, `{checkout}` and
+`{model}` are replaced inside each element. The prompt goes on stdin or in a private
+file outside the checkout. Success is exit code 0 and, unless told otherwise, some
+output: an agent that says nothing did nothing worth trusting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from control.errors import SuperagentError, UsageError
+from control.worker.agents.base import (
+    RESULT_TEXT_LIMIT,
+    AgentRequest,
+    AgentResult,
+    child_environment,
+    excerpt,
+    watchdog_result,
+)
+from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
+from control.worker.process import ProcessOutcome, run_watched
+
+NAME = "command"
+PLACEHOLDERS = ("{prompt_file}", "{checkout}", "{model}")
+PROMPT_VIA = ("stdin", "file")
+SUCCESS_RULES = ("exit0_and_output", "exit0")
+
+
+def _template(extra: dict[str, Any]) -> list[str]:
+    template = extra.get("command")
+    if (
+        not isinstance(template, list) or not template
+        or not all(isinstance(part, str) for part in template) or not template[0]
+    ):  # fmt: skip
+        raise UsageError(
+            "the command backend needs `command`: a non-empty JSON list of strings "
+            '(an argv template such as ["codex", "exec", "--cd", "{checkout}", "-"])'
+        )
+    return list(template)
+
+
+def render(template: Sequence[str], *, prompt_file: Path | None, checkout: Path,
+           model: str | None) -> list[str]:  # fmt: skip
+    """The argv from the template: each placeholder replaced inside each element."""
+    values = {"{checkout}": str(checkout)}
+    if prompt_file is not None:
+        values["{prompt_file}"] = str(prompt_file)
+    if model is not None:
+        values["{model}"] = model
+    argv = []
+    for element in template:
+        part = element
+        for placeholder in PLACEHOLDERS:
+            if placeholder in part:
+                if placeholder not in values:
+                    raise UsageError(
+                        f"the command template uses {placeholder} but "
+                        + ("no model is set" if placeholder == "{model}" else
+                           "the prompt goes on stdin")
+                    )  # fmt: skip
+                part = part.replace(placeholder, values[placeholder])
+        argv.append(part)
+    return argv
+
+
+class CommandBackend:
+    """Runs the agent CLI the spec's template describes; see the module docstring."""
+
+    name = NAME
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        extra = dict(request.options.extra)
+        template = _template(extra)
+        prompt_via = str(extra.get("prompt_via") or (
+            "file" if any("{prompt_file}" in part for part in template) else "stdin"
+        ))  # fmt: skip
+        if prompt_via not in PROMPT_VIA:
+            raise UsageError(f"prompt_via must be one of {', '.join(PROMPT_VIA)}")
+        success = str(extra.get("success") or "exit0_and_output")
+        if success not in SUCCESS_RULES:
+            raise UsageError(f"success must be one of {', '.join(SUCCESS_RULES)}")
+        try:
+            env, secrets = child_environment(request)
+        except SuperagentError as exc:
+            return AgentResult(status="failed", reason=str(exc), backend=NAME,
+                               log_path=request.log_path)  # fmt: skip
+        prompt = request.prompt()
+        with tempfile.TemporaryDirectory(prefix="superagent-prompt-") as tmp:
+            prompt_file = None
+            if prompt_via == "file":
+                prompt_file = Path(tmp) / "prompt.md"
+                fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(prompt)
+            argv = render(template, prompt_file=prompt_file, checkout=request.checkout,
+                          model=request.options.model)  # fmt: skip
+            program = argv[0]
+            if os.sep not in program:
+                found = shutil.which(program, path=env.get("PATH"))
+                if found is None:
+                    return AgentResult(
+                        status="failed", backend=NAME, log_path=request.log_path,
+                        reason=f"{program!r} not found on the agent's PATH",
+                    )  # fmt: skip
+                argv[0] = found
+            outcome = run_watched(
+                argv,
+                cwd=request.checkout,
+                env=env,
+                log_path=request.log_path,
+                stdin_data=prompt.encode("utf-8") if prompt_via == "stdin" else None,
+                wall_timeout_s=request.wall_timeout_s,
+                silence_timeout_s=request.silence_timeout_s,
+                cancel=request.cancel,
+                secrets=secrets,
+                kill_grace_s=request.kill_grace_s,
+                log_header=[
+                    f"backend {NAME}, phase {request.phase_id}",
+                    f"argv {json.dumps(argv)}",
+                    f"cwd {request.checkout}",
+                    f"prompt via {prompt_via}",
+                ],
+            )
+        return classify(request, outcome, success)
+
+
+def classify(request: AgentRequest, outcome: ProcessOutcome, success: str) -> AgentResult:
+    """The result of a command run: limits first, then watchdogs, then exit code and output."""
+    output = outcome.stdout_tail
+    common: dict[str, Any] = {
+        "backend": NAME, "log_path": request.log_path, "exit_code": outcome.exit_code,
+        "result_text": output[-RESULT_TEXT_LIMIT:] or None,
+    }  # fmt: skip
+    said = output + "\n" + outcome.stderr_tail
+    if outcome.exit_code != 0 and not outcome.cancelled and looks_rate_limited(said):
+        return AgentResult(
+            status="rate_limited", reason="usage limit reached: " + excerpt(said, 200),
+            rate_limit_reset=reset_epoch(said), **common,
+        )  # fmt: skip
+    if (ended := watchdog_result(NAME, request, outcome,
+                                 result_text=common["result_text"])) is not None:  # fmt: skip
+        return ended
+    if outcome.exit_code != 0:
+        detail = excerpt(outcome.stderr_tail or output)
+        return AgentResult(
+            status="failed",
+            reason=f"the agent exited {outcome.exit_code}" + (f": {detail}" if detail else ""),
+            **common,
+        )
+    if success == "exit0_and_output" and not output.strip():
+        return AgentResult(
+            status="failed", reason="the agent exited 0 but printed nothing", **common
+        )
+    return AgentResult(status="ok", reason="the agent exited 0", **common)

@@ -1,0 +1,175 @@
+"""The replay backend: applies recorded changes per phase, so the pipeline runs with no model.
+
+For phase P it reads `<replay_dir>/<P>/`: `<P>.patch` or `changes.patch` is applied
+with `git apply`, and a `files/` tree is copied into the checkout (no symlinks, nothing
+outside the checkout, nothing under `.git`). An optional `summary.txt` becomes the
+final message; an optional `outcome.json` ({"status", "reason", "rate_limit_reset"})
+makes the phase fail or be rate-limited on purpose, for demos of the unhappy paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from control.worker.agents.base import (
+    RESULT_TEXT_LIMIT,
+    STATUSES,
+    AgentRequest,
+    AgentResult,
+    excerpt,
+)
+from control.worker.process import as_cancel_check, run_watched
+
+NAME = "replay"
+_GIT_APPLY_TIMEOUT_S = 120.0
+
+
+class ReplayError(Exception):
+    """A recording that cannot be replayed; its message is the result's reason."""
+
+
+def _log(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"# {line}\n")
+
+
+def _inside(root: Path, target: Path) -> bool:
+    try:
+        target.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def copy_tree(source: Path, checkout: Path) -> list[str]:
+    """Copy every file under `source` to the same relative path in `checkout`.
+
+    Everything is checked before anything is written, so a bad recording changes
+    nothing: no symlinks in the recording, no destination that resolves outside the
+    checkout (through a symlink already in it), nothing under `.git`.
+    """
+    root = checkout.resolve()
+    plan: list[tuple[Path, Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            entry = here / name
+            relative = entry.relative_to(source)
+            if entry.is_symlink():
+                raise ReplayError(f"the recording holds a symlink: {relative}")
+            if relative.parts[0] == ".git":
+                raise ReplayError(f"the recording writes into .git: {relative}")
+            if name in filenames:
+                if not entry.is_file():
+                    raise ReplayError(f"the recording holds a special file: {relative}")
+                destination = (root / relative).resolve()
+                if not _inside(root, destination):
+                    raise ReplayError(f"{relative} would land outside the checkout")
+                if (root / relative).is_symlink() or destination.is_dir():
+                    raise ReplayError(f"{relative} exists in the checkout and is not a file")
+                plan.append((entry, destination, str(relative)))
+    for entry, destination, _ in plan:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry, destination)
+        shutil.copymode(entry, destination)
+    return [relative for _, _, relative in plan]
+
+
+class ReplayBackend:
+    """Replays `<replay_dir>/<phase>/`; see the module docstring."""
+
+    name = NAME
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _log(request.log_path, f"backend {NAME}, phase {request.phase_id}")
+        common: dict[str, Any] = {"backend": NAME, "log_path": request.log_path}
+        if as_cancel_check(request.cancel)():
+            return AgentResult(status="cancelled", reason="cancelled before replaying", **common)
+        try:
+            return self._replay(request, common)
+        except ReplayError as exc:
+            _log(request.log_path, f"failed: {exc}")
+            return AgentResult(status="failed", reason=str(exc), **common)
+
+    def _replay(self, request: AgentRequest, common: dict[str, Any]) -> AgentResult:
+        base = request.options.extra.get("replay_dir")
+        if not base:
+            raise ReplayError("the replay backend needs `replay_dir` in the agent options")
+        replay_dir = Path(str(base))
+        if not replay_dir.is_absolute():
+            replay_dir = request.checkout / replay_dir
+        phase_dir = replay_dir / request.phase_id
+        if not phase_dir.is_dir():
+            raise ReplayError(f"no recording for phase {request.phase_id!r} in {replay_dir}")
+        _log(request.log_path, f"recording {phase_dir}")
+
+        forced = phase_dir / "outcome.json"
+        if forced.is_file():
+            return self._forced(forced, common)
+
+        patch = next(
+            (p for p in (phase_dir / f"{request.phase_id}.patch", phase_dir / "changes.patch")
+             if p.is_file()),
+            None,
+        )  # fmt: skip
+        files = phase_dir / "files"
+        if patch is None and not files.is_dir():
+            raise ReplayError(
+                f"the recording {phase_dir} holds neither {request.phase_id}.patch, "
+                "changes.patch nor files/"
+            )
+        done: list[str] = []
+        if patch is not None:
+            outcome = run_watched(
+                ["git", "apply", "--", str(patch.resolve())],
+                cwd=request.checkout,
+                env=dict(os.environ),
+                log_path=request.log_path,
+                wall_timeout_s=min(request.wall_timeout_s, _GIT_APPLY_TIMEOUT_S),
+                cancel=request.cancel,
+                log_header=[f"git apply {patch.name}"],
+            )
+            if outcome.cancelled:
+                return AgentResult(status="cancelled", reason="cancelled while replaying",
+                                   exit_code=outcome.exit_code, **common)  # fmt: skip
+            if outcome.exit_code != 0:
+                raise ReplayError(
+                    f"git apply {patch.name} failed (exit {outcome.exit_code}): "
+                    + excerpt(outcome.stderr_tail or outcome.stdout_tail)
+                )
+            done.append(f"applied {patch.name}")
+        if files.is_dir():
+            copied = copy_tree(files, request.checkout)
+            for relative in copied:
+                _log(request.log_path, f"wrote {relative}")
+            done.append(f"copied {len(copied)} file(s)")
+        summary_file = phase_dir / "summary.txt"
+        summary = (
+            summary_file.read_text(encoding="utf-8")[:RESULT_TEXT_LIMIT]
+            if summary_file.is_file() else f"replayed {request.phase_id}: " + ", ".join(done)
+        )  # fmt: skip
+        _log(request.log_path, "done: " + ", ".join(done))
+        return AgentResult(
+            status="ok", reason="replayed: " + ", ".join(done), exit_code=0,
+            result_text=summary, **common,
+        )  # fmt: skip
+
+    def _forced(self, path: Path, common: dict[str, Any]) -> AgentResult:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReplayError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("status") not in STATUSES:
+            raise ReplayError(f"{path} needs a status, one of {', '.join(STATUSES)}")
+        reset = data.get("rate_limit_reset")
+        return AgentResult(
+            status=data["status"],
+            reason=str(data.get("reason") or f"recorded outcome {data['status']}"),
+            rate_limit_reset=float(reset) if isinstance(reset, int | float) else None,
+            **common,
+        )

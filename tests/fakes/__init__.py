@@ -1,0 +1,1 @@
+"""Stand-ins for outside programs (a fake `claude` CLI) and helpers to drive them."""
