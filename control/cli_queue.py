@@ -7,12 +7,14 @@ takes its JSON on stdin or from `--file` and answers with `--json`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from control import rpc as protocol
 from control.cli_io import DbOption, InputOption, JsonOption, console, emit, read_json
 from control.errors import ConflictError, UsageError
 from control.queue import SCHEMA_VERSION, STATES, Message, Queue
@@ -323,3 +325,34 @@ def prune(
     with _open(db) as queue:
         removed = queue.prune(older_than_days)
     emit({"pruned": removed}, as_json, lambda: console.print(f"pruned {removed}"))
+
+
+@queue_app.command()
+def rpc(
+    db: DbOption,
+    base64_request: Annotated[
+        bool,
+        typer.Option("--base64", help="Read one base64-encoded request from stdin, answer once."),
+    ] = False,
+) -> None:
+    """Serve the transports: JSON requests on stdin, one JSON answer per line.
+
+    Without --base64 it answers line by line until stdin closes (the ssh transport
+    keeps it running); with --base64 it answers one request (the ansible transport).
+    """
+    with _open(db) as queue:
+        if base64_request:
+            request = protocol.decode(sys.stdin.read())
+            sys.stdout.write(json.dumps(protocol.handle(queue, request)) + "\n")
+            return
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as exc:
+                answer = {"ok": False, "error": f"invalid JSON request: {exc}", "code": 2}
+            else:
+                answer = protocol.handle(queue, request)
+            sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
+            sys.stdout.flush()

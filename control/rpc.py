@@ -1,0 +1,73 @@
+"""The inbox's wire protocol: one JSON request in, one JSON answer out.
+
+Every transport speaks it: `local` calls `handle` in-process, `ssh` keeps
+`control queue rpc` running on the worker and exchanges JSON lines with it,
+`ansible` runs the same command once per call with the request on stdin
+(base64, so no template engine or shell ever sees the payload's characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from control.errors import SuperagentError, UsageError
+from control.queue import Queue
+
+OPS = ("enqueue", "poll", "ack", "cancel", "ping")
+DEFAULT_POLL_LIMIT = 200
+
+
+def encode(request: dict[str, Any]) -> str:
+    """Request -> base64 text (the `stdin` of an ad-hoc command)."""
+    return base64.b64encode(json.dumps(request, ensure_ascii=False).encode()).decode("ascii")
+
+
+def decode(text: str) -> Any:
+    try:
+        return json.loads(base64.b64decode(text.strip(), validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise UsageError(f"rpc request is not base64-encoded JSON: {exc}") from exc
+
+
+def handle(queue: Queue, request: Any) -> dict[str, Any]:
+    """Answer one request; errors come back as {"ok": false, "error", "code"}."""
+    try:
+        return {"ok": True, **_dispatch(queue, request)}
+    except SuperagentError as exc:
+        return {"ok": False, "error": str(exc), "code": int(exc.exit_code)}
+
+
+def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
+    if not isinstance(request, dict) or request.get("op") not in OPS:
+        raise UsageError(f"rpc request needs an op, one of {', '.join(OPS)}")
+    op = request["op"]
+    if op == "ping":
+        return {}
+    if op == "enqueue":
+        sent = queue.enqueue(
+            request.get("payload"),
+            key=request.get("key"),
+            max_attempts=int(request.get("max_attempts", 3)),
+            allow_duplicate=bool(request.get("allow_duplicate", False)),
+        )
+        return {"id": sent.id, "duplicate": sent.duplicate, "state": sent.state}
+    if op == "poll":
+        limit = int(request.get("limit", DEFAULT_POLL_LIMIT))
+        return {
+            "responses": [m.to_dict() for m in queue.responses(limit)] if limit else [],
+            "heartbeats": [b.to_dict() for b in queue.heartbeats()],
+            "stats": {k: v for k, v in queue.stats().to_dict().items() if k != "heartbeats"},
+        }
+    if op == "ack":
+        ids = request.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise UsageError("ack needs `ids`, a list of message ids")
+        return {"acked": queue.ack(*ids)}
+    # cancel
+    key = request.get("key")
+    if not isinstance(key, str):
+        raise UsageError("cancel needs `key`")
+    return {"state": queue.cancel(key=key)}

@@ -1,0 +1,482 @@
+"""The orchestrator's state database: runs, phases, attempts, workers and every event.
+
+What the orchestrator decides is committed here before it acts on it (a dispatch is
+recorded as `sending` before the enqueue, a response is stored before it is
+acknowledged on the worker), so a killed orchestrator resumes where it was, with
+nothing dispatched twice and nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from control import db
+from control.errors import NotFoundError
+from control.queue import canonical_json
+
+PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
+ATTEMPT_STATES = ("sending", "dispatched", "done", "failed", "abandoned", "cancelled")
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id            TEXT PRIMARY KEY,
+        spec_path     TEXT NOT NULL,
+        spec_hash     TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
+        created_at    REAL NOT NULL,
+        finished_at   REAL,
+        reason        TEXT,
+        merge_branch  TEXT,
+        merge_commit  TEXT
+    );
+    CREATE TABLE phases (
+        run_id      TEXT NOT NULL REFERENCES runs (id),
+        phase_id    TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN
+                        ('waiting', 'sending', 'dispatched', 'done', 'dead', 'cancelled')),
+        attempt     INTEGER NOT NULL DEFAULT 0,
+        failures    INTEGER NOT NULL DEFAULT 0,
+        worker      TEXT,
+        branch      TEXT NOT NULL,
+        commit_sha  TEXT,
+        not_before  REAL,
+        reason      TEXT,
+        cost_usd    REAL NOT NULL DEFAULT 0,
+        summary     TEXT,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (run_id, phase_id)
+    );
+    CREATE TABLE attempts (
+        run_id        TEXT NOT NULL,
+        phase_id      TEXT NOT NULL,
+        attempt       INTEGER NOT NULL,
+        key           TEXT NOT NULL UNIQUE,
+        worker        TEXT NOT NULL,
+        message_id    INTEGER,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('sending', 'dispatched', 'done', 'failed', 'abandoned', 'cancelled')),
+        created_at    REAL NOT NULL,
+        dispatched_at REAL,
+        finished_at   REAL,
+        reason        TEXT,
+        response      TEXT,
+        late_response TEXT,
+        cancel_sent   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, phase_id, attempt)
+    );
+    CREATE TABLE workers (
+        name         TEXT PRIMARY KEY,
+        status       TEXT NOT NULL DEFAULT 'up' CHECK (status IN ('up', 'down')),
+        unreachable  INTEGER NOT NULL DEFAULT 0,
+        last_seen    REAL,
+        beat_at      REAL,
+        beat_seen_at REAL,
+        beat_status  TEXT,
+        versions     TEXT,
+        reason       TEXT,
+        down_since   REAL,
+        alerted_at   REAL
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id   TEXT,
+        at       REAL NOT NULL,
+        kind     TEXT NOT NULL,
+        phase_id TEXT,
+        worker   TEXT,
+        detail   TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_run ON events (run_id, id);
+    CREATE TABLE freeform (
+        key        TEXT PRIMARY KEY,
+        worker     TEXT NOT NULL,
+        message_id INTEGER,
+        sent_at    REAL NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'sent',
+        response   TEXT
+    );
+    """,
+)
+
+
+def new_run_id(clock: Callable[[], float] = time.time) -> str:
+    """Sortable and unique: `r20261128-102433-3fa2`."""
+    return time.strftime("r%Y%m%d-%H%M%S", time.gmtime(clock())) + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class PhaseRow:
+    run_id: str
+    phase_id: str
+    state: str
+    attempt: int
+    failures: int
+    worker: str | None
+    branch: str
+    commit_sha: str | None
+    not_before: float | None
+    reason: str | None
+    cost_usd: float
+    summary: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    run_id: str
+    phase_id: str
+    attempt: int
+    key: str
+    worker: str
+    message_id: int | None
+    state: str
+    created_at: float
+    dispatched_at: float | None
+    finished_at: float | None
+    reason: str | None
+    response: Any
+    late_response: Any
+    cancel_sent: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    spec_path: str
+    spec_hash: str
+    spec: Any
+    status: str
+    created_at: float
+    finished_at: float | None
+    reason: str | None
+    merge_branch: str | None
+    merge_commit: str | None
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    name: str
+    status: str
+    unreachable: int
+    last_seen: float | None
+    beat_at: float | None
+    beat_seen_at: float | None
+    beat_status: str | None
+    versions: Any
+    reason: str | None
+    down_since: float | None
+    alerted_at: float | None
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+class StateStore:
+    """All reads and writes of the state database; one per orchestrator process."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.conn = db.connect(self.path, create=True, what="state database")
+        db.migrate(self.conn, _MIGRATIONS, what=f"state database {self.path}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def write(self) -> Any:
+        return db.write_transaction(self.conn)
+
+    # -- runs ------------------------------------------------------------------
+
+    def create_run(
+        self, spec_path: str, spec_hash: str, spec: Any, phases: Iterable[tuple[str, str]]
+    ) -> str:
+        """A new run with every phase waiting; `phases` are (phase id, branch) pairs."""
+        run_id = new_run_id(self.clock)
+        now = self.clock()
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, spec_path, spec_hash, spec, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'running', ?)",
+                (run_id, spec_path, spec_hash, canonical_json(spec), now),
+            )
+            conn.executemany(
+                "INSERT INTO phases (run_id, phase_id, state, branch, updated_at) "
+                "VALUES (?, ?, 'waiting', ?, ?)",
+                [(run_id, phase_id, branch, now) for phase_id, branch in phases],
+            )
+            self._event(conn, run_id, "run_created", detail={"spec": spec_path})
+        return run_id
+
+    def latest_run(self, spec_path: str | None = None) -> RunRow | None:
+        query = "SELECT * FROM runs"
+        params: tuple[str, ...] = ()
+        if spec_path is not None:
+            query, params = query + " WHERE spec_path = ?", (spec_path,)
+        row = self.conn.execute(query + " ORDER BY created_at DESC, id DESC LIMIT 1", params)
+        found = row.fetchone()
+        return None if found is None else self._run(found)
+
+    def run(self, run_id: str) -> RunRow:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.path}: no run {run_id!r}")
+        return self._run(row)
+
+    def runs(self, limit: int = 20) -> list[RunRow]:
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [self._run(r) for r in rows.fetchall()]
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> RunRow:
+        data = dict(row)
+        data["spec"] = json.loads(data["spec"])
+        return RunRow(**data)
+
+    def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ? WHERE id = ?",
+                (status, self.clock(), reason, run_id),
+            )
+            self._event(conn, run_id, f"run_{status}", detail={"reason": reason})
+
+    def reopen_run(self, run_id: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, reason = NULL "
+                "WHERE id = ?",
+                (run_id,),
+            )
+
+    def set_merge(self, run_id: str, branch: str, commit: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET merge_branch = ?, merge_commit = ? WHERE id = ?",
+                (branch, commit, run_id),
+            )
+            self._event(conn, run_id, "merged", detail={"branch": branch, "commit": commit})
+
+    # -- phases and attempts ------------------------------------------------------
+
+    def phases(self, run_id: str) -> dict[str, PhaseRow]:
+        rows = self.conn.execute("SELECT * FROM phases WHERE run_id = ?", (run_id,)).fetchall()
+        return {r["phase_id"]: PhaseRow(**dict(r)) for r in rows}
+
+    def attempts(self, run_id: str, phase_id: str | None = None) -> list[AttemptRow]:
+        query, params = "SELECT * FROM attempts WHERE run_id = ?", [run_id]
+        if phase_id is not None:
+            query, params = query + " AND phase_id = ?", [*params, phase_id]
+        rows = self.conn.execute(query + " ORDER BY created_at, attempt", params).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def attempt_by_key(self, key: str) -> AttemptRow | None:
+        row = self.conn.execute("SELECT * FROM attempts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._attempt(row)
+
+    @staticmethod
+    def _attempt(row: sqlite3.Row) -> AttemptRow:
+        data = dict(row)
+        data["response"] = _loads(data["response"])
+        data["late_response"] = _loads(data["late_response"])
+        data["cancel_sent"] = bool(data["cancel_sent"])
+        return AttemptRow(**data)
+
+    def record_sending(self, run_id: str, phase_id: str, worker: str) -> AttemptRow:
+        """The dispatch intent, committed before the enqueue is sent."""
+        now = self.clock()
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE phases SET state = 'sending', attempt = attempt + 1, worker = ?, "
+                "updated_at = ?, reason = NULL WHERE run_id = ? AND phase_id = ? "
+                "AND state = 'waiting' RETURNING attempt",
+                (worker, now, run_id, phase_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"phase {phase_id!r} of run {run_id} is not waiting")
+            attempt = int(row["attempt"])
+            key = f"{run_id}/{phase_id}/{attempt}"
+            conn.execute(
+                "INSERT INTO attempts (run_id, phase_id, attempt, key, worker, state, "
+                "created_at) VALUES (?, ?, ?, ?, ?, 'sending', ?)",
+                (run_id, phase_id, attempt, key, worker, now),
+            )
+            self._event(conn, run_id, "sending", phase_id, worker, {"attempt": attempt})
+        found = self.attempt_by_key(key)
+        assert found is not None
+        return found
+
+    def record_dispatched(self, attempt: AttemptRow, message_id: int, duplicate: bool) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE attempts SET state = 'dispatched', message_id = ?, dispatched_at = ? "
+                "WHERE key = ? AND state = 'sending'",
+                (message_id, self.clock(), attempt.key),
+            )
+            conn.execute(
+                "UPDATE phases SET state = 'dispatched', updated_at = ? "
+                "WHERE run_id = ? AND phase_id = ? AND state = 'sending' AND attempt = ?",
+                (self.clock(), attempt.run_id, attempt.phase_id, attempt.attempt),
+            )
+            self._event(
+                conn, attempt.run_id, "dispatched", attempt.phase_id, attempt.worker,
+                {"attempt": attempt.attempt, "message_id": message_id, "duplicate": duplicate},
+            )  # fmt: skip
+
+    def settle_attempt(
+        self,
+        attempt: AttemptRow,
+        *,
+        attempt_state: str,
+        phase_state: str,
+        reason: str | None,
+        response: Any = None,
+        commit: str | None = None,
+        not_before: float | None = None,
+        count_failure: bool = False,
+        cost_usd: float = 0.0,
+        summary: str | None = None,
+        event: str,
+    ) -> None:
+        """Close an attempt and move its phase, in one transaction."""
+        now = self.clock()
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE attempts SET state = ?, finished_at = ?, reason = ?, "
+                "response = COALESCE(?, response) WHERE key = ?",
+                (attempt_state, now, reason,
+                 None if response is None else canonical_json(response), attempt.key),
+            )  # fmt: skip
+            conn.execute(
+                "UPDATE phases SET state = ?, reason = ?, commit_sha = COALESCE(?, commit_sha), "
+                "not_before = ?, failures = failures + ?, cost_usd = cost_usd + ?, "
+                "summary = COALESCE(?, summary), updated_at = ? "
+                "WHERE run_id = ? AND phase_id = ? AND attempt = ?",
+                (phase_state, reason, commit, not_before, int(count_failure), cost_usd, summary,
+                 now, attempt.run_id, attempt.phase_id, attempt.attempt),
+            )  # fmt: skip
+            self._event(
+                conn, attempt.run_id, event, attempt.phase_id, attempt.worker,
+                {"attempt": attempt.attempt, "reason": reason, "commit": commit},
+            )  # fmt: skip
+
+    def record_late_response(self, attempt: AttemptRow, response: Any) -> None:
+        """A result from an abandoned attempt: kept for the record, changes nothing."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE attempts SET late_response = ? WHERE key = ? AND late_response IS NULL",
+                (canonical_json(response), attempt.key),
+            )
+            self._event(
+                conn, attempt.run_id, "late_result_ignored", attempt.phase_id, attempt.worker,
+                {"attempt": attempt.attempt, "state": (response or {}).get("state")},
+            )  # fmt: skip
+
+    def mark_cancel_sent(self, key: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE attempts SET cancel_sent = 1 WHERE key = ?", (key,))
+
+    def reset_phase(self, run_id: str, phase_id: str, reason: str) -> None:
+        """`control retry`: a dead or cancelled phase gets a fresh set of attempts."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
+                "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
+                (reason, self.clock(), run_id, phase_id),
+            )
+            self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+
+    def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
+        with self.write() as conn:
+            for phase_id in phase_ids:
+                conn.execute(
+                    "UPDATE phases SET state = 'cancelled', reason = ?, updated_at = ? "
+                    "WHERE run_id = ? AND phase_id = ? AND state NOT IN ('done', 'cancelled')",
+                    (reason, self.clock(), run_id, phase_id),
+                )
+                self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
+
+    # -- workers -------------------------------------------------------------------
+
+    def workers(self) -> dict[str, WorkerRow]:
+        rows = self.conn.execute("SELECT * FROM workers").fetchall()
+        out = {}
+        for row in rows:
+            data = dict(row)
+            data["versions"] = _loads(data["versions"])
+            out[row["name"]] = WorkerRow(**data)
+        return out
+
+    def update_worker(self, name: str, **fields: Any) -> None:
+        if "versions" in fields and fields["versions"] is not None:
+            fields["versions"] = canonical_json(fields["versions"])
+        columns = ", ".join(f"{column} = ?" for column in fields)
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO workers (name) VALUES (?)", (name,))
+            if fields:
+                conn.execute(
+                    f"UPDATE workers SET {columns} WHERE name = ?", [*fields.values(), name]
+                )
+
+    # -- events --------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        run_id: str | None,
+        kind: str,
+        phase_id: str | None = None,
+        worker: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (run_id, at, kind, phase_id, worker, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, self.clock(), kind, phase_id, worker, canonical_json(detail or {})),
+        )
+
+    def event(
+        self,
+        run_id: str | None,
+        kind: str,
+        phase_id: str | None = None,
+        worker: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        with self.write() as conn:
+            self._event(conn, run_id, kind, phase_id, worker, detail)
+
+    def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id)
+        ).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    # -- free-form tasks -------------------------------------------------------------
+
+    def record_freeform(self, key: str, worker: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO freeform (key, worker, sent_at) VALUES (?, ?, ?)",
+                (key, worker, self.clock()),
+            )
+
+    def store_freeform_response(self, key: str, message_id: int, response: Any) -> bool:
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE freeform SET state = 'answered', message_id = ?, response = ? "
+                "WHERE key = ? RETURNING key",
+                (message_id, canonical_json(response), key),
+            ).fetchone()
+        return row is not None

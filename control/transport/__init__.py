@@ -1,0 +1,72 @@
+"""Transports carry the inbox protocol to workers: local, ssh (paramiko), ansible.
+
+The inventory chooses per host (`superagent_transport`); `Transports` holds one
+instance of each kind in use and routes every call to the worker's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from control.errors import UsageError
+from control.inventory import Worker
+from control.transport.base import PollResult, Sent, Transport, TransportError
+from control.transport.local import LocalTransport
+
+__all__ = ["PollResult", "Sent", "Transport", "TransportError", "Transports"]
+
+
+def _factory(kind: str) -> Callable[[], Transport]:
+    if kind == "local":
+        return LocalTransport
+    if kind == "ssh":
+        from control.transport.ssh import SshTransport  # noqa: PLC0415  paramiko loads slowly
+
+        return SshTransport
+    if kind == "ansible":
+        from control.transport.ansible import AnsibleTransport  # noqa: PLC0415  so does ansible
+
+        return AnsibleTransport
+    raise UsageError(f"unknown transport {kind!r}")
+
+
+class Transports:
+    """Routes each call to the transport the worker's inventory entry names."""
+
+    def __init__(self, factories: dict[str, Callable[[], Transport]] | None = None) -> None:
+        self._factories = factories or {}
+        self._open: dict[str, Transport] = {}
+
+    def for_kind(self, kind: str) -> Transport:
+        if kind not in self._open:
+            factory = self._factories.get(kind) or _factory(kind)
+            self._open[kind] = factory()
+        return self._open[kind]
+
+    def of(self, worker: Worker) -> Transport:
+        return self.for_kind(worker.transport)
+
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
+        return self.of(worker).enqueue(worker, payload, key=key, max_attempts=max_attempts)
+
+    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+        """One fan-out per transport kind, whatever the number of hosts."""
+        results: dict[str, PollResult] = {}
+        by_kind: dict[str, list[Worker]] = {}
+        for worker in workers:
+            by_kind.setdefault(worker.transport, []).append(worker)
+        for kind, group in by_kind.items():
+            results.update(self.for_kind(kind).poll(group, limit=limit))
+        return results
+
+    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
+        return self.of(worker).ack(worker, ids) if ids else 0
+
+    def cancel(self, worker: Worker, key: str) -> str:
+        return self.of(worker).cancel(worker, key)
+
+    def close(self) -> None:
+        for transport in self._open.values():
+            transport.close()
+        self._open.clear()

@@ -1,0 +1,107 @@
+"""The one interface every transport offers the orchestrator.
+
+enqueue into one worker's inbox, poll many (responses, heartbeats, inbox stats)
+in one fan-out, acknowledge stored responses, cancel by key. Each call speaks
+the inbox's wire protocol (`control.rpc`), so the worker side is the same code
+whatever carries the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
+from control.inventory import Worker
+
+DEFAULT_CONTROL = "/opt/superagent/venv/bin/control"
+DEFAULT_REMOTE_QUEUE = "/var/lib/superagent/queue.db"
+
+
+class TransportError(SuperagentError):
+    """A worker could not be reached or did not answer the protocol."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: int
+    duplicate: bool
+    state: str
+
+
+@dataclass
+class PollResult:
+    """One worker's answer to a poll; `reachable=False` carries the error instead."""
+
+    worker: str
+    reachable: bool
+    error: str | None = None
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Transport(Protocol):
+    name: str
+
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent: ...
+
+    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]: ...
+
+    def ack(self, worker: Worker, ids: Sequence[int]) -> int: ...
+
+    def cancel(self, worker: Worker, key: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def queue_path(worker: Worker, default: str = DEFAULT_REMOTE_QUEUE) -> str:
+    """Where the worker's inbox lives (`superagent_queue_db`), checked for sanity."""
+    value = str(worker.vars.get("superagent_queue_db") or default)
+    if not value.startswith("/") or "\n" in value:
+        raise UsageError(
+            f"{worker.name}: superagent_queue_db must be an absolute path, not {value!r}"
+        )
+    return value
+
+
+def control_path(worker: Worker) -> str:
+    value = str(worker.vars.get("superagent_control") or DEFAULT_CONTROL)
+    if not value.startswith("/") or "\n" in value:
+        raise UsageError(
+            f"{worker.name}: superagent_control must be an absolute path, not {value!r}"
+        )
+    return value
+
+
+_ERRORS: Mapping[int, type[SuperagentError]] = {
+    int(ExitCode.USAGE): UsageError,
+    int(ExitCode.NOT_FOUND): NotFoundError,
+    int(ExitCode.CONFLICT): ConflictError,
+}
+
+
+def unwrap(worker: str, answer: Any) -> dict[str, Any]:
+    """The protocol answer's body, or the worker's error raised as ours."""
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise TransportError(f"{worker}: not a protocol answer: {str(answer)[:200]}")
+    if not answer["ok"]:
+        error = _ERRORS.get(int(answer.get("code", 1)), TransportError)
+        raise error(f"{worker}: {answer.get('error', 'unknown error')}")
+    return answer
+
+
+def poll_result(worker: str, answer: dict[str, Any]) -> PollResult:
+    return PollResult(
+        worker=worker,
+        reachable=True,
+        responses=list(answer.get("responses", [])),
+        heartbeats=list(answer.get("heartbeats", [])),
+        stats=dict(answer.get("stats", {})),
+    )
+
+
+def local_queue_path(worker: Worker) -> Path:
+    return Path(queue_path(worker, default=""))

@@ -1,0 +1,59 @@
+"""The local transport: the worker's inbox is a file on this machine.
+
+For the demo, the tests and a one-machine fleet. It calls the same protocol
+handler the remote `control queue rpc` runs, in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from control import rpc
+from control.errors import SuperagentError
+from control.inventory import Worker
+from control.queue import Queue
+from control.transport.base import PollResult, Sent, local_queue_path, poll_result, unwrap
+
+
+class LocalTransport:
+    name = "local"
+
+    def __init__(self) -> None:
+        self._queues: dict[str, Queue] = {}
+
+    def _queue(self, worker: Worker) -> Queue:
+        if worker.name not in self._queues:
+            self._queues[worker.name] = Queue(local_queue_path(worker), create=False)
+        return self._queues[worker.name]
+
+    def _call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+        return unwrap(worker.name, rpc.handle(self._queue(worker), request))
+
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
+        answer = self._call(
+            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
+        )
+        return Sent(answer["id"], answer["duplicate"], answer["state"])
+
+    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+        results = {}
+        for worker in workers:
+            try:
+                answer = self._call(worker, {"op": "poll", "limit": limit})
+            except SuperagentError as exc:
+                results[worker.name] = PollResult(worker.name, False, error=str(exc))
+            else:
+                results[worker.name] = poll_result(worker.name, answer)
+        return results
+
+    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
+        return int(self._call(worker, {"op": "ack", "ids": list(ids)})["acked"])
+
+    def cancel(self, worker: Worker, key: str) -> str:
+        return str(self._call(worker, {"op": "cancel", "key": key})["state"])
+
+    def close(self) -> None:
+        for queue in self._queues.values():
+            queue.close()
+        self._queues.clear()
