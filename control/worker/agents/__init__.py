@@ -2,14 +2,18 @@
 
 `get_backend("claude-code")` gives the backend; `run_agent` rotates the logs
 directory, then runs it. Every backend takes an `AgentRequest` and returns an
-`AgentResult` (see `base`).
+`AgentResult` (see `base`); `request_for_task` builds the request from the phase task
+a worker claimed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from control.errors import UsageError
+from control.messages import PhaseTask
 from control.worker.agents.base import (
     STATUSES,
     AgentBackend,
@@ -40,6 +44,7 @@ __all__ = [
     "backend_names",
     "get_backend",
     "load_credentials",
+    "request_for_task",
     "run_agent",
 ]
 
@@ -64,3 +69,44 @@ def run_agent(name: str, request: AgentRequest, *, keep_logs: int = DEFAULT_KEEP
     backend = get_backend(name)
     rotate_logs(request.log_path.parent, keep_logs, protect=request.log_path)
     return backend.run(request)
+
+
+def request_for_task(
+    task: PhaseTask,
+    *,
+    checkout: Path,
+    log_path: Path,
+    credential_file: Path | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, AgentRequest]:
+    """The backend name and the request for one claimed phase task.
+
+    The task's `agent` object gives the backend (claude-code when absent) and its
+    options; a replay recording shipped in the task goes to the replay backend.
+    """
+    agent = {k: v for k, v in task.agent.items() if v is not None}
+    backend = str(agent.pop("backend", None) or ClaudeCodeBackend.name)
+    if task.replay_files:
+        agent.setdefault("replay_files", dict(task.replay_files))
+    if task.replay_patch:
+        agent.setdefault("replay_patch", task.replay_patch)
+    request = AgentRequest(
+        phase_id=task.phase_id,
+        task=task.task,
+        checkout=checkout,
+        log_path=log_path,
+        deliverables=tuple(task.deliverables),
+        verify=tuple(task.verify),
+        prerequisites=tuple(
+            Prerequisite(p.phase, p.branch, p.commit, p.summary) for p in task.prerequisites
+        ),
+        options=AgentOptions.from_dict(agent),
+        wall_timeout_s=task.timeout_s,
+        silence_timeout_s=task.silence_s,
+        credential_file=credential_file,
+        cancel=cancel,
+        env=dict(env or {}),
+        project=task.project or None,
+    )
+    return backend, request

@@ -1,9 +1,11 @@
 """The command backend: any other agent CLI (Codex, aider, Gemini CLI, ...) from a template.
 
 The template is an argv list, never a shell string; `{prompt_file}`, `{checkout}` and
-`{model}` are replaced inside each element. The prompt goes on stdin or in a private
-file outside the checkout. Success is exit code 0 and, unless told otherwise, some
-output: an agent that says nothing did nothing worth trusting.
+`{model}` are replaced inside each element. The prompt goes on stdin (`prompt_via`
+"stdin", the default without `{prompt_file}`), in a private file outside the checkout
+("file"), or as a JSON object with the prompt and the task's fields on stdin ("json").
+Success is exit code 0 and, unless told otherwise (`success`: "exit0"), some output:
+an agent that says nothing did nothing worth trusting.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ from control.worker.process import ProcessOutcome, run_watched
 
 NAME = "command"
 PLACEHOLDERS = ("{prompt_file}", "{checkout}", "{model}")
-PROMPT_VIA = ("stdin", "file")
+PROMPT_VIA = ("stdin", "file", "json")
 SUCCESS_RULES = ("exit0_and_output", "exit0")
 
 
 def _template(extra: dict[str, Any]) -> list[str]:
     template = extra.get("command")
     if (
-        not isinstance(template, list) or not template
+        not isinstance(template, list | tuple) or not template
         or not all(isinstance(part, str) for part in template) or not template[0]
     ):  # fmt: skip
         raise UsageError(
@@ -71,6 +73,22 @@ def render(template: Sequence[str], *, prompt_file: Path | None, checkout: Path,
     return argv
 
 
+def task_json(request: AgentRequest, prompt: str) -> dict[str, Any]:
+    """What `prompt_via: json` puts on stdin: the prompt and the fields it was built from."""
+    return {
+        "phase_id": request.phase_id,
+        "prompt": prompt,
+        "task": request.task,
+        "deliverables": list(request.deliverables),
+        "verify": list(request.verify),
+        "prerequisites": [
+            {"phase": p.phase, "branch": p.branch, "commit": p.commit, "summary": p.summary}
+            for p in request.prerequisites
+        ],
+        "model": request.options.model,
+    }
+
+
 class CommandBackend:
     """Runs the agent CLI the spec's template describes; see the module docstring."""
 
@@ -93,6 +111,11 @@ class CommandBackend:
             return AgentResult(status="failed", reason=str(exc), backend=NAME,
                                log_path=request.log_path)  # fmt: skip
         prompt = request.prompt()
+        stdin: bytes | None = None
+        if prompt_via == "stdin":
+            stdin = prompt.encode("utf-8")
+        elif prompt_via == "json":
+            stdin = json.dumps(task_json(request, prompt)).encode("utf-8")
         with tempfile.TemporaryDirectory(prefix="superagent-prompt-") as tmp:
             prompt_file = None
             if prompt_via == "file":
@@ -116,7 +139,7 @@ class CommandBackend:
                 cwd=request.checkout,
                 env=env,
                 log_path=request.log_path,
-                stdin_data=prompt.encode("utf-8") if prompt_via == "stdin" else None,
+                stdin_data=stdin,
                 wall_timeout_s=request.wall_timeout_s,
                 silence_timeout_s=request.silence_timeout_s,
                 cancel=request.cancel,

@@ -23,6 +23,16 @@ _PATTERNS = (
     re.compile(r"\brate_limit_error\b"),
     re.compile(r"\bYour limit will reset at\b", re.IGNORECASE),
 )
+# A notice as a whole first line: a few words, "limit reached", then the end or a separator.
+_NOTICE_PREFIX = re.compile(r"^(?:API Error:\s*|Error:\s*)?(?:\d{3}\s+)?", re.IGNORECASE)
+_NOTICES = (
+    re.compile(
+        r"(?:[\w-]+ ){0,3}limit reached\s*(?:$|[.|:,\u2219\u00b7\u2022\u2013-])", re.IGNORECASE
+    ),
+    re.compile(r"You['\u2019]ve (?:hit|reached) your\b[^\n]{0,60}\blimit\b", re.IGNORECASE),
+    re.compile(r"\{.*\"rate_limit_error\""),
+    re.compile(r"Your limit will reset at\b", re.IGNORECASE),
+)
 _EPOCH = re.compile(r"usage limit reached\|(\d{9,11})\b", re.IGNORECASE)
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
@@ -51,8 +61,8 @@ def starts_rate_limited(text: str, max_chars: int = 400) -> bool:
     head = text.strip()
     if not head or len(head) > max_chars:
         return False
-    first = head.splitlines()[0]
-    return any(p.match(first.strip()) for p in _PATTERNS) or bool(_EPOCH.search(first))
+    first = _NOTICE_PREFIX.sub("", head.splitlines()[0].strip(), count=1)
+    return any(p.match(first) for p in _NOTICES)
 
 
 def _zone(name: str | None) -> tzinfo | None:
