@@ -7,9 +7,13 @@ consumers report and by the rows left in the database). Plus the disk's rate of
 single-row synchronous=FULL commits, the bound on any queue that commits twice
 per message. Prints a table, then, as its very last line, one JSON object.
 
-    .venv/bin/python bench/bench_queue.py [--messages 2000] [--processes 4] [--dir PATH]
+    .venv/bin/python bench/bench_queue.py [--messages 1000] [--rounds 3] [--processes 4]
+                                          [--dir PATH] [--systems a,b] [--limit-seconds 2]
 
-Figures, never asserts: the machine is shared and the numbers are noisy.
+Figures, never asserts. The machine may be shared and its disk noisy, so the run
+is split into rounds in which the systems take turns (in a rotated order), each
+figure is the messages of all its rounds over their summed time, and the disk
+probe is sampled before each round and at the end (its median is the limit).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -346,7 +351,7 @@ def _worker(
 
 @dataclass
 class Phase:
-    rate: float
+    elapsed: float
     processed: list[int]
     mode: str
 
@@ -372,9 +377,10 @@ def run_phase(system: str, path: Path, role: str, messages: int, processes: int)
     errors = [r["error"] for r in reports if not r["ok"]]
     if errors:
         raise RuntimeError(f"{system} {role} x{processes} failed:\n" + "\n".join(errors))
+    # From the first process let through the barrier to the last one done.
     elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
     processed = [n for r in reports for n in r["processed"]]
-    return Phase(len(processed) / elapsed if elapsed > 0 else 0.0, processed, reports[0]["mode"])
+    return Phase(elapsed, processed, reports[0]["mode"])
 
 
 def exactly_once(processed: Sequence[int], messages: int) -> tuple[bool, int, int]:
@@ -388,35 +394,52 @@ def exactly_once(processed: Sequence[int], messages: int) -> tuple[bool, int, in
 
 @dataclass
 class SystemResult:
-    figures: dict[str, float] = field(default_factory=dict)
+    """Messages and seconds summed over the rounds, per figure; checks ANDed over the rounds."""
+
+    messages: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     duplicates: int = 0
     missing: int = 0
     mode: str = ""
 
+    def add(self, key: str, phase: Phase) -> None:
+        self.messages[key] = self.messages.get(key, 0) + len(phase.processed)
+        self.seconds[key] = self.seconds.get(key, 0.0) + phase.elapsed
 
-def bench_system(
-    system: str, root: Path, messages: int, processes: int, process_counts: Sequence[int]
-) -> SystemResult:
-    result = SystemResult()
+    def figures(self) -> dict[str, float]:
+        return {
+            key: self.messages[key] / self.seconds[key] if self.seconds[key] > 0 else 0.0
+            for key in self.messages
+        }
+
+
+def bench_round(
+    system: str,
+    root: Path,
+    messages: int,
+    process_counts: Sequence[int],
+    result: SystemResult,
+) -> None:
+    """One round of one system: per process count, a fresh database, enqueue all, consume all."""
     for nprocs in process_counts:
         suffix = "" if nprocs == 1 else f"_{nprocs}p"
-        work = root / f"{system}-{nprocs}p"
-        work.mkdir()
+        work = Path(tempfile.mkdtemp(prefix=f"{system}-{nprocs}p-", dir=root))
         adapter = SYSTEMS[system](work)
         adapter.create()
         enq = run_phase(system, work, "enqueue", messages, nprocs)
         ok_enq, dup, miss = exactly_once(enq.processed, messages)
-        result.figures[f"enqueue_per_s{suffix}"] = enq.rate
+        result.add(f"enqueue_per_s{suffix}", enq)
         con = run_phase(system, work, "consume", messages, nprocs)
         ok_con, dup_c, miss_c = exactly_once(con.processed, messages)
         ok_db = adapter.verify(messages)
-        result.figures[f"claim_complete_per_s{suffix}"] = con.rate
-        result.checks[f"{nprocs}p"] = ok_enq and ok_con and ok_db
+        result.add(f"claim_complete_per_s{suffix}", con)
+        key = f"{nprocs}p"
+        result.checks[key] = result.checks.get(key, True) and ok_enq and ok_con and ok_db
         result.duplicates += dup + dup_c
         result.missing += miss + miss_c
         result.mode = con.mode
-    return result
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def full_commit_rate(root: Path, seconds: float) -> float:
@@ -454,11 +477,22 @@ def bench_dir(requested: str | None, keep: bool) -> Iterator[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000, help="messages per phase")
+    parser.add_argument(
+        "--messages", type=int, default=1000, help="messages per phase and round (default 1000)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds; the systems take turns in each, so a burst of noise hits them all",
+    )
     parser.add_argument("--processes", type=int, default=4, help="processes of the multi runs")
     parser.add_argument("--dir", help="directory on the disk under test (default: the repo's)")
     parser.add_argument(
-        "--limit-seconds", type=float, default=2.0, help="duration of the FULL-commit probe"
+        "--limit-seconds",
+        type=float,
+        default=2.0,
+        help="total duration of the FULL-commit probe, split before each round and at the end",
     )
     parser.add_argument(
         "--systems",
@@ -469,30 +503,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown or args.messages < 1 or args.processes < 2:
-        parser.error(f"unknown systems {unknown}" if unknown else "messages >= 1, processes >= 2")
+    if unknown or args.messages < 1 or args.processes < 2 or args.rounds < 1:
+        parser.error(
+            f"unknown systems {unknown}" if unknown else "messages, rounds >= 1, processes >= 2"
+        )
 
     console = Console(stderr=False, soft_wrap=False)
     began = time.monotonic()
-    results: dict[str, SystemResult] = {}
     with bench_dir(args.dir, args.keep) as root:
         console.print(
-            f"[bold]queue benchmark[/bold]: {args.messages} messages per phase, 1 and "
-            f"{args.processes} processes, in {root} (SQLite {sqlite3.sqlite_version})"
+            f"[bold]queue benchmark[/bold]: {args.rounds} rounds x {args.messages} messages per "
+            f"phase, 1 and {args.processes} processes, in {root} (SQLite {sqlite3.sqlite_version})"
         )
-        # Half of the disk probe before the queues, half after: it brackets the run.
-        limits = [full_commit_rate(root, args.limit_seconds / 2)]
-        for system in systems:
-            counts = (1,) if system == "superagent_all_full" else (1, args.processes)
+        results: dict[str, SystemResult] = {system: SystemResult() for system in systems}
+        probe_s = args.limit_seconds / (args.rounds + 1)
+        limits: list[float] = []
+        for rnd in range(args.rounds):
+            limits.append(full_commit_rate(root, probe_s))
+            order = systems[rnd % len(systems) :] + systems[: rnd % len(systems)]
             t0 = time.monotonic()
-            results[system] = bench_system(system, root, args.messages, args.processes, counts)
-            console.print(f"  {system}: done in {time.monotonic() - t0:.1f} s")
-        limits.append(full_commit_rate(root, args.limit_seconds / 2))
-    limit = sum(limits) / len(limits)
+            for system in order:
+                counts = (1,) if system == "superagent_all_full" else (1, args.processes)
+                bench_round(system, root, args.messages, counts, results[system])
+            console.print(f"  round {rnd + 1}/{args.rounds}: {time.monotonic() - t0:.1f} s")
+        limits.append(full_commit_rate(root, probe_s))
+    limit = statistics.median(limits)
 
     summary: dict[str, Any] = {}
     for system, res in results.items():
-        for key, value in res.figures.items():
+        for key, value in res.figures().items():
             summary[f"{system}_{key}"] = round(value, 1)
     summary["full_commit_limit_per_s"] = round(limit, 1)
     summary["full_commit_limit_samples_per_s"] = [round(x, 1) for x in limits]
@@ -522,16 +561,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             round(ours_4p / (limit / 2), 3) if limit else None
         )
     summary["messages"] = args.messages
+    summary["rounds"] = args.rounds
     summary["processes"] = args.processes
     summary["sqlite_version"] = sqlite3.sqlite_version
     summary["elapsed_s"] = round(time.monotonic() - began, 1)
 
     p = args.processes
-    table = Table(title=f"messages/s ({args.messages} messages per phase)")
+    table = Table(title=f"messages/s ({args.rounds} rounds x {args.messages} messages per phase)")
     table.add_column("system")
-    for heading in ("enqueue 1p", f"enqueue {p}p", "claim+complete 1p", f"claim+complete {p}p"):
+    headings = ("enqueue\n1p", f"enqueue\n{p}p", "claim+\ncomplete 1p", f"claim+\ncomplete {p}p")
+    for heading in headings:
         table.add_column(heading, justify="right")
-    table.add_column("exactly once")
+    table.add_column("exactly\nonce")
 
     def cell(key: str) -> str:
         return f"{summary[key]:,.0f}" if key in summary else "-"
@@ -550,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for system, res in results.items():
         console.print(f"  {SYSTEMS[system].label}: {res.mode}")
     console.print(
-        f"disk: {limit:,.0f} single-row FULL commits/s (samples "
+        f"disk: {limit:,.0f} single-row FULL commits/s (median of samples "
         f"{', '.join(f'{x:,.0f}' for x in limits)}), so {limit / 2:,.0f} messages/s at two "
         "FULL commits per message"
     )

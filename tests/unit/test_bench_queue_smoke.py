@@ -26,6 +26,8 @@ def test_bench_queue_smoke(tmp_path: Path) -> None:
             str(BENCH),
             "--messages",
             "50",
+            "--rounds",
+            "1",
             "--limit-seconds",
             "0.2",
             "--dir",
