@@ -28,6 +28,7 @@ Stream = Literal["stdout", "stderr"]
 
 POLL_INTERVAL_S = 0.1
 DEFAULT_KILL_GRACE_S = 5.0
+DEFAULT_LINGER_S = 15.0
 TAIL_BYTES = 64 * 1024
 # A line longer than this is logged and handed on in pieces: one runaway line must not
 # hold the whole output in memory.
@@ -50,6 +51,7 @@ class ProcessOutcome:
     stderr_tail: str
     output_bytes: int
     start_error: str | None = None  # why it could not be started (not found, not executable)
+    lingered: bool = False  # it said it was done but did not exit, so it was ended
 
     @property
     def ended_by_watchdog(self) -> bool:
@@ -146,10 +148,14 @@ class _Reader(threading.Thread):
         line = raw.decode("utf-8", "replace")
         self._log.write(self._stream, line)
         if self._on_line is not None:
-            self._on_line(line.rstrip("\r\n"))
+            try:
+                self._on_line(line.rstrip("\r\n"))
+            except Exception as exc:  # a parser bug must not stop the pipe being drained
+                if self.error is None:
+                    self.error = exc
 
     def run(self) -> None:
-        pending = b""
+        pending = bytearray()
         fd = self._pipe.fileno()
         try:
             while True:
@@ -158,15 +164,17 @@ class _Reader(threading.Thread):
                     break
                 self._activity(len(data))
                 self.tail.add(data)
+                search_from = len(pending)
                 pending += data
-                while (cut := pending.find(b"\n")) >= 0:
-                    self._emit(pending[: cut + 1])
-                    pending = pending[cut + 1 :]
+                while (cut := pending.find(b"\n", search_from)) >= 0:
+                    self._emit(bytes(pending[: cut + 1]))
+                    del pending[: cut + 1]
+                    search_from = 0
                 if len(pending) > MAX_LINE_BYTES:
-                    self._emit(pending)
-                    pending = b""
+                    self._emit(bytes(pending))
+                    pending.clear()
             if pending:
-                self._emit(pending)
+                self._emit(bytes(pending))
         except BaseException as exc:  # reported by the runner, never lost in a thread
             self.error = exc
         finally:
@@ -214,8 +222,14 @@ def run_watched(
     on_stdout_line: LineHandler | None = None,
     kill_grace_s: float = DEFAULT_KILL_GRACE_S,
     log_header: Sequence[str] = (),
+    finished: Callable[[], bool] | None = None,
+    linger_s: float = DEFAULT_LINGER_S,
 ) -> ProcessOutcome:
     """Run `argv` in `cwd` until it exits, a watchdog fires or `cancel` says stop.
+
+    `finished`, when given, tells whether the process has already said all it will say
+    (an agent's final result); a process still running `linger_s` after that is ended
+    (`lingered`), as agent CLIs are known to hang after their last word.
 
     The log file at `log_path` gets the header lines, then every line the process
     prints (stderr lines prefixed `[stderr]`), then how it ended. `secrets` are masked
@@ -266,9 +280,12 @@ def run_watched(
             should_stop=should_stop,
             on_stdout_line=on_stdout_line,
             kill_grace_s=kill_grace_s,
+            finished=finished,
+            linger_s=linger_s,
         )
         ending = (
             "cancelled" if outcome.cancelled
+            else f"still running {linger_s:g}s after its final result" if outcome.lingered
             else f"wall-clock timeout after {wall_timeout_s:g}s" if outcome.timed_out
             else f"no output for {silence_timeout_s:g}s" if outcome.silent
             else "exited"
@@ -293,6 +310,8 @@ def _watch(
     should_stop: CancelCheck,
     on_stdout_line: LineHandler | None,
     kill_grace_s: float,
+    finished: Callable[[], bool] | None,
+    linger_s: float,
 ) -> ProcessOutcome:
     assert proc.stdout is not None and proc.stderr is not None
     lock = threading.Lock()
@@ -313,19 +332,24 @@ def _watch(
     if stdin_data is not None and proc.stdin is not None:
         threading.Thread(target=_feed, args=(proc.stdin, stdin_data), daemon=True).start()
 
-    timed_out = silent = cancelled = killed = False
+    timed_out = silent = cancelled = killed = lingered = False
+    finished_at: float | None = None
     pgid = proc.pid  # start_new_session: the child leads its own group
     while not _exited(proc.pid):
         now = time.monotonic()
         with lock:
             quiet_for = now - last_output[0]
+        if finished_at is None and finished is not None and finished():
+            finished_at = now
         if should_stop():
             cancelled = True
         elif now - started >= wall_timeout_s:
             timed_out = True
+        elif finished_at is not None and now - finished_at >= linger_s:
+            lingered = True
         elif silence_timeout_s is not None and quiet_for >= silence_timeout_s:
             silent = True
-        if cancelled or timed_out or silent:
+        if cancelled or timed_out or silent or lingered:
             killed = _terminate_group(proc.pid, pgid, kill_grace_s)
             break
         time.sleep(POLL_INTERVAL_S)
@@ -349,6 +373,7 @@ def _watch(
         stdout_tail=redact(readers[0].tail.text()),
         stderr_tail=redact(readers[1].tail.text()),
         output_bytes=total[0],
+        lingered=lingered,
     )
 
 

@@ -265,6 +265,16 @@ def test_silence_is_ended_by_the_watchdog(tmp_path: Path) -> None:
     assert result.session_id  # from the init event it did print
 
 
+def test_a_hang_after_the_result_keeps_the_result(tmp_path: Path) -> None:
+    request = claude_request(
+        tmp_path, "hang_after_result", options={"exit_grace_s": 0.5}, wall_timeout_s=60
+    )
+    result = BACKEND.run(request)
+    assert result.status == "ok", result.reason
+    assert any("did not exit" in w for w in result.warnings)
+    assert "after its final result" in request.log_path.read_text()
+
+
 def test_sigterm_ignored_ends_with_sigkill(tmp_path: Path) -> None:
     scenario = {"scenario": "silence", "ignore_sigterm": True}
     request = claude_request(tmp_path, scenario, wall_timeout_s=60, silence_timeout_s=1.0)

@@ -34,6 +34,9 @@ NAME = "claude-code"
 PINNED_VERSION = "2.1.197"
 DEFAULT_EXECUTABLE = "claude"
 OUTPUT_FORMATS = ("stream-json", "json")
+# How long `claude` may go on running after its result event before it is ended: it has
+# been seen to hang there (MCP servers, background shells) with its work already done.
+DEFAULT_EXIT_GRACE_S = 15.0
 # Authentication variables Claude Code reads; with a credential file, only the file's count.
 AUTH_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 _VERSION = re.compile(r"^(\d+\.\d+\.\d+) \(Claude Code\)\s*$")
@@ -129,7 +132,7 @@ class StreamReader:
             return
         try:
             event = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             event = None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             self.other_lines += 1
@@ -209,6 +212,8 @@ class ClaudeCodeBackend:
             secrets=secrets,
             on_stdout_line=reader.feed,
             kill_grace_s=request.kill_grace_s,
+            finished=lambda: reader.result is not None,
+            linger_s=float(extra.get("exit_grace_s", DEFAULT_EXIT_GRACE_S)),
             log_header=[
                 f"backend {NAME}, phase {request.phase_id}",
                 f"argv {json.dumps(argv)}",
@@ -327,7 +332,9 @@ def judge(
             ),
             **common,
         )
-    if (ended := watchdog_result(NAME, request, outcome, **fields)) is not None:
+    # A result that arrived in time stands even if the process then hung and was ended.
+    ended = watchdog_result(NAME, request, outcome, **fields)
+    if ended is not None and (reader.result is None or outcome.cancelled):
         return ended
     if reader.result is None:
         return AgentResult(
@@ -340,7 +347,9 @@ def judge(
         )
 
     warnings: list[str] = []
-    if outcome.exit_code != 0:
+    if outcome.lingered or outcome.ended_by_watchdog:
+        warnings.append("Claude Code did not exit after its result and was ended")
+    elif outcome.exit_code != 0:
         warnings.append(f"Claude Code exited {outcome.exit_code} despite a success result")
     if denials := fields["permission_denials"]:
         names = sorted({str(d.get("tool_name", "?")) for d in denials})
