@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 from control import __version__
 from control.cli_io import err_console
 from control.cli_queue import queue_app
-from control.cli_spec import validate
+from control.cli_spec import plan, validate
 from control.errors import ExitCode, SuperagentError
 
 
@@ -47,6 +47,7 @@ app = typer.Typer(
 )
 app.add_typer(queue_app, name="queue")
 app.command("validate")(validate)
+app.command("plan")(plan)
 
 
 def _version(value: bool) -> None:

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from control.cli_io import JsonOption, console, emit
-from control.errors import ExitCode
+from control.errors import ExitCode, UsageError
 from control.inventory import load_inventory
-from control.spec import Issue, check_file
+from control.plan import Plan, utilisation
+from control.plan import plan as make_plan
+from control.spec import Issue, check_file, load_spec
 
 SpecArgument = Annotated[
     Path, typer.Argument(help="The spec file (JSON).", show_default=False, metavar="SPEC")
@@ -24,7 +27,6 @@ InventoryOption = Annotated[
     typer.Option(
         "--inventory",
         "-i",
-        envvar="SUPERAGENT_INVENTORY",
         help="Ansible inventory directory (inventory/<fleet>/); group 'workers' is the fleet.",
         show_default=False,
     ),
@@ -81,3 +83,80 @@ def validate(
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def plan(
+    spec: SpecArgument,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Plan for N interchangeable machines with every capability (pins ignored).",
+            show_default="1, unless --inventory",
+        ),
+    ] = None,
+    inventory: InventoryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Foresee a run: waves, critical path, simulated makespan, and the lower bound.
+
+    The makespan comes from a simulation that drives the real scheduler with the
+    phases' estimates; the lower bound is the largest of the critical path, the
+    work per slot, and per capability (and pin) the work that needs it per slot
+    that has it. The table of 1, 2, ... machines shows where one more stops paying.
+    """
+    if workers is not None and inventory is not None:
+        raise UsageError("give --workers N or --inventory DIR, not both")
+    fleet = None if inventory is None else load_inventory(inventory)
+    result = make_plan(load_spec(spec, fleet), fleet, workers or 1)
+    emit(result.to_dict(), as_json, lambda: _render_plan(result))
+
+
+def _minutes(value: float) -> str:
+    text = f"{value:,.0f} min"
+    return f"{text} ({int(value // 60)}h {round(value % 60):02d}m)" if value >= 60 else text
+
+
+def _render_plan(result: Plan) -> None:
+    bound = result.bound
+    fleet = ", ".join(
+        f"{w.name} ({w.slots} slot{'s' if w.slots != 1 else ''}"
+        + (f"; {', '.join(sorted(w.capabilities))})" if w.capabilities else ")")
+        for w in result.workers
+    )
+    phases = sum(len(w) for w in result.waves)
+    _say(
+        f"{result.spec}: {phases} phases in {len(result.waves)} waves, "
+        f"{_minutes(result.total_minutes)} of work",
+        "bold",
+    )
+    _say(f"fleet ({result.fleet}): {fleet}")
+    for number, wave in enumerate(result.waves, 1):
+        _say(f"  wave {number}: {', '.join(wave)}")
+    _say(f"critical path: {' -> '.join(result.critical_path)}  {_minutes(bound.critical_path)}")
+    _say(f"simulated makespan: {_minutes(result.simulation.makespan)}", "bold")
+    terms = [
+        f"critical path {bound.critical_path:,.0f}",
+        f"work / slots {bound.work_per_slot:,.0f}",
+    ]
+    terms += [f"{c} {v:,.0f}" for c, v in bound.capabilities.items()]
+    terms += [f"pinned to {n} {v:,.0f}" for n, v in bound.pins.items()]
+    _say(
+        f"lower bound: {_minutes(bound.minutes)}, set by the {bound.binding} "
+        f"(in minutes: {'; '.join(terms)})"
+    )
+    _say(f"makespan / lower bound: {result.ratio:.3f}")
+    busy = utilisation(result.simulation, list(result.workers))
+    table = Table("phase", "worker", "start", "end", title="simulated schedule (minutes)")
+    for run in sorted(result.simulation.runs, key=lambda r: (r.start, r.worker)):
+        table.add_row(run.phase, run.worker, f"{run.start:,.0f}", f"{run.end:,.0f}")
+    console.print(table)
+    _say("busy: " + ", ".join(f"{name} {share:.0%}" for name, share in busy.items()))
+    sweep = Table("machines", "makespan", "vs 1 machine", title="interchangeable machines")
+    single = result.sweep[0][1] if result.sweep else 0.0
+    for count, makespan in result.sweep:
+        speedup = f"{single / makespan:.2f}x" if makespan else "-"
+        sweep.add_row(str(count), _minutes(makespan), speedup)
+    console.print(sweep)

@@ -35,16 +35,6 @@ def test_without_inventory_says_what_was_not_checked() -> None:
     assert "capabilities and pins not checked: pass --inventory DIR" in out
 
 
-def test_inventory_from_the_environment() -> None:
-    result = runner.invoke(
-        app,
-        ["validate", str(FIXTURES / "invalid" / "pin-unknown-worker.json")],
-        env={"SUPERAGENT_INVENTORY": FLEET},
-    )
-    assert result.exit_code == 1
-    assert "no worker 'servr' in the inventory" in result.stdout
-
-
 def test_invalid_spec_exits_1_and_prints_every_error_with_its_path() -> None:
     code, out, _ = run("validate", str(FIXTURES / "invalid" / "cycle-three.json"))
     assert code == 1
