@@ -142,7 +142,7 @@ def _render_plan(result: Plan) -> None:
         f"work / slots {bound.work_per_slot:,.0f}",
     ]
     terms += [f"{c} {v:,.0f}" for c, v in bound.capabilities.items()]
-    terms += [f"pinned to {n} {v:,.0f}" for n, v in bound.pins.items()]
+    terms += [f"only {g} {v:,.0f}" for g, v in bound.groups.items()]
     _say(
         f"lower bound: {_minutes(bound.minutes)}, set by the {bound.binding} "
         f"(in minutes: {'; '.join(terms)})"

@@ -54,7 +54,9 @@ class LowerBound:
     """No schedule on this fleet finishes sooner than `minutes`, the largest of the terms.
 
     `capabilities[c]` is the work that needs c over the slots of the workers that
-    have it; `pins[w]` the work pinned to w over its slots.
+    have it. `groups[names]` is the work that only those workers can do (capabilities
+    and pins together) over their slots: the same idea, exact when one machine is the
+    only one for several capabilities at once.
     """
 
     minutes: float
@@ -62,7 +64,12 @@ class LowerBound:
     critical_path: float
     work_per_slot: float
     capabilities: dict[str, float] = field(default_factory=dict)
-    pins: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def basic(self) -> float:
+        """The bound without `groups`: critical path, work per slot, work per capability."""
+        return max(self.critical_path, self.work_per_slot, *self.capabilities.values())
 
 
 def works_from_spec(spec: Spec, honour_pins: bool = True) -> list[Work]:
@@ -159,8 +166,9 @@ def simulate(
 def lower_bound(
     works: Sequence[Work], workers: Sequence[Worker], dag: Dag | None = None
 ) -> LowerBound:
-    """The largest of: the critical path, total work / all slots, and for each capability
-    (and each pinned worker) the work that needs it / the slots that can do it."""
+    """The largest of: the critical path, total work / all slots, for each capability
+    the work that needs it / the slots that have it, and for each set of workers that
+    is all some phase can use, the work only that set can do / its slots."""
     _check_runnable(works, workers)
     graph = dag or _dag(works)
     critical = graph.critical_path().minutes
@@ -171,15 +179,27 @@ def lower_bound(
         need = sum(w.minutes for w in works if label in w.requires)
         have = sum(w.slots for w in workers if label in w.capabilities)
         per_capability[label] = need / have
-    per_pin: dict[str, float] = {}
+    states = [WorkerState(w.name, w.capabilities, w.slots) for w in workers]
     slots_of = {w.name: w.slots for w in workers}
-    for name in sorted({w.pin for w in works if w.pin is not None}):
-        per_pin[name] = sum(w.minutes for w in works if w.pin == name) / slots_of[name]
+    able = [
+        (
+            frozenset(s.name for s in states if can_run(ReadyPhase(w.id, w.requires, w.pin), s)),
+            w.minutes,
+        )
+        for w in works
+    ]
+    everyone = frozenset(slots_of)
+    per_group: dict[str, float] = {}
+    for group in sorted({a for a, _ in able if a != everyone}, key=sorted):
+        only_there = sum(minutes for a, minutes in able if a <= group)
+        per_group["+".join(n for n in slots_of if n in group)] = only_there / sum(
+            slots_of[n] for n in group
+        )
     terms = {"critical path": critical, "total work / slots": per_slot}
     terms.update({f"work needing {c} / its slots": v for c, v in per_capability.items()})
-    terms.update({f"work pinned to {n} / its slots": v for n, v in per_pin.items()})
+    terms.update({f"work only {g} can do / its slots": v for g, v in per_group.items()})
     binding = max(terms, key=terms.__getitem__)
-    return LowerBound(terms[binding], binding, critical, per_slot, per_capability, per_pin)
+    return LowerBound(terms[binding], binding, critical, per_slot, per_capability, per_group)
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,26 @@ def test_lower_bound_terms() -> None:
     assert bound.critical_path == 70
     assert bound.work_per_slot == 160 / 4
     assert bound.capabilities == {"gpu": 120}
-    assert bound.pins == {"laptop": 30}
+    assert bound.groups == {"server": 120, "laptop": 30}
     assert (bound.minutes, bound.binding) == (120, "work needing gpu / its slots")
+    assert bound.basic == 120
     assert simulate(works, fleet).makespan == 120  # the gpu phases in turn, d beside b
+
+
+def test_work_only_one_machine_can_do_binds_when_it_has_several_rare_capabilities() -> None:
+    works = [
+        Work("arm", 50, requires=frozenset({"arm64"})),
+        Work("mac", 50, requires=frozenset({"macos"})),
+        Work("pinned", 50, pin="mini"),
+        Work("any", 10),
+    ]
+    fleet = [Worker("mini", frozenset({"arm64", "macos"}), 1), Worker("pc", frozenset(), 3)]
+    bound = lower_bound(works, fleet)
+    assert bound.capabilities == {"arm64": 50, "macos": 50}
+    assert bound.groups == {"mini": 150}
+    assert (bound.minutes, bound.binding) == (150, "work only mini can do / its slots")
+    assert bound.basic == 50
+    assert simulate(works, fleet).makespan == 150
 
 
 def test_a_phase_no_worker_can_take_is_a_usage_error() -> None:
