@@ -1,0 +1,50 @@
+"""The scheduling benchmark runs end to end on a few DAGs and ends with its JSON line.
+
+No figure is asserted (timings on a shared machine prove nothing); the random
+DAGs it draws are checked to be what the benchmark says they are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_schedule.py"
+KEYS = {"mean_ratio", "p95_ratio", "fcfs_mean_ratio", "fcfs_p95_ratio", "validate_1000_s"}
+
+
+def test_bench_schedule_smoke() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--dags", "3", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(figures) == KEYS
+    assert figures["mean_ratio"] >= 1 and figures["fcfs_mean_ratio"] >= 1
+
+
+def test_random_dags_are_in_range_and_runnable() -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bench_schedule import random_dag, random_fleet  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    rng = random.Random(7)
+    for _ in range(20):
+        workers = random_fleet(rng)
+        works = random_dag(rng, workers)
+        assert 2 <= len(workers) <= 20 and 20 <= len(works) <= 300
+        ids = [w.id for w in works]
+        for index, work in enumerate(works):
+            assert set(work.depends_on) <= set(ids[:index])  # acyclic by construction
+            assert any(work.requires <= w.capabilities for w in workers)
+            assert work.pin is None or work.requires <= next(
+                w.capabilities for w in workers if w.name == work.pin
+            )
