@@ -3,7 +3,7 @@
 # (root with apt-get). Elsewhere it says what is missing; those tests then skip (and
 # fail in CI, where this script must succeed).
 set -euo pipefail
-packages=(bindfs git sqlite3)
+packages=(bindfs git openssh-server sqlite3)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
