@@ -94,10 +94,11 @@ def assign(ready: Sequence[ReadyPhase], workers: Sequence[WorkerState]) -> list[
     demand: dict[str, float] = {}
     pinned: dict[str, float] = {}
     for phase in ready:
+        weight = phase.minutes if phase.minutes > 0 else 1.0  # no estimate: count phases
         for label in phase.requires:
-            demand[label] = demand.get(label, 0.0) + phase.minutes
+            demand[label] = demand.get(label, 0.0) + weight
         if phase.pin is not None:
-            pinned[phase.pin] = pinned.get(phase.pin, 0.0) + phase.minutes
+            pinned[phase.pin] = pinned.get(phase.pin, 0.0) + weight
     position = {w.name: i for i, w in enumerate(workers)}
 
     def cost(phase: ReadyPhase, worker: WorkerState) -> float:

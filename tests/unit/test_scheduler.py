@@ -165,3 +165,13 @@ def test_assignments_never_break_capabilities_slots_or_pins(
         for p in ready:
             if p.id not in started:
                 assert all(load[w.name] >= w.free_slots for w in workers if can_run(p, w))
+
+
+def test_without_estimates_phases_count_one_each() -> None:
+    """The orchestrator may not know estimates: a rare machine is still kept for its work."""
+    ready = [phase("generic", 90), phase("windows", 40, "windows-files")]
+    workers = [worker("wsl", "linux windows-files"), worker("laptop")]
+    assert sorted(assign(ready, workers)) == [
+        Assignment("generic", "laptop"),
+        Assignment("windows", "wsl"),
+    ]
