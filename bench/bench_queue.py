@@ -322,31 +322,40 @@ PEERS = ("huey", "litequeue", "persist_queue")
 # -- running a phase in worker processes ----------------------------------------------------
 
 
-def _worker(
-    system: str, path: str, role: str, numbers: Sequence[int], barrier: Any, out: Any
-) -> None:
-    """One process: open its own connection, wait for the others, run, report."""
-    try:
-        adapter = SYSTEMS[system](Path(path))
-        adapter.open()
-        mode = adapter.mode()
+def _run_task(
+    system: str, path: str, role: str, numbers: Sequence[int], barrier: Any | None
+) -> dict[str, Any]:
+    """One process's part of a phase: open its own connection, wait for the others, run."""
+    adapter = SYSTEMS[system](Path(path))
+    adapter.open()
+    mode = adapter.mode()
+    if barrier is not None:
         barrier.wait(timeout=PHASE_TIMEOUT_S)
-        start = time.monotonic()
-        processed: list[int] = []
-        if role == "enqueue":
-            for n in numbers:
-                adapter.enqueue(n)
-                processed.append(n)
-        else:
-            while (n := adapter.consume()) is not None:
-                processed.append(n)
-        end = time.monotonic()
-        adapter.close()
-        out.put({"ok": True, "start": start, "end": end, "processed": processed, "mode": mode})
-    except BaseException:
-        with contextlib.suppress(Exception):
-            barrier.abort()
-        out.put({"ok": False, "error": traceback.format_exc()})
+    start = time.monotonic()
+    processed: list[int] = []
+    if role == "enqueue":
+        for n in numbers:
+            adapter.enqueue(n)
+            processed.append(n)
+    else:
+        while (n := adapter.consume()) is not None:
+            processed.append(n)
+    end = time.monotonic()
+    adapter.close()
+    return {"ok": True, "start": start, "end": end, "processed": processed, "mode": mode}
+
+
+def _worker_loop(inbox: Any, barrier: Any, out: Any) -> None:
+    """A pool process: run the phases it is sent until it is sent None."""
+    while (task := inbox.get()) is not None:
+        system, path, role, numbers, together = task
+        try:
+            out.put(_run_task(system, path, role, numbers, barrier if together else None))
+        except BaseException:
+            if together:
+                with contextlib.suppress(Exception):
+                    barrier.abort()
+            out.put({"ok": False, "error": traceback.format_exc()})
 
 
 @dataclass
@@ -356,31 +365,58 @@ class Phase:
     mode: str
 
 
-def run_phase(system: str, path: Path, role: str, messages: int, processes: int) -> Phase:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(processes)
-    out = ctx.Queue()
-    shares = [list(range(k, messages, processes)) for k in range(processes)]
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(system, os.fspath(path), role, shares[k], barrier, out),
-            name=f"{system}-{role}-{k}",
-        )
-        for k in range(processes)
-    ]
-    for proc in procs:
-        proc.start()
-    reports = [out.get(timeout=PHASE_TIMEOUT_S) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-    errors = [r["error"] for r in reports if not r["ok"]]
-    if errors:
-        raise RuntimeError(f"{system} {role} x{processes} failed:\n" + "\n".join(errors))
-    # From the first process let through the barrier to the last one done.
-    elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
-    processed = [n for r in reports for n in r["processed"]]
-    return Phase(elapsed, processed, reports[0]["mode"])
+class Pool:
+    """`size` spawned processes kept for the whole run (spawning is not what is measured).
+
+    A phase runs on the first process alone or on all of them, released together
+    by a barrier once each has opened its own connection.
+    """
+
+    def __init__(self, size: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.size = size
+        self.barrier = ctx.Barrier(size)
+        self.out = ctx.Queue()
+        self.inboxes = [ctx.Queue() for _ in range(size)]
+        self.procs = [
+            ctx.Process(
+                target=_worker_loop, args=(inbox, self.barrier, self.out), name=f"bench-{k}"
+            )
+            for k, inbox in enumerate(self.inboxes)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def run(self, system: str, path: Path, role: str, messages: int, processes: int) -> Phase:
+        if processes not in (1, self.size):
+            raise ValueError(f"a phase runs on 1 or {self.size} processes, not {processes}")
+        together = processes > 1
+        for k in range(processes):
+            numbers = list(range(k, messages, processes))
+            self.inboxes[k].put((system, os.fspath(path), role, numbers, together))
+        reports = [self.out.get(timeout=PHASE_TIMEOUT_S) for _ in range(processes)]
+        errors = [r["error"] for r in reports if not r["ok"]]
+        if errors:
+            raise RuntimeError(f"{system} {role} x{processes} failed:\n" + "\n".join(errors))
+        # From the first process let through the barrier to the last one done.
+        elapsed = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+        processed = [n for r in reports for n in r["processed"]]
+        return Phase(elapsed, processed, reports[0]["mode"])
+
+    def close(self) -> None:
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def exactly_once(processed: Sequence[int], messages: int) -> tuple[bool, int, int]:
@@ -415,6 +451,7 @@ class SystemResult:
 
 
 def bench_round(
+    pool: Pool,
     system: str,
     root: Path,
     messages: int,
@@ -427,10 +464,10 @@ def bench_round(
         work = Path(tempfile.mkdtemp(prefix=f"{system}-{nprocs}p-", dir=root))
         adapter = SYSTEMS[system](work)
         adapter.create()
-        enq = run_phase(system, work, "enqueue", messages, nprocs)
+        enq = pool.run(system, work, "enqueue", messages, nprocs)
         ok_enq, dup, miss = exactly_once(enq.processed, messages)
         result.add(f"enqueue_per_s{suffix}", enq)
-        con = run_phase(system, work, "consume", messages, nprocs)
+        con = pool.run(system, work, "consume", messages, nprocs)
         ok_con, dup_c, miss_c = exactly_once(con.processed, messages)
         ok_db = adapter.verify(messages)
         result.add(f"claim_complete_per_s{suffix}", con)
@@ -510,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(stderr=False, soft_wrap=False)
     began = time.monotonic()
-    with bench_dir(args.dir, args.keep) as root:
+    with bench_dir(args.dir, args.keep) as root, Pool(args.processes) as pool:
         console.print(
             f"[bold]queue benchmark[/bold]: {args.rounds} rounds x {args.messages} messages per "
             f"phase, 1 and {args.processes} processes, in {root} (SQLite {sqlite3.sqlite_version})"
@@ -524,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.monotonic()
             for system in order:
                 counts = (1,) if system == "superagent_all_full" else (1, args.processes)
-                bench_round(system, root, args.messages, counts, results[system])
+                bench_round(pool, system, root, args.messages, counts, results[system])
             console.print(f"  round {rnd + 1}/{args.rounds}: {time.monotonic() - t0:.1f} s")
         limits.append(full_commit_rate(root, probe_s))
     limit = statistics.median(limits)
