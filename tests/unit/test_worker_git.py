@@ -666,3 +666,42 @@ def test_workspace_settings_are_checked(
     settings: dict[str, object] = {"author_name": "a", "author_email": "a@b", **kwargs}
     with pytest.raises(UsageError, match=why):
         Workspace(tmp_path, "/srv/x.git", **settings)  # type: ignore[arg-type]
+
+
+def _remote_hook(upstream: Upstream, name: str, script: str) -> None:
+    hook = upstream.path / "hooks" / name
+    hook.write_text("#!/bin/sh\n" + script)
+    hook.chmod(0o755)
+
+
+def test_a_push_the_remote_declines_is_a_git_error(ws: Workspace, upstream: Upstream) -> None:
+    prepared = ws.prepare("slot0", "phase/four", "main", [])
+    (prepared.path / "x.txt").write_text("x\n")
+    ws.commit_all(prepared, "superagent: four")
+    _remote_hook(upstream, "pre-receive", "echo 'policy: no pushes today' >&2\nexit 1\n")
+    with pytest.raises(GitError, match=r"`git push` failed .*policy: no pushes today") as caught:
+        ws.push(prepared)
+    assert not isinstance(caught.value, PushRejected)
+    assert upstream.tip("phase/four") is None
+
+
+def test_a_push_the_remote_does_not_keep_is_a_git_error(ws: Workspace, upstream: Upstream) -> None:
+    prepared = ws.prepare("slot0", "phase/four", "main", [])
+    (prepared.path / "x.txt").write_text("x\n")
+    ws.commit_all(prepared, "superagent: four")
+    main = upstream.tip("main")
+    _remote_hook(upstream, "post-receive", f"git update-ref refs/heads/phase/four {main}\n")
+    with pytest.raises(GitError, match=f"the remote reports {main}"):
+        ws.push(prepared)
+
+
+def test_a_leftover_clone_directory_is_replaced(ws: Workspace, upstream: Upstream) -> None:
+    (ws.repo_path / "objects").mkdir(parents=True)  # no HEAD: not a finished clone
+    prepared = ws.prepare("slot0", "phase/four", "main", [])
+    assert prepared.base_commit == upstream.tip("main")
+    assert not list(ws.root.glob(".repo-init-*"))
+
+
+def test_git_in_a_missing_directory_is_not_found(ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no such directory"):
+        ws._git("status", cwd=tmp_path / "missing")
