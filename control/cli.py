@@ -14,7 +14,9 @@ from typer.core import TyperGroup
 from control import __version__
 from control.cli_io import err_console
 from control.cli_queue import queue_app
+from control.cli_run import register as register_run_commands
 from control.cli_spec import plan, validate
+from control.cli_worker import worker_app
 from control.errors import ExitCode, SuperagentError
 
 
@@ -46,6 +48,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(queue_app, name="queue")
+app.add_typer(worker_app, name="worker")
+register_run_commands(app)
 app.command("validate")(validate)
 app.command("plan")(plan)
 

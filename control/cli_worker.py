@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,9 +11,12 @@ import typer
 from rich.table import Table
 
 from control.cli_io import JsonOption, console, emit
-from control.errors import ExitCode
+from control.errors import ExitCode, SuperagentError
+from control.queue import Queue
 from control.worker.checks import run_checks
 from control.worker.config import WorkerConfig, load_config
+from control.worker.daemon import Worker
+from control.worker.phase import PhaseExecutor
 
 worker_app = typer.Typer(
     help="This machine's worker: run it (systemd does) or check it.", no_args_is_help=True
@@ -50,26 +54,25 @@ def check(
     Also the systemd unit's ExecStartPre. On a problem the reason goes into the
     heartbeat, so `control health` on the orchestrator shows it.
     """
-    from control.queue import Queue
-
     settings = _config(config, worker_id=worker_id, queue_db=db)
     report = run_checks(settings)
     if not report.ok:
-        try:
-            with Queue(settings.queue_db, create=False) as queue:
-                queue.beat(
-                    settings.worker_id, "refusing", versions=report.versions, reason=report.reason
-                )
-        except Exception:  # noqa: BLE001  the inbox problem is already in the report
-            pass
-    data = {"worker": settings.worker_id, "ok": report.ok, "versions": report.versions,
-            "problems": report.problems}  # fmt: skip
+        # An inbox that does not open is already one of the problems reported.
+        with contextlib.suppress(SuperagentError), Queue(settings.queue_db, create=False) as queue:
+            queue.beat(
+                settings.worker_id, "refusing", versions=report.versions, reason=report.reason
+            )
+    data = {
+        "worker": settings.worker_id,
+        "ok": report.ok,
+        "versions": report.versions,
+        "problems": report.problems,
+    }
 
     def render() -> None:
         table = Table("component", "version", "pinned")
         pins = settings.pins
-        pinned = {"node": pins.node, "claude_code": pins.claude_code,
-                  "superagent": pins.superagent}  # fmt: skip
+        pinned = {"node": pins.node, "claude_code": pins.claude_code, "superagent": pins.superagent}
         for name, version in report.versions.items():
             table.add_row(name, version or "-", pinned.get(name) or "-")
         console.print(table)
@@ -98,17 +101,18 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the worker until SIGTERM: claim, run, verify, push, report."""
-    from control.worker.daemon import Worker
-    from control.worker.phase import PhaseExecutor
-
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = _config(
-        config, worker_id=worker_id, queue_db=db, slots=slots, work_dir=work_dir,
+        config,
+        worker_id=worker_id,
+        queue_db=db,
+        slots=slots,
+        work_dir=work_dir,
         logs_dir=logs_dir,
-    )  # fmt: skip
+    )
     worker = Worker(settings, PhaseExecutor(settings))
     worker.install_signal_handlers()
     code = worker.run()

@@ -446,6 +446,11 @@ class Queue:
             ).fetchone()
         return bool(row[0])
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the inbox (PRAGMA data_version)."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def renew(self, message_id: int, fence: int, lease_seconds: float) -> Renewed:
         """Extend the lease if `fence` is still current; raises ConflictError otherwise."""
         _check_positive("lease_seconds", lease_seconds)

@@ -330,9 +330,13 @@ class StateStore:
                 (self.clock(), attempt.run_id, attempt.phase_id, attempt.attempt),
             )
             self._event(
-                conn, attempt.run_id, "dispatched", attempt.phase_id, attempt.worker,
+                conn,
+                attempt.run_id,
+                "dispatched",
+                attempt.phase_id,
+                attempt.worker,
                 {"attempt": attempt.attempt, "message_id": message_id, "duplicate": duplicate},
-            )  # fmt: skip
+            )
 
     def settle_attempt(
         self,
@@ -355,21 +359,41 @@ class StateStore:
             conn.execute(
                 "UPDATE attempts SET state = ?, finished_at = ?, reason = ?, "
                 "response = COALESCE(?, response) WHERE key = ?",
-                (attempt_state, now, reason,
-                 None if response is None else canonical_json(response), attempt.key),
-            )  # fmt: skip
+                (
+                    attempt_state,
+                    now,
+                    reason,
+                    None if response is None else canonical_json(response),
+                    attempt.key,
+                ),
+            )
             conn.execute(
                 "UPDATE phases SET state = ?, reason = ?, commit_sha = COALESCE(?, commit_sha), "
                 "not_before = ?, failures = failures + ?, cost_usd = cost_usd + ?, "
                 "summary = COALESCE(?, summary), updated_at = ? "
                 "WHERE run_id = ? AND phase_id = ? AND attempt = ?",
-                (phase_state, reason, commit, not_before, int(count_failure), cost_usd, summary,
-                 now, attempt.run_id, attempt.phase_id, attempt.attempt),
-            )  # fmt: skip
+                (
+                    phase_state,
+                    reason,
+                    commit,
+                    not_before,
+                    int(count_failure),
+                    cost_usd,
+                    summary,
+                    now,
+                    attempt.run_id,
+                    attempt.phase_id,
+                    attempt.attempt,
+                ),
+            )
             self._event(
-                conn, attempt.run_id, event, attempt.phase_id, attempt.worker,
+                conn,
+                attempt.run_id,
+                event,
+                attempt.phase_id,
+                attempt.worker,
                 {"attempt": attempt.attempt, "reason": reason, "commit": commit},
-            )  # fmt: skip
+            )
 
     def record_late_response(self, attempt: AttemptRow, response: Any) -> None:
         """A result from an abandoned attempt: kept for the record, changes nothing."""
@@ -379,9 +403,13 @@ class StateStore:
                 (canonical_json(response), attempt.key),
             )
             self._event(
-                conn, attempt.run_id, "late_result_ignored", attempt.phase_id, attempt.worker,
+                conn,
+                attempt.run_id,
+                "late_result_ignored",
+                attempt.phase_id,
+                attempt.worker,
                 {"attempt": attempt.attempt, "state": (response or {}).get("state")},
-            )  # fmt: skip
+            )
 
     def mark_cancel_sent(self, key: str) -> None:
         with self.write() as conn:

@@ -25,6 +25,7 @@ from control.worker.wake import InboxWatcher
 
 log = logging.getLogger("superagent.worker")
 
+_COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
 
 
@@ -128,10 +129,22 @@ class Worker:
                     break
                 self._fill_slots()
                 self._renew_and_beat()
-                self.watcher.wait(self._wait_time())
+                seen = self.queue.data_version()
+                if self.watcher.wait(self._wait_time()) == "changed":
+                    self._await_commit(seen)
         finally:
             self._shutdown()
         return 0
+
+    def _await_commit(self, seen: int) -> None:
+        """inotify fires on a writer's first WAL write, a moment before its commit is
+        visible to readers (the WAL index is updated last, through shared memory, which
+        inotify does not see). Give that commit up to ~0.1 s to land before claiming;
+        otherwise the claim would look too early and the task wait for the slow poll."""
+        for delay in _COMMIT_WAITS:
+            if self.queue.data_version() != seen:
+                return
+            time.sleep(delay)
 
     def _wait_time(self) -> float:
         until_beat = self._last_beat + self.config.heartbeat_seconds - time.time()
