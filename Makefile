@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS_CHAOS ?= 20
 
-.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule chaos-queue clean
+.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,13 +41,16 @@ lint: setup ## ruff, mypy, yamllint, ansible-lint
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
 
-bench: bench-queue bench-schedule ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
 
 bench-schedule: setup ## Makespan / lower bound on 200 random DAGs vs first-free; validation time
 	$(BIN)/python bench/bench_schedule.py
+
+bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CPU per worker per tick
+	$(BIN)/python bench/bench_dispatch.py
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)

@@ -1,0 +1,309 @@
+"""Dispatch: enqueue-to-claim latency per transport, and the orchestrator's CPU per tick.
+
+Latency is the time from the start of `transport.enqueue()` to the moment a
+worker-side Queue on the same inbox has claimed the message (woken by inotify,
+as the worker daemon is). local always; ssh against a local sshd started here
+(root and openssh-server needed); ansible against `ansible_connection: local`
+hosts. The tick cost is the CPU time of one `Transports.poll` of N local inboxes
+(heartbeats and a few responses each) plus reading the answers, per worker.
+
+    .venv/bin/python bench/bench_dispatch.py [--samples 200] [--ssh-samples 50]
+        [--ansible-samples 3] [--fanout 5] [--workers 100,1000] [--dir PATH]
+        [--skip-ssh] [--skip-ansible]
+
+Figures, never asserts. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests.sshd: the same local sshd the tests use
+
+from control.inventory import Worker  # noqa: E402
+from control.queue import Queue  # noqa: E402
+from control.transport import Transports  # noqa: E402
+from control.transport.base import Transport  # noqa: E402
+from control.worker.wake import InboxWatcher  # noqa: E402
+
+CONTROL = Path(sys.executable).parent / "control"
+COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)  # the daemon's
+
+
+class Claimer(threading.Thread):
+    """The worker side: waits on the inbox (inotify), claims, notes when each key landed."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(daemon=True)
+        self.db = db
+        self.claimed: dict[str, float] = {}
+        self.arrived = threading.Condition()
+        self._stop_event = threading.Event()
+        self._watcher = InboxWatcher(db)
+
+    def run(self) -> None:
+        # As the worker daemon does: inotify fires on the writer's first WAL write, a
+        # moment before the commit is visible, so a change is given a moment to land.
+        with Queue(self.db, create=False) as queue:
+            while not self._stop_event.is_set():
+                if queue.has_work():
+                    claimed = queue.claim("bench", 600)
+                    if claimed is not None:
+                        now = time.perf_counter()
+                        with self.arrived:
+                            self.claimed[str(claimed.key)] = now
+                            self.arrived.notify_all()
+                        continue
+                seen = queue.data_version()
+                if self._watcher.wait(0.2) == "changed":
+                    for delay in COMMIT_WAITS:
+                        if queue.data_version() != seen:
+                            break
+                        time.sleep(delay)
+        self._watcher.close()
+
+    def wait_for(self, key: str, timeout_s: float) -> float:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: key in self.claimed, timeout_s):
+                raise TimeoutError(f"{key} was not claimed within {timeout_s}s")
+            return self.claimed[key]
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self._watcher.wake()
+        self.join(10)
+
+
+def _inbox(path: Path, sync: Any = "full") -> Path:
+    Queue(path, sync=sync).close()
+    return path
+
+
+def percentile(values: Sequence[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def latency(transport: Transport, worker: Worker, db: Path, samples: int, tag: str) -> list[float]:
+    """Milliseconds from the start of enqueue() to the worker's claim, `samples` times."""
+    claimer = Claimer(db)
+    claimer.start()
+    found = []
+    try:
+        transport.enqueue(worker, {"warm": tag}, key=f"{tag}/warm")  # connect, import, open
+        claimer.wait_for(f"{tag}/warm", 120)
+        for i in range(samples):
+            key = f"{tag}/{i}"
+            start = time.perf_counter()
+            transport.enqueue(worker, {"task": i, "text": "x" * 200}, key=key)
+            found.append((claimer.wait_for(key, 120) - start) * 1000)
+    finally:
+        claimer.stop()
+    return found
+
+
+def summary(name: str, values: list[float]) -> dict[str, float]:
+    median, p99 = statistics.median(values), percentile(values, 99)
+    print(
+        f"{name:8} enqueue→claim  median {median:8.2f} ms   p99 {p99:8.2f} ms   (n={len(values)})"
+    )
+    return {f"{name}_median_ms": round(median, 3), f"{name}_p99_ms": round(p99, 3)}
+
+
+def local_fleet(root: Path, count: int) -> list[Worker]:
+    """`count` local inboxes, each with two slots' heartbeats and three unacked responses."""
+    workers = []
+    for i in range(count):
+        db = root / f"w{i}.db"
+        with Queue(db, sync="normal") as q:
+            for slot in (1, 2):
+                q.beat(f"w{i}-{slot}", "busy", current=[f"run/p{slot}/1"], versions={"node": "20"})
+            for n in range(3):
+                q.enqueue({"phase": f"p{n}", "task": "t" * 100}, key=f"run/p{n}/1")
+                claimed = q.claim(f"w{i}-1", 600)
+                assert claimed is not None
+                q.complete(claimed.id, claimed.fence, {"branch": f"p{n}", "commit": "c" * 40})
+        workers.append(Worker(f"w{i}", transport="local", vars={"superagent_queue_db": str(db)}))
+    return workers
+
+
+def ingest(results: dict[str, Any]) -> int:
+    """What the orchestrator does with a poll: the responses to persist, the last beats."""
+    seen = 0
+    beats: dict[str, float] = {}
+    for name, result in results.items():
+        if not result.reachable:
+            continue
+        for response in result.responses:
+            seen += bool(response["id"]) and response["state"] in ("done", "failed", "dead")
+        for beat in result.heartbeats:
+            beats[name] = max(beats.get(name, 0.0), float(beat["beat_at"]))
+    return seen
+
+
+def tick_cpu(workers: list[Worker], ticks: int = 3) -> tuple[float, float]:
+    """CPU ms per worker of the first (cold: opens every inbox) and of a warm tick (median)."""
+    transports = Transports()
+    try:
+        costs = []
+        for _ in range(ticks + 1):
+            start = time.process_time()
+            answered = ingest(transports.poll(workers))
+            costs.append((time.process_time() - start) * 1000 / len(workers))
+            assert answered == 3 * len(workers), answered
+        return costs[0], statistics.median(costs[1:])
+    finally:
+        transports.close()
+
+
+@contextmanager
+def local_sshd(root: Path) -> Iterator[Any]:
+    from tests.sshd import Sshd, sshd_problem  # noqa: PLC0415
+
+    if problem := sshd_problem():
+        print(f"ssh      skipped: {problem}")
+        yield None
+        return
+    server = Sshd(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def measure_ssh(root: Path, samples: int, fanout: int) -> dict[str, Any]:
+    from control.transport.ssh import SshTransport  # noqa: PLC0415
+
+    figures: dict[str, Any] = {}
+    with local_sshd(root / "sshd") as sshd:
+        if sshd is None:
+            return figures
+        transport = SshTransport()
+        try:
+            db = _inbox(root / "ssh.db")
+            figures.update(
+                summary("ssh", latency(transport, sshd.worker("s", db), db, samples, "s"))
+            )
+            fleet = [sshd.worker(f"s{i}", _inbox(root / f"s{i}.db")) for i in range(fanout)]
+            transport.poll(fleet)  # connect each
+            start, cpu = time.perf_counter(), time.process_time()
+            polled = transport.poll(fleet)
+            wall = (time.perf_counter() - start) * 1000
+            cpu_per = (time.process_time() - cpu) * 1000 / fanout
+            assert all(r.reachable for r in polled.values()), polled
+            print(f"ssh      poll of {fanout} workers: {wall:.1f} ms, {cpu_per:.2f} ms CPU/worker")
+            figures[f"ssh_poll_ms_{fanout}"] = round(wall, 3)
+            figures[f"ssh_tick_cpu_ms_per_worker_{fanout}"] = round(cpu_per, 3)
+            figures["ssh_connects"] = sum(transport.connects(w) for w in fleet)
+        finally:
+            transport.close()
+    return figures
+
+
+def measure_ansible(root: Path, samples: int, fanout: int) -> dict[str, Any]:
+    import ansible_runner  # noqa: PLC0415
+
+    from control.transport.ansible import AnsibleTransport  # noqa: PLC0415
+    from control.transport.runner import AdHocRunner  # noqa: PLC0415
+
+    def local_host(name: str, db: Path) -> Worker:
+        values = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "superagent_control": str(CONTROL),
+            "superagent_queue_db": str(db),
+        }
+        return Worker(name, transport="ansible", vars=values)
+
+    cp = Path(tempfile.mkdtemp(prefix="sa-cp-"))  # short: ssh socket paths are limited
+    transport = AnsibleTransport(runner=AdHocRunner(control_path_dir=cp))
+    invocations = []
+    real: Callable[..., Any] = ansible_runner.run
+
+    def counting(**kwargs: Any) -> Any:
+        invocations.append(kwargs["host_pattern"])
+        return real(**kwargs)
+
+    ansible_runner.run = counting
+    try:
+        db = _inbox(root / "ansible.db")
+        figures = summary("ansible", latency(transport, local_host("a", db), db, samples, "a"))
+        fleet = [local_host(f"a{i}", _inbox(root / f"a{i}.db")) for i in range(fanout)]
+        before = len(invocations)
+        start = time.perf_counter()
+        polled = transport.poll(fleet)
+        wall = time.perf_counter() - start
+        assert all(r.reachable for r in polled.values()), polled
+        calls = len(invocations) - before
+        print(f"ansible  poll of {fanout} workers: {wall:.2f} s in {calls} ansible-runner call(s)")
+        figures[f"ansible_poll_s_{fanout}"] = round(wall, 3)
+        figures["ansible_calls_per_poll"] = calls
+    finally:
+        ansible_runner.run = real
+        shutil.rmtree(cp, ignore_errors=True)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200, help="local latency samples")
+    parser.add_argument("--ssh-samples", type=int, default=50)
+    parser.add_argument("--ansible-samples", type=int, default=3)
+    parser.add_argument("--fanout", type=int, default=5, help="workers in the remote polls")
+    parser.add_argument("--workers", default="100,1000", help="fleet sizes for the tick cost")
+    parser.add_argument("--dir", type=Path, default=None, help="where the inboxes go")
+    parser.add_argument("--skip-ssh", action="store_true")
+    parser.add_argument("--skip-ansible", action="store_true")
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="bench-dispatch-", dir=args.dir))
+    figures: dict[str, Any] = {}
+    try:
+        db = _inbox(root / "local.db")
+        worker = Worker("l", transport="local", vars={"superagent_queue_db": str(db)})
+        transports = Transports()
+        try:
+            figures.update(
+                summary("local", latency(transports.of(worker), worker, db, args.samples, "l"))
+            )
+        finally:
+            transports.close()
+
+        for size in (int(s) for s in args.workers.split(",") if s.strip()):
+            fleet_dir = root / f"fleet-{size}"
+            fleet_dir.mkdir()
+            cold, warm = tick_cpu(local_fleet(fleet_dir, size))
+            print(
+                f"tick     {size:5} local workers: {warm:.3f} ms CPU/worker "
+                f"(first tick, opening every inbox: {cold:.3f})"
+            )
+            figures[f"tick_cpu_ms_per_worker_{size}"] = round(warm, 4)
+            figures[f"tick_cpu_ms_per_worker_{size}_cold"] = round(cold, 4)
+            shutil.rmtree(fleet_dir)
+
+        if not args.skip_ssh:
+            figures.update(measure_ssh(root, args.ssh_samples, args.fanout))
+        if not args.skip_ansible:
+            figures.update(measure_ansible(root, args.ansible_samples, args.fanout))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(figures, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
