@@ -205,6 +205,10 @@ def dispatch(
     max_concurrent: Annotated[
         int | None, typer.Option("--max-concurrent", min=1, help="Agent runs at once, fleet-wide.")
     ] = None,
+    retry_backoff: Annotated[
+        float,
+        typer.Option("--retry-backoff", min=0, help="Seconds before the first retry (doubles)."),
+    ] = 15.0,
     stagger: Annotated[
         float, typer.Option("--stagger", min=0, help="Seconds between two dispatches.")
     ] = 0.0,
@@ -224,6 +228,7 @@ def dispatch(
         heartbeat_timeout_s=heartbeat_timeout,
         max_concurrent=max_concurrent,
         stagger_s=stagger,
+        retry_backoff_s=retry_backoff,
     )
     live = sys.stdout.isatty() and not as_json
     printer = _event_printer(as_json)

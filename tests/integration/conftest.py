@@ -1,0 +1,171 @@
+"""A whole local pipeline for the orchestrator tests: a seeded bare remote, real
+worker processes (`control worker run`) and `control dispatch` run as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.demo import seed_remote
+from control.localfleet import LocalFleet, WorkerSpec
+
+REPO = Path(__file__).resolve().parents[2]
+FAKES = REPO / "tests" / "fakes" / "bin"
+SCRIPTED_AGENT = FAKES / "scripted-agent"
+
+
+def write_spec(path: Path, phases: list[dict[str, Any]], **defaults: Any) -> Path:
+    """A spec whose agent is the scripted agent (the `command` backend)."""
+    document = {
+        "version": 1,
+        "name": "pipeline-test",
+        "repo": {"url": "placeholder.git", "base_branch": "main", "branch_prefix": "sa"},
+        "defaults": {
+            "agent": {"backend": "command", "command": [sys.executable, str(SCRIPTED_AGENT)]},
+            "max_attempts": 2,
+            "estimate_minutes": 1,
+            "timeout_minutes": 5,
+            **defaults,
+        },
+        "phases": phases,
+    }
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+class Pipeline:
+    """One test's remote, fleet, agent plan and state database."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.remote = root / "origin.git"
+        self.state = root / "state.db"
+        self.plan_file = root / "agent-plan.json"
+        self.agent_log = root / "agent-runs.jsonl"
+        self.fleet: LocalFleet | None = None
+        self.dispatches: list[subprocess.Popen[str]] = []
+        seed = root / "seed"
+        seed.mkdir()
+        (seed / "README.md").write_text("# pipeline test project\n")
+        seed_remote(self.remote, seed)
+
+    def plan(self, steps: dict[str, dict[str, Any]]) -> None:
+        self.plan_file.write_text(json.dumps(steps))
+
+    def start_fleet(self, *workers: WorkerSpec, **options: Any) -> LocalFleet:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{FAKES}{os.pathsep}"
+            + os.environ.get("PATH", ""),
+            "SCRIPTED_AGENT_PLAN": str(self.plan_file),
+            "SCRIPTED_AGENT_LOG": str(self.agent_log),
+        }
+        options.setdefault("heartbeat_seconds", 0.5)
+        options.setdefault("lease_seconds", 5.0)
+        self.fleet = LocalFleet(self.root / "fleet", workers, env=env, **options)
+        self.fleet.create()
+        self.fleet.start()
+        self.fleet.wait_ready()
+        return self.fleet
+
+    def dispatch_command(self, spec: Path, *extra: str) -> list[str]:
+        assert self.fleet is not None
+        return [
+            sys.executable, "-m", "control", "dispatch", str(spec),
+            "--inventory", str(self.fleet.inventory), "--state", str(self.state),
+            "--repo", str(self.remote), "--poll-interval", "0.2", "--heartbeat-timeout", "3",
+            "--retry-backoff", "0.5", "--timeout", "120", "--json", *extra,
+        ]  # fmt: skip
+
+    def start_dispatch(self, spec: Path, *extra: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            self.dispatch_command(spec, *extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.dispatches.append(process)
+        return process
+
+    def dispatch(self, spec: Path, *extra: str) -> tuple[int, list[dict[str, Any]], str]:
+        result = subprocess.run(
+            self.dispatch_command(spec, *extra),
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return result.returncode, parse_events(result.stdout), result.stderr
+
+    def agent_runs(self) -> list[dict[str, Any]]:
+        if not self.agent_log.exists():
+            return []
+        return [json.loads(line) for line in self.agent_log.read_text().splitlines()]
+
+    def branch_file(self, branch: str, path: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.remote), "show", f"{branch}:{path}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    def close(self) -> None:
+        for process in self.dispatches:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+        if self.fleet is not None:
+            for worker in self.fleet.workers.values():
+                if worker.process is not None and worker.process.poll() is None:
+                    kill_tree(worker.process.pid, signal.SIGCONT)
+            self.fleet.stop(timeout_s=15)
+
+
+def parse_events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (agents run in their own sessions, so a process group
+    would not reach them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """`sig` to a process and everything below it, as a powered-off machine would."""
+    for target in [pid, *descendants(pid)]:
+        try:
+            os.kill(target, sig)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    built = Pipeline(tmp_path)
+    try:
+        yield built
+    finally:
+        built.close()

@@ -1,0 +1,210 @@
+"""`control dispatch` end to end on real local workers: failures included.
+
+Real worker processes, a real bare git remote, the `command` agent backend running
+a scripted agent CLI; workers and the orchestrator are killed with real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.localfleet import WorkerSpec
+from control.queue import Queue
+from control.state import StateStore
+from tests.integration.conftest import Pipeline, kill_tree, parse_events, write_spec
+
+pytestmark = pytest.mark.slow
+
+TWO_PHASES = [
+    {
+        "id": "first",
+        "title": "First",
+        "task": "Write first.txt holding the word one and nothing else.",
+        "deliverables": ["first.txt"],
+        "verify": ["grep -qx one first.txt"],
+    },
+    {
+        "id": "second",
+        "title": "Second",
+        "task": "Write second.txt holding the word two, next to first.txt.",
+        "deliverables": ["second.txt"],
+        "verify": ["grep -qx two second.txt", "test -f first.txt"],
+        "depends_on": ["first"],
+    },
+]
+PLAN = {
+    "first": {"files": {"first.txt": "one\n"}},
+    "second": {"files": {"second.txt": "two\n"}},
+}
+
+
+def inbox_messages(pipeline: Pipeline) -> list[dict[str, Any]]:
+    assert pipeline.fleet is not None
+    found = []
+    for worker in pipeline.fleet.workers.values():
+        with Queue(worker.queue_db, create=False) as queue:
+            found += [m.to_dict() | {"worker": worker.name} for m in queue.messages(limit=1000)]
+    return found
+
+
+def wait_for_event(process: Any, kind: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == kind:
+            return event
+    raise AssertionError(f"no {kind} event; stderr: {process.stderr.read()}")
+
+
+def test_two_phases_run_in_order_and_merge(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.plan(PLAN)
+    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    summary = events[-1]
+    assert summary["status"] == "done"
+    assert pipeline.branch_file("sa/first", "first.txt") == "one\n"
+    assert pipeline.branch_file("sa/second", "first.txt") == "one\n"  # built on first
+    assert pipeline.branch_file("sa/second", "second.txt") == "two\n"
+    merged = summary["merge_branch"]
+    assert pipeline.branch_file(merged, "second.txt") == "two\n"
+    assert [e["phase"] for e in events if e.get("event") == "phase_done"] == ["first", "second"]
+    assert sorted(r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish") == [
+        "first",
+        "second",
+    ]
+
+
+def test_a_worker_killed_mid_phase_has_its_phase_finished_elsewhere_once(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
+    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(
+        tmp_path / "spec.json",
+        [
+            {
+                "id": "slow",
+                "title": "Slow",
+                "task": "Take a while, then write slow.txt saying done.",
+                "deliverables": ["slow.txt"],
+                "verify": ["grep -qx done slow.txt"],
+            }
+        ],
+    )
+    process = pipeline.start_dispatch(spec)
+    first = wait_for_event(process, "dispatched")
+    victim = first["worker"]
+    deadline = time.monotonic() + 20
+    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.05)
+    worker = fleet.workers[victim].process
+    assert worker is not None
+    kill_tree(worker.pid)  # the machine is gone: daemon and agent alike, never restarted
+    worker.wait()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    events = parse_events(out)
+    done = [e for e in events if e.get("event") == "phase_done"]
+    assert len(done) == 1 and done[0]["worker"] != victim
+    assert any(e.get("event") == "worker_down" and e["worker"] == victim for e in events)
+    finished = [r for r in pipeline.agent_runs() if r["event"] == "finish"]
+    assert len(finished) == 1  # the killed run never finished; the phase was done once
+    store = StateStore(pipeline.state)
+    run = store.latest_run()
+    assert run is not None
+    attempts = store.attempts(run.id, "slow")
+    assert [(a.worker, a.state) for a in attempts] == [
+        (victim, "abandoned"),
+        (done[0]["worker"], "done"),
+    ]
+    store.close()
+
+
+def test_orchestrator_killed_mid_run_resumes_without_dispatching_twice(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(
+        {"first": {"delay_s": 1.5, **PLAN["first"]}, "second": {"delay_s": 0.5, **PLAN["second"]}}
+    )
+    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    process = pipeline.start_dispatch(spec)
+    wait_for_event(process, "dispatched")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(2)  # the first phase finishes while no orchestrator is running
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    assert events[0]["resumed"] is True
+    messages = inbox_messages(pipeline)
+    keys = [m["key"] for m in messages]
+    assert len(keys) == len(set(keys)) == 2  # one message per phase, none sent twice
+    assert all(m["state"] == "done" and m["acked_at"] for m in messages)
+    finished = [r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish"]
+    assert sorted(finished) == ["first", "second"]
+
+
+def test_a_phase_that_always_fails_ends_the_run_with_exit_1_and_its_reason(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan({"broken": {"files": {"out.txt": "wrong\n"}}})
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(
+        tmp_path / "spec.json",
+        [
+            {
+                "id": "broken",
+                "title": "Broken",
+                "task": "Write out.txt saying right; the agent always gets it wrong.",
+                "deliverables": ["out.txt"],
+                "verify": ["grep -qx right out.txt"],
+            },
+            {
+                "id": "after",
+                "title": "After",
+                "task": "Never runs because the phase before it always fails.",
+                "deliverables": ["after.txt"],
+                "verify": ["test -f after.txt"],
+                "depends_on": ["broken"],
+            },
+        ],
+    )
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    summary = events[-1]
+    assert summary["status"] == "failed"
+    assert set(summary["dead"]) == {"broken"}
+    assert "grep -qx right out.txt" in summary["dead"]["broken"]
+    assert "attempt 2 of 2" in summary["dead"]["broken"]
+    assert "blocked: after" in summary["reason"]
+    runs = [r for r in pipeline.agent_runs() if r["event"] == "finish"]
+    assert [r["phase"] for r in runs] == ["broken", "broken"]
+
+
+def test_an_invalid_spec_is_refused_before_anything_is_dispatched(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.start_fleet(WorkerSpec("w1"))
+    phases = [dict(TWO_PHASES[0], depends_on=["second"]), TWO_PHASES[1]]
+    spec = write_spec(tmp_path / "spec.json", phases)
+    code, _, stderr = pipeline.dispatch(spec)
+    assert code == 1
+    assert "cycle" in stderr and stderr.count("\n") == 1
+    assert inbox_messages(pipeline) == []
+    assert not pipeline.state.exists() or (
+        sqlite3.connect(pipeline.state).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    )

@@ -1,0 +1,235 @@
+"""The orchestrator's tick driven step by step, with the test acting as the workers.
+
+Real inboxes, a real state database and a real git remote (the test pushes real
+commits as a worker would); the clock is the test's, so liveness is exact.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.demo import GIT_ID, seed_remote
+from control.inventory import Worker
+from control.orchestrator import Orchestrator, Settings
+from control.queue import Claimed, Queue
+from control.spec import load_spec
+from control.state import StateStore
+from control.transport import Transports
+from tests.conftest import Clock
+from tests.injection import corpus
+from tests.integration.conftest import write_spec
+
+ONE_PHASE = [
+    {
+        "id": "api",
+        "title": "API",
+        "task": "Write api.txt holding the word ready and nothing else.",
+        "deliverables": ["api.txt"],
+        "verify": ["grep -qx ready api.txt"],
+    }
+]
+
+
+class Rig:
+    """Two hand-driven workers, a remote, and an orchestrator on the test's clock."""
+
+    def __init__(self, root: Path, phases: list[dict[str, Any]]) -> None:
+        self.root = root
+        # Real time to start with: the transport's own view of the inboxes runs on it.
+        self.clock = Clock(time.time())
+        self.remote = root / "origin.git"
+        seed = root / "seed"
+        seed.mkdir()
+        (seed / "README.md").write_text("seed\n")
+        seed_remote(self.remote, seed)
+        self.queues: dict[str, Queue] = {}
+        workers = []
+        for name in ("w1", "w2"):
+            db = root / f"{name}.db"
+            self.queues[name] = Queue(db, clock=self.clock)
+            workers.append(
+                Worker(
+                    name, frozenset({"linux"}), 1, "local", vars={"superagent_queue_db": str(db)}
+                )  # fmt: skip
+            )
+        self.spec_path = write_spec(root / "spec.json", phases)
+        spec = load_spec(self.spec_path, workers)
+        self.store = StateStore(root / "state.db", clock=self.clock)
+        self.run_id = self.store.create_run(
+            str(self.spec_path), "hash", spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
+        )
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.spec = spec
+        self.workers = workers
+        self.orchestrator = self.new_orchestrator()
+
+    def new_orchestrator(self) -> Orchestrator:
+        """A fresh orchestrator on the same state: what a restart after kill -9 gets."""
+        orchestrator = Orchestrator(
+            self.spec, self.workers, self.store, Transports(),
+            Settings(heartbeat_timeout_s=30, retry_backoff_s=0),
+            repo_url=str(self.remote), clock=self.clock,
+            emit=lambda kind, data: self.events.append((kind, data)),
+        )  # fmt: skip
+        orchestrator.attach(self.run_id)
+        return orchestrator
+
+    def beat(self, *names: str) -> None:
+        for name in names:
+            self.queues[name].beat(name, "idle")
+
+    def push(self, branch: str, files: dict[str, str]) -> str:
+        """Commit `files` on top of main and push them to `branch`, as a worker would."""
+        work = self.root / f"push-{branch.replace('/', '-')}-{len(files)}"
+        subprocess.run(["git", "clone", "--quiet", str(self.remote), str(work)], check=True)
+        for name, text in files.items():
+            (work / name).write_text(text)
+        subprocess.run(["git", "-C", str(work), "add", "--all"], check=True)
+        subprocess.run(["git", "-C", str(work), *GIT_ID, "commit", "-qm", branch], check=True)
+        subprocess.run(
+            ["git", "-C", str(work), "push", "--quiet", "--force", "origin", f"HEAD:{branch}"],
+            check=True,
+        )
+        return subprocess.run(
+            ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+
+    def close(self) -> None:
+        self.orchestrator.transports.close()
+        self.store.close()
+        for queue in self.queues.values():
+            queue.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    built = Rig(tmp_path, ONE_PHASE)
+    yield built
+    built.close()
+
+
+def claim(rig: Rig, name: str) -> Claimed:
+    claimed = rig.queues[name].claim(name, 60)
+    assert claimed is not None, f"nothing in {name}'s inbox"
+    return claimed
+
+
+def test_a_late_result_from_an_abandoned_attempt_is_recorded_and_ignored(rig: Rig) -> None:
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    first = rig.store.attempts(rig.run_id, "api")[0]
+    slow = first.worker
+    other = "w2" if slow == "w1" else "w1"
+    job = claim(rig, slow)
+    # The slow worker goes silent; the other keeps beating.
+    rig.clock.advance(31)
+    rig.beat(other)
+    rig.orchestrator.tick()
+    attempts = rig.store.attempts(rig.run_id, "api")
+    assert [(a.worker, a.state) for a in attempts] == [(slow, "abandoned"), (other, "dispatched")]
+    second = claim(rig, other)
+    commit = rig.push("sa/api", {"api.txt": "ready\n"})
+    rig.queues[other].complete(second.id, second.fence, {"status": "done", "commit": commit})
+    rig.beat(other)
+    rig.orchestrator.tick()
+    assert rig.store.phases(rig.run_id)["api"].state == "done"
+    # The slow worker wakes up, pushes its own (older) work and reports done.
+    late_commit = rig.push("sa/api-late", {"api.txt": "ready\n", "late.txt": "x\n"})
+    rig.queues[slow].complete(job.id, job.fence, {"status": "done", "commit": late_commit})
+    rig.beat(slow, other)
+    rig.orchestrator.tick()
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.commit_sha, phase.worker) == ("done", commit, other)
+    abandoned = rig.store.attempts(rig.run_id, "api")[0]
+    assert abandoned.late_response["response"]["commit"] == late_commit
+    assert ("late_result_ignored", {"phase": "api", "worker": slow, "attempt": 1,
+                                    "state": "done"}) in rig.events  # fmt: skip
+    assert rig.queues[slow].responses() == []  # acknowledged: the worker can forget it
+
+
+def test_a_worker_back_from_the_dead_has_its_stale_message_cancelled(rig: Rig) -> None:
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    slow = rig.store.attempts(rig.run_id, "api")[0].worker
+    other = "w2" if slow == "w1" else "w1"
+    rig.clock.advance(31)
+    rig.beat(other)
+    rig.orchestrator.tick()  # slow is down: its attempt is abandoned, the phase goes to other
+    rig.beat(slow, other)
+    rig.orchestrator.tick()  # slow is back: what it still holds is cancelled
+    (stale,) = rig.queues[slow].messages()
+    assert stale.state == "cancelled"
+    assert rig.store.attempts(rig.run_id, "api")[0].cancel_sent
+    assert claim(rig, other).payload["phase_id"] == "api"
+
+
+def test_a_dispatch_interrupted_before_it_was_recorded_is_resent_and_stored_once(
+    rig: Rig,
+) -> None:
+    rig.beat("w1", "w2")
+    attempt = rig.store.record_sending(rig.run_id, "api", "w1")
+    payload = rig.orchestrator.build_task(attempt).to_payload()
+    rig.orchestrator.transports.enqueue(rig.workers[0], payload, key=attempt.key)
+    # kill -9 here: the enqueue landed, its confirmation was never recorded.
+    rig.orchestrator.transports.close()
+    rig.orchestrator = rig.new_orchestrator()
+    rig.orchestrator.tick()
+    messages = rig.queues["w1"].messages()
+    assert len(messages) == 1 and messages[0].key == attempt.key
+    assert rig.store.attempts(rig.run_id, "api")[0].state == "dispatched"
+    assert ("dispatched", {"phase": "api", "worker": "w1", "attempt": 1,
+                           "duplicate": True}) in rig.events  # fmt: skip
+    assert rig.queues["w2"].messages() == []
+
+
+def test_a_done_report_whose_branch_is_not_on_the_remote_is_not_trusted(rig: Rig) -> None:
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    worker = rig.store.attempts(rig.run_id, "api")[0].worker
+    job = claim(rig, worker)
+    rig.queues[worker].complete(job.id, job.fence, {"status": "done", "commit": "f" * 40})
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    first = rig.store.attempts(rig.run_id, "api")[0]
+    assert first.state == "failed"
+    assert "the remote has no branch" in (first.reason or "")
+    assert rig.store.phases(rig.run_id)["api"].state in ("waiting", "dispatched")
+
+
+def test_task_text_full_of_metacharacters_reaches_the_inbox_verbatim(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    texts = corpus(canary)
+    phases = [
+        {
+            "id": f"p{number}",
+            "title": f"Phase {number}",
+            "task": "Handle this text exactly as written: " + text,
+            "deliverables": [f"p{number}.txt"],
+            "verify": [f"test -f p{number}.txt"],
+        }
+        for number, text in enumerate(texts)
+    ]
+    rig = Rig(tmp_path, phases)
+    try:
+        for queue in rig.queues.values():
+            queue.beat("w1" if queue is rig.queues["w1"] else "w2", "idle")
+        sent: dict[str, str] = {}
+        for _ in range(len(texts)):
+            rig.orchestrator.tick()
+            for name, queue in rig.queues.items():
+                job = queue.claim(name, 60)
+                if job is not None:
+                    sent[job.payload["phase_id"]] = job.payload["task"]
+                    queue.fail(job.id, job.fence, "not really running it")
+            rig.beat("w1", "w2")
+        for number, text in enumerate(texts):
+            assert sent[f"p{number}"] == "Handle this text exactly as written: " + text
+        assert not canary.exists()
+    finally:
+        rig.close()
