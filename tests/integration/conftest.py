@@ -3,6 +3,7 @@ worker processes (`control worker run`) and `control dispatch` run as a process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,11 +79,28 @@ class Pipeline:
     def dispatch_command(self, spec: Path, *extra: str) -> list[str]:
         assert self.fleet is not None
         return [
-            sys.executable, "-m", "control", "dispatch", str(spec),
-            "--inventory", str(self.fleet.inventory), "--state", str(self.state),
-            "--repo", str(self.remote), "--poll-interval", "0.2", "--heartbeat-timeout", "3",
-            "--retry-backoff", "0.5", "--timeout", "120", "--json", *extra,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "control",
+            "dispatch",
+            str(spec),
+            "--inventory",
+            str(self.fleet.inventory),
+            "--state",
+            str(self.state),
+            "--repo",
+            str(self.remote),
+            "--poll-interval",
+            "0.2",
+            "--heartbeat-timeout",
+            "3",
+            "--retry-backoff",
+            "0.5",
+            "--timeout",
+            "120",
+            "--json",
+            *extra,
+        ]
 
     def start_dispatch(self, spec: Path, *extra: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
@@ -98,8 +116,11 @@ class Pipeline:
     def dispatch(self, spec: Path, *extra: str) -> tuple[int, list[dict[str, Any]], str]:
         result = subprocess.run(
             self.dispatch_command(spec, *extra),
-            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
         return result.returncode, parse_events(result.stdout), result.stderr
 
     def agent_runs(self) -> list[dict[str, Any]]:
@@ -110,8 +131,10 @@ class Pipeline:
     def branch_file(self, branch: str, path: str) -> str:
         return subprocess.run(
             ["git", "-C", str(self.remote), "show", f"{branch}:{path}"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def close(self) -> None:
         for process in self.dispatches:
@@ -156,10 +179,8 @@ def descendants(pid: int) -> list[int]:
 def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """`sig` to a process and everything below it, as a powered-off machine would."""
     for target in [pid, *descendants(pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ class Rig:
             workers.append(
                 Worker(
                     name, frozenset({"linux"}), 1, "local", vars={"superagent_queue_db": str(db)}
-                )  # fmt: skip
+                )
             )
         self.spec_path = write_spec(root / "spec.json", phases)
         spec = load_spec(self.spec_path, workers)
@@ -71,11 +71,15 @@ class Rig:
     def new_orchestrator(self) -> Orchestrator:
         """A fresh orchestrator on the same state: what a restart after kill -9 gets."""
         orchestrator = Orchestrator(
-            self.spec, self.workers, self.store, Transports(),
+            self.spec,
+            self.workers,
+            self.store,
+            Transports(),
             Settings(heartbeat_timeout_s=30, retry_backoff_s=0),
-            repo_url=str(self.remote), clock=self.clock,
+            repo_url=str(self.remote),
+            clock=self.clock,
             emit=lambda kind, data: self.events.append((kind, data)),
-        )  # fmt: skip
+        )
         orchestrator.attach(self.run_id)
         return orchestrator
 
@@ -96,9 +100,11 @@ class Rig:
             check=True,
         )
         return subprocess.run(
-            ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+            ["git", "-C", str(work), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
             check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.strip()
 
     def close(self) -> None:
         self.orchestrator.transports.close()
@@ -148,8 +154,10 @@ def test_a_late_result_from_an_abandoned_attempt_is_recorded_and_ignored(rig: Ri
     assert (phase.state, phase.commit_sha, phase.worker) == ("done", commit, other)
     abandoned = rig.store.attempts(rig.run_id, "api")[0]
     assert abandoned.late_response["response"]["commit"] == late_commit
-    assert ("late_result_ignored", {"phase": "api", "worker": slow, "attempt": 1,
-                                    "state": "done"}) in rig.events  # fmt: skip
+    assert (
+        "late_result_ignored",
+        {"phase": "api", "worker": slow, "attempt": 1, "state": "done"},
+    ) in rig.events
     assert rig.queues[slow].responses() == []  # acknowledged: the worker can forget it
 
 
@@ -183,8 +191,10 @@ def test_a_dispatch_interrupted_before_it_was_recorded_is_resent_and_stored_once
     messages = rig.queues["w1"].messages()
     assert len(messages) == 1 and messages[0].key == attempt.key
     assert rig.store.attempts(rig.run_id, "api")[0].state == "dispatched"
-    assert ("dispatched", {"phase": "api", "worker": "w1", "attempt": 1,
-                           "duplicate": True}) in rig.events  # fmt: skip
+    assert (
+        "dispatched",
+        {"phase": "api", "worker": "w1", "attempt": 1, "duplicate": True},
+    ) in rig.events
     assert rig.queues["w2"].messages() == []
 
 
