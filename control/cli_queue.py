@@ -354,5 +354,5 @@ def rpc(
                 answer = {"ok": False, "error": f"invalid JSON request: {exc}", "code": 2}
             else:
                 answer = protocol.handle(queue, request)
-            sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(answer) + "\n")
             sys.stdout.flush()

@@ -302,7 +302,8 @@ class _Link:
         if not self.lock.acquire(timeout=owner.connect_timeout_s + owner.call_timeout_s):
             raise TransportError(f"{name}: busy: an earlier request has not finished")
         try:
-            line = json.dumps(request, ensure_ascii=False).encode() + b"\n"
+            # ASCII JSON: the remote end decodes stdin with its locale, whatever that is.
+            line = json.dumps(request).encode("ascii") + b"\n"
             for attempt in (1, 2):
                 fresh = self._connected()
                 assert self.connection is not None
