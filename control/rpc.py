@@ -13,10 +13,11 @@ import binascii
 import json
 from typing import Any
 
-from control.errors import SuperagentError, UsageError
+from control.errors import NotFoundError, SuperagentError, UsageError
 from control.queue import Queue
 
-OPS = ("enqueue", "poll", "ack", "cancel", "ping")
+OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping")
+LOG_TAIL_BYTES = 64_000
 DEFAULT_POLL_LIMIT = 200
 
 
@@ -66,8 +67,36 @@ def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise UsageError("ack needs `ids`, a list of message ids")
         return {"acked": queue.ack(*ids)}
+    if op == "log":
+        return _log(queue, request)
     # cancel
     key = request.get("key")
     if not isinstance(key, str):
         raise UsageError("cancel needs `key`")
     return {"state": queue.cancel(key=key)}
+
+
+def _log(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
+    """The tail of a message's run log: the path its response names, or, while it runs,
+    the one its worker's heartbeat names. Only paths the worker itself recorded."""
+    message_id = request.get("id")
+    if not isinstance(message_id, int):
+        raise UsageError("log needs `id`, a message id")
+    limit = int(request.get("tail_bytes", LOG_TAIL_BYTES))
+    message = queue.show(message_id)
+    path = (message.response or {}).get("log") if isinstance(message.response, dict) else None
+    if path is None:
+        for beat in queue.heartbeats():
+            for current in beat.current:
+                if isinstance(current, dict) and current.get("id") == message_id:
+                    path = current.get("log")
+    if not path:
+        raise NotFoundError(f"message {message_id} has no log yet (state {message.state})")
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, 2)
+            log.seek(max(0, size - limit))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise NotFoundError(f"log {path}: {exc.strerror}") from exc
+    return {"path": path, "size": size, "text": text, "state": message.state}

@@ -35,6 +35,7 @@ class RunControl:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason: str | None = None
+        self.log_path: str | None = None  # set by the executor: `control logs` reads it
 
     def stop(self, reason: str) -> None:
         if self.reason is None:
@@ -251,6 +252,7 @@ class Worker:
                 "slot": s.name,
                 "attempt": s.claimed.attempt,
                 "started": s.started,
+                "log": s.control.log_path,
                 "phase": (s.claimed.payload or {}).get("phase_id")
                 if isinstance(s.claimed.payload, dict)
                 else None,

@@ -8,7 +8,6 @@ failed, and names the log of the run.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 from control.errors import SuperagentError, UsageError
 from control.messages import PhaseTask, is_phase_payload
 from control.queue import Claimed
-from control.worker.agents import request_for_task, run_agent
+from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.git import MergeConflict, Workspace, workspace_root
+from control.worker.logs import log_path_for
 from control.worker.verify import (
     Snapshot,
     check_deliverables,
@@ -28,12 +28,6 @@ from control.worker.verify import (
     snapshot,
     writes_outside,
 )
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _safe(name: str) -> str:
-    return _SAFE.sub("_", name)[:80] or "_"
 
 
 def _is_glob(pattern: str) -> bool:
@@ -64,17 +58,59 @@ class PhaseExecutor:
         self.config = config
 
     def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> Outcome:
-        if not is_phase_payload(claimed.payload):
+        payload = claimed.payload
+        if isinstance(payload, dict) and payload.get("type") == "freeform":
+            return self._freeform(claimed, control)
+        if not is_phase_payload(payload):
             return Outcome(
                 "failed",
                 {"status": "failed", "worker": self.config.worker_id},
-                "this worker only runs phase tasks; free-form tasks need a spec-less agent run",
+                "not a task this worker knows (expected a phase or a free-form task)",
             )
         try:
             task = PhaseTask.from_payload(claimed.payload)
         except UsageError as exc:
             return Outcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
         return _Attempt(self.config, task, claimed, control, slot).run()
+
+    def _freeform(self, claimed: Claimed, control: RunControl) -> Outcome:
+        """A free-form task (`control enqueue HOST`): the agent in a scratch directory."""
+        payload = claimed.payload
+        text = payload.get("text")
+        agent = payload.get("agent") or {}
+        response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
+        if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
+            return Outcome("failed", response, "a free-form task needs text (and an agent object)")
+        scratch = self.config.work_dir / "freeform" / str(claimed.id)
+        scratch.mkdir(parents=True, exist_ok=True)
+        log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
+        control.log_path = str(log)
+        try:
+            request = AgentRequest(
+                phase_id="freeform",
+                task=text,
+                checkout=scratch,
+                log_path=log,
+                options=AgentOptions.from_dict({k: v for k, v in agent.items() if k != "backend"}),
+                credential_file=self.config.credential_file,
+                cancel=control.event,
+            )
+            result = run_agent(
+                str(agent.get("backend") or "claude-code"), request, keep_logs=self.config.keep_logs
+            )
+        except UsageError as exc:
+            return Outcome("failed", response, str(exc))
+        status = {"ok": "done", "rate_limited": "rate_limited", "cancelled": "cancelled"}.get(
+            result.status, "failed"
+        )
+        response.update(
+            status=status,
+            summary=(result.result_text or "")[:4000],
+            agent={k: v for k, v in result.to_dict().items() if k != "result_text"},
+            log=str(log),
+            directory=str(scratch),
+        )
+        return Outcome(status, response, None if status == "done" else result.reason)
 
 
 class _Attempt:
@@ -94,11 +130,8 @@ class _Attempt:
             slot,
         )
         self.clock = _Clock()
-        self.log_path = (
-            config.logs_dir
-            / _safe(task.run_id)
-            / f"{_safe(task.phase_id)}-attempt{task.attempt}-msg{claimed.id}.log"
-        )
+        self.log_path = log_path_for(config.logs_dir, claimed.id, task.phase_id, task.attempt)
+        control.log_path = str(self.log_path)
         self.response: dict[str, Any] = {
             "status": "failed",
             "run_id": task.run_id,
