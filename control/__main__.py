@@ -1,5 +1,5 @@
 """`python -m control` is the `control` command (used where no console script is on PATH)."""
 
-from control.cli import main
+from control.entry import main
 
 main()

@@ -341,18 +341,4 @@ def rpc(
     keeps it running); with --base64 it answers one request (the ansible transport).
     """
     with _open(db) as queue:
-        if base64_request:
-            request = protocol.decode(sys.stdin.read())
-            sys.stdout.write(json.dumps(protocol.handle(queue, request)) + "\n")
-            return
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            try:
-                request = json.loads(line)
-            except json.JSONDecodeError as exc:
-                answer = {"ok": False, "error": f"invalid JSON request: {exc}", "code": 2}
-            else:
-                answer = protocol.handle(queue, request)
-            sys.stdout.write(json.dumps(answer) + "\n")
-            sys.stdout.flush()
+        protocol.serve(queue, sys.stdin, sys.stdout, base64_request=base64_request)

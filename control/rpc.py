@@ -8,12 +8,15 @@ Every transport speaks it: `local` calls `handle` in-process, `ssh` keeps
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import json
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from control.errors import NotFoundError, SuperagentError, UsageError
+from control.paths import default_queue_db
 from control.queue import Queue
 
 OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping")
@@ -31,6 +34,44 @@ def decode(text: str) -> Any:
         return json.loads(base64.b64decode(text.strip(), validate=True))
     except (binascii.Error, ValueError) as exc:
         raise UsageError(f"rpc request is not base64-encoded JSON: {exc}") from exc
+
+
+def serve(queue: Queue, stdin: TextIO, stdout: TextIO, *, base64_request: bool) -> None:
+    """Answer one base64 request (ansible), or JSON lines until stdin closes (ssh).
+
+    Answers are ASCII JSON, so neither end depends on the other machine's locale.
+    """
+    if base64_request:
+        stdout.write(json.dumps(handle(queue, decode(stdin.read()))) + "\n")
+        return
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            answer = {"ok": False, "error": f"invalid JSON request: {exc}", "code": 2}
+        else:
+            answer = handle(queue, request)
+        stdout.write(json.dumps(answer) + "\n")
+        stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    """`control queue rpc` without loading the whole command line (Typer, specs,
+    the orchestrator): every ansible call and every ssh connection starts it, so
+    its start-up is the transports' floor. Same options, same behaviour."""
+    parser = argparse.ArgumentParser(prog="control queue rpc", add_help=True)
+    parser.add_argument("--db", default=None)
+    parser.add_argument("--base64", action="store_true", dest="base64_request")
+    args = parser.parse_args(argv)
+    try:
+        with Queue(args.db or default_queue_db(), create=False) as queue:
+            serve(queue, sys.stdin, sys.stdout, base64_request=args.base64_request)
+    except SuperagentError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return int(exc.exit_code)
+    return 0
 
 
 def handle(queue: Queue, request: Any) -> dict[str, Any]:

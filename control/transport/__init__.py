@@ -7,6 +7,7 @@ instance of each kind in use and routes every call to the worker's own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from control.errors import UsageError
@@ -17,7 +18,7 @@ from control.transport.local import LocalTransport
 __all__ = ["PollResult", "Sent", "Transport", "TransportError", "Transports"]
 
 
-def _factory(kind: str) -> Callable[[], Transport]:
+def _factory(kind: str, inventory: Path | None) -> Callable[[], Transport]:
     if kind == "local":
         return LocalTransport
     if kind == "ssh":
@@ -27,20 +28,26 @@ def _factory(kind: str) -> Callable[[], Transport]:
     if kind == "ansible":
         from control.transport.ansible import AnsibleTransport  # noqa: PLC0415  so does ansible
 
-        return AnsibleTransport
+        return lambda: AnsibleTransport(inventory)
     raise UsageError(f"unknown transport {kind!r}")
 
 
 class Transports:
     """Routes each call to the transport the worker's inventory entry names."""
 
-    def __init__(self, factories: dict[str, Callable[[], Transport]] | None = None) -> None:
+    def __init__(
+        self,
+        factories: dict[str, Callable[[], Transport]] | None = None,
+        *,
+        inventory: Path | None = None,
+    ) -> None:
         self._factories = factories or {}
+        self._inventory = inventory  # the ansible transport runs against it
         self._open: dict[str, Transport] = {}
 
     def for_kind(self, kind: str) -> Transport:
         if kind not in self._open:
-            factory = self._factories.get(kind) or _factory(kind)
+            factory = self._factories.get(kind) or _factory(kind, self._inventory)
             self._open[kind] = factory()
         return self._open[kind]
 
@@ -59,6 +66,9 @@ class Transports:
         for kind, group in by_kind.items():
             results.update(self.for_kind(kind).poll(group, limit=limit))
         return results
+
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+        return self.of(worker).call(worker, request)
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int:
         return self.of(worker).ack(worker, ids) if ids else 0

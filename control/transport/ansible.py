@@ -91,14 +91,14 @@ class AnsibleTransport:
             answers[host] = _answer(outcome)
         return answers
 
-    def _one(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
         answer = self._call([worker], request)[worker.name]
         if isinstance(answer, str):
             raise TransportError(f"{worker.name}: {answer}")
         return unwrap(worker.name, answer)
 
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self._one(
+        answer = self.call(
             worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
         )
         return Sent(answer["id"], answer["duplicate"], answer["state"])
@@ -117,10 +117,10 @@ class AnsibleTransport:
         return results
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self._one(worker, {"op": "ack", "ids": list(ids)})["acked"])
+        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
 
     def cancel(self, worker: Worker, key: str) -> str:
-        return str(self._one(worker, {"op": "cancel", "key": key})["state"])
+        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         """Nothing stays open: the SSH control sockets expire by ControlPersist."""

@@ -46,6 +46,10 @@ class PollResult:
 class Transport(Protocol):
     name: str
 
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+        """One protocol request to one worker; its answer, or the worker's error raised."""
+        ...
+
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent: ...
 
     def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]: ...

@@ -27,11 +27,11 @@ class LocalTransport:
             self._queues[worker.name] = Queue(local_queue_path(worker), create=False)
         return self._queues[worker.name]
 
-    def _call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
         return unwrap(worker.name, rpc.handle(self._queue(worker), request))
 
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self._call(
+        answer = self.call(
             worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
         )
         return Sent(answer["id"], answer["duplicate"], answer["state"])
@@ -40,7 +40,7 @@ class LocalTransport:
         results = {}
         for worker in workers:
             try:
-                answer = self._call(worker, {"op": "poll", "limit": limit})
+                answer = self.call(worker, {"op": "poll", "limit": limit})
             except SuperagentError as exc:
                 results[worker.name] = PollResult(worker.name, False, error=str(exc))
             else:
@@ -48,10 +48,10 @@ class LocalTransport:
         return results
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self._call(worker, {"op": "ack", "ids": list(ids)})["acked"])
+        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
 
     def cancel(self, worker: Worker, key: str) -> str:
-        return str(self._call(worker, {"op": "cancel", "key": key})["state"])
+        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         for queue in self._queues.values():

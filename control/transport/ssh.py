@@ -408,11 +408,11 @@ class SshTransport:
         link = self._links.get(worker if isinstance(worker, str) else worker.name)
         return link.connects if link else 0
 
-    def _call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
         return unwrap(worker.name, self._link(worker).call(request))
 
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self._call(
+        answer = self.call(
             worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
         )
         return Sent(answer["id"], answer["duplicate"], answer["state"])
@@ -428,17 +428,17 @@ class SshTransport:
 
         def one(worker: Worker) -> PollResult:
             try:
-                return poll_result(worker.name, self._call(worker, {"op": "poll", "limit": limit}))
+                return poll_result(worker.name, self.call(worker, {"op": "poll", "limit": limit}))
             except SuperagentError as exc:
                 return PollResult(worker.name, False, error=str(exc))
 
         return {w.name: result for w, result in zip(workers, pool.map(one, workers), strict=True)}
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self._call(worker, {"op": "ack", "ids": list(ids)})["acked"])
+        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
 
     def cancel(self, worker: Worker, key: str) -> str:
-        return str(self._call(worker, {"op": "cancel", "key": key})["state"])
+        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         with self._lock:
