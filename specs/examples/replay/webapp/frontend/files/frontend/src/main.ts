@@ -1,0 +1,3 @@
+import { start } from "./App";
+
+start(document.getElementById("root") as Element, window);

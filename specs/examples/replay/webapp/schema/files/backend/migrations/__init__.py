@@ -1,0 +1,1 @@
+"""Schema migrations: backend/migrations/versions/, applied by backend.migrations.runner."""

@@ -1,0 +1,1 @@
+"""One module per revision: `revision`, `down_revision`, `upgrade(conn)`, `downgrade(conn)`."""

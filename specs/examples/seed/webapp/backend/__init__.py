@@ -1,0 +1,1 @@
+"""tasks-webapp: the backend."""
