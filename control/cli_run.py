@@ -241,6 +241,7 @@ def dispatch(
         repo_url=repo,
         agent={"backend": agent} if agent else None,
         replay_dir=replay_dir,
+        transports=Transports(inventory=inventory),
         emit=None if live else printer,
         merge=not no_merge,
     )

@@ -67,12 +67,14 @@ class LocalFleet:
         lease_seconds: float = 30.0,
         heartbeat_seconds: float = 2.0,
         env: Mapping[str, str] | None = None,
+        pins: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.workers = {w.name: LocalWorker(w, self.root / "workers" / w.name) for w in workers}
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.env = dict(env or {})
+        self.pins = {name: dict(p) for name, p in (pins or {}).items()}  # worker -> [pins]
 
     @property
     def inventory(self) -> Path:
@@ -95,6 +97,10 @@ class LocalFleet:
                 f"heartbeat_seconds = {self.heartbeat_seconds}\n"
                 f'git_author_name = "superagent worker {worker.name}"\n'
                 f'git_author_email = "{worker.name}@superagent.local"\n'
+                + "".join(
+                    ["[pins]\n"]
+                    + [f'{k} = "{v}"\n' for k, v in self.pins.get(worker.name, {}).items()]
+                )
             )
         self.write_inventory()
 

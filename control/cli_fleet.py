@@ -1,0 +1,274 @@
+"""The fleet from the orchestrator's side: `control health`, `workers`, `logs`, `enqueue`.
+
+`health` polls every worker in one fan-out per transport and judges each: reachable,
+heartbeat age, versions against the inventory's pins, inbox depth and the oldest
+pending message; it exits non-zero when anything is wrong, so it can gate a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from control import __version__
+from control.cli_io import JsonOption, console, emit
+from control.cli_run import (
+    InventoryOption,
+    StateOption,
+    _open_store,
+    _run,
+    default_state_db,
+    workers_from,
+)
+from control.errors import ExitCode, NotFoundError, UsageError
+from control.inventory import Worker
+from control.messages import freeform_payload
+from control.state import StateStore
+from control.transport import PollResult, Transports
+
+STALE_AFTER_S = 60.0
+PENDING_ALERT_S = 600.0
+
+
+def pins_of(worker: Worker) -> dict[str, str]:
+    """The versions the inventory pins for a worker (the Ansible roles' variables)."""
+    pins = {"superagent": __version__}
+    if worker.vars.get("nodejs_version"):
+        pins["node"] = str(worker.vars["nodejs_version"]).removeprefix("v")
+    if worker.vars.get("claude_code_version"):
+        pins["claude_code"] = str(worker.vars["claude_code_version"])
+    return pins
+
+
+def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
+    """One worker's health: what was found and every problem with it."""
+    report: dict[str, Any] = {
+        "worker": worker.name,
+        "transport": worker.transport,
+        "reachable": result.reachable,
+        "problems": [],
+    }
+    problems: list[str] = report["problems"]
+    if not result.reachable:
+        problems.append(f"unreachable: {result.error}")
+        return report
+    beat = next((b for b in result.heartbeats if b.get("worker_id") == worker.name), None)
+    if beat is None and len(result.heartbeats) == 1:
+        beat = result.heartbeats[0]
+    stats = result.stats
+    by_state = stats.get("by_state", {})
+    report.update(
+        pending=by_state.get("pending", 0),
+        running=by_state.get("claimed", 0),
+        oldest_pending_s=stats.get("oldest_pending_age_s"),
+        unacked=stats.get("unacked_responses", 0),
+    )
+    if beat is None:
+        problems.append("no heartbeat: the worker has never run")
+        return report
+    age = now - float(beat["beat_at"])
+    versions = beat.get("versions") or {}
+    report.update(
+        status=beat.get("status"),
+        heartbeat_age_s=round(age, 1),
+        versions=versions,
+        current=[c.get("phase") or c.get("key") for c in beat.get("current", [])],
+    )
+    if beat.get("status") == "refusing":
+        problems.append(f"refusing work: {beat.get('reason')}")
+    elif beat.get("status") == "stopped":
+        problems.append("the worker is stopped")
+    elif age > STALE_AFTER_S:
+        problems.append(f"heartbeat {age:.0f}s old")
+    for name, pinned in pins_of(worker).items():
+        found = versions.get(name)
+        if found is not None and str(found).removeprefix("v") != pinned:
+            problems.append(f"{name} {found}, pinned {pinned}")
+    oldest = report.get("oldest_pending_s")
+    if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
+        problems.append(f"a message has been pending for {oldest:.0f}s")
+    return report
+
+
+def health(
+    inventory: InventoryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Each worker: reachable, heartbeat age, versions against the pins, inbox depth,
+    oldest pending message, current phase. Exits 1 when anything is wrong."""
+    workers = workers_from(inventory)
+    transports = Transports(inventory=inventory)
+    try:
+        results = transports.poll(workers, limit=0)
+    finally:
+        transports.close()
+    now = time.time()
+    reports = [judge(w, results[w.name], now) for w in workers]
+    healthy = all(not r["problems"] for r in reports)
+
+    def render() -> None:
+        table = Table(
+            "worker",
+            "transport",
+            "status",
+            "beat",
+            "node",
+            "claude",
+            "superagent",
+            "pending",
+            "running",
+            "problems",
+        )
+        for r in reports:
+            versions = r.get("versions") or {}
+            table.add_row(
+                r["worker"],
+                r["transport"],
+                str(r.get("status") or ("-" if r["reachable"] else "unreachable")),
+                f"{r['heartbeat_age_s']:.0f}s" if "heartbeat_age_s" in r else "-",
+                str(versions.get("node") or "-"),
+                str(versions.get("claude_code") or "-"),
+                str(versions.get("superagent") or "-"),
+                str(r.get("pending", "-")),
+                ", ".join(r.get("current") or []) or str(r.get("running", "-")),
+                Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),
+            )
+        console.print(table)
+
+    emit({"healthy": healthy, "workers": reports}, as_json, render)
+    if not healthy:
+        raise typer.Exit(int(ExitCode.FAILURE))
+
+
+def workers(
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The fleet as the inventory describes it, with what the orchestrator last saw."""
+    fleet = workers_from(inventory)
+    seen: dict[str, Any] = {}
+    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing seen
+        store = _open_store(state)
+        seen = {name: row.__dict__ for name, row in store.workers().items()}
+        store.close()
+    data = [{**w.to_dict(), "seen": seen.get(w.name)} for w in fleet]
+
+    def render() -> None:
+        table = Table("worker", "transport", "reach", "slots", "capabilities", "last status")
+        for w in fleet:
+            row = seen.get(w.name) or {}
+            table.add_row(
+                w.name,
+                w.transport,
+                w.reach,
+                str(w.slots),
+                ", ".join(sorted(w.capabilities)),
+                str(row.get("status") or "-"),
+            )
+        console.print(table)
+
+    emit(data, as_json, render)
+
+
+def logs(
+    phase: Annotated[str, typer.Argument(help="The phase whose log to show.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", min=1, help="Which attempt (default: the last).")
+    ] = None,
+    tail_kb: Annotated[int, typer.Option("--tail-kb", min=1, help="How much of its end.")] = 64,
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The worker's log of a phase's attempt (running or finished), fetched from the worker."""
+    store: StateStore = _open_store(state)
+    try:
+        run = _run(store, run_id)
+        attempts = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
+        if attempt is not None:
+            attempts = [a for a in attempts if a.attempt == attempt]
+        if not attempts:
+            raise NotFoundError(f"run {run.id}: no dispatched attempt of phase {phase!r}")
+        chosen = attempts[-1]
+    finally:
+        store.close()
+    fleet = {w.name: w for w in workers_from(inventory)}
+    if chosen.worker not in fleet:
+        raise NotFoundError(f"worker {chosen.worker!r} is not in the inventory")
+    transports = Transports(inventory=inventory)
+    try:
+        answer = transports.call(
+            fleet[chosen.worker],
+            {"op": "log", "id": chosen.message_id, "tail_bytes": tail_kb * 1024},
+        )
+    finally:
+        transports.close()
+    data = {
+        "run": run.id,
+        "phase": phase,
+        "attempt": chosen.attempt,
+        "worker": chosen.worker,
+        **{k: answer[k] for k in ("path", "size", "state", "text")},
+    }
+
+    def render() -> None:
+        console.print(
+            f"# {chosen.worker}:{answer['path']} ({answer['state']}, {answer['size']} bytes)",
+            highlight=False,
+            markup=False,
+        )
+        sys.stdout.write(answer["text"])
+
+    emit(data, as_json, render)
+
+
+def enqueue(
+    host: Annotated[str, typer.Argument(help="The worker to give the task to.")],
+    agent: Annotated[
+        str, typer.Option("--agent", help="Agent backend on the worker.")
+    ] = "claude-code",
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A free-form task for one worker: the text on stdin, never on the command line.
+
+    The answer comes back with the next `control dispatch` or `control health` poll
+    that sees it; it is stored in the state database.
+    """
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("the task text goes on stdin: echo 'task' | control enqueue HOST")
+    text = sys.stdin.read()
+    fleet = {w.name: w for w in workers_from(inventory)}
+    if host not in fleet:
+        raise NotFoundError(f"no worker {host!r} in the inventory ({', '.join(sorted(fleet))})")
+    payload = freeform_payload(text)
+    payload["agent"] = {"backend": agent}
+    key = f"freeform/{uuid.uuid4().hex}"
+    store = StateStore(state or default_state_db())
+    transports = Transports(inventory=inventory)
+    try:
+        store.record_freeform(key, host)
+        sent = transports.enqueue(fleet[host], payload, key=key, max_attempts=1)
+    finally:
+        transports.close()
+        store.close()
+    emit(
+        {"worker": host, "key": key, "id": sent.id, "duplicate": sent.duplicate},
+        as_json,
+        lambda: console.print(f"sent to {host} as message {sent.id} ({key})"),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    for command in (health, workers, logs, enqueue):
+        app.command()(command)
