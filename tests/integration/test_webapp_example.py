@@ -1,0 +1,114 @@
+"""The web-app example spec run to the end on three local workers with the replay agent.
+
+Eight phases (a diamond, a phase only the Windows-files machine can do), real
+worker processes, a real remote; every phase branch holds its deliverables and the
+integration branch holds them all, with every verify command passing on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from control.demo import EXAMPLES, seed_remote
+from control.localfleet import LocalFleet, WorkerSpec
+from control.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
+    remote = tmp_path / "origin.git"
+    seed_remote(remote, EXAMPLES / "seed" / "webapp")
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # the example project uses no pytest plugin
+    }
+    fleet = LocalFleet(
+        tmp_path / "fleet",
+        [
+            WorkerSpec("server", ("linux", "docker", "gpu"), slots=2),
+            WorkerSpec("laptop", ("linux",)),
+            WorkerSpec("wsl", ("linux", "windows-files")),
+        ],
+        heartbeat_seconds=1,
+        lease_seconds=60,
+        env=env,
+    )
+    fleet.create()
+    fleet.start()
+    try:
+        fleet.wait_ready()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "control",
+                "dispatch",
+                str(EXAMPLES / "webapp.json"),
+                "--inventory",
+                str(fleet.inventory),
+                "--state",
+                str(tmp_path / "state.db"),
+                "--repo",
+                str(remote),
+                "--agent",
+                "replay",
+                "--replay-dir",
+                str(EXAMPLES / "replay" / "webapp"),
+                "--poll-interval",
+                "0.2",
+                "--timeout",
+                "900",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1000,
+            env={**os.environ, **env},
+        )
+    finally:
+        fleet.stop()
+    assert result.returncode == 0, result.stderr + result.stdout[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    spec = load_spec(EXAMPLES / "webapp.json")
+    assert summary["status"] == "done"
+    assert set(summary["phases"]) == set(spec.by_id)
+    assert summary["phases"]["windows-paths"]["worker"] == "wsl"  # only it can
+    for phase in spec.phases:
+        files = git_files(remote, phase.branch)
+        for deliverable in phase.deliverables:
+            assert any(Path(f).match(deliverable) for f in files), (phase.id, deliverable)
+    merged = git_files(remote, summary["merge_branch"])
+    for phase in spec.phases:
+        for deliverable in phase.deliverables:
+            assert any(Path(f).match(deliverable) for f in merged), deliverable
+    heads = {p: summary["phases"][p]["commit"] for p in spec.by_id}
+    for phase_id, commit in heads.items():
+        ancestor = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(remote),
+                "merge-base",
+                "--is-ancestor",
+                commit,
+                summary["merge_commit"],
+            ],
+            check=False,
+        )
+        assert ancestor.returncode == 0, f"{phase_id} is not in the merge"
+
+
+def git_files(remote: Path, ref: str) -> list[str]:
+    return subprocess.run(
+        ["git", "-C", str(remote), "ls-tree", "-r", "--name-only", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
