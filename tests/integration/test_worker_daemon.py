@@ -1,0 +1,216 @@
+"""The worker daemon as a real process: from a queued phase to a pushed branch, and
+through SIGKILL, SIGTERM, cancellation, conflicts, two slots and a rogue agent."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.demo import GIT_ID
+from control.localfleet import LocalFleet, WorkerSpec
+from control.messages import PhaseTask, PrerequisiteRef
+from control.queue import Message, Queue
+from tests.integration.conftest import SCRIPTED_AGENT, Pipeline, descendants, kill_tree
+
+pytestmark = pytest.mark.slow
+
+
+def task(pipeline: Pipeline, phase: str, **fields: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "run_id": "run1",
+        "phase_id": phase,
+        "attempt": 1,
+        "title": phase,
+        "task": f"Do the {phase} phase.",
+        "branch": f"sa/{phase}",
+        "repo_url": str(pipeline.remote),
+        "base_branch": "main",
+        "deliverables": (f"{phase}.txt",),
+        "verify": (f"test -s {phase}.txt",),
+        "agent": {"backend": "command", "command": [sys.executable, str(SCRIPTED_AGENT)]},
+        "timeout_s": 60.0,
+        "silence_s": 30.0,
+    }
+    values.update(fields)
+    return PhaseTask(**values).to_payload()
+
+
+def wait_finished(queue: Queue, message_id: int, timeout_s: float = 60) -> Message:
+    deadline = time.monotonic() + timeout_s
+    while (message := queue.show(message_id)).state in ("pending", "claimed"):
+        assert time.monotonic() < deadline, f"message {message_id} still {message.state}"
+        time.sleep(0.05)
+    return message
+
+
+def wait_started(pipeline: Pipeline, count: int = 1, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(r["event"] == "start" for r in pipeline.agent_runs()) < count:
+        assert time.monotonic() < deadline, "the agent did not start"
+        time.sleep(0.05)
+
+
+def remote_head(pipeline: Pipeline, branch: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(pipeline.remote), "rev-parse", branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def one_worker(pipeline: Pipeline, **options: Any) -> tuple[LocalFleet, Queue]:
+    fleet = pipeline.start_fleet(WorkerSpec("w1", slots=options.pop("slots", 1)), **options)
+    return fleet, Queue(fleet.workers["w1"].queue_db, create=False)
+
+
+def test_a_phase_becomes_a_pushed_branch_and_a_full_response(pipeline: Pipeline) -> None:
+    pipeline.plan({"api": {"files": {"api.txt": "ready\n"}}})
+    _, queue = one_worker(pipeline)
+    sent = queue.enqueue(task(pipeline, "api"), key="run1/api/1")
+    message = wait_finished(queue, sent.id)
+    response = message.response
+    assert message.state == "done", message.reason
+    assert response["status"] == "done"
+    assert response["commit"] == remote_head(pipeline, "sa/api")
+    assert response["base_commit"] == remote_head(pipeline, "main")
+    assert response["verify"][0]["command"] == "test -s api.txt"
+    assert response["verify"][0]["exit_code"] == 0
+    assert response["agent"]["status"] == "ok"
+    assert {"prepare", "agent", "verify", "push", "total"} <= set(response["durations"])
+    assert "scripted-agent: phase api" in Path(response["log"]).read_text()
+    assert pipeline.branch_file("sa/api", "api.txt") == "ready\n"
+
+
+def test_a_worker_killed_mid_phase_is_restarted_and_finishes_it_exactly_once(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.plan({"slow": {"delay_s": 2, "files": {"slow.txt": "done\n"}}})
+    fleet, queue = one_worker(pipeline, lease_seconds=3.0)
+    sent = queue.enqueue(task(pipeline, "slow"), key="run1/slow/1")
+    wait_started(pipeline)
+    process = fleet.workers["w1"].process
+    assert process is not None
+    kill_tree(process.pid)
+    process.wait()
+    fleet.start("w1")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "done", message.reason
+    assert message.attempts == 2  # claimed again once the dead worker's lease ran out
+    runs = pipeline.agent_runs()
+    assert [r["event"] for r in runs] == ["start", "start", "finish"]
+    assert queue.stale_results(sent.id) == []
+
+
+def test_sigterm_hands_the_message_back_and_leaves_no_agent_behind(pipeline: Pipeline) -> None:
+    pipeline.plan({"slow": {"delay_s": 30, "files": {"slow.txt": "done\n"}}})
+    fleet, queue = one_worker(pipeline)
+    sent = queue.enqueue(task(pipeline, "slow"), key="run1/slow/1")
+    wait_started(pipeline)
+    process = fleet.workers["w1"].process
+    assert process is not None
+    agents = descendants(process.pid)
+    assert agents
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    message = queue.show(sent.id)
+    assert (message.state, message.reason) == ("pending", "worker stopped before finishing")
+    assert not [pid for pid in agents if Path(f"/proc/{pid}").exists()]
+    (beat,) = queue.heartbeats()
+    assert beat.status == "stopped"
+
+
+def test_cancel_stops_the_running_agent_and_ends_the_message_cancelled(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.plan({"slow": {"delay_s": 30, "files": {"slow.txt": "done\n"}}})
+    _, queue = one_worker(pipeline)
+    sent = queue.enqueue(task(pipeline, "slow"), key="run1/slow/1")
+    wait_started(pipeline)
+    assert queue.cancel(sent.id) == "claimed"  # flagged: the worker learns it on renew
+    message = wait_finished(queue, sent.id, timeout_s=30)
+    assert message.state == "cancelled"
+    assert message.response["status"] == "cancelled"
+    assert not any(r["event"] == "finish" for r in pipeline.agent_runs())
+
+
+def push_branch(pipeline: Pipeline, branch: str, files: dict[str, str]) -> str:
+    work = pipeline.root / f"clone-{branch.replace('/', '-')}"
+    subprocess.run(["git", "clone", "-q", str(pipeline.remote), str(work)], check=True)
+    for name, text in files.items():
+        (work / name).write_text(text)
+    subprocess.run(["git", "-C", str(work), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(work), *GIT_ID, "commit", "-qm", branch], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", f"HEAD:{branch}"], check=True)
+    return remote_head(pipeline, branch)
+
+
+def test_two_prerequisites_that_conflict_are_reported_with_their_files(
+    pipeline: Pipeline,
+) -> None:
+    left = push_branch(pipeline, "sa/left", {"config.txt": "left\n", "left.txt": "l\n"})
+    right = push_branch(pipeline, "sa/right", {"config.txt": "right\n", "right.txt": "r\n"})
+    _, queue = one_worker(pipeline)
+    prerequisites = (
+        PrerequisiteRef("left", "sa/left", left),
+        PrerequisiteRef("right", "sa/right", right),
+    )
+    sent = queue.enqueue(task(pipeline, "join", prerequisites=prerequisites), key="run1/join/1")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "failed"
+    assert message.response["status"] == "conflict"
+    assert message.response["conflict"]["files"] == ["config.txt"]
+    assert message.response["conflict"]["phase"] == "right"
+    assert pipeline.agent_runs() == []  # the agent never ran on a broken checkout
+
+
+def test_two_slots_run_two_phases_at_once_in_separate_worktrees(pipeline: Pipeline) -> None:
+    pipeline.plan(
+        {
+            "one": {"delay_s": 1.5, "files": {"one.txt": "1\n"}},
+            "two": {"delay_s": 1.5, "files": {"two.txt": "2\n"}},
+        }
+    )
+    _, queue = one_worker(pipeline, slots=2)
+    first = queue.enqueue(task(pipeline, "one"), key="run1/one/1")
+    second = queue.enqueue(task(pipeline, "two"), key="run1/two/1")
+    for message_id in (first.id, second.id):
+        assert wait_finished(queue, message_id).state == "done"
+    events = [(r["event"], r["phase"]) for r in pipeline.agent_runs()]
+    assert events[:2] in (
+        [("start", "one"), ("start", "two")],
+        [("start", "two"), ("start", "one")],
+    )  # both started before either finished
+    slots = {queue.show(m).response["slot"] for m in (first.id, second.id)}
+    assert slots == {"slot0", "slot1"}
+    assert pipeline.branch_file("sa/two", "two.txt") == "2\n"
+    with pytest.raises(subprocess.CalledProcessError):
+        pipeline.branch_file("sa/two", "one.txt")  # separate checkouts, separate branches
+
+
+def test_an_agent_that_writes_outside_its_checkout_fails_the_phase(pipeline: Pipeline) -> None:
+    pipeline.plan({"rogue": {"files": {"rogue.txt": "x\n", "../escaped.txt": "gotcha\n"}}})
+    _, queue = one_worker(pipeline)
+    sent = queue.enqueue(task(pipeline, "rogue"), key="run1/rogue/1")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "failed"
+    assert "the agent wrote outside its checkout" in (message.reason or "")
+    assert "escaped.txt" in (message.reason or "")
+    with pytest.raises(subprocess.CalledProcessError):
+        remote_head(pipeline, "sa/rogue")  # nothing was pushed
+
+
+def test_a_malformed_task_fails_with_its_reason(pipeline: Pipeline) -> None:
+    _, queue = one_worker(pipeline)
+    sent = queue.enqueue({"type": "phase", "version": 1, "phase_id": "x"}, key="bad")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "failed"
+    assert "bad phase task" in (message.reason or "")
+    assert json.dumps(message.response)
