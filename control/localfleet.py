@@ -68,6 +68,7 @@ class LocalFleet:
         heartbeat_seconds: float = 2.0,
         env: Mapping[str, str] | None = None,
         pins: Mapping[str, Mapping[str, str]] | None = None,
+        settings: Mapping[str, float | bool] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.workers = {w.name: LocalWorker(w, self.root / "workers" / w.name) for w in workers}
@@ -75,6 +76,7 @@ class LocalFleet:
         self.heartbeat_seconds = heartbeat_seconds
         self.env = dict(env or {})
         self.pins = {name: dict(p) for name, p in (pins or {}).items()}  # worker -> [pins]
+        self.settings = dict(settings or {})  # more worker.toml settings, for every worker
 
     @property
     def inventory(self) -> Path:
@@ -97,6 +99,7 @@ class LocalFleet:
                 f"heartbeat_seconds = {self.heartbeat_seconds}\n"
                 f'git_author_name = "superagent worker {worker.name}"\n'
                 f'git_author_email = "{worker.name}@superagent.local"\n'
+                + "".join(f"{k} = {str(v).lower()}\n" for k, v in self.settings.items())
                 + "".join(
                     ["[pins]\n"]
                     + [f'{k} = "{v}"\n' for k, v in self.pins.get(worker.name, {}).items()]

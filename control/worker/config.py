@@ -42,6 +42,7 @@ class WorkerConfig:
     lease_seconds: float = 120.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 30.0  # the fallback when inotify is not available or misses
+    inotify: bool = True  # wake on inbox changes; False: poll every poll_seconds only
     keep_logs: int = 200
     credential_file: Path | None = None
     node: str = "node"  # executables, found on PATH unless given as paths

@@ -73,7 +73,7 @@ class Worker:
         self.config = config
         self.executor = executor
         self.queue = Queue(config.queue_db, create=False)
-        self.watcher = InboxWatcher(config.queue_db)
+        self.watcher = InboxWatcher(config.queue_db, use_inotify=config.inotify)
         self.stopping = threading.Event()
         self.slots: dict[str, _Slot] = {}
         self.report = CheckReport()

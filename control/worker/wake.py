@@ -30,10 +30,12 @@ Woke = Literal["changed", "woken", "timeout"]
 class InboxWatcher:
     """Blocks in `wait` until the inbox file changes, `wake()` is called, or a timeout."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, use_inotify: bool = True) -> None:
         self._names = {db_path.name.encode(), f"{db_path.name}-wal".encode()}
         self._read_pipe, self._write_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.fd: int | None = None
+        if not use_inotify:
+            return
         libc_name = ctypes.util.find_library("c")
         try:
             libc = ctypes.CDLL(libc_name, use_errno=True)
