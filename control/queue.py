@@ -448,6 +448,15 @@ class Queue:
             ).fetchone()
         return bool(row[0])
 
+    def next_lease_expiry(self) -> float | None:
+        """When the earliest current lease runs out (a dead worker's message is claimable
+        then, and no write announces it): the worker's wait ends there at the latest."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MIN(lease_expires_at) FROM messages WHERE state = 'claimed'"
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def data_version(self) -> int:
         """Changes whenever another connection commits to the inbox (PRAGMA data_version)."""
         with self._lock:

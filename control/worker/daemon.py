@@ -148,11 +148,13 @@ class Worker:
             time.sleep(delay)
 
     def _wait_time(self) -> float:
-        until_beat = self._last_beat + self.config.heartbeat_seconds - time.time()
-        limit = self.config.heartbeat_seconds if self.slots else self.config.poll_seconds
-        if not self.watcher.uses_inotify:
-            limit = min(limit, self.config.poll_seconds)
-        return max(0.05, min(limit, until_beat if self.slots else limit))
+        """Until the next heartbeat is due (idle or not: the orchestrator judges liveness by
+        it), a lease runs out that frees a message, or the slow poll, whichever is first."""
+        now = time.time()
+        limit = min(self._last_beat + self.config.heartbeat_seconds, now + self.config.poll_seconds)
+        if len(self.slots) < self.config.slots and (expiry := self.queue.next_lease_expiry()):
+            limit = min(limit, expiry + 0.01)
+        return max(0.05, limit - now)
 
     # -- claiming and running ----------------------------------------------------------
 

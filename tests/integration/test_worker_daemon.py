@@ -214,3 +214,16 @@ def test_a_malformed_task_fails_with_its_reason(pipeline: Pipeline) -> None:
     assert message.state == "failed"
     assert "bad phase task" in (message.reason or "")
     assert json.dumps(message.response)
+
+
+def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
+    """The orchestrator judges liveness by the heartbeat; idle is not dead."""
+    _, queue = one_worker(pipeline)  # heartbeat every 0.5 s, slow poll every 30 s
+    (first,) = queue.heartbeats()
+    deadline = time.monotonic() + 10
+    seen = {first.beat_at}
+    while len(seen) < 4:
+        assert time.monotonic() < deadline, f"only {len(seen)} beats while idle"
+        time.sleep(0.1)
+        seen |= {beat.beat_at for beat in queue.heartbeats()}
+    assert queue.heartbeats()[0].status == "idle"

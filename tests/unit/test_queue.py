@@ -403,3 +403,13 @@ def test_has_work_sees_pending_and_expired_claims_without_writing(
     assert queue.claim("w", 10)  # a real write does move it
     assert observer.execute("PRAGMA data_version").fetchone()[0] != before
     observer.close()
+
+
+def test_next_lease_expiry_is_the_earliest_current_lease(queue: Queue, clock: Clock) -> None:
+    assert queue.next_lease_expiry() is None
+    queue.enqueue({"n": 1})
+    queue.enqueue({"n": 2})
+    first = queue.claim("w", 30)
+    queue.claim("w", 10)
+    assert first is not None
+    assert queue.next_lease_expiry() == clock.now + 10
