@@ -70,6 +70,8 @@ class Dispatch:
 
     def _finish(self, outcome: RunOutcome) -> RunOutcome:
         run = self.store.run(self.run_id)
+        if run.status == "cancelled":  # `control cancel` ended it while we ran
+            return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
         if outcome.status == "done" and self.merge and run.merge_commit is None:
             commits = {p: (row.branch, row.commit_sha or "") for p, row in outcome.phases.items()}
             try:

@@ -6,7 +6,8 @@ handler the remote `control queue rpc` runs, in-process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from control import rpc
@@ -19,12 +20,15 @@ from control.transport.base import PollResult, Sent, local_queue_path, poll_resu
 class LocalTransport:
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._queues: dict[str, Queue] = {}
+        self._clock = clock  # the worker's clock: a test can drive it
 
     def _queue(self, worker: Worker) -> Queue:
         if worker.name not in self._queues:
-            self._queues[worker.name] = Queue(local_queue_path(worker), create=False)
+            self._queues[worker.name] = Queue(
+                local_queue_path(worker), create=False, clock=self._clock
+            )
         return self._queues[worker.name]
 
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ commits as a worker would); the clock is the test's, so liveness is exact.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from control.queue import Claimed, Queue
 from control.spec import load_spec
 from control.state import StateStore
 from control.transport import Transports
+from control.transport.local import LocalTransport
 from tests.conftest import Clock
 from tests.injection import corpus
 from tests.integration.conftest import write_spec
@@ -40,8 +40,7 @@ class Rig:
 
     def __init__(self, root: Path, phases: list[dict[str, Any]]) -> None:
         self.root = root
-        # Real time to start with: the transport's own view of the inboxes runs on it.
-        self.clock = Clock(time.time())
+        self.clock = Clock()
         self.remote = root / "origin.git"
         seed = root / "seed"
         seed.mkdir()
@@ -74,7 +73,7 @@ class Rig:
             self.spec,
             self.workers,
             self.store,
-            Transports(),
+            Transports({"local": lambda: LocalTransport(clock=self.clock)}),
             Settings(heartbeat_timeout_s=30, retry_backoff_s=0),
             repo_url=str(self.remote),
             clock=self.clock,
@@ -243,3 +242,84 @@ def test_task_text_full_of_metacharacters_reaches_the_inbox_verbatim(tmp_path: P
         assert not canary.exists()
     finally:
         rig.close()
+
+
+TWO_INDEPENDENT = [
+    {
+        "id": name,
+        "title": name,
+        "task": f"Write {name}.txt holding the word ready and nothing else.",
+        "deliverables": [f"{name}.txt"],
+        "verify": [f"grep -qx ready {name}.txt"],
+    }
+    for name in ("left", "right")
+]
+
+
+@pytest.fixture
+def wide_rig(tmp_path: Path) -> Any:
+    built = Rig(tmp_path, TWO_INDEPENDENT)
+    yield built
+    built.close()
+
+
+def in_flight(rig: Rig) -> list[str]:
+    return sorted(p for p, row in rig.store.phases(rig.run_id).items() if row.state == "dispatched")
+
+
+def test_a_rate_limited_answer_holds_every_dispatch_until_its_reset(wide_rig: Rig) -> None:
+    rig = wide_rig
+    rig.orchestrator.settings.max_concurrent = 1
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    (first,) = in_flight(rig)
+    attempt = rig.store.attempts(rig.run_id, first)[0]
+    job = claim(rig, attempt.worker)
+    reset = rig.clock() + 120
+    rig.queues[attempt.worker].fail(
+        job.id, job.fence, "usage limit", {"status": "rate_limited", "rate_limit_reset": reset}
+    )
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    phase = rig.store.phases(rig.run_id)[first]
+    assert (phase.state, phase.failures, phase.not_before) == ("waiting", 0, reset)
+    assert in_flight(rig) == []  # the other phase waits too: the account is shared
+    rig.clock.advance(119)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert in_flight(rig) == []
+    rig.clock.advance(2)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert len(in_flight(rig)) == 1  # and max_concurrent still holds
+
+
+def test_max_concurrent_and_stagger_limit_starts_fleet_wide(wide_rig: Rig) -> None:
+    rig = wide_rig
+    rig.orchestrator.settings.stagger_s = 30
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert len(in_flight(rig)) == 1  # two ready, two free workers: one start per 30 s
+    rig.clock.advance(10)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert len(in_flight(rig)) == 1
+    rig.clock.advance(21)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert in_flight(rig) == ["left", "right"]
+    workers = {a.worker for a in rig.store.attempts(rig.run_id)}
+    assert workers == {"w1", "w2"}
+
+
+def test_a_message_pending_too_long_on_a_live_worker_raises_one_alert(rig: Rig) -> None:
+    rig.orchestrator.settings.pending_alert_s = 600
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    for _ in range(3):  # the worker beats but never claims
+        rig.clock.advance(250)
+        rig.beat("w1", "w2")
+        rig.orchestrator.tick()
+    alerts = [data for kind, data in rig.events if kind == "alert_pending"]
+    assert len(alerts) == 1
+    assert alerts[0]["oldest_pending_s"] > 600

@@ -1,0 +1,123 @@
+"""The commands around a run: status, retry, cancel, merge, and Ctrl-C then resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.localfleet import WorkerSpec
+from control.queue import Queue
+from tests.integration.conftest import Pipeline, write_spec
+from tests.integration.test_dispatch import PLAN, TWO_PHASES, wait_for_event
+
+pytestmark = pytest.mark.slow
+
+
+def control(pipeline: Pipeline, *args: str) -> tuple[int, Any, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "control", *args, "--state", str(pipeline.state), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    data = json.loads(result.stdout) if result.stdout.strip() else None
+    return result.returncode, data, result.stderr
+
+
+def test_status_shows_every_phase_of_the_latest_run(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.plan(PLAN)
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    assert pipeline.dispatch(spec)[0] == 0
+    code, status, _ = control(pipeline, "status")
+    assert code == 0
+    assert status["status"] == "done"
+    assert {p: r["state"] for p, r in status["phases"].items()} == {
+        "first": "done",
+        "second": "done",
+    }
+    assert status["merge_branch"].startswith("sa/integration/")
+    code, _, err = control(pipeline, "status", "r-no-such-run")
+    assert code == 3 and "no run 'r-no-such-run'" in err
+
+
+def test_retry_revives_a_dead_phase_and_the_same_dispatch_finishes_the_run(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan({"first": {"files": {"first.txt": "wrong\n"}}, **{"second": PLAN["second"]}})
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1 and events[-1]["dead"].keys() == {"first"}
+    code, _, err = control(pipeline, "retry", "second")
+    assert code == 2 and "is waiting, not dead" in err
+    pipeline.plan(PLAN)  # the agent does better now
+    code, data, _ = control(pipeline, "retry", "first")
+    assert code == 0 and data["retried"] == ["first"]
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    assert events[0]["resumed"] is True
+    assert events[-1]["phases"]["first"]["attempt"] == 3  # two failed, then the retry
+
+
+def test_cancel_stops_a_running_phase_and_ends_the_run(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.plan({"first": {"delay_s": 60, **PLAN["first"]}})
+    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    process = pipeline.start_dispatch(spec)
+    wait_for_event(process, "dispatched")
+    code, data, err = control(pipeline, "cancel", "--inventory", str(fleet.inventory))
+    assert code == 0, err
+    assert sorted(data["cancelled"]) == ["first", "second"]
+    assert len(data["stopped"]) == 1
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    with Queue(fleet.workers["w1"].queue_db, create=False) as queue:
+        deadline = time.monotonic() + 30
+        while (message := queue.messages()[0]).state == "claimed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert message.state == "cancelled"
+    assert not any(r["event"] == "finish" for r in pipeline.agent_runs())
+    code, status, _ = control(pipeline, "status")
+    assert status["status"] == "cancelled"
+
+
+def test_merge_builds_the_integration_branch_of_a_run_dispatched_without_it(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(PLAN)
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    code, events, _ = pipeline.dispatch(spec, "--no-merge")
+    assert code == 0 and events[-1]["merge_branch"] is None
+    code, data, err = control(pipeline, "merge", "--repo", str(pipeline.remote))
+    assert code == 0, err
+    assert [m["phase"] for m in data["merged"]] == ["first", "second"]
+    assert pipeline.branch_file(data["branch"], "second.txt") == "two\n"
+
+
+def test_ctrl_c_interrupts_with_130_and_the_same_command_resumes(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan({"first": {"delay_s": 2, **PLAN["first"]}, "second": PLAN["second"]})
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    process = pipeline.start_dispatch(spec)
+    wait_for_event(process, "dispatched")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in err
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    assert events[0]["resumed"] is True
+    finished = sorted(r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish")
+    assert finished == ["first", "second"]
