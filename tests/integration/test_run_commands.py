@@ -77,7 +77,7 @@ def test_cancel_stops_a_running_phase_and_ends_the_run(pipeline: Pipeline, tmp_p
     assert code == 0, err
     assert sorted(data["cancelled"]) == ["first", "second"]
     assert len(data["stopped"]) == 1
-    out, _ = process.communicate(timeout=60)
+    process.communicate(timeout=60)
     assert process.returncode == 1
     with Queue(fleet.workers["w1"].queue_db, create=False) as queue:
         deadline = time.monotonic() + 30
