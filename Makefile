@@ -10,7 +10,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS_CHAOS ?= 20
 
-.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean
+INVENTORY ?= inventory/example
+LIMIT ?=
+EXTRA ?=
+VAULT_PASSWORD_FILE ?=
+FLEET_HOSTS ?= 3
+ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
+	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
+
+.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean \
+	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +46,7 @@ lint: setup ## ruff, mypy, yamllint, ansible-lint
 	$(BIN)/ruff format --check control tests bench
 	$(BIN)/mypy
 	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint -q
 
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
@@ -54,6 +64,32 @@ bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CP
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)
+
+wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels (for the workers)
+	@rm -rf dist/wheels.tmp && mkdir -p dist/wheels dist/wheels.tmp/src
+	@tar -cf - --exclude=__pycache__ pyproject.toml README.md control | tar -xf - -C dist/wheels.tmp/src
+	@# A fixed SOURCE_DATE_EPOCH makes the wheel reproducible: same code, same bytes, no reinstall.
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/python -m pip wheel --quiet --disable-pip-version-check \
+		--find-links dist/wheels -w dist/wheels.tmp/out dist/wheels.tmp/src \
+		"pip==$$($(BIN)/python -c 'import pip; print(pip.__version__)')" \
+		2>dist/wheels.tmp/build.log || { cat dist/wheels.tmp/build.log; exit 1; }
+	@rm -rf dist/wheels && mv dist/wheels.tmp/out dist/wheels && rm -rf dist/wheels.tmp
+	@ls dist/wheels | sed 's/^/  /'
+
+known-hosts: setup ## Record the SSH host keys of hosts met for the first time (INVENTORY=, LIMIT=)
+	$(ANSIBLE_PLAYBOOK) playbooks/known_hosts.yml $(if $(LIMIT),--limit '$(LIMIT)') $(EXTRA)
+
+provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=)
+	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') $(EXTRA)
+
+fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (root), .fleet/inventory
+	tests/fleet/fleet.sh up --hosts $(FLEET_HOSTS)
+
+fleet-down: setup ## Remove the test fleet (keeps the cached base image)
+	tests/fleet/fleet.sh down
+
+bench-fleet: setup system-deps ## Provisioning time of 3 fresh hosts and of a rerun (JSON last line)
+	$(BIN)/python bench/bench_fleet.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
