@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from control.errors import UsageError
+from control.jsontext import parse_json
 from control.paths import default_queue_db
 
 console = Console()
@@ -52,19 +53,7 @@ def read_json(source: str | None, what: str = "payload") -> Any:
             raw = Path(source).read_bytes()
         except OSError as exc:
             raise UsageError(f"{source}: cannot read the {what} ({exc.strerror})") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{label}: the {what} is not UTF-8 (byte {exc.start})") from exc
-    if not text.strip():
-        raise UsageError(f"{label}: the {what} is empty; expected JSON")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{label}: invalid JSON in the {what} at line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}"
-        ) from exc
+    return parse_json(raw, label, what)
 
 
 def emit(data: Any, as_json: bool, render: Callable[[], None] | None = None) -> None:

@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from control.dag import Dag, find_cycles
 from control.errors import SuperagentError, UsageError
 from control.inventory import Worker
+from control.jsontext import parse_json
 from control.names import branch_name_problem, host_name_problem
 
 Severity = Literal["error", "warning"]
@@ -233,18 +234,7 @@ def read_spec_file(path: str | Path) -> Any:
         raise UsageError(f"{source}: no such spec file") from None
     except OSError as exc:
         raise UsageError(f"{source}: cannot read the spec ({exc.strerror})") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{source}: the spec is not UTF-8 (byte {exc.start})") from exc
-    if not text.strip():
-        raise UsageError(f"{source}: the spec is empty; expected a JSON object")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{source}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+    return parse_json(raw, str(source), "spec")
 
 
 def check_file(path: str | Path, workers: Sequence[Worker] | None = None) -> Report:

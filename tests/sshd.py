@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from control.inventory import Worker
+from tests.support import descendants
 
 SSHD = Path("/usr/sbin/sshd")
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
@@ -113,7 +114,7 @@ class Sshd:
         """Kill the listener and every process under it (the sessions and their commands)."""
         if self.process is None:
             return
-        pids = _descendants(self.process.pid)
+        pids = descendants(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -145,22 +146,3 @@ class Sshd:
         }
         values.update(extra)
         return Worker(name, transport="ssh", vars=values)
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found

@@ -6,7 +6,10 @@ failure, because CI is where the whole system must be shown to work.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +21,31 @@ def need(condition: bool, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"needed in CI: {reason}")
     pytest.skip(reason)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (agents run in their own sessions, so a process group
+    would not reach them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """`sig` to a process and everything below it, as a powered-off machine would."""
+    for target in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, sig)

@@ -182,7 +182,7 @@ class _Reader(threading.Thread):
                 self._pipe.close()
 
 
-def _exited(pid: int) -> bool:
+def exited(pid: int) -> bool:
     """Whether the child has exited, without reaping it: its zombie keeps the process
     group id from being reused until the group has been cleaned up."""
     try:
@@ -192,7 +192,7 @@ def _exited(pid: int) -> bool:
     return info is not None and info.si_pid == pid
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
@@ -335,7 +335,7 @@ def _watch(
     timed_out = silent = cancelled = killed = lingered = False
     finished_at: float | None = None
     pgid = proc.pid  # start_new_session: the child leads its own group
-    while not _exited(proc.pid):
+    while not exited(proc.pid):
         now = time.monotonic()
         with lock:
             quiet_for = now - last_output[0]
@@ -355,7 +355,7 @@ def _watch(
         time.sleep(POLL_INTERVAL_S)
     # The leader is gone (or going); whatever it left in its group goes with it, while its
     # unreaped zombie still pins the group id.
-    _signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
     exit_code = proc.wait()
     deadline = time.monotonic() + _DRAIN_AFTER_EXIT_S
     for reader in readers:
@@ -379,11 +379,11 @@ def _watch(
 
 def _terminate_group(pid: int, pgid: int, grace_s: float) -> bool:
     """SIGTERM the group, wait up to `grace_s` for the leader, then SIGKILL. True if killed."""
-    _signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if _exited(pid):
+        if exited(pid):
             return False
         time.sleep(POLL_INTERVAL_S / 2)
-    _signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
     return True

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, TextIO
 
 from control.errors import NotFoundError, UnavailableError, UsageError
+from control.worker.process import exited, signal_group
 
 TAIL_CHARS = 2000
 KILL_GRACE_S = 2.0
@@ -183,24 +184,9 @@ class _Output(threading.Thread):
             return self._tail
 
 
-def _exited(pid: int) -> bool:
-    """Whether the child exited, without reaping it: until it is reaped its process
-    group id cannot be reused, so signalling the group cannot hit a stranger."""
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None and info.si_pid == pid
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _wait_exit(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while not _exited(pid):
+    while not exited(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL_S)
@@ -234,11 +220,11 @@ def _run_one(
     output.start()
     timed_out = not _wait_exit(proc.pid, timeout_s)
     if timed_out:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
         _wait_exit(proc.pid, KILL_GRACE_S)
     # The leader is gone or going; what it left in its group (a server started with '&')
     # goes too, while its unreaped zombie still pins the group id.
-    _signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     exit_code = proc.wait()
     duration = time.monotonic() - started
     output.join(_DRAIN_AFTER_EXIT_S)  # a process that left the group may hold the pipe

@@ -3,7 +3,6 @@ worker processes (`control worker run`) and `control dispatch` run as a process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import pytest
 
 from control.demo import seed_remote
 from control.localfleet import LocalFleet, WorkerSpec
+from tests.support import kill_tree
 
 REPO = Path(__file__).resolve().parents[2]
 FAKES = REPO / "tests" / "fakes" / "bin"
@@ -153,34 +153,6 @@ class Pipeline:
 
 def parse_events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (agents run in their own sessions, so a process group
-    would not reach them)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
-    """`sig` to a process and everything below it, as a powered-off machine would."""
-    for target in [pid, *descendants(pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, sig)
 
 
 @pytest.fixture

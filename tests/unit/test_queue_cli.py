@@ -112,7 +112,7 @@ def test_human_output_renders(db: str) -> None:
 @pytest.mark.parametrize(
     ("args", "stdin", "code", "message"),
     [
-        (["enqueue"], "not json", ExitCode.USAGE, "stdin: invalid JSON in the payload at line 1"),
+        (["enqueue"], "not json", ExitCode.USAGE, "the payload is not JSON: line 1 column 1"),
         (["enqueue"], "", ExitCode.USAGE, "stdin: the payload is empty"),
         (["enqueue"], b"\xff\xfe{}", ExitCode.USAGE, "not UTF-8"),
         (["enqueue", "--file", "/nonexistent.json"], None, ExitCode.USAGE, "cannot read"),
