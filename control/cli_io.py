@@ -19,7 +19,7 @@ from control.errors import UsageError
 from control.jsontext import parse_json
 from control.paths import default_queue_db
 
-console = Console()
+console = Console(soft_wrap=True)  # log lines stay whole lines when piped
 err_console = Console(stderr=True)
 
 
