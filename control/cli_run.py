@@ -251,7 +251,9 @@ def dispatch(
     if as_json:
         printer("run", {"run": run.run_id, "resumed": run.resumed, "workers": len(workers)})
     else:
-        console.print(f"{verb} run {run.run_id} of {spec} on {len(workers)} worker(s)")
+        console.print(
+            f"{verb} run {run.run_id} of {spec} on {len(workers)} worker(s)", highlight=False
+        )
     try:
         if live:
             with Live(
@@ -277,7 +279,7 @@ def dispatch(
         if outcome.status == "done":
             merged = summary["merge_branch"]
             where = f"; merged into {merged} at {summary['merge_commit'][:12]}" if merged else ""
-            console.print(f"[green]run {outcome.run_id} done[/green]{where}")
+            console.print(f"[green]run {outcome.run_id} done[/green]{where}", highlight=False)
         else:
             console.print(
                 f"[red]run {outcome.run_id} failed:[/red] {outcome.reason}", highlight=False
@@ -314,7 +316,7 @@ def status(
             if run.reason:
                 console.print(f"reason: {run.reason}", highlight=False)
             if run.merge_branch:
-                console.print(f"merged: {run.merge_branch} at {run.merge_commit}")
+                console.print(f"merged: {run.merge_branch} at {run.merge_commit}", highlight=False)
 
         emit(data, as_json, render)
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,3 +123,34 @@ def test_ctrl_c_interrupts_with_130_and_the_same_command_resumes(
     assert events[0]["resumed"] is True
     finished = sorted(r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish")
     assert finished == ["first", "second"]
+
+
+def test_on_a_terminal_dispatch_shows_the_live_view(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.plan(PLAN)
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    command = [c for c in pipeline.dispatch_command(spec) if c != "--json"]
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "2/2 phases done" in text
+    assert "first" in text and "second" in text and "w1: up" in text
+    assert "done; merged into sa/integration/" in text
