@@ -4,10 +4,14 @@
 # fail in CI, where this script must succeed).
 set -euo pipefail
 packages=(bindfs git openssh-server sqlite3)
+# The test fleet (tests/fleet): containers, the base image, its proxy, its network.
+packages+=(systemd-container debootstrap tinyproxy-bin zstd iproute2 openssh-client nftables)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
+# npm builds the fleet's Node tarball; any npm will do (NodeSource's nodejs ships one).
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "setup-system: missing ${missing[*]} (need root and apt-get); tests that need them will skip" >&2

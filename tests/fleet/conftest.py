@@ -1,0 +1,109 @@
+"""Fixtures of the fleet tests: real hosts (systemd-nspawn), provisioned by playbooks/site.yml.
+
+`fleet` brings up host1..host3 (fresh ones, unless FLEET_REUSE=1 and they are up) and
+removes them at the end of the session (FLEET_KEEP=1 keeps them for a look); the first
+test that asks for `provisioned` pays for provisioning them twice (fresh, then the
+idempotence run). Figures worth reading land in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.fleet.harness import Fleet, PlaybookRun, build_wheels, missing_requirements, node_tarball
+from tests.support import need
+
+HOSTS = ("host1", "host2", "host3")
+FIGURES: dict[str, Any] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("fleet figures")
+        terminalreporter.write_line(json.dumps(FIGURES, sort_keys=True))
+
+
+def report(name: str, value: Any) -> None:
+    """A figure for the terminal summary (timings, the unit's exposure)."""
+    FIGURES[name] = value
+
+
+@dataclass
+class Provisioning:
+    fleet: Fleet
+    first: PlaybookRun
+    second: PlaybookRun
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    problems = missing_requirements()
+    need(not problems, "; ".join(problems))
+    fleet = Fleet()
+    reuse = os.environ.get("FLEET_REUSE") == "1" and fleet.is_up(HOSTS)
+    if not reuse:
+        for name in list(fleet.hosts):
+            fleet.remove_host(name)
+    build_wheels()
+    node_tarball()
+    fleet.up(names=HOSTS)
+    try:
+        yield fleet
+    finally:
+        if os.environ.get("FLEET_KEEP") != "1":
+            fleet.down()
+
+
+@pytest.fixture(scope="session")
+def provisioned(fleet: Fleet) -> Provisioning:
+    """The three hosts provisioned from scratch, then provisioned again."""
+    first = fleet.playbook(label="provision")
+    assert first.rc == 0, f"provisioning failed:\n{first.tail()}"
+    second = fleet.playbook(label="reprovision")
+    assert second.rc == 0, f"the second provisioning failed:\n{second.tail()}"
+    report("provision_3_s", round(first.seconds, 1))
+    report("reprovision_3_s", round(second.seconds, 1))
+    report("changed_on_rerun", second.changed())
+    return Provisioning(fleet, first, second)
+
+
+def worker_check(fleet: Fleet, host: str) -> tuple[int, dict[str, Any]]:
+    """`control worker check --json` on the host, as the worker's user."""
+    done = fleet.exec(
+        host,
+        [
+            "sudo",
+            "-u",
+            "superagent",
+            "/opt/superagent/venv/bin/control",
+            "worker",
+            "check",
+            "--json",
+        ],
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
+def heartbeat(fleet: Fleet, host: str) -> dict[str, Any]:
+    """The host's own heartbeat in its inbox (`control queue stats --json`)."""
+    done = fleet.exec(
+        host,
+        ["sudo", "-u", "superagent", "/opt/superagent/venv/bin/control", "queue", "stats", "--db",
+         "/var/lib/superagent/inbox/queue.db", "--json"],
+    )  # fmt: skip
+    beats = [b for b in json.loads(done.stdout)["heartbeats"] if b["worker_id"] == host]
+    assert beats, f"no heartbeat from {host} in its inbox: {done.stdout}"
+    return dict(beats[0])
+
+
+def unit_property(fleet: Fleet, host: str, prop: str, unit: str = "superagent-worker") -> str:
+    return fleet.exec(
+        host, ["systemctl", "show", unit, f"--property={prop}", "--value"]
+    ).stdout.strip()

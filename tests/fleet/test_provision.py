@@ -1,0 +1,130 @@
+"""Provisioning real hosts: from scratch, idempotently, into a hardened running worker."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.fleet.conftest import HOSTS, Provisioning, heartbeat, report, unit_property, worker_check
+
+pytestmark = pytest.mark.fleet
+
+
+def test_three_fresh_hosts_are_provisioned(provisioned: Provisioning) -> None:
+    first = provisioned.first
+    assert sorted(first.recap) == sorted(HOSTS), first.tail()
+    for host in HOSTS:
+        assert first.recap[host]["failed"] == 0 and first.recap[host]["unreachable"] == 0
+        assert first.recap[host]["changed"] > 0, f"{host} was not fresh"
+        code, report_ = worker_check(provisioned.fleet, host)
+        assert code == 0, report_
+        assert report_["versions"]["node"] == "20.20.2"
+        assert report_["versions"]["claude_code"] == "2.1.197"
+
+
+def test_a_second_run_changes_nothing(provisioned: Provisioning) -> None:
+    second = provisioned.second
+    assert second.changed() == 0, f"changed on the second run: {second.changed_tasks()}"
+    assert sorted(second.recap) == sorted(HOSTS)
+
+
+def test_first_contact_recorded_the_real_host_keys(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    known = fleet.known_hosts.read_text()
+    for host in HOSTS:
+        key = fleet.exec(host, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()[:2]
+        address = fleet.hosts[host].address
+        assert f"{address} {' '.join(key)}" in known, f"{host}'s key is not recorded for {address}"
+
+
+def test_the_worker_runs_under_a_hardened_unit(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    for host in HOSTS:
+        assert unit_property(fleet, host, "ActiveState") == "active"
+        assert unit_property(fleet, host, "UnitFileState") == "enabled"
+        assert unit_property(fleet, host, "User") == "superagent"
+        for prop, value in {
+            "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+            "PrivateTmp": "yes", "PrivateDevices": "yes", "RestrictSUIDSGID": "yes",
+            "Restart": "on-failure",
+        }.items():  # fmt: skip
+            assert unit_property(fleet, host, prop) == value, f"{host}: {prop}"
+        assert "control worker check" in unit_property(fleet, host, "ExecStartPre")
+    analysis = fleet.exec("host1", ["systemd-analyze", "security", "superagent-worker.service",
+                                    "--no-pager"]).stdout  # fmt: skip
+    match = re.search(
+        r"Overall exposure level for superagent-worker.service: ([0-9.]+) (\w+)", analysis
+    )
+    assert match, analysis[-500:]
+    exposure = float(match.group(1))
+    report("worker_exposure", exposure)
+    report("worker_exposure_level", match.group(2))
+    print(f"systemd-analyze security: {exposure} {match.group(2)}")
+    # 10 is an unconfined service; the unit was measured at 1.5 ("OK"). Fail if it regresses.
+    assert exposure <= 2.0, analysis[-3000:]
+
+
+def test_the_worker_is_unprivileged_with_tight_directories(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    ident = fleet.exec("host2", ["id", "superagent"]).stdout
+    assert "sudo" not in ident and "root" not in ident.replace("superagent", ""), ident
+    modes = fleet.exec("host2", ["stat", "-c", "%n %U %a", "/var/lib/superagent",
+                                 "/var/lib/superagent/inbox", "/var/lib/superagent/work",
+                                 "/var/log/superagent", "/etc/superagent/worker.toml",
+                                 "/etc/superagent/claude-code.env"]).stdout.split("\n")  # fmt: skip
+    assert modes[:6] == [
+        "/var/lib/superagent superagent 750",
+        "/var/lib/superagent/inbox superagent 750",
+        "/var/lib/superagent/work superagent 700",
+        "/var/log/superagent superagent 750",
+        "/etc/superagent/worker.toml root 640",
+        "/etc/superagent/claude-code.env root 600",
+    ]
+
+
+def test_the_credential_reaches_the_worker_and_nowhere_else(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    key = fleet.api_key
+    assert key
+    host = "host1"
+    # The worker reads it from its systemd credential, which only it can read.
+    loaded_path = "/run/credentials/superagent-worker.service/agent-credentials"
+    loaded = fleet.exec(host, ["stat", "-c", "%U %a", loaded_path]).stdout.strip()
+    assert loaded == "superagent 400"
+    credential = fleet.exec(
+        host,
+        [
+            "sudo",
+            "-u",
+            "superagent",
+            "cat",
+            "/run/credentials/superagent-worker.service/agent-credentials",
+        ],
+    )
+    assert f"ANTHROPIC_API_KEY={key}" in credential.stdout
+    # ...and it is nowhere else: not in the unit, its environment, argv, the journal or the logs.
+    pid = unit_property(fleet, host, "MainPID")
+    places = {
+        "unit": fleet.exec(host, ["systemctl", "cat", "superagent-worker"]).stdout,
+        "unit environment": unit_property(fleet, host, "Environment"),
+        "worker settings": fleet.exec(host, ["cat", "/etc/superagent/worker.toml"]).stdout,
+        "argv": fleet.exec(host, ["cat", f"/proc/{pid}/cmdline"]).stdout,
+        "process environment": fleet.exec(host, ["cat", f"/proc/{pid}/environ"]).stdout,
+        "journal": fleet.exec(host, ["journalctl", "--no-pager", "-o", "cat"]).stdout,
+        "first provisioning output": provisioned.first.output,
+        "second provisioning output": provisioned.second.output,
+    }
+    for place, text in places.items():
+        assert key not in text, f"the API key shows in the {place}"
+
+
+def test_the_worker_beats_fresh_heartbeats(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    for host in HOSTS:
+        beat = heartbeat(fleet, host)
+        assert beat["status"] == "idle", beat
+        assert time.time() - beat["beat_at"] < 60, beat
+        assert beat["versions"]["node"] == "20.20.2"
+        assert beat["versions"]["claude_code"] == "2.1.197"
