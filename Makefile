@@ -18,8 +18,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean \ \
-	wheels known-hosts provision fleet-up fleet-down bench-fleet
+.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
