@@ -107,3 +107,25 @@ def unit_property(fleet: Fleet, host: str, prop: str, unit: str = "superagent-wo
     return fleet.exec(
         host, ["systemctl", "show", unit, f"--property={prop}", "--value"]
     ).stdout.strip()
+
+
+# The order the fleet tests read best in (and provisioning first, which pays for the rest).
+_ORDER = (
+    "test_provision",
+    "test_versions",
+    "test_host_keys",
+    "test_new_host",
+    "test_reverse_tunnel",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slots = [i for i, item in enumerate(items) if "/tests/fleet/" in str(item.path)]
+    fleet_items = [items[i] for i in slots]
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem
+        return _ORDER.index(name) if name in _ORDER else len(_ORDER)
+
+    for slot, item in zip(slots, sorted(fleet_items, key=rank), strict=True):
+        items[slot] = item

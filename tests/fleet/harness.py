@@ -777,6 +777,18 @@ class Fleet:
 
     # -- teardown -------------------------------------------------------------------------
 
+    def set_host_vars(self, name: str, **inventory_vars: Any) -> None:
+        """Change a host's inventory variables (None removes one) and rewrite the inventory."""
+        with self.lock():
+            host = self.hosts[name]
+            for key, value in inventory_vars.items():
+                if value is None:
+                    host.vars.pop(key, None)
+                else:
+                    host.vars[key] = value
+            self._save()
+            self.write_inventory()
+
     def remove_host(self, name: str) -> None:
         with self.lock():
             self._remove(name)

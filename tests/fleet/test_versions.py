@@ -1,0 +1,65 @@
+"""Version pins on real hosts: a drifted Node makes the worker refuse work, and the role
+refuses a Claude Code release whose engines exclude the pinned Node."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fleet.conftest import Provisioning, heartbeat, unit_property, worker_check
+from tests.fleet.harness import node_tarball
+
+pytestmark = pytest.mark.fleet
+
+DRIFTED_NODE = "20.19.5"
+
+
+def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> None:
+    fleet, host = provisioned.fleet, "host3"
+    tarball, digest = node_tarball(DRIFTED_NODE)
+    try:
+        # Someone installs another Node on one machine (the nodejs role alone, other pin).
+        drift = fleet.playbook(
+            limit=host,
+            tags="nodejs",
+            extra_vars={"nodejs_version": DRIFTED_NODE, "nodejs_controller_tarball": str(tarball),
+                        "nodejs_tarball_sha256": digest},
+            label="drift",
+        )  # fmt: skip
+        assert drift.rc == 0, drift.tail()
+
+        code, report = worker_check(fleet, host)
+        assert code != 0, report
+        assert report["ok"] is False
+        assert report["versions"]["node"] == DRIFTED_NODE
+        assert f"node is {DRIFTED_NODE}, pinned 20.20.2" in report["problems"], report
+
+        beat = heartbeat(fleet, host)
+        assert beat["status"] == "refusing", beat
+        assert beat["versions"]["node"] == DRIFTED_NODE
+        assert f"node is {DRIFTED_NODE}, pinned 20.20.2" in (beat["reason"] or "")
+
+        # systemd will not run it either: ExecStartPre is the same check.
+        restart = fleet.exec(host, ["systemctl", "restart", "superagent-worker"], check=False)
+        assert restart.returncode != 0
+        assert unit_property(fleet, host, "ActiveState") != "active"
+    finally:
+        restore = fleet.playbook(limit=host, label="drift-restore")
+    assert restore.rc == 0, restore.tail()
+    code, report = worker_check(fleet, host)
+    assert code == 0, report
+    assert unit_property(fleet, host, "ActiveState") == "active"
+    assert heartbeat(fleet, host)["status"] in ("idle", "busy")
+
+
+def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provisioning) -> None:
+    fleet, host = provisioned.fleet, "host1"
+    run = fleet.playbook(
+        limit=host, tags="claude_code", extra_vars={"claude_code_version": "2.1.198"},
+        label="engines",
+    )  # fmt: skip
+    assert run.rc != 0, run.tail()
+    assert 'declares engines.node ">=22' in run.output, run.tail()
+    assert "need Node 22" in run.output
+    assert run.recap[host]["changed"] == 0, run.changed_tasks()
+    version = fleet.exec(host, ["/usr/local/bin/claude", "--version"]).stdout
+    assert version.split()[0] == "2.1.197"
