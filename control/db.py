@@ -102,13 +102,16 @@ def connect(
     typo in `--db` is an error rather than a new, empty inbox.
     """
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a {what} file")
-    if not path.exists():
-        if not create:
-            raise NotFoundError(f"{path}: no {what} here ({create_hint})")
-        if not path.parent.is_dir():
-            raise NotFoundError(f"{path.parent}: directory does not exist")
+    try:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a directory, not a {what} file")
+        if not path.exists():
+            if not create:
+                raise NotFoundError(f"{path}: no {what} here ({create_hint})")
+            if not path.parent.is_dir():
+                raise NotFoundError(f"{path.parent}: directory does not exist")
+    except PermissionError as exc:
+        raise UnavailableError(f"{path}: permission denied ({exc.strerror})") from exc
     refuse_network_filesystem(path)
     try:
         conn = sqlite3.connect(

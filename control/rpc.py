@@ -13,10 +13,12 @@ import base64
 import binascii
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from control.errors import NotFoundError, SuperagentError, UsageError
 from control.paths import default_queue_db
+from control.privileges import become_owner_of
 from control.queue import Queue
 
 OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping")
@@ -65,8 +67,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--db", default=None)
     parser.add_argument("--base64", action="store_true", dest="base64_request")
     args = parser.parse_args(argv)
+    db = Path(args.db) if args.db else default_queue_db()
     try:
-        with Queue(args.db or default_queue_db(), create=False) as queue:
+        become_owner_of(db)
+        with Queue(db, create=False) as queue:
             serve(queue, sys.stdin, sys.stdout, base64_request=args.base64_request)
     except SuperagentError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")

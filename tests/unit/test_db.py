@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +187,31 @@ def test_busy_beyond_the_timeout_is_a_project_error(tmp_path: Path) -> None:
             pass
     finally:
         first.execute("ROLLBACK")
+
+
+def test_an_inbox_we_may_not_reach_is_a_clear_error(tmp_path: Path) -> None:
+    need(os.geteuid() != 0 or shutil.which("setpriv") is not None, "needs setpriv as root")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    Queue(locked / "queue.db").close()
+    locked.chmod(0)
+    script = (
+        "from control.queue import Queue\n"
+        "from control.errors import UnavailableError\n"
+        "try:\n"
+        f"    Queue({str(locked / 'queue.db')!r}, create=False)\n"
+        "except UnavailableError as exc:\n"
+        "    print(exc)\n"
+    )
+    argv = [sys.executable, "-c", script]
+    if os.geteuid() == 0:  # root reads anything: ask as nobody
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    locked.chmod(0o700)
+    assert "permission denied" in done.stdout, done.stderr

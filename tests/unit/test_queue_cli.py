@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,9 @@ from typer.testing import CliRunner
 
 from control.cli import app
 from control.errors import ExitCode
+from control.queue import Queue
 from tests.injection import big_text, corpus
+from tests.support import need
 
 runner = CliRunner()
 
@@ -203,3 +208,31 @@ def test_injection_corpus_round_trips_byte_for_byte_through_a_real_process(
         assert json.loads(shown.stdout)["payload"] == payload
         assert json.loads(shown.stdout)["payload"]["task"].encode() == text.encode()
     assert not canary.exists()
+
+
+def test_root_works_on_a_users_inbox_as_that_user() -> None:
+    """The orchestrator often reaches a worker as root: the files SQLite creates while
+    root holds the inbox open (-wal, -shm) must still belong to the worker's user."""
+    need(os.geteuid() == 0, "needs root to act for another user")
+    nobody = pwd.getpwnam("nobody")
+    home = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own tmp is closed to other users
+    db = home / "queue.db"
+    Queue(db).close()
+    for path in [home, *home.iterdir()]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "control", "queue", "rpc", "--db", str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(json.dumps({"op": "enqueue", "payload": {"a": 1}, "key": "k"}) + "\n")
+    server.stdin.flush()
+    assert json.loads(server.stdout.readline())["ok"] is True
+    owners = {path.name: path.stat().st_uid for path in home.iterdir()}  # while it is open
+    server.stdin.close()
+    assert server.wait(30) == 0
+    shutil.rmtree(home)
+    assert {"queue.db", "queue.db-wal", "queue.db-shm"} <= set(owners)
+    assert set(owners.values()) == {nobody.pw_uid}, owners
