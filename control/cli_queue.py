@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +17,6 @@ from rich.table import Table
 from control import rpc as protocol
 from control.cli_io import DbOption, InputOption, JsonOption, console, emit, read_json
 from control.errors import ConflictError, UsageError
-from control.privileges import become_owner_of
 from control.queue import SCHEMA_VERSION, STATES, Message, Queue
 
 queue_app = typer.Typer(
@@ -31,7 +29,6 @@ LeaseOption = Annotated[float, typer.Option("--lease", min=0.001, help="Lease le
 
 
 def _open(db: Any, create: bool = False) -> Queue:
-    become_owner_of(Path(db))  # root must not leave root-owned WAL files behind
     return Queue(db, create=create)
 
 

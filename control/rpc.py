@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 from control.errors import NotFoundError, SuperagentError, UsageError
 from control.paths import default_queue_db
-from control.privileges import become_owner_of
 from control.queue import Queue
 
 OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping")
@@ -69,7 +68,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     db = Path(args.db) if args.db else default_queue_db()
     try:
-        become_owner_of(db)
         with Queue(db, create=False) as queue:
             serve(queue, sys.stdin, sys.stdout, base64_request=args.base64_request)
     except SuperagentError as exc:

@@ -212,7 +212,8 @@ def test_injection_corpus_round_trips_byte_for_byte_through_a_real_process(
 
 def test_root_works_on_a_users_inbox_as_that_user() -> None:
     """The orchestrator often reaches a worker as root: the files SQLite creates while
-    root holds the inbox open (-wal, -shm) must still belong to the worker's user."""
+    root holds the inbox open (-wal, -shm) must still belong to the worker's user.
+    (SQLite gives them the database's owner when it runs as root; this guards that.)"""
     need(os.geteuid() == 0, "needs root to act for another user")
     nobody = pwd.getpwnam("nobody")
     home = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own tmp is closed to other users
