@@ -17,7 +17,7 @@ from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentErr
 from control.inventory import Worker
 
 DEFAULT_CONTROL = "/opt/superagent/venv/bin/control"
-DEFAULT_REMOTE_QUEUE = "/var/lib/superagent/queue.db"
+DEFAULT_REMOTE_QUEUE = "/var/lib/superagent/inbox/queue.db"  # the worker role's default
 
 
 class TransportError(SuperagentError):
