@@ -498,7 +498,8 @@ class Fleet:
             self._remove(name)
         used = {h.index for h in self.hosts.values()}
         index = next(i for i in range(1, 200) if i not in used)
-        host = Host(name, index, kind, vars=dict(inventory_vars or {}))
+        wanted_vars = {k: v for k, v in (inventory_vars or {}).items() if v is not None}
+        host = Host(name, index, kind, vars=wanted_vars)
         self.hosts[name] = host
         self._save()
         try:
@@ -576,6 +577,7 @@ class Fleet:
         """The NAT router namespace: one leg on the bridge, one on the NAT LAN."""
         if Path(f"/run/netns/{ROUTER_NS}").exists():
             return
+        self.route_to_nat(False)
         run(["ip", "netns", "add", ROUTER_NS])
         run(["ip", "link", "add", "vsarb", "type", "veth", "peer", "name", "vsarb-p"])
         run(["ip", "link", "set", "vsarb", "master", BRIDGE, "up"])
@@ -625,13 +627,15 @@ class Fleet:
             run([*inside, "ip", "link", "set", "eth0", "up"])
 
     def route_to_nat(self, present: bool) -> None:
-        """Give the orchestrator a route to the NAT LAN (a first provisioning), or take it away."""
-        action = "replace" if present else "del"
-        done = run(
-            ["ip", "route", action, f"{NAT_SUBNET}.0/24", "via", ROUTER_ADDRESS], check=False
-        )
-        if present and done.returncode != 0:
-            raise FleetError(f"cannot add a route to the NAT LAN: {done.stderr.strip()}")
+        """Give the orchestrator a route to the NAT LAN (a first provisioning), or take it away.
+
+        Without it the LAN is `unreachable` here: connecting fails at once with "no route to
+        host", and nothing goes out through this machine's own default route.
+        """
+        if present:
+            run(["ip", "route", "replace", f"{NAT_SUBNET}.0/24", "via", ROUTER_ADDRESS])
+        else:
+            run(["ip", "route", "replace", "unreachable", f"{NAT_SUBNET}.0/24"])
 
     # -- the proxy ---------------------------------------------------------------------
 
@@ -833,7 +837,7 @@ class Fleet:
                     os.kill(host.pid, signal.SIGTERM)
             for name in list(self.hosts):
                 self._remove(name)
-            self.route_to_nat(False)
+            run(["ip", "route", "del", f"{NAT_SUBNET}.0/24"], check=False)
             if Path(f"/run/netns/{ROUTER_NS}").exists():
                 _delete_link("vsarb")
                 run(["ip", "netns", "del", ROUTER_NS], check=False)
