@@ -58,6 +58,7 @@ BASE_RECIPE = 3
 
 BRIDGE = "sabr0"
 BRIDGE_ADDRESS = "10.77.0.1"
+BRIDGE_MAC = "02:77:00:00:00:01"
 SUBNET = "10.77.0"
 PROXY_PORT = 8888
 PROXY_URL = f"http://{BRIDGE_ADDRESS}:{PROXY_PORT}"
@@ -570,6 +571,9 @@ class Fleet:
     def _network(self) -> None:
         if run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
             run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+            # A fixed address: otherwise the bridge takes the lowest of its ports' addresses,
+            # which changes as hosts come and go, and the hosts' ARP entries go stale.
+            run(["ip", "link", "set", BRIDGE, "address", BRIDGE_MAC])
             run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE])
         run(["ip", "link", "set", BRIDGE, "up"])
 
@@ -602,6 +606,7 @@ class Fleet:
     def _wire(self, host: Host) -> None:
         if host.netns is None:
             return
+        self._forget_neighbour(host)
         ns = host.netns
         _delete_link(host.veth)
         if Path(f"/run/netns/{ns}").exists():
@@ -755,6 +760,18 @@ class Fleet:
         active = self.exec(host.name, ["systemctl", "is-active", "ssh.service"], check=False)
         if active.stdout.strip() != "active":
             raise FleetError(f"{host.name}: sshd is {active.stdout.strip()}")
+        if host.kind != "nat":  # a NAT'd host is unreachable from here on purpose
+            self._wait_port(host, deadline)
+
+    def _wait_port(self, host: Host, deadline: float) -> None:
+        while True:
+            try:
+                socket.create_connection((host.address, host.ssh_port), timeout=2).close()
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise FleetError(f"{host.name}: no sshd at {host.address}: {exc}") from exc
+                time.sleep(0.2)
 
     def stop_host(self, name: str, timeout: float = 20) -> None:
         """Power a host off (SIGTERM to its nspawn: systemd shuts down), keeping its disk."""
@@ -814,9 +831,20 @@ class Fleet:
                 run(["ip", "netns", "del", host.netns], check=False)
         if top.exists():
             shutil.rmtree(top)
+        self._forget_neighbour(host)
         self._forget_host_keys(host)
         del self.hosts[name]
         self._save()
+
+    def _forget_neighbour(self, host: Host) -> None:
+        """Drop the ARP entry of a host's address: a new host there has another MAC, and a
+        stale entry makes the address unreachable for several seconds."""
+        if host.kind == "nat":
+            if Path(f"/run/netns/{ROUTER_NS}").exists():
+                run(["ip", "netns", "exec", ROUTER_NS, "ip", "neigh", "flush", "to", host.address],
+                    check=False)  # fmt: skip
+        elif host.netns:
+            run(["ip", "neigh", "flush", "to", host.address], check=False)
 
     def _forget_host_keys(self, host: Host) -> None:
         if not self.known_hosts.exists():
