@@ -339,6 +339,24 @@ def node_tarball(version: str = NODE_VERSION, npm_version: str = NPM_VERSION) ->
     return out, digest
 
 
+def claude_code_tarballs(version: str = "2.1.197") -> list[Path]:
+    """`npm pack` of Claude Code and its linux-x64 package, for an offline install; cached."""
+    directory = CACHE_DIR / "claude-code"
+    names = [f"anthropic-ai-claude-code-{version}.tgz",
+             f"anthropic-ai-claude-code-linux-x64-{version}.tgz"]  # fmt: skip
+    paths = [directory / name for name in names]
+    if not all(p.exists() for p in paths):
+        directory.mkdir(parents=True, exist_ok=True)
+        log(f"packing @anthropic-ai/claude-code@{version} and its linux-x64 package")
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            run(["npm", "pack", "--silent", f"@anthropic-ai/claude-code@{version}",
+                 f"@anthropic-ai/claude-code-linux-x64@{version}", "--pack-destination", tmp],
+                cwd=Path(tmp), timeout=600)  # fmt: skip
+            for name in names:
+                (Path(tmp) / name).rename(directory / name)
+    return paths
+
+
 def build_wheels() -> Path:
     """superagent's wheel and its dependencies' in dist/wheels (`make wheels`)."""
     run(["make", "--no-print-directory", "wheels"], cwd=REPO, timeout=900)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fleet.conftest import Provisioning, heartbeat, unit_property, worker_check
-from tests.fleet.harness import node_tarball
+from tests.fleet.harness import claude_code_tarballs, node_tarball
 
 pytestmark = pytest.mark.fleet
 
@@ -63,3 +63,35 @@ def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provision
     assert run.recap[host]["changed"] == 0, run.changed_tasks()
     version = fleet.exec(host, ["/usr/local/bin/claude", "--version"]).stdout
     assert version.split()[0] == "2.1.197"
+
+
+def test_claude_code_installs_offline_from_tarballs_staged_on_the_controller(
+    provisioned: Provisioning,
+) -> None:
+    fleet, host = provisioned.fleet, "host2"
+    tarballs = claude_code_tarballs()
+    dead_end = "http://127.0.0.1:9"  # any registry access would fail
+    try:
+        run = fleet.playbook(
+            limit=host,
+            tags="claude_code_install",
+            extra_vars={
+                "claude_code_source": "controller_tarball",
+                "claude_code_controller_tarballs": [str(t) for t in tarballs],
+                # a prefix of its own, so the worker's installation stays as it is
+                "claude_code_base_dir": "/opt/offline-test",
+                "claude_code_prefix": "/opt/offline-test/claude-code",
+                "claude_code_bin_link_dir": "",
+                "claude_code_npm_environment": {"npm_config_https_proxy": dead_end,
+                                                "npm_config_proxy": dead_end},
+            },
+            label="claude-code-offline",
+        )  # fmt: skip
+        assert run.rc == 0, run.tail()
+        assert run.recap[host]["changed"] > 0
+        version = fleet.exec(host, ["/opt/offline-test/claude-code/bin/claude", "--version"])
+        assert version.stdout.split()[0] == "2.1.197"
+    finally:
+        fleet.exec(
+            host, ["sh", "-c", "rm -rf /opt/offline-test /var/cache/superagent/anthropic-ai-*"]
+        )
