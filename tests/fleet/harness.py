@@ -78,7 +78,7 @@ NPM_VERSION = "10.8.2"  # the npm that Node 20.20.2 ships with
 TOOLS = {
     "systemd-nspawn": "systemd-container",
     "debootstrap": "debootstrap",
-    "tinyproxy": "tinyproxy",
+    "tinyproxy": "tinyproxy-bin",
     "zstd": "zstd",
     "ip": "iproute2",
     "nsenter": "util-linux",
