@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet harness lives in tests/
-from tests.fleet.harness import Fleet, build_wheels, missing_requirements, node_tarball
+from tests.fleet.harness import (
+    Fleet,
+    build_wheels,
+    missing_requirements,
+    node_tarball,
+    session_lock,
+)
 
 HOSTS = ("bench1", "bench2", "bench3")
 
@@ -24,6 +30,11 @@ def main() -> int:
     if problems:
         print(f"bench-fleet: cannot run here: {'; '.join(problems)}", file=sys.stderr)
         return 2
+    with session_lock():
+        return _bench()
+
+
+def _bench() -> int:
     fleet = Fleet()
     was_up = bool(fleet.hosts)
     build_wheels()

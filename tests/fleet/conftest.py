@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.harness import Fleet, PlaybookRun, build_wheels, missing_requirements, node_tarball
+from tests.fleet.harness import (
+    Fleet,
+    PlaybookRun,
+    build_wheels,
+    missing_requirements,
+    node_tarball,
+    session_lock,
+)
 from tests.support import need
 
 HOSTS = ("host1", "host2", "host3")
@@ -45,6 +52,11 @@ class Provisioning:
 def fleet() -> Iterator[Fleet]:
     problems = missing_requirements()
     need(not problems, "; ".join(problems))
+    with session_lock():
+        yield from _fleet()
+
+
+def _fleet() -> Iterator[Fleet]:
     fleet = Fleet()
     reuse = os.environ.get("FLEET_REUSE") == "1" and fleet.is_up(HOSTS)
     if not reuse:

@@ -151,6 +151,30 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def session_lock(timeout: float = 3600) -> Iterator[None]:
+    """The fleet is one per machine: a second test session (or bench) waits for the first."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "session.lock").open("w") as handle:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    log("another test session is using the fleet; waiting for it")
+                    waiting = True
+                if time.monotonic() > deadline:
+                    raise FleetError("the fleet stayed busy with another session") from None
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # -- the base image -------------------------------------------------------------------
 
 
