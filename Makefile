@@ -18,7 +18,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps test test-fast lint demo bench bench-queue bench-schedule bench-dispatch chaos-queue clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker chaos-queue clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -35,8 +35,18 @@ setup: $(STAMP) ## Create .venv and install superagent with its dev extras
 system-deps: ## Install the Debian packages the tests need (when root; else they skip)
 	tests/setup-system.sh
 
-test: setup system-deps ## Run the whole test suite
-	$(BIN)/python -m pytest
+CLAUDE_CODE_PIN := 2.1.197
+REAL_CLAUDE := .cache/claude-code-$(CLAUDE_CODE_PIN)/node_modules/.bin/claude
+
+real-claude: ## Install the pinned Claude Code under .cache/ (the real-CLI tests run against it)
+	@test -x $(REAL_CLAUDE) || { command -v npm >/dev/null \
+	  && npm install --silent --no-audit --no-fund --prefix .cache/claude-code-$(CLAUDE_CODE_PIN) \
+	     @anthropic-ai/claude-code@$(CLAUDE_CODE_PIN) \
+	  || echo "real-claude: could not install it; the real-CLI tests will skip"; }
+
+test: setup system-deps real-claude ## Run the whole test suite
+	SUPERAGENT_REAL_CLAUDE="$${SUPERAGENT_REAL_CLAUDE:-$$(test -x $(REAL_CLAUDE) && echo $(CURDIR)/$(REAL_CLAUDE))}" \
+	  $(BIN)/python -m pytest
 
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m 'not slow'
@@ -51,7 +61,7 @@ lint: setup ## ruff, mypy, yamllint, ansible-lint
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
 
-bench: bench-queue bench-schedule bench-dispatch ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch bench-worker ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -61,6 +71,9 @@ bench-schedule: setup ## Makespan / lower bound on 200 random DAGs vs first-free
 
 bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CPU per worker per tick
 	$(BIN)/python bench/bench_dispatch.py
+
+bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
+	$(BIN)/python bench/bench_worker.py
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)
