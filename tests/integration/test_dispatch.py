@@ -18,7 +18,8 @@ import pytest
 from control.localfleet import WorkerSpec
 from control.queue import Queue
 from control.state import StateStore
-from tests.integration.conftest import Pipeline, kill_tree, parse_events, write_spec
+from tests.integration.conftest import Pipeline, parse_events, write_spec
+from tests.support import kill_tree
 
 pytestmark = pytest.mark.slow
 

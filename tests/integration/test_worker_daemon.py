@@ -17,7 +17,8 @@ from control.demo import GIT_ID
 from control.localfleet import LocalFleet, WorkerSpec
 from control.messages import PhaseTask, PrerequisiteRef
 from control.queue import Message, Queue
-from tests.integration.conftest import SCRIPTED_AGENT, Pipeline, descendants, kill_tree
+from tests.integration.conftest import SCRIPTED_AGENT, Pipeline
+from tests.support import descendants, kill_tree
 
 pytestmark = pytest.mark.slow
 
