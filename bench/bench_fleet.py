@@ -47,7 +47,8 @@ def _bench() -> int:
     load = os.getloadavg()[0]
     try:
         for name in HOSTS:
-            fleet.remove_host(name)
+            if name in fleet.hosts:  # left over from an interrupted run
+                fleet.remove_host(name)
         started = time.monotonic()
         fleet.up(names=HOSTS)
         up_s = time.monotonic() - started
@@ -67,7 +68,8 @@ def _bench() -> int:
         }
     finally:
         for name in HOSTS:
-            fleet.remove_host(name)
+            if name in fleet.hosts:
+                fleet.remove_host(name)
         if not was_up:
             fleet.down()
     print(f"fleet up (3 hosts, cached base): {up_s:.1f} s", file=sys.stderr)
