@@ -239,12 +239,13 @@ class Orchestrator:
             attempt = self.store.attempt_by_key(key)
             if attempt is None:
                 continue  # not ours (another orchestrator's, or an operator's): leave it
-            self._apply(attempt, message)
-            stored.append(message["id"])
+            if self._apply(attempt, message):
+                stored.append(message["id"])
         if stored:
             self.transports.ack(worker, stored)
 
-    def _apply(self, attempt: AttemptRow, message: dict[str, Any]) -> None:
+    def _apply(self, attempt: AttemptRow, message: dict[str, Any]) -> bool:
+        """Store what the response means; False when it must wait (and stay unacknowledged)."""
         phases = self.store.phases(attempt.run_id)
         phase = phases.get(attempt.phase_id)
         current = (
@@ -264,14 +265,13 @@ class Orchestrator:
                     attempt=attempt.attempt,
                     state=message.get("state"),
                 )
-            return
+            return True
         assert phase is not None
         response = message.get("response") or {}
         state = message.get("state")
         cost = float((response.get("agent") or {}).get("cost_usd") or 0.0)
         if state == "done" and response.get("status") == "done":
-            self._accept_done(attempt, phase, message, response, cost)
-            return
+            return self._accept_done(attempt, phase, message, response, cost)
         status = response.get("status") or state
         reason = message.get("reason") or response.get("reason") or f"message {state}"
         if status == "rate_limited":
@@ -289,8 +289,9 @@ class Orchestrator:
                 event="rate_limited",
             )
             self._say("rate_limited", phase=attempt.phase_id, worker=attempt.worker, until=until)
-            return
+            return True
         self._fail_attempt(attempt, phase, f"{status}: {reason}", response=message, cost=cost)
+        return True
 
     def _accept_done(
         self,
@@ -299,13 +300,13 @@ class Orchestrator:
         message: dict[str, Any],
         response: dict[str, Any],
         cost: float,
-    ) -> None:
+    ) -> bool:
         commit = response.get("commit")
         try:
             found = self.git.remote_commit(phase.branch)
         except SuperagentError as exc:
             log.warning("cannot check %s on the remote yet: %s", phase.branch, exc)
-            return  # not acknowledged: the next poll brings it again
+            return False  # not acknowledged: the next poll brings it again
         if not commit or found != commit:
             self._fail_attempt(
                 attempt,
@@ -314,7 +315,7 @@ class Orchestrator:
                 response=message,
                 cost=cost,
             )
-            return
+            return True
         self.store.settle_attempt(
             attempt,
             attempt_state="done",
@@ -327,6 +328,7 @@ class Orchestrator:
             event="phase_done",
         )
         self._say("phase_done", phase=attempt.phase_id, worker=attempt.worker, commit=commit)
+        return True
 
     def _fail_attempt(
         self,

@@ -323,3 +323,23 @@ def test_a_message_pending_too_long_on_a_live_worker_raises_one_alert(rig: Rig) 
     alerts = [data for kind, data in rig.events if kind == "alert_pending"]
     assert len(alerts) == 1
     assert alerts[0]["oldest_pending_s"] > 600
+
+
+def test_a_done_report_waits_unacknowledged_while_the_remote_cannot_be_checked(rig: Rig) -> None:
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    worker = rig.store.attempts(rig.run_id, "api")[0].worker
+    job = claim(rig, worker)
+    commit = rig.push("sa/api", {"api.txt": "ready\n"})
+    rig.queues[worker].complete(job.id, job.fence, {"status": "done", "commit": commit})
+    hidden = rig.remote.with_name("origin-away.git")
+    rig.remote.rename(hidden)  # the remote is unreachable for a while
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert rig.store.phases(rig.run_id)["api"].state == "dispatched"
+    assert [m.id for m in rig.queues[worker].responses()] == [job.id]  # not acknowledged
+    hidden.rename(rig.remote)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert rig.store.phases(rig.run_id)["api"].state == "done"
+    assert rig.queues[worker].responses() == []
