@@ -20,7 +20,7 @@ from typing import Any
 from control.errors import SuperagentError, UsageError
 from control.inventory import Worker
 from control.messages import PhaseTask, PrerequisiteRef
-from control.scheduler import ReadyPhase, WorkerState, assign
+from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -430,11 +430,13 @@ class Orchestrator:
                 max(0, w.slots - busy.get(w.name, 0)),
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
+                slot_cost=w.slot_cost,
             )
             for w in self.up_workers()
         ]
-        ready = [
-            ReadyPhase(
+
+        def as_ready(p: str) -> ReadyPhase:
+            return ReadyPhase(
                 id=p,
                 requires=frozenset(self._phase(p).requires),
                 pin=self._phase(p).worker,
@@ -442,9 +444,12 @@ class Orchestrator:
                 depends_on=frozenset(self._phase(p).depends_on),
                 minutes=self._phase(p).estimate_minutes,
             )
-            for p in ready_ids
-        ]
-        for assignment in assign(ready, states)[:room]:
+
+        ready = [as_ready(p) for p in ready_ids]
+        # Rarity is judged against all the work not started, and when it could be ready.
+        not_started = [p for p, row in phases.items() if row.state == "waiting"]
+        outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
+        for assignment in assign(ready, states, outlook)[:room]:
             attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
             self._send(attempt)
             self._last_dispatch = self.clock()
