@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from baseline_scheduler import assign_before_contention
+
 from control.inventory import Worker
 from control.plan import Policy, Simulation, Work, lower_bound, plan, simulate
 from control.scheduler import assign, assign_first_free
@@ -212,7 +213,7 @@ def summary(name: str, ratios: list[float]) -> str:
     )
 
 
-def main() -> None:  # noqa: PLR0915 (one figure after another)
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dags", type=int, default=200)
     parser.add_argument("--seed", type=int, default=20261128)
