@@ -404,7 +404,7 @@ def test_a_rate_limit_hold_survives_a_restart_of_the_orchestrator(rig: Rig) -> N
 def test_terminal_states_set_by_lease_expiry_commit_at_full_durability(tmp_path: Path) -> None:
     queue = Queue(tmp_path / "q.db")
     statements: list[str] = []
-    queue._conn.set_trace_callback(statements.append)  # noqa: SLF001  the real connection
+    queue._conn.set_trace_callback(statements.append)
     queue.enqueue("x", key="k", max_attempts=1)
     claimed = queue.claim("w", 0.01)
     assert claimed is not None
