@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
+from control.process import ProcessOutcome, Redactor, run_watched
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
     AgentRequest,
@@ -27,7 +28,6 @@ from control.worker.agents.base import (
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, starts_rate_limited
-from control.worker.process import ProcessOutcome, Redactor, run_watched
 from control.worker.prompt import completion_marker
 
 NAME = "claude-code"
