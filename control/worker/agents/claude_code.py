@@ -19,6 +19,7 @@ from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.pins import CLAUDE_CODE_VERSION
+from control.process import ProcessOutcome, Redactor, run_watched
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
     AgentRequest,
@@ -28,7 +29,6 @@ from control.worker.agents.base import (
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, starts_rate_limited
-from control.worker.process import ProcessOutcome, Redactor, run_watched
 from control.worker.prompt import completion_marker
 
 NAME = "claude-code"
