@@ -23,9 +23,6 @@ from control.errors import ConflictError, NotFoundError
 from control.messages import attempt_ref
 from control.queue import canonical_json
 
-PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
-ATTEMPT_STATES = ("sending", "dispatched", "done", "failed", "abandoned", "cancelled")
-
 _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE runs (
