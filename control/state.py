@@ -21,9 +21,6 @@ from control import db
 from control.errors import NotFoundError
 from control.queue import canonical_json
 
-PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
-ATTEMPT_STATES = ("sending", "dispatched", "done", "failed", "abandoned", "cancelled")
-
 _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE runs (
