@@ -20,11 +20,12 @@ from typing import Any
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.inventory import Worker
-from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref
+from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
 from control.scheduler import ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
+from control.upkeep import deliver_cancels
 
 log = logging.getLogger("superagent.orchestrator")
 
@@ -258,26 +259,11 @@ class Orchestrator:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
 
     def deliver_cancels(self, results: dict[str, PollResult] | None = None) -> int:
-        """Send every cancel owed to a reachable worker of this fleet, of any run (an
+        """Every cancel owed to a reachable worker of this fleet, of any run (an
         abandoned attempt must be stopped wherever it still runs, after its run ended
-        too); each stays owed until the worker's inbox confirms it. Returns how many
-        were confirmed."""
-        confirmed = 0
-        for attempt in self.store.owed_cancels():
-            worker = self.workers.get(attempt.worker)
-            if worker is None:
-                continue
-            if results is not None and not (
-                attempt.worker in results and results[attempt.worker].reachable
-            ):
-                continue
-            try:
-                state = self.transports.cancel(worker, attempt.key)
-            except SuperagentError as exc:
-                log.warning("cancel %s on %s failed: %s", attempt.key, attempt.worker, exc)
-                continue
-            self.store.mark_cancel_sent(attempt.key)
-            confirmed += 1
+        too); see `control.upkeep.deliver_cancels`."""
+
+        def said(attempt: AttemptRow, state: str) -> None:
             self._say(
                 "stale_cancelled",
                 phase=attempt.phase_id,
@@ -285,7 +271,8 @@ class Orchestrator:
                 attempt=attempt.attempt,
                 state=state,
             )
-        return confirmed
+
+        return deliver_cancels(self.store, self.transports, self.workers, results, said)
 
     # -- responses -------------------------------------------------------------------------
 
@@ -677,26 +664,27 @@ class Orchestrator:
             silence_s=phase.silence_minutes * 60,
             verify_timeout_s=min(phase.timeout_minutes * 60, 1800.0),
             project=self.spec.name,
-            replay_files=replay_files,
-            replay_patch=replay_patch,
+            replay_files_b64=replay_files,
+            replay_patch_b64=replay_patch,
             push_ref=attempt.push_ref or attempt_ref(self.run_id, phase.id, attempt.attempt),
         )
 
     def _recording(self, phase_id: str) -> tuple[dict[str, str], str | None]:
-        """The replay recording of a phase (`files/` and a patch), shipped in the message."""
+        """The replay recording of a phase (`files/` and a patch), shipped in the message
+        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly."""
         if self.replay_dir is None:
             raise UsageError("the replay agent needs --replay-dir (recordings per phase)")
         root = self.replay_dir / phase_id
         if not root.is_dir():
             raise UsageError(f"no replay recording for phase {phase_id!r} in {self.replay_dir}")
         files = {
-            str(path.relative_to(root / "files")): path.read_text(encoding="utf-8")
+            str(path.relative_to(root / "files")): to_b64(path.read_bytes())
             for path in sorted((root / "files").rglob("*"))
             if path.is_file() and not path.is_symlink()
         }
         patch = next(
             (
-                p.read_text(encoding="utf-8")
+                to_b64(p.read_bytes())
                 for p in (root / f"{phase_id}.patch", root / "changes.patch")
                 if p.is_file()
             ),
