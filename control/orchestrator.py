@@ -21,13 +21,8 @@ from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
-<<<<<<< HEAD
-from control.messages import PhaseTask, PrerequisiteRef
-from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
-=======
 from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
-from control.scheduler import ReadyPhase, WorkerState, assign
->>>>>>> main
+from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -569,19 +564,13 @@ class Orchestrator:
                 depends_on=frozenset(self._phase(p).depends_on),
                 minutes=self._phase(p).estimate_minutes,
             )
-<<<<<<< HEAD
 
         ready = [as_ready(p) for p in ready_ids]
         # Rarity is judged against all the work not started, and when it could be ready.
         not_started = [p for p, row in phases.items() if row.state == "waiting"]
         outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
-        for assignment in assign(ready, states, outlook)[:room]:
-=======
-            for p in ready_ids
-        ]
-        assignments = assign(ready, states)[:room]
+        assignments = assign(ready, states, outlook)[:room]
         for assignment in assignments:
->>>>>>> main
             attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
             self._send(attempt)
             self._last_dispatch = self.clock()

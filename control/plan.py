@@ -7,12 +7,8 @@ with the estimates; the lower bound says how far any schedule could improve on i
 from __future__ import annotations
 
 import heapq
-<<<<<<< HEAD
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-=======
-from collections.abc import Callable, Mapping, Sequence
->>>>>>> main
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -433,7 +429,6 @@ def plan(spec: Spec, workers: Sequence[Worker] | None = None, count: int = 1) ->
     )
 
 
-<<<<<<< HEAD
 def interchangeable_times(
     works: Sequence[Work], count: int, dag: Dag
 ) -> dict[str, tuple[float, float]]:
@@ -531,8 +526,6 @@ class _Sweep:
         return start
 
 
-=======
->>>>>>> main
 def utilisation(simulation: Simulation, workers: Sequence[Worker]) -> Mapping[str, float]:
     """Busy slot-minutes over available slot-minutes, per worker, over the makespan."""
     if simulation.makespan <= 0:
