@@ -485,9 +485,16 @@ class _Sweep:
         now = 0.0
         while unstarted or running:
             if unstarted and free == 1:  # most steps: only the last-slot rule applies
-                tops = sorted(heap[0] for heap in pool if heap)
-                best = max(range(len(tops)), key=lambda k: (tail[tops[k][2]], -k))
-                _, number, i = heapq.heappop(pool[kind[tops[best][2]]])
+                top: tuple[float, int, int] | None = None
+                for heap in pool:  # the longest tail; among equal tails, priority order
+                    if heap and (
+                        top is None
+                        or tail[heap[0][2]] > tail[top[2]]
+                        or (tail[heap[0][2]] == tail[top[2]] and heap[0] < top)
+                    ):
+                        top = heap[0]
+                assert top is not None  # some phase is unstarted, so some heap holds one
+                _, number, i = heapq.heappop(pool[kind[top[2]]])
                 heapq.heappush(running, (now + minutes[i], number, i))
                 start[i] = now
                 free = 0
