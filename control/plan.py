@@ -147,7 +147,13 @@ def simulate(
             shown = ready.show(slots_free if policy is assign else ready.waiting)
             states = [
                 WorkerState(
-                    w.name, w.capabilities, free[w.name], holds[w.name], w.slots, w.slot_cost
+                    w.name,
+                    w.capabilities,
+                    free[w.name],
+                    holds[w.name],
+                    w.slots,
+                    w.slot_cost,
+                    max((ready.phases[p].priority for _, p in machines[w.name].running), default=0),
                 )
                 for w in workers
             ]
