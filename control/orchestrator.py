@@ -19,7 +19,7 @@ from typing import Any
 
 from control.errors import SuperagentError, UsageError
 from control.inventory import Worker
-from control.messages import PhaseTask, PrerequisiteRef
+from control.messages import INTEGRATION_KEY_PREFIX, PhaseTask, PrerequisiteRef
 from control.scheduler import ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
@@ -235,6 +235,10 @@ class Orchestrator:
             if key.startswith("freeform/"):
                 self.store.store_freeform_response(key, message["id"], message)
                 stored.append(message["id"])
+                continue
+            if key.startswith(INTEGRATION_KEY_PREFIX):  # a final check (control.integration)
+                if self.store.store_integration_response(key, message):
+                    stored.append(message["id"])
                 continue
             attempt = self.store.attempt_by_key(key)
             if attempt is None:
