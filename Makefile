@@ -35,7 +35,8 @@ setup: $(STAMP) ## Create .venv and install superagent with its dev extras
 system-deps: ## Install the Debian packages the tests need (when root; else they skip)
 	tests/setup-system.sh
 
-CLAUDE_CODE_PIN := 2.1.197
+# The pin comes from control/pins.json, like every other reader's.
+CLAUDE_CODE_PIN := $(shell $(PYTHON) -c 'import json; print(json.load(open("control/pins.json"))["claude_code"]["version"])')
 REAL_CLAUDE := .cache/claude-code-$(CLAUDE_CODE_PIN)/node_modules/.bin/claude
 
 real-claude: ## Install the pinned Claude Code under .cache/ (the real-CLI tests run against it)

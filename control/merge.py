@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.errors import ConflictError
+from control.git import Workspace
 from control.messages import IntegrationCheck, IntegrationPhase, IntegrationResult, IntegrationTask
 from control.spec import Spec
-from control.worker.git import Workspace
 
 
 class MergeFailed(ConflictError):

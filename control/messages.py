@@ -13,7 +13,6 @@ from typing import Any
 from control.errors import UsageError
 
 PAYLOAD_VERSION = 1
-RESPONSE_STATUSES: tuple[str, ...] = ("done", "failed", "conflict", "rate_limited", "cancelled")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError, UsageError
+from control.git import Workspace, workspace_root
 from control.inventory import Worker
 from control.messages import INTEGRATION_KEY_PREFIX, PhaseTask, PrerequisiteRef
 from control.scheduler import ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
-from control.worker.git import Workspace, workspace_root
 
 log = logging.getLogger("superagent.orchestrator")
 

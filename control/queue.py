@@ -711,8 +711,3 @@ class Queue:
                 "DELETE FROM stale_results WHERE message_id NOT IN (SELECT id FROM messages)"
             )
         return len(gone)
-
-    def integrity_check(self) -> str:
-        with self._lock:
-            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
-        return "; ".join(str(row[0]) for row in rows)

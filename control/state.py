@@ -22,10 +22,6 @@ from control.errors import NotFoundError
 from control.messages import integration_key
 from control.queue import canonical_json
 
-PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
-INTEGRATION_STATES = ("sending", "dispatched", "answered", "done", "failed", "abandoned")
-ATTEMPT_STATES = ("sending", "dispatched", "done", "failed", "abandoned", "cancelled")
-
 _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE runs (

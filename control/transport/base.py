@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 
-DEFAULT_CONTROL = "/opt/superagent/venv/bin/control"
-DEFAULT_REMOTE_QUEUE = "/var/lib/superagent/inbox/queue.db"  # the worker role's default
+# The worker role's defaults, from the same file the role reads.
+DEFAULT_CONTROL = WORKER_CONTROL
+DEFAULT_REMOTE_QUEUE = WORKER_QUEUE_DB
 
 
 class TransportError(SuperagentError):

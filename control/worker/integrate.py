@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError
+from control.git import MergeConflict, Workspace, workspace_root
 from control.messages import (
     CheckResult,
     IntegrationResult,
@@ -21,11 +22,10 @@ from control.messages import (
     PrerequisiteRef,
 )
 from control.queue import Claimed
+from control.verify import run_verify
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
-from control.worker.git import MergeConflict, Workspace, workspace_root
 from control.worker.logs import log_path_for
-from control.worker.verify import run_verify
 
 
 def run_integration(
@@ -110,23 +110,22 @@ def _run_checks(
     task's overall time; stops early (the rest not run) when the run is stopped."""
     deadline = time.monotonic() + task.timeout_s
     checks: list[CheckResult] = []
-    with log_path.open("a", encoding="utf-8") as log:
-        for check in task.checks:
-            if control.stopped:
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                checks.append(CheckResult(check.command, check.phases, -1, "not run", 0.0, True))
-                continue
-            (ran,) = run_verify(checkout, [check.command], min(task.verify_timeout_s, left), log)
-            checks.append(
-                CheckResult(
-                    check.command,
-                    check.phases,
-                    ran.exit_code,
-                    ran.output_tail,
-                    round(ran.duration_s, 3),
-                    ran.timed_out,
-                )
+    for check in task.checks:
+        if control.stopped:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            checks.append(CheckResult(check.command, check.phases, -1, "not run", 0.0, True))
+            continue
+        (ran,) = run_verify(checkout, [check.command], min(task.verify_timeout_s, left), log_path)
+        checks.append(
+            CheckResult(
+                check.command,
+                check.phases,
+                ran.exit_code,
+                ran.output_tail,
+                round(ran.duration_s, 3),
+                ran.timed_out,
             )
+        )
     return tuple(checks)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError, UsageError
+from control.git import MergeConflict, Workspace, workspace_root
 from control.messages import (
     IntegrationTask,
     PhaseTask,
@@ -21,19 +22,13 @@ from control.messages import (
     is_phase_payload,
 )
 from control.queue import Claimed
+from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
-from control.worker.git import MergeConflict, Workspace, workspace_root
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
-from control.worker.verify import (
-    Snapshot,
-    check_deliverables,
-    run_verify,
-    snapshot,
-    writes_outside,
-)
+from control.worker.outside import Snapshot, snapshot, writes_outside
 
 
 def _is_glob(pattern: str) -> bool:
@@ -235,8 +230,7 @@ class _Attempt:
                 "failed",
                 "deliverables ignored by git (they would not be pushed): " + ", ".join(ignored),
             )
-        with self.log_path.open("a", encoding="utf-8") as log:
-            results = run_verify(prepared.path, task.verify, task.verify_timeout_s, log)
+        results = run_verify(prepared.path, task.verify, task.verify_timeout_s, self.log_path)
         self.clock.mark("verify")
         self.response["verify"] = [r.to_dict() for r in results]
         failed = [r for r in results if r.exit_code != 0]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from control import spec as spec_module
+import control
 from control.errors import UsageError
 from control.inventory import Worker, load_inventory
 from control.names import branch_name_problem, host_name_problem
@@ -276,7 +276,7 @@ def test_a_spec_that_is_not_a_json_file_is_a_usage_error(
 def test_the_schema_is_valid_2020_12_and_ships_in_the_package() -> None:
     Draft202012Validator.check_schema(schema())
     canonical = ROOT / "specs" / "schema" / "spec.schema.json"
-    packaged = Path(spec_module.__file__).parent / "schema" / "spec.schema.json"
+    packaged = Path(control.__file__).parent / "schema" / "spec.schema.json"
     assert json.loads(canonical.read_text()) == schema()
     assert packaged.is_symlink() and not Path(packaged.readlink()).is_absolute()
     assert packaged.resolve() == canonical.resolve()

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from control.process import as_cancel_check, run_watched
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
     STATUSES,
@@ -26,7 +27,6 @@ from control.worker.agents.base import (
     AgentResult,
     excerpt,
 )
-from control.worker.process import as_cancel_check, run_watched
 
 NAME = "replay"
 _GIT_APPLY_TIMEOUT_S = 120.0
