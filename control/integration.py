@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
@@ -56,10 +57,12 @@ class FinalCheck:
         *,
         deadline: float | None = None,
         wait_for_worker_s: float | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> MergeResult:
         """Until the integration branch is pushed, checked and recorded; MergeFailed when
         it cannot be built or fails its checks, UnavailableError when no worker is up
-        within `wait_for_worker_s` (None: wait, as phases do)."""
+        within `wait_for_worker_s` (None: wait, as phases do). `on_step` runs before
+        each step (the dispatch renews its driver lease there)."""
         stop = stop or threading.Event()
         self._task(1)  # refuses an unfinished run before anything is sent
         started = time.monotonic()
@@ -68,6 +71,8 @@ class FinalCheck:
                 raise KeyboardInterrupt
             if deadline is not None and time.monotonic() > deadline:
                 raise MergeFailed(f"timed out waiting for the final check of run {self.run_id}")
+            if on_step is not None:
+                on_step()
             result = self.step(
                 no_worker_is_fatal=(
                     wait_for_worker_s is not None
