@@ -30,7 +30,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     built.orchestrator.tick()
     (attempt,) = built.store.attempts(built.run_id, "api")
     job = claim(built, attempt.worker)
-    commit = built.push("sa/api", {"api.txt": "ready\n"})
+    commit = built.push(job.payload["push_ref"], {"api.txt": "ready\n"})
     built.queues[attempt.worker].complete(job.id, job.fence, {"status": "done", "commit": commit})
     built.orchestrator.tick()
     assert built.store.phases(built.run_id)["api"].state == "done"
