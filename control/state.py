@@ -282,8 +282,10 @@ class StateStore:
     def close(self) -> None:
         self.conn.close()
 
-    def write(self) -> Any:
-        return db.write_transaction(self.conn)
+    def write(self, *, durable: bool = True) -> Any:
+        """A write transaction; `durable=False` commits with synchronous=NORMAL, for what
+        the next poll derives again anyway (a worker's liveness row)."""
+        return db.write_transaction(self.conn, "full" if durable else "normal")
 
     # -- runs ------------------------------------------------------------------
 
@@ -752,7 +754,7 @@ class StateStore:
         if "versions" in fields and fields["versions"] is not None:
             fields["versions"] = canonical_json(fields["versions"])
         columns = ", ".join(f"{column} = ?" for column in fields)
-        with self.write() as conn:
+        with self.write(durable=False) as conn:
             conn.execute("INSERT OR IGNORE INTO workers (name) VALUES (?)", (name,))
             if fields:
                 conn.execute(
