@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from control import __version__
+from control.cli_events import register as register_event_commands
 from control.cli_fleet import register as register_fleet_commands
 from control.cli_io import err_console
 from control.cli_queue import queue_app
@@ -52,6 +53,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(worker_app, name="worker")
 register_run_commands(app)
 register_fleet_commands(app)
+register_event_commands(app)
 app.command("validate")(validate)
 app.command("plan")(plan)
 

@@ -98,7 +98,7 @@ class Dispatch:
             try:
                 self.orchestrator.repair_branches()
             except SuperagentError as exc:
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             commits = {p: (row.branch, row.commit_sha or "") for p, row in outcome.phases.items()}
             try:
@@ -112,7 +112,7 @@ class Dispatch:
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             self.store.set_merge(self.run_id, result.branch, result.commit)
             self.orchestrator.emit("merged", {"branch": result.branch, "commit": result.commit})
@@ -177,6 +177,8 @@ def open_dispatch(
         emit=emit,
     )
     orchestrator.attach(run_id)
+    if resumed:
+        orchestrator.say("run_resumed", spec=key)
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control import db
+from control import db, events
 from control.errors import ConflictError, NotFoundError
 from control.messages import attempt_ref
 from control.queue import canonical_json
@@ -613,7 +613,7 @@ class StateStore:
 
     # -- fleet-wide holds ---------------------------------------------------------------
 
-    def hold(self, name: str, until: float, reason: str) -> None:
+    def hold(self, name: str, until: float, reason: str, run_id: str | None = None) -> None:
         """A hold on dispatching (e.g. an account's rate limit) that survives restarts;
         a later `until` extends it, an earlier one never shortens it."""
         with self.write() as conn:
@@ -622,6 +622,19 @@ class StateStore:
                 "DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
                 (name, until, reason),
             )
+            detail = {"until": until, "reason": reason}
+            self._event(conn, run_id, "rate_limit_hold", None, None, detail)
+
+    def release_hold(self, name: str, run_id: str | None = None) -> bool:
+        """End a hold whose time has come, saying so once (whoever ends it first)."""
+        with self.write() as conn:
+            gone = conn.execute(
+                "DELETE FROM holds WHERE name = ? AND until <= ? RETURNING reason",
+                (name, self.clock()),
+            ).fetchone()
+            if gone is not None:
+                self._event(conn, run_id, "rate_limit_resumed", None, None, {"reason": gone[0]})
+        return gone is not None
 
     def held_until(self, name: str) -> float:
         row = self.conn.execute("SELECT until FROM holds WHERE name = ?", (name,)).fetchone()
@@ -660,11 +673,7 @@ class StateStore:
         worker: str | None = None,
         detail: Any = None,
     ) -> None:
-        conn.execute(
-            "INSERT INTO events (run_id, at, kind, phase_id, worker, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, self.clock(), kind, phase_id, worker, canonical_json(detail or {})),
-        )
+        events.write(conn, self.clock(), run_id, kind, phase_id, worker, detail)
 
     def event(
         self,
@@ -678,10 +687,10 @@ class StateStore:
             self._event(conn, run_id, kind, phase_id, worker, detail)
 
     def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id)
-        ).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+        return [
+            e.to_dict() | {"detail": e.detail}
+            for e in events.read(self.conn, after_id=after_id, run_id=run_id, limit=-1)
+        ]
 
     # -- free-form tasks -------------------------------------------------------------
 
