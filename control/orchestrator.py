@@ -20,6 +20,7 @@ from typing import Any
 from control import events
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
+from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
 from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
 from control.scheduler import ReadyPhase, WorkerState, assign
@@ -37,13 +38,13 @@ QUEUE_MAX_ATTEMPTS = 2  # lease expiries on one worker before its inbox declares
 @dataclass
 class Settings:
     poll_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 60.0
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     unreachable_polls: int = 3
     retry_backoff_s: float = 15.0
     max_backoff_s: float = 600.0
     max_concurrent: int | None = None  # agent runs across the fleet (one account's limit)
     stagger_s: float = 0.0  # at least this long between two dispatches, fleet-wide
-    pending_alert_s: float = 600.0
+    pending_alert_s: float = PENDING_ALERT_S
     rate_limit_wait_s: float = 300.0  # when a rate-limited agent does not say until when
     git_timeout_s: float = 60.0
     # An attempt still in flight this long after its phase's timeout is written off
@@ -164,9 +165,7 @@ class Orchestrator:
                 self._say("worker_down", worker=name, reason=why)
             self.store.update_worker(name, **fields)
             return
-        beat = next((b for b in result.heartbeats if b.get("worker_id") == name), None)
-        if beat is None and len(result.heartbeats) == 1:
-            beat = result.heartbeats[0]  # an inbox serves one worker, whatever it calls itself
+        beat = beat_of(name, result)
         fields = {"unreachable": 0, "last_seen": now}
         if beat is not None:
             if row is None or beat["beat_at"] != row.beat_at:
@@ -181,7 +180,7 @@ class Orchestrator:
                 versions=beat.get("versions"),
                 reason=beat.get("reason"),
             )
-        refusing = beat is not None and beat.get("status") in ("refusing", "stopped")
+        refusing = beat is not None and beat.get("status") in NOT_WORKING
         reference = beat_seen_at if beat_seen_at is not None else self._first_seen[name]
         stale = now - reference > self.settings.heartbeat_timeout_s
         healthy = not refusing and not stale and beat_seen_at is not None
@@ -596,7 +595,7 @@ class Orchestrator:
                 refusing = [
                     f"{w.name}: {rows[w.name].reason}"
                     for w in capable
-                    if w.name in rows and rows[w.name].beat_status == "refusing"
+                    if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
                 reason = (
