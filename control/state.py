@@ -130,6 +130,38 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_finished ON runs (finished_at) WHERE summary IS NULL;
     CREATE INDEX freeform_sent ON freeform (sent_at);
     """,
+    # 4: the notification outbox (control/notify): one row per (sink, event), each
+    # sink's cursor into the event stream, and the Slack thread of each run.
+    """
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink         TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL UNIQUE,
+        event_id     INTEGER NOT NULL,
+        run_id       TEXT,
+        kind         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state IN ('pending', 'delivered', 'dead')),
+        created_at   REAL NOT NULL,
+        next_at      REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox (sink, next_at) WHERE state = 'pending';
+    CREATE TABLE notify_cursors (
+        sink     TEXT PRIMARY KEY,
+        after_id INTEGER NOT NULL
+    );
+    CREATE TABLE notify_threads (
+        sink    TEXT NOT NULL,
+        run_id  TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        ts      TEXT NOT NULL,
+        PRIMARY KEY (sink, run_id)
+    );
+    """,
 )
 
 
