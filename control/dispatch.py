@@ -180,8 +180,8 @@ def open_dispatch(
         emit=emit,
     )
     orchestrator.attach(run_id)
-    if resumed:
-        orchestrator.say("run_resumed", spec=key)
+    if resumed:  # stored, not printed: the command says it resumes in its own words
+        store.event(run_id, "run_resumed", detail={"spec": key})
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )

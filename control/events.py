@@ -29,8 +29,9 @@ class Kind:
     """One kind of event: who writes it and the fields of its `detail`.
 
     `state`: the state database writes it in the transaction that records the
-    change. `orchestrator`: nothing changes in the database (a worker seen down, a
-    phase nobody can take), so `Orchestrator._say` writes it.
+    change (or, for `run_resumed`, when `control dispatch` takes the run up).
+    `orchestrator`: nothing changes in the database (a worker seen down, a phase
+    nobody can take), so `Orchestrator.say` writes it.
     """
 
     writer: Writer
@@ -41,7 +42,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     # runs
     "run_created": Kind("state", ("spec",), "a new run of a spec"),
-    "run_resumed": Kind("orchestrator", ("spec",), "`control dispatch` took an existing run up"),
+    "run_resumed": Kind("state", ("spec",), "`control dispatch` took an existing run up"),
     "run_done": Kind("state", ("reason",), "every phase done (and merged)"),
     "run_failed": Kind("state", ("reason",), "the run ended with dead phases, or timed out"),
     "run_cancelled": Kind("state", ("reason",), "the operator cancelled the run"),

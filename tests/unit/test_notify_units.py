@@ -11,9 +11,11 @@ import pytest
 from control.errors import UsageError
 from control.inventory import load_inventory
 from control.notify import render, signing
-from control.notify.config import from_inventory
-from control.notify.outbox import Notice
+from control.notify.config import from_inventory, load_config
+from control.notify.outbox import Notice, Outbox
 from control.notify.sinks import redact
+from control.state import StateStore
+from tests.conftest import Clock
 
 KEY = b"k" * 32
 
@@ -107,3 +109,31 @@ def test_the_fleets_sinks_come_from_the_inventory(tmp_path: Path) -> None:
     (named / "notify.yml").unlink()
     with pytest.raises(UsageError, match=re.escape("notify.yml: cannot read")):
         from_inventory(named, load_inventory(named))
+
+
+def test_a_refused_notice_backs_off_doubling_and_is_dead_after_a_week(tmp_path: Path) -> None:
+    clock = Clock()
+    store = StateStore(tmp_path / "state.db", clock=clock)
+    config = load_config(
+        {"sinks": [{"name": "ops", "type": "apprise", "urls_env": "X", "kinds": ["worker_up"]}]},
+        "t",
+    )
+    (sink,) = config.sinks
+    outbox = Outbox(store)
+    assert outbox.route(sink) == 0  # a new sink starts at the end of the stream
+    store.event(None, "worker_up", worker="w1")
+    store.event(None, "worker_down", worker="w1")  # not a kind this sink wants
+    assert outbox.route(sink) == 1
+    assert outbox.route(sink) == 0  # routed once
+    delays = []
+    for _ in range(4):
+        (due,) = outbox.due("ops")
+        delays.append(outbox.failed([due], "HTTP 503"))
+        assert outbox.due("ops") == []
+        clock.advance(delays[-1])
+    assert delays == [2.0, 4.0, 8.0, 16.0]
+    clock.advance(8 * 24 * 3600)
+    (due,) = outbox.due("ops")
+    outbox.failed([due], "HTTP 503")
+    assert outbox.counts() == {"ops": {"dead": 1}}
+    store.close()
