@@ -21,9 +21,10 @@ from tests.support import descendants
 pytestmark = pytest.mark.slow
 
 
-def wait_beat(queue: Queue, status: str, timeout_s: float = 20) -> None:
+def wait_beat(queue: Queue, status: str, *, idle: bool = False, timeout_s: float = 20) -> None:
+    """Until the worker beats `status` (with nothing running, when `idle`)."""
     deadline = time.monotonic() + timeout_s
-    while not any(b.status == status for b in queue.heartbeats()):
+    while not any(b.status == status and not (idle and b.current) for b in queue.heartbeats()):
         assert time.monotonic() < deadline, f"no `{status}` heartbeat: {queue.heartbeats()}"
         time.sleep(0.05)
 
@@ -71,9 +72,7 @@ def test_drain_now_hands_the_running_message_back_and_stops_its_agent(
         assert time.monotonic() < deadline, f"still {message.state}"
         time.sleep(0.05)
     assert message.reason == "worker drained --now"
-    wait_beat(queue, "drained")
-    (beat,) = queue.heartbeats()
-    assert beat.current == []
+    wait_beat(queue, "drained", idle=True)
     assert process.poll() is None  # the daemon stays up, idle, until undrained
     deadline = time.monotonic() + 10
     while [pid for pid in agents if Path(f"/proc/{pid}").exists()]:
