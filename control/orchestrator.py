@@ -570,9 +570,11 @@ class Orchestrator:
         if room == 0:
             return
         busy: dict[str, int] = {}
-        for row in in_flight:
-            if row.worker:
+        urgent: dict[str, float] = {}  # the highest priority running on each worker
+        for p, row in phases.items():
+            if row.worker and row.state in IN_FLIGHT:
                 busy[row.worker] = busy.get(row.worker, 0) + 1
+                urgent[row.worker] = max(urgent.get(row.worker, 0.0), self.bottom[p])
         holds: dict[str, set[str]] = {}
         for p in done:
             if phases[p].worker:
@@ -585,6 +587,7 @@ class Orchestrator:
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
                 slot_cost=w.slot_cost,
+                running_priority=urgent.get(w.name, 0.0),
             )
             for w in self.up_workers()
         ]
