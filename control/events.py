@@ -76,6 +76,8 @@ KINDS: dict[str, Kind] = {
     "worker_unreachable": Kind("orchestrator", ("reason",), "a poll could not reach the worker"),
     "worker_down": Kind("orchestrator", ("reason",), "lost, or refusing work; its work moves"),
     "worker_up": Kind("orchestrator", (), "a down worker is back"),
+    "worker_drained": Kind("orchestrator", ("now",), "a worker takes no new work (drained)"),
+    "worker_undrained": Kind("orchestrator", (), "a drained worker takes work again"),
     "alert_pending": Kind(
         "orchestrator", ("oldest_pending_s",), "a message pending past the alert threshold"
     ),
