@@ -14,26 +14,33 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from control import __version__
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import (
+from control.cli_io import (
     InventoryOption,
+    JsonOption,
+    RunOption,
     StateOption,
-    _open_store,
-    _run,
-    default_state_db,
+    agent_option,
+    console,
+    emit,
+    open_store,
+    pick_run,
+    state_path,
     workers_from,
 )
+from control.cli_view import table
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.inventory import Worker
 from control.messages import freeform_payload
 from control.state import StateStore
 from control.transport import PollResult, Transports
 
+app = typer.Typer()
+
 STALE_AFTER_S = 60.0
+_VERSIONS = (("node", "node"), ("claude_code", "claude"), ("superagent", "sa"))
 PENDING_ALERT_S = 600.0
 
 
@@ -97,6 +104,7 @@ def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
     return report
 
 
+@app.command()
 def health(
     inventory: InventoryOption = None,
     as_json: JsonOption = False,
@@ -114,39 +122,33 @@ def health(
     healthy = all(not r["problems"] for r in reports)
 
     def render() -> None:
-        table = Table(
-            "worker",
-            "transport",
-            "status",
-            "beat",
-            "node",
-            "claude",
-            "superagent",
-            "pending",
-            "running",
-            "problems",
-        )
+        shown = table("worker", "status", "beat", "queue", "versions", "problems")
         for r in reports:
             versions = r.get("versions") or {}
-            table.add_row(
-                r["worker"],
-                r["transport"],
+            running = ", ".join(r.get("current") or []) or str(r.get("running", "-"))
+            shown.add_row(
+                f"{r['worker']}\n({r['transport']})",
                 str(r.get("status") or ("-" if r["reachable"] else "unreachable")),
                 f"{r['heartbeat_age_s']:.0f}s" if "heartbeat_age_s" in r else "-",
-                str(versions.get("node") or "-"),
-                str(versions.get("claude_code") or "-"),
-                str(versions.get("superagent") or "-"),
-                str(r.get("pending", "-")),
-                ", ".join(r.get("current") or []) or str(r.get("running", "-")),
+                f"{r.get('pending', '-')} pending\n{running} running",
+                "\n".join(
+                    f"{label} {versions.get(key) or '-'}"
+                    for key, label in (
+                        ("node", "node"),
+                        ("claude_code", "claude"),
+                        ("superagent", "sa"),
+                    )
+                ),
                 Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),
             )
-        console.print(table)
+        console.print(shown)
 
     emit({"healthy": healthy, "workers": reports}, as_json, render)
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILURE))
 
 
+@app.command()
 def workers(
     inventory: InventoryOption = None,
     state: StateOption = None,
@@ -156,16 +158,16 @@ def workers(
     fleet = workers_from(inventory)
     seen: dict[str, Any] = {}
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing seen
-        store = _open_store(state)
+        store = open_store(state)
         seen = {name: row.__dict__ for name, row in store.workers().items()}
         store.close()
     data = [{**w.to_dict(), "seen": seen.get(w.name)} for w in fleet]
 
     def render() -> None:
-        table = Table("worker", "transport", "reach", "slots", "capabilities", "last status")
+        shown = table("worker", "transport", "reach", "slots", "capabilities", "seen")
         for w in fleet:
             row = seen.get(w.name) or {}
-            table.add_row(
+            shown.add_row(
                 w.name,
                 w.transport,
                 w.reach,
@@ -173,14 +175,15 @@ def workers(
                 ", ".join(sorted(w.capabilities)),
                 str(row.get("status") or "-"),
             )
-        console.print(table)
+        console.print(shown)
 
     emit(data, as_json, render)
 
 
+@app.command()
 def logs(
     phase: Annotated[str, typer.Argument(help="The phase whose log to show.")],
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    run_id: RunOption = None,
     attempt: Annotated[
         int | None, typer.Option("--attempt", min=1, help="Which attempt (default: the last).")
     ] = None,
@@ -190,15 +193,20 @@ def logs(
     as_json: JsonOption = False,
 ) -> None:
     """The worker's log of a phase's attempt (running or finished), fetched from the worker."""
-    store: StateStore = _open_store(state)
+    store: StateStore = open_store(state)
     try:
-        run = _run(store, run_id)
-        attempts = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
-        if attempt is not None:
-            attempts = [a for a in attempts if a.attempt == attempt]
-        if not attempts:
-            raise NotFoundError(f"run {run.id}: no dispatched attempt of phase {phase!r}")
-        chosen = attempts[-1]
+        run = pick_run(store, run_id)
+        store.named_phases(run.id, [phase])
+        sent = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
+        chosen_ones = [a for a in sent if attempt is None or a.attempt == attempt]
+        if not chosen_ones:
+            which = "" if attempt is None else f" {attempt}"
+            exist = ", ".join(str(a.attempt) for a in sent)
+            raise NotFoundError(
+                f"run {run.id}: phase {phase!r} has no dispatched attempt{which}"
+                + (f" (its attempts: {exist})" if exist else " (it was never sent to a worker)")
+            )
+        chosen = chosen_ones[-1]
     finally:
         store.close()
     fleet = {w.name: w for w in workers_from(inventory)}
@@ -231,11 +239,10 @@ def logs(
     emit(data, as_json, render)
 
 
+@app.command()
 def enqueue(
     host: Annotated[str, typer.Argument(help="The worker to give the task to.")],
-    agent: Annotated[
-        str, typer.Option("--agent", help="Agent backend on the worker.")
-    ] = "claude-code",
+    agent: Annotated[str, agent_option("Agent backend on the worker.")] = "claude-code",
     inventory: InventoryOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
@@ -254,7 +261,7 @@ def enqueue(
     payload = freeform_payload(text)
     payload["agent"] = {"backend": agent}
     key = f"freeform/{uuid.uuid4().hex}"
-    store = StateStore(state or default_state_db())
+    store = StateStore(state_path(state))
     transports = Transports(inventory=inventory)
     try:
         store.record_freeform(key, host)
@@ -267,8 +274,3 @@ def enqueue(
         as_json,
         lambda: console.print(f"sent to {host} as message {sent.id} ({key})"),
     )
-
-
-def register(app: typer.Typer) -> None:
-    for command in (health, workers, logs, enqueue):
-        app.command()(command)

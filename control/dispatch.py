@@ -19,6 +19,7 @@ from typing import Any
 from control.errors import ConflictError, UsageError
 from control.inventory import Worker
 from control.merge import MergeFailed, merge_run
+from control.names import repo_url_problem
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
 from control.state import StateStore
@@ -111,6 +112,8 @@ def open_dispatch(
     """Validate, then create a run or resume the latest one of this spec."""
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
+    if repo_url is not None and (problem := repo_url_problem(repo_url)):
+        raise UsageError(f"--repo {repo_url!r} {problem}")
     spec = load_spec(spec_path, workers)
     store = StateStore(state_path)
     key = str(spec_path.resolve())
@@ -123,9 +126,10 @@ def open_dispatch(
             "start over with --new-run"
         )
     if latest is None:
-        run_id = store.create_run(
-            key, digest, spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
-        )
+        document = spec.to_dict()
+        if repo_url is not None:  # `control merge` later builds on the remote the run used
+            document["repo"]["url"] = repo_url
+        run_id = store.create_run(key, digest, document, [(p.id, p.branch) for p in spec.phases])
         resumed = False
     else:
         run_id, resumed = latest.id, True

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from control import db
-from control.errors import NotFoundError
+from control.errors import ConflictError, NotFoundError
 from control.queue import canonical_json
 
 PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
@@ -106,6 +106,9 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+
+
+_STOPPED = ("dead", "cancelled")
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
@@ -415,15 +418,44 @@ class StateStore:
         with self.write() as conn:
             conn.execute("UPDATE attempts SET cancel_sent = 1 WHERE key = ?", (key,))
 
-    def reset_phase(self, run_id: str, phase_id: str, reason: str) -> None:
-        """`control retry`: a dead or cancelled phase gets a fresh set of attempts."""
-        with self.write() as conn:
-            conn.execute(
-                "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
-                "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
-                (reason, self.clock(), run_id, phase_id),
+    def named_phases(self, run_id: str, phase_ids: Iterable[str]) -> dict[str, PhaseRow]:
+        """The named phases of a run; NotFoundError naming every unknown one."""
+        rows = self.phases(run_id)
+        wanted = list(dict.fromkeys(phase_ids))
+        if unknown := [p for p in wanted if p not in rows]:
+            listed = ", ".join(repr(p) for p in unknown)
+            raise NotFoundError(
+                f"run {run_id} has no phase {listed} (its phases: {', '.join(sorted(rows))})"
             )
-            self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+        return {p: rows[p] for p in wanted}
+
+    def retry_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
+        """`control retry`: dead or cancelled phases get a fresh set of attempts.
+
+        Only a phase that has stopped can be retried; the run reopens if it had ended.
+        """
+        named = self.named_phases(run_id, phase_ids)
+        if live := [f"{p} is {r.state}" for p, r in named.items() if r.state not in _STOPPED]:
+            raise ConflictError(f"only dead or cancelled phases can be retried: {'; '.join(live)}")
+        with self.write() as conn:
+            for phase_id in named:
+                conn.execute(
+                    "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
+                    "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
+                    (reason, self.clock(), run_id, phase_id),
+                )
+                self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+            conn.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, reason = NULL "
+                "WHERE id = ? AND status != 'running'",
+                (run_id,),
+            )
+
+    def cancel_targets(self, run_id: str, phase_ids: Iterable[str] | None) -> list[str]:
+        """The phases `control cancel` acts on: those named, or every open one of the run."""
+        if phase_ids:
+            return list(self.named_phases(run_id, phase_ids))
+        return [p for p, r in self.phases(run_id).items() if r.state not in ("done", "cancelled")]
 
     def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
         with self.write() as conn:

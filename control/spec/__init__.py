@@ -16,6 +16,7 @@ from control.errors import UsageError
 from control.inventory import Worker
 from control.jsontext import parse_json
 from control.spec.model import (
+    AGENT_BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
@@ -37,6 +38,7 @@ from control.spec.rules import Checker, deliverable_problem
 from control.spec.schema_errors import path_key, schema, schema_issues
 
 __all__ = [
+    "AGENT_BACKENDS",
     "DEFAULT_BACKEND",
     "DEFAULT_BASE_BRANCH",
     "DEFAULT_BRANCH_PREFIX",

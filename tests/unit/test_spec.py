@@ -101,6 +101,7 @@ INVALID: dict[str, tuple[str, str]] = {
     "pin-lacks-capability": ("$.phases[1].worker", "pinned to 'laptop', which lacks docker"),
     "verify-blank-command": ("$.phases[1].verify[1]", "must not be blank"),
     "title-too-long": ("$.phases[1].title", "too long: 201 characters, at most 200"),
+    "repo-url-relative": ("$.repo.url", "'demo/origin.git' is a relative path"),
 }
 
 
