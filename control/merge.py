@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control.errors import ConflictError, SuperagentError
+from control.errors import ConflictError, SuperagentError, UsageError
 from control.messages import PrerequisiteRef
+from control.names import repo_url_problem
 from control.spec import Spec
 from control.worker.git import Workspace, workspace_root
 from control.worker.verify import run_verify
@@ -48,6 +49,8 @@ def merge_run(
 
     `work_dir` holds the orchestrator's own clone (it is reused between merges).
     """
+    if problem := repo_url_problem(repo_url):
+        raise UsageError(f"repo {repo_url!r} {problem}")
     order = [p for p in spec.dag().order if p in commits]
     missing = sorted(set(spec.by_id) - set(commits))
     if missing:

@@ -134,6 +134,17 @@ def test_a_relative_repo_override_is_refused_before_any_run(tmp_path: Path) -> N
     assert not state.exists()
 
 
+def test_a_relative_repo_is_refused_by_merge(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    store.create_run(str(WEBAPP), "h", {"phases": []}, [])
+    store.close()
+    result = runner.invoke(
+        app, ["merge", "--state", str(tmp_path / "state.db")] + ["--repo", "a/b.git"]
+    )
+    assert result.exit_code == 2
+    assert "repo 'a/b.git' is a relative path" in result.output
+
+
 def test_completion_is_installable() -> None:
     shown = runner.invoke(app, ["--show-completion", "bash"])
     assert shown.exit_code == 0 and "_control_completion" in shown.stdout
