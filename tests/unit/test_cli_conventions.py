@@ -139,7 +139,7 @@ def test_a_relative_repo_is_refused_by_merge(tmp_path: Path) -> None:
     store.create_run(str(WEBAPP), "h", {"phases": []}, [])
     store.close()
     result = runner.invoke(
-        app, ["merge", "--state", str(tmp_path / "state.db")] + ["--repo", "a/b.git"]
+        app, ["merge", "--state", str(tmp_path / "state.db"), "--repo", "a/b.git"]
     )
     assert result.exit_code == 2
     assert "repo 'a/b.git' is a relative path" in result.output
