@@ -36,7 +36,7 @@ from control.cli_io import (
 )
 from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
 from control.dispatch import open_dispatch
-from control.errors import ExitCode, UsageError
+from control.errors import ExitCode, SuperagentError, UsageError
 from control.merge import merge_run
 from control.orchestrator import RunOutcome, Settings
 from control.spec import load_spec
@@ -200,10 +200,12 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """The runs of the state database, newest first: state, spec, phases done."""
+    """The runs of the state database, newest first: status, phases done, the live
+    `control dispatch` driving each (process@host), spec. A running run that nothing
+    drives is `interrupted`: `control dispatch SPEC` resumes it."""
     store = open_store(state)
     try:
-        found = [(run, store.phases(run.id)) for run in store.runs(limit)]
+        found = [(run, store.phases(run.id), store.live_driver(run)) for run in store.runs(limit)]
     finally:
         store.close()
     data: list[dict[str, Any]] = [
@@ -215,26 +217,26 @@ def runs(
             "finished_at": run.finished_at,
             "phases": len(phases),
             "done": sum(1 for r in phases.values() if r.state == "done"),
-            # The live driver (the `control dispatch` driving the run now, if any):
-            # filled in by the run-ownership work of issue 9; None until then.
-            "driver": None,  # LIVE DRIVER
+            "driver": driver,  # the `control dispatch` driving it now, if any
             "reason": run.reason,
         }
-        for run, phases in found
+        for run, phases, driver in found
     ]
 
     def render() -> None:
         if not data:
             console.print(f"{state_path(state)}: no run yet", highlight=False)
             return
-        # LIVE DRIVER: a "driver" column goes here with the run-ownership work.
-        shown = table("run", "status", "done", "started", "spec")
+        shown = table("run", "status", "done", "started", "driver", "spec")
         for row in data:
+            driver = row["driver"]
+            interrupted = row["status"] == "running" and driver is None
             shown.add_row(
                 row["run"],
-                row["status"],
+                "interrupted" if interrupted else row["status"],
                 f"{row['done']}/{row['phases']}",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])),
+                f"{driver.get('pid')}@{driver.get('host')}" if driver else "-",
                 row["spec"],
             )
         console.print(shown)
@@ -256,6 +258,7 @@ def status(
         data = {
             "run": run.id,
             "status": run.status,
+            "driver": store.live_driver(run),
             "spec": run.spec_path,
             "reason": run.reason,
             "merge_branch": run.merge_branch,
@@ -265,7 +268,9 @@ def status(
         }
 
         def render() -> None:
-            console.print(f"run {run.id} ({run.status}) of {run.spec_path}", highlight=False)
+            console.print(
+                f"run {run.id} ({store.run_status(run)}) of {run.spec_path}", highlight=False
+            )
             console.print(phase_table(store, run))
             console.print(workers_line(store))
             if run.reason:
@@ -384,24 +389,28 @@ def cancel(
         run = pick_run(store, run_id)
         targets = store.cancel_targets(run.id, phases)
         workers = {w.name: w for w in workers_from(inventory)} if inventory else {}
-        running = [
-            a
-            for a in store.attempts(run.id)
-            if a.state in ("sending", "dispatched") and a.phase_id in targets
-        ]
-        stopped = []
-        for attempt in running:
-            if attempt.worker in workers:
-                transports.cancel(workers[attempt.worker], attempt.key)
-                stopped.append(attempt.key)
-        store.cancel_phases(run.id, targets, "cancelled by the operator")
+        # Recorded first, with a cancel owed to each worker: no liveness rule undoes
+        # it, and what cannot be delivered now is delivered by a later tick or command.
+        owed = store.cancel_phases(run.id, targets, "cancelled by the operator")
         if not phases:
             store.finish_run(run.id, "cancelled", "cancelled by the operator")
+        stopped, unstopped = [], []
+        for key in owed:
+            attempt = store.attempt_by_key(key)
+            worker = workers.get(attempt.worker) if attempt else None
+            try:
+                if worker is None:
+                    raise SuperagentError("not in the inventory given")
+                transports.cancel(worker, key)
+            except SuperagentError:
+                unstopped.append(key)
+                continue
+            store.mark_cancel_sent(key)
+            stopped.append(key)
     finally:
         transports.close()
         store.close()
-    unstopped = [a.key for a in running if a.worker not in workers]
-    note = " (pass --inventory to stop their running agents)" if unstopped else ""
+    note = " (their agents are stopped when their workers are next reached)" if unstopped else ""
     emit(
         {"run": run.id, "cancelled": targets, "stopped": stopped},
         as_json,

@@ -170,7 +170,7 @@ def live_view(store: StateStore, run_id: str, started: float) -> Group:
     cost = sum(r.cost_usd for r in phases.values())
     header = Text(
         f"run {run_id}   {done}/{len(phases)} phases done   "
-        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}",
+        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}   {store.run_status(run)}",
         style="bold",
     )
     return Group(header, phase_table(store, run), workers_line(store))

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConflictError, SuperagentError, UsageError
+from control.git import Workspace, workspace_root
 from control.messages import PrerequisiteRef
 from control.names import repo_url_problem
 from control.spec import Spec
-from control.worker.git import Workspace, workspace_root
-from control.worker.verify import run_verify
+from control.verify import run_verify
 
 
 class MergeFailed(ConflictError):

@@ -14,20 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError, UsageError
+from control.git import MergeConflict, Workspace, workspace_root
 from control.messages import PhaseTask, is_phase_payload
 from control.queue import Claimed
+from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
-from control.worker.git import MergeConflict, Workspace, workspace_root
 from control.worker.logs import log_path_for
-from control.worker.verify import (
-    Snapshot,
-    check_deliverables,
-    run_verify,
-    snapshot,
-    writes_outside,
-)
+from control.worker.outside import Snapshot, snapshot, writes_outside
 
 
 def _is_glob(pattern: str) -> bool:
@@ -140,6 +135,7 @@ class _Attempt:
             "worker": config.worker_id,
             "slot": slot,
             "branch": task.branch,
+            "push_ref": task.push_ref,
             "commit": None,
             "log": str(self.log_path),
         }
@@ -226,8 +222,7 @@ class _Attempt:
                 "failed",
                 "deliverables ignored by git (they would not be pushed): " + ", ".join(ignored),
             )
-        with self.log_path.open("a", encoding="utf-8") as log:
-            results = run_verify(prepared.path, task.verify, task.verify_timeout_s, log)
+        results = run_verify(prepared.path, task.verify, task.verify_timeout_s, self.log_path)
         self.clock.mark("verify")
         self.response["verify"] = [r.to_dict() for r in results]
         failed = [r for r in results if r.exit_code != 0]
@@ -246,7 +241,7 @@ class _Attempt:
             )
             if head == prepared.head:
                 return self._end("failed", "the agent changed nothing in the checkout")
-            pushed = workspace.push(prepared)
+            pushed = workspace.push(prepared, task.push_ref)
         except SuperagentError as exc:
             self.clock.mark("push")
             return self._end("failed", f"commit or push failed: {exc}")

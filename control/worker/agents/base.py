@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from control.errors import UsageError
-from control.worker.process import ProcessOutcome
+from control.process import ProcessOutcome
 from control.worker.prompt import Prerequisite, build_prompt
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]

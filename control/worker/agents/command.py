@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError, UsageError
+from control.process import ProcessOutcome, run_watched
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
     AgentRequest,
@@ -28,7 +29,6 @@ from control.worker.agents.base import (
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
-from control.worker.process import ProcessOutcome, run_watched
 
 NAME = "command"
 PLACEHOLDERS = ("{prompt_file}", "{checkout}", "{model}")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from control.errors import UsageError
-from control.worker.process import (
+from control.process import (
     REDACTED,
     ProcessOutcome,
     Redactor,

@@ -1,10 +1,11 @@
-"""Run one agent process under a wall-clock and a silence watchdog, logging all it says.
+"""The one process supervisor: runs an agent or a verify command under a wall-clock and
+a silence watchdog, logging all it says.
 
 The child gets its own session (so its whole process group can be signalled), its
-prompt on stdin, and every byte it prints is appended to the run's log file, with
-secret values masked. A wall-clock timeout, a no-output timeout or a cancel request
-ends the whole group: SIGTERM, a grace period, then SIGKILL. Nothing here decides
-whether the agent succeeded; the backends read the output for that.
+input on stdin, and every byte it prints is appended to the log file, with secret
+values masked. A wall-clock timeout, a no-output timeout or a cancel request ends
+the whole group: SIGTERM, a grace period, then SIGKILL; what the child leaves in its
+group when it exits is killed too. Nothing here decides whether the child succeeded.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def run_watched(
     *,
     cwd: Path,
     env: Mapping[str, str],
-    log_path: Path,
+    log_path: Path | None,
     stdin_data: bytes | None = None,
     wall_timeout_s: float,
     silence_timeout_s: float | None = None,
@@ -224,6 +225,7 @@ def run_watched(
     log_header: Sequence[str] = (),
     finished: Callable[[], bool] | None = None,
     linger_s: float = DEFAULT_LINGER_S,
+    merge_stderr: bool = False,
 ) -> ProcessOutcome:
     """Run `argv` in `cwd` until it exits, a watchdog fires or `cancel` says stop.
 
@@ -234,7 +236,9 @@ def run_watched(
     The log file at `log_path` gets the header lines, then every line the process
     prints (stderr lines prefixed `[stderr]`), then how it ended. `secrets` are masked
     in the log and in the returned tails. `on_stdout_line` sees each stdout line as it
-    arrives (without its newline), in the reader thread.
+    arrives (without its newline), in the reader thread. With `merge_stderr`, stderr
+    goes to the stdout pipe, interleaved as printed, and `stderr_tail` stays empty.
+    `log_path` None: nothing is logged.
     """
     if not argv:
         raise UsageError("an agent command needs at least the program to run")
@@ -244,9 +248,10 @@ def run_watched(
         raise UsageError(f"the silence timeout must be positive, not {silence_timeout_s}")
     should_stop = as_cancel_check(cancel)
     redact = Redactor(secrets)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "a", encoding="utf-8") as handle:
+    with open(os.devnull if log_path is None else log_path, "a", encoding="utf-8") as handle:
         log = _Log(handle, redact)
         for line in log_header:
             log.note(line)
@@ -257,7 +262,7 @@ def run_watched(
                 env=dict(env),
                 stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -313,7 +318,7 @@ def _watch(
     finished: Callable[[], bool] | None,
     linger_s: float,
 ) -> ProcessOutcome:
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
     lock = threading.Lock()
     last_output = [started]
     total = [0]
@@ -323,12 +328,7 @@ def _watch(
             last_output[0] = time.monotonic()
             total[0] += size
 
-    readers = [
-        _Reader(proc.stdout, "stdout", log, on_stdout_line, activity),
-        _Reader(proc.stderr, "stderr", log, None, activity),
-    ]
-    for reader in readers:
-        reader.start()
+    readers = _start_readers(proc, log, on_stdout_line, activity)
     if stdin_data is not None and proc.stdin is not None:
         threading.Thread(target=_feed, args=(proc.stdin, stdin_data), daemon=True).start()
 
@@ -371,10 +371,26 @@ def _watch(
         killed=killed,
         duration_s=time.monotonic() - started,
         stdout_tail=redact(readers[0].tail.text()),
-        stderr_tail=redact(readers[1].tail.text()),
+        stderr_tail=redact(readers[1].tail.text()) if len(readers) > 1 else "",
         output_bytes=total[0],
         lingered=lingered,
     )
+
+
+def _start_readers(
+    proc: subprocess.Popen[bytes],
+    log: _Log,
+    on_stdout_line: LineHandler | None,
+    activity: Callable[[int], None],
+) -> list[_Reader]:
+    """A reader per pipe: stdout first, stderr when it is not merged into stdout."""
+    assert proc.stdout is not None
+    readers = [_Reader(proc.stdout, "stdout", log, on_stdout_line, activity)]
+    if proc.stderr is not None:
+        readers.append(_Reader(proc.stderr, "stderr", log, None, activity))
+    for reader in readers:
+        reader.start()
+    return readers
 
 
 def _terminate_group(pid: int, pgid: int, grace_s: float) -> bool:

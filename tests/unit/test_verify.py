@@ -3,7 +3,6 @@ symlinks, escapes), verify commands (pass, fail, timeout, output), writes outsid
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
@@ -11,14 +10,11 @@ from pathlib import Path
 import pytest
 
 from control.errors import NotFoundError, UnavailableError, UsageError
-from control.worker.verify import (
+from control.verify import (
     TAIL_CHARS,
-    Snapshot,
     VerifyResult,
     check_deliverables,
     run_verify,
-    snapshot,
-    writes_outside,
 )
 
 
@@ -104,8 +100,8 @@ def test_deliverables_need_a_checkout(tmp_path: Path) -> None:
 # --- verify commands -------------------------------------------------------------------------
 
 
-def test_passing_and_failing_commands_all_run_by_default(checkout: Path) -> None:
-    log = io.StringIO()
+def test_passing_and_failing_commands_all_run_by_default(checkout: Path, tmp_path: Path) -> None:
+    log = tmp_path / "verify.log"
     results = run_verify(
         checkout,
         ["echo out; echo err >&2", "exit 3", "test -f src/main.py && pwd"],
@@ -120,7 +116,7 @@ def test_passing_and_failing_commands_all_run_by_default(checkout: Path) -> None
     assert results[0].output_tail == "out\nerr\n"
     assert results[2].output_tail.strip() == str(checkout)  # cwd is the checkout
     assert all(r.duration_s >= 0 for r in results)
-    text = log.getvalue()
+    text = log.read_text()
     assert "# verify: exit 3" in text and "exit code 3" in text and "out\nerr\n" in text
     assert results[1].to_dict() == {
         "command": "exit 3",
@@ -152,14 +148,14 @@ def test_a_command_past_its_timeout_is_killed_with_its_group(
     checkout: Path, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "child.pid"
-    log = io.StringIO()
+    log = tmp_path / "verify.log"
     [result] = run_verify(
         checkout, [f"echo started; sleep 30 & echo $! > {pid_file}; wait"], 1, log
     )
     assert result.timed_out and not result.ok
     assert result.exit_code < 0  # ended by a signal
     assert result.output_tail == "started\n"
-    assert "timed out after 1s, killed" in log.getvalue()
+    assert "wall-clock timeout after 1s" in log.read_text()
     _gone(int(pid_file.read_text()))
 
 
@@ -182,6 +178,16 @@ def test_the_environment_can_be_given(checkout: Path) -> None:
     assert result.output_tail == "yes no-home\n"
 
 
+def test_secret_values_are_masked_in_the_tail_and_the_log(checkout: Path, tmp_path: Path) -> None:
+    log = tmp_path / "verify.log"
+    env = {"PATH": os.environ["PATH"], "KEY": "sk-ant-verysecretvalue"}
+    [result] = run_verify(
+        checkout, ["echo key=$KEY >&2"], 30, log, env=env, secrets=["sk-ant-verysecretvalue"]
+    )
+    assert result.output_tail == "key=[REDACTED]\n"
+    assert "verysecret" not in log.read_text() and "key=[REDACTED]" in log.read_text()
+
+
 def test_invalid_output_bytes_are_replaced(checkout: Path) -> None:
     [result] = run_verify(checkout, ["printf 'a\\377b\\n'"], 30)
     assert result.output_tail == "a\ufffdb\n"
@@ -196,12 +202,17 @@ def test_invalid_output_bytes_are_replaced(checkout: Path) -> None:
     ],
 )
 def test_bad_verify_arguments_are_refused(
-    checkout: Path, commands: list[str], timeout: float, error: type[Exception], why: str
+    checkout: Path,
+    tmp_path: Path,
+    commands: list[str],
+    timeout: float,
+    error: type[Exception],
+    why: str,
 ) -> None:
-    log = io.StringIO()
+    log = tmp_path / "verify.log"
     with pytest.raises(error, match=why):
         run_verify(checkout, commands, timeout, log)
-    assert log.getvalue() == ""  # nothing ran
+    assert not log.exists()  # nothing ran
 
 
 def test_verify_needs_a_checkout_and_bash(checkout: Path, tmp_path: Path) -> None:
@@ -224,112 +235,6 @@ def _gone(pid: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} is still running ({state})")
-
-
-# --- writes outside the checkout -------------------------------------------------------------
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    """A work directory laid out as the worker's: a git workspace with slots, and more."""
-    root = tmp_path / "work"
-    workspace = root / "repos" / "widget-0123"
-    (workspace / "repo" / "objects").mkdir(parents=True)
-    (workspace / "repo" / "HEAD").write_text("ref: refs/heads/main\n")
-    (workspace / "workspace.lock").write_text("")
-    for slot in ("slot0", "slot1"):
-        (workspace / "slots" / slot).mkdir(parents=True)
-        (workspace / "slots" / slot / ".git").write_text("gitdir: ../../repo/worktrees/x\n")
-        (workspace / "slots" / slot / "file.txt").write_text("x\n")
-    (root / "cache").mkdir()
-    (root / "cache" / "old.bin").write_text("x\n")
-    (root / "notes.txt").write_text("x\n")
-    (root / "logs").mkdir()
-    return root
-
-
-def _slot(work: Path, name: str = "slot0") -> Path:
-    return work / "repos" / "widget-0123" / "slots" / name
-
-
-def test_nothing_written_outside_is_nothing_reported(work: Path) -> None:
-    checkout = _slot(work)
-    before = snapshot(work, checkout)
-    (checkout / "new.txt").write_text("inside\n")
-    (checkout / "deep" / "er").mkdir(parents=True)
-    (checkout / "deep" / "er" / "x").write_text("inside\n")
-    assert writes_outside(before, snapshot(work, checkout)) == []
-
-
-def test_writes_beside_and_above_the_checkout_are_named(work: Path) -> None:
-    checkout = _slot(work)
-    before = snapshot(work, checkout)
-    workspace = checkout.parent.parent
-    (checkout.parent / "stray.txt").write_text("../\n")  # beside the checkout
-    (workspace / "stray.txt").write_text("../../\n")  # in the workspace
-    (work / "notes.txt").write_text("changed\n")  # in the work root
-    (work / "cache" / "old.bin").unlink()  # two levels down
-    (work / "cache" / "sub").mkdir()
-    (work / "top").mkdir()
-    after = snapshot(work, checkout)
-    assert writes_outside(before, after) == sorted(
-        str(p)
-        for p in [
-            checkout.parent / "stray.txt",
-            workspace / "stray.txt",
-            work / "notes.txt",
-            work / "cache" / "old.bin",
-            work / "cache" / "sub",
-            work / "top",
-        ]
-    )
-
-
-def test_a_write_deeper_than_the_snapshot_shows_as_its_directory(work: Path) -> None:
-    checkout = _slot(work)
-    (work / "cache" / "sub").mkdir()
-    before = snapshot(work, checkout)
-    (work / "cache" / "sub" / "deep.txt").write_text("x\n")
-    assert writes_outside(before, snapshot(work, checkout)) == [str(work / "cache" / "sub")]
-
-
-def test_other_slots_and_git_are_not_the_agents_writes(work: Path) -> None:
-    checkout = _slot(work)
-    logs = work / "logs"
-    before = snapshot(work, checkout, ignore=[logs])
-    workspace = checkout.parent.parent
-    (_slot(work, "slot1") / "other-agent.txt").write_text("x\n")  # another slot's agent
-    (workspace / "slots" / "slot2").mkdir()  # another slot being prepared
-    (workspace / "repo" / "packed-refs").write_text("")  # git in the shared clone
-    (work / "repos" / "other-4567").mkdir()  # another remote's workspace
-    (work / "repos" / "other-4567" / "workspace.lock").write_text("")
-    (logs / "run.log").write_text("log\n")
-    assert writes_outside(before, snapshot(work, checkout, ignore=[logs])) == []
-
-
-def test_a_checkout_outside_the_work_root_has_its_parent_watched(
-    tmp_path: Path, work: Path
-) -> None:
-    checkout = tmp_path / "elsewhere" / "co"
-    checkout.mkdir(parents=True)
-    before = snapshot(work, checkout)
-    (checkout.parent / "stray.txt").write_text("x\n")
-    (work / "new.txt").write_text("x\n")
-    assert writes_outside(before, snapshot(work, checkout)) == [
-        str(checkout.parent / "stray.txt"),
-        str(work / "new.txt"),
-    ]
-
-
-def test_snapshots_of_different_checkouts_cannot_be_compared(work: Path) -> None:
-    with pytest.raises(UsageError, match="different checkouts"):
-        writes_outside(snapshot(work, _slot(work)), snapshot(work, _slot(work, "slot1")))
-
-
-def test_a_snapshot_of_a_missing_work_root_is_empty(tmp_path: Path) -> None:
-    empty = snapshot(tmp_path / "none", tmp_path / "none" / "slots" / "s")
-    assert empty == Snapshot(checkout=tmp_path / "none" / "slots" / "s", entries={})
-    assert writes_outside(empty, empty) == []
 
 
 def test_verify_result_is_plain_data() -> None:

@@ -18,8 +18,7 @@ from control.errors import (
     UnavailableError,
     UsageError,
 )
-from control.messages import PrerequisiteRef
-from control.worker.git import (
+from control.git import (
     GitError,
     MergeConflict,
     Prepared,
@@ -29,6 +28,7 @@ from control.worker.git import (
     validate_remote_url,
     workspace_root,
 )
+from control.messages import PrerequisiteRef
 
 AUTHOR = ("superagent worker", "worker@fleet.example")
 
