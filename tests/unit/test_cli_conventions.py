@@ -221,7 +221,7 @@ def test_status_and_runs_read_at_80_columns(tmp_path: Path) -> None:
     assert status.index("api-authentication-s") < status.index("frontend-login")
     assert "blocked:api-authentication-serviceisdead" in "".join(status.split())
     runs = _at_80("runs", *state)
-    _reads_at_80(runs, ["run", "status", "done", "started", "spec"], "")
+    _reads_at_80(runs, ["run", "status", "done", "started", "driver", "spec"], "")
 
 
 def test_health_and_workers_read_at_80_columns(tmp_path: Path) -> None:
