@@ -92,7 +92,13 @@ def dispatch(
         agent_option("Use this agent backend for every phase.", envvar="SUPERAGENT_AGENT"),
     ] = None,
     replay_dir: Annotated[
-        Path | None, typer.Option("--replay-dir", help="Recordings per phase for the replay agent.")
+        Path | None,
+        typer.Option(
+            "--replay-dir",
+            envvar="SUPERAGENT_REPLAY_DIR",
+            show_envvar=True,
+            help="Recordings per phase for the replay agent.",
+        ),
     ] = None,
     repo: Annotated[
         str | None, typer.Option("--repo", help="Use this git remote instead of the spec's.")
