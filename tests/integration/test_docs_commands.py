@@ -17,7 +17,7 @@ The convention, for whoever writes docs:
 - Blocks run in document order, one shared sandbox per file: a scratch directory holding
   `specs/` and, as `inventory/example`, the demo's local fleet (the example's own host
   names: server, laptop, wsl; real `control worker run` processes). The example specs'
-  repository URLs lead (git's `insteadOf`) to seeded bare remotes, `control` is on PATH,
+  repository URLs lead (git's `insteadOf`, in GIT_CONFIG_GLOBAL) to seeded bare remotes, `control` is on PATH,
   `SUPERAGENT_HOME` is the sandbox, and the agent is the replay agent with the examples'
   recordings (`SUPERAGENT_AGENT`, `SUPERAGENT_REPLAY_DIR`).
 """
@@ -135,10 +135,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         rewrites[str(read_spec_file(EXAMPLES / f"{name}.json")["repo"]["url"])] = str(remote)
         for phase in (EXAMPLES / "replay" / name).iterdir():
             (replay / phase.name).symlink_to(phase)
-    git = {"GIT_CONFIG_COUNT": str(len(rewrites))}
-    for number, (url, remote) in enumerate(rewrites.items()):
-        git[f"GIT_CONFIG_KEY_{number}"] = f"url.{remote}.insteadOf"
-        git[f"GIT_CONFIG_VALUE_{number}"] = url
+    # The workers' git keeps GIT_CONFIG_GLOBAL (and drops other GIT_* variables).
+    gitconfig = root / "gitconfig"
+    gitconfig.write_text(
+        "".join(f'[url "{remote}"]\n\tinsteadOf = {url}\n' for url, remote in rewrites.items())
+    )
+    git = {"GIT_CONFIG_GLOBAL": str(gitconfig)}
     fleet = example_fleet(root / "fleet", env={**git, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     (root / "inventory").mkdir()
     (root / "inventory" / "example").symlink_to(fleet.inventory)
@@ -164,7 +166,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 def test_the_command_block_runs_as_written(block: Block, sandbox: Sandbox) -> None:
     if block.skip is not None:
         pytest.skip(block.skip)
-    cwd = sandbox.root / block.doc.stem
+    cwd = sandbox.root / f"doc-{block.doc.stem}"
     if not cwd.exists():  # one sandbox per document, its blocks in order
         cwd.mkdir()
         for name in ("specs", "inventory"):
@@ -180,6 +182,7 @@ def test_the_command_block_runs_as_written(block: Block, sandbox: Sandbox) -> No
             check=False,
         )
         where = f"{block.name}: {command}"
-        assert done.returncode == 0, f"{where}\nexit {done.returncode}\n{done.stderr[-3000:]}"
+        output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, f"{where}\nexit {done.returncode}\n{output}"
         if expected is not None:
             assert json.loads(done.stdout) == json.loads(expected), f"{where}: {done.stdout}"
