@@ -35,7 +35,7 @@ from control.cli_io import (
     workers_from,
 )
 from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
-from control.dispatch import open_dispatch
+from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, SuperagentError, UsageError
 from control.merge import merge_run
 from control.orchestrator import RunOutcome, Settings
@@ -269,6 +269,7 @@ def status(
             "reason": run.reason,
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
+            "summary": run.summary,
             "phases": phase_summary(store, run),
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }
@@ -283,6 +284,8 @@ def status(
                 console.print(f"reason: {run.reason}", highlight=False, markup=False)
             if run.merge_branch:
                 console.print(f"merged: {run.merge_branch} at {run.merge_commit}", highlight=False)
+            if run.summary:
+                console.print(f"pruned; summary: {json.dumps(run.summary)}", highlight=False)
 
         emit(data, as_json, render)
     finally:
@@ -421,4 +424,35 @@ def cancel(
         {"run": run.id, "cancelled": targets, "stopped": stopped},
         as_json,
         lambda: console.print(f"cancelled {', '.join(targets) or 'nothing'}{note}"),
+    )
+
+
+@app.command()
+def gc(
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Prune finished runs (and answered free-form tasks) older than these days.",
+        ),
+    ] = DEFAULT_RETENTION_DAYS,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prune the state database: finished runs past the age keep a summary (status,
+    phase counts, cost, merge) and lose their phases, attempts and events. `control
+    dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180)."""
+    store = open_store(state)
+    try:
+        pruned = store.gc(older_than)
+    finally:
+        store.close()
+    emit(
+        pruned.__dict__,
+        as_json,
+        lambda: console.print(
+            f"pruned {pruned.runs} run(s) ({pruned.events} events) and {pruned.answers} "
+            f"answer(s) older than {older_than:g} days"
+        ),
     )

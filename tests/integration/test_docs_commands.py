@@ -17,9 +17,9 @@ The convention, for whoever writes docs:
 - Blocks run in document order, one shared sandbox per file: a scratch directory holding
   `specs/` and, as `inventory/example`, the demo's local fleet (the example's own host
   names: server, laptop, wsl; real `control worker run` processes). The example specs'
-  repository URLs lead (git's `insteadOf`, in GIT_CONFIG_GLOBAL) to seeded bare remotes, `control` is on PATH,
-  `SUPERAGENT_HOME` is the sandbox, and the agent is the replay agent with the examples'
-  recordings (`SUPERAGENT_AGENT`, `SUPERAGENT_REPLAY_DIR`).
+  repository URLs lead (git's `insteadOf`, in GIT_CONFIG_GLOBAL) to seeded bare remotes,
+  `control` is on PATH, `SUPERAGENT_HOME` is the sandbox, and the agent is the replay
+  agent with the examples' recordings (`SUPERAGENT_AGENT`, `SUPERAGENT_REPLAY_DIR`).
 """
 
 from __future__ import annotations
