@@ -1,6 +1,6 @@
 """`control dispatch`, and the commands around a run: runs, status, watch, merge, retry, cancel.
 
-Thin: each parses, calls `control.dispatch` / `control.state` / `control.merge`,
+Thin: each parses, calls `control.dispatch` / `control.state` / `control.integration`,
 and renders (see `control.cli_view`): a live view on a terminal, plain log lines
 otherwise, JSON lines with `--json`. A run is always chosen with `--run` (default:
 the latest), through `cli_io.pick_run`.
@@ -36,9 +36,10 @@ from control.cli_io import (
 )
 from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
 from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
-from control.errors import ExitCode, SuperagentError, UsageError
-from control.merge import merge_run
-from control.orchestrator import RunOutcome, Settings
+from control.errors import ExitCode, SuperagentError
+from control.integration import FinalCheck
+from control.names import require_repo_url
+from control.orchestrator import Orchestrator, RunOutcome, Settings
 from control.spec import load_spec
 from control.state import RunRow, StateStore
 from control.transport import Transports
@@ -315,38 +316,67 @@ def watch(
 @app.command()
 def merge(
     run_id: RunOption = None,
+    inventory: InventoryOption = None,
     state: StateOption = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the verify commands on the result.")
     ] = False,
     repo: Annotated[str | None, typer.Option("--repo", help="The git remote of the run.")] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for a worker to be up.")
+    ] = 10.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.05, help="Seconds between polls.")
+    ] = 1.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the integration branch of a finished run: every phase branch, in dependency order."""
+    """Build (or rebuild) the integration branch of a finished run, on a worker.
+
+    A worker merges every phase branch at its verified commit in dependency order, runs
+    each distinct verify command once on the result and pushes the branch; this host
+    only checks the pushed branch on the remote. Nothing of the repository runs here.
+    """
+    workers = workers_from(inventory)
     store = open_store(state)
+    transports = Transports(inventory=inventory)
     try:
         run = pick_run(store, run_id)
         spec = load_spec(Path(run.spec_path))
-        phases = store.phases(run.id)
-        open_phases = sorted(p for p, r in phases.items() if r.state != "done")
-        if open_phases:
-            raise UsageError(f"run {run.id} has phases not done: {', '.join(open_phases)}")
-        result = merge_run(
+        url = repo or run_repo(run) or spec.repo.url
+        require_repo_url(url, "repo")
+        orchestrator = Orchestrator(
             spec,
-            run.id,
-            {p: (r.branch, r.commit_sha or "") for p, r in phases.items()},
-            repo_url=repo or run_repo(run) or spec.repo.url,
-            work_dir=store.path.parent / "git",
-            verify=not no_verify,
+            workers,
+            store,
+            transports,
+            Settings(poll_interval_s=poll_interval),
+            repo_url=url,
         )
-        store.set_merge(run.id, result.branch, result.commit)
+        orchestrator.attach(run.id)
+        orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
+        result = FinalCheck(orchestrator, verify=not no_verify).run(
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            wait_for_worker_s=wait,
+        )
     finally:
+        transports.close()
         store.close()
     emit(
-        {"branch": result.branch, "commit": result.commit, "merged": result.merged},
+        {
+            "branch": result.branch,
+            "commit": result.commit,
+            "merged": result.merged,
+            "checks": result.checks,
+            "worker": result.worker,
+        },
         as_json,
         lambda: console.print(
-            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]}"
+            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]} "
+            f"on {result.worker}; {len(result.checks)} check(s) passed",
+            highlight=False,
         ),
     )
 

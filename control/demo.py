@@ -197,7 +197,7 @@ def _tour(root: Path, remote: Path, fleet: LocalFleet) -> None:
     print(f"  run state        {state}")
     print(f"  workers          {fleet.root / 'workers'}  (inbox, checkouts, logs per worker)")
     print("\nlook at the run:")
-    for command in ("runs", "status", "merge"):
+    for command in ("runs", "status"):
         print(f"  control {command} --state {state}")
     if integration:
         log = subprocess.run(

@@ -1,5 +1,7 @@
 """`control dispatch`: validate, create or resume the run, drive it to its end, merge.
 
+The merge and its checks are the final check, done by a worker (`control.integration`).
+
 Running the same command again resumes the latest run of that spec; a spec
 whose content changed since is refused (the run would mix two plans) unless a
 new run is asked for.
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConflictError, SuperagentError, UsageError
+from control.integration import FinalCheck
 from control.inventory import Worker
-from control.merge import MergeFailed, merge_run
-from control.names import repo_url_problem
+from control.merge import MergeFailed
+from control.names import require_repo_url
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
 from control.state import StateStore
@@ -66,7 +69,7 @@ class Dispatch:
                 self._renew_driver()
                 outcome = orchestrator.outcome()
                 if outcome is not None:
-                    return self._finish(outcome)
+                    return self._finish(outcome, stop, deadline)
                 if stop.is_set():
                     raise KeyboardInterrupt
                 if deadline is not None and time.monotonic() > deadline:
@@ -88,7 +91,9 @@ class Dispatch:
                 f"run {self.run_id}: another orchestrator took it over; this one stops"
             )
 
-    def _finish(self, outcome: RunOutcome) -> RunOutcome:
+    def _finish(
+        self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
+    ) -> RunOutcome:
         run = self.store.run(self.run_id)
         if run.status == "cancelled":  # `control cancel` ended it while we ran
             return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
@@ -101,22 +106,14 @@ class Dispatch:
             except SuperagentError as exc:
                 self.orchestrator.emit("merge_failed", {"reason": str(exc)})
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
-            commits = {p: (row.branch, row.commit_sha or "") for p, row in outcome.phases.items()}
             try:
-                result = merge_run(
-                    self.orchestrator.spec,
-                    self.run_id,
-                    commits,
-                    repo_url=self.orchestrator.repo_url,
-                    work_dir=self.orchestrator.work_dir,
-                    verify=self.verify_merge,
+                FinalCheck(self.orchestrator, verify=self.verify_merge).run(
+                    stop, deadline=deadline, on_step=self._renew_driver
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
                 self.orchestrator.emit("merge_failed", {"reason": str(exc)})
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
-            self.store.set_merge(self.run_id, result.branch, result.commit)
-            self.orchestrator.emit("merged", {"branch": result.branch, "commit": result.commit})
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
         return outcome
@@ -139,8 +136,8 @@ def open_dispatch(
     """Validate, then create a run or resume the latest one of this spec."""
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
-    if repo_url is not None and (problem := repo_url_problem(repo_url)):
-        raise UsageError(f"--repo {repo_url!r} {problem}")
+    if repo_url is not None:
+        require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
     retention = retention_days()
     store = StateStore(state_path)

@@ -1,4 +1,4 @@
-"""Names that reach git or a host's command line: branch names and worker names.
+"""Names that reach git or a host's command line: branch names, worker names, repo URLs.
 
 A name that git would refuse, or that a command would read as an option, is
 caught here before it is ever passed after `--` to git, ssh or Ansible.
@@ -7,6 +7,8 @@ caught here before it is ever passed after `--` to git, ssh or Ansible.
 from __future__ import annotations
 
 import re
+
+from control.errors import UsageError
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -72,3 +74,9 @@ def repo_url_problem(url: str) -> str | None:
         "is a relative path, which each worker would read from its own directory; "
         "give a URL (git@host:team/project.git, https://...) or an absolute path"
     )
+
+
+def require_repo_url(url: str, what: str) -> None:
+    """UsageError unless every worker could clone `url` the same way (`what` names it)."""
+    if problem := repo_url_problem(url):
+        raise UsageError(f"{what} {url!r} {problem}")

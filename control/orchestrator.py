@@ -21,7 +21,14 @@ from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
-from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
+from control.messages import (
+    INTEGRATION_KEY_PREFIX,
+    PhaseResponse,
+    PhaseTask,
+    PrerequisiteRef,
+    attempt_ref,
+    to_b64,
+)
 from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
@@ -125,7 +132,9 @@ class Orchestrator:
         now = self.clock()
         watched = self._watched_keys()
         results = self.transports.poll(
-            list(self.workers.values()), first=[f"{self.run_id}/", "freeform/"], keys=watched
+            list(self.workers.values()),
+            first=[f"{self.run_id}/", f"{INTEGRATION_KEY_PREFIX}{self.run_id}/", "freeform/"],
+            keys=watched,
         )
         for name, result in results.items():
             self._liveness(name, result, now)
@@ -303,6 +312,8 @@ class Orchestrator:
         key = str(message.get("key") or "")
         if key.startswith("freeform/"):
             return self.store.store_freeform_response(key, int(message["id"]), message)
+        if key.startswith(INTEGRATION_KEY_PREFIX):  # a final check (control.integration)
+            return self.store.store_integration_response(key, message)
         attempt = self.store.attempt_by_key(key)
         if attempt is None:
             return False  # not ours (another state database's, or an operator's): leave it

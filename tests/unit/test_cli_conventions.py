@@ -138,9 +138,8 @@ def test_a_relative_repo_is_refused_by_merge(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.db")
     store.create_run(str(WEBAPP), "h", {"phases": []}, [])
     store.close()
-    result = runner.invoke(
-        app, ["merge", "--state", str(tmp_path / "state.db"), "--repo", "a/b.git"]
-    )
+    state = str(tmp_path / "state.db")
+    result = runner.invoke(app, ["merge", "--state", state, "-i", str(FLEET), "--repo", "a/b.git"])
     assert result.exit_code == 2
     assert "repo 'a/b.git' is a relative path" in result.output
 
