@@ -71,7 +71,7 @@ def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
     assert merged_event["checks"] == len({c for p in spec.phases for c in p.verify})
     assert set(summary["phases"]) == set(spec.by_id)
     assert summary["phases"]["windows-paths"]["worker"] == "wsl"  # only it can
-    # The demo's fleet in other names: the linux-only laptop takes work too, it does not
+    # The demo's own fleet: the linux-only laptop takes work too, it does not
     # idle while the server's second slot runs it (issue 20).
     assert any(p["worker"] == "laptop" for p in summary["phases"].values()), summary["phases"]
     for phase in spec.phases:
