@@ -20,7 +20,10 @@ from typer.core import TyperGroup
 
 from control import (
     __version__,
+    cli_events,
     cli_fleet,
+    cli_lifecycle,
+    cli_notify,
     cli_queue,
     cli_run,
     cli_spec,
@@ -66,7 +69,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-for commands in (cli_spec.app, cli_run.app, cli_fleet.app):
+for commands in (
+    cli_spec.app,
+    cli_run.app,
+    cli_fleet.app,
+    cli_lifecycle.app,
+    cli_events.app,
+    cli_notify.app,
+):
     app.add_typer(commands)
 app.add_typer(cli_queue.app, name="queue")
 app.add_typer(cli_worker.app, name="worker")

@@ -39,6 +39,7 @@ from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, SuperagentError
 from control.integration import FinalCheck
 from control.names import require_repo_url
+from control.notify.service import Notifier
 from control.orchestrator import Orchestrator, RunOutcome, Settings
 from control.spec import load_spec
 from control.state import RunRow, StateStore
@@ -143,6 +144,9 @@ def dispatch(
     )
     live = sys.stdout.isatty() and not as_json
     printer = _event_printer(as_json)
+    state = state_path(state)
+    assert inventory is not None  # workers_from refused a missing one
+    notifier = Notifier.for_fleet(inventory, workers, state)
     run = open_dispatch(
         spec,
         workers,
@@ -156,6 +160,8 @@ def dispatch(
         emit=None if live else printer,
         merge=not no_merge,
     )
+    if notifier is not None:
+        notifier.start()
     started = time.time()
     stop = threading.Event()
     verb = "resuming" if run.resumed else "started"
@@ -183,6 +189,8 @@ def dispatch(
             outcome = run.drive(stop, timeout_s=timeout)
         summary = _summary(outcome, run.store)
     finally:
+        if notifier is not None:
+            notifier.stop()  # what is due goes now; the rest waits in the outbox
         run.orchestrator.transports.close()
         run.store.close()
 

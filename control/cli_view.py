@@ -158,8 +158,9 @@ def phase_summary(store: StateStore, run: RunRow) -> dict[str, dict[str, Any]]:
 def workers_line(store: StateStore) -> Text:
     parts = []
     for name, row in sorted(store.workers().items()):
-        style = "green" if row.status == "up" else "red"
-        parts.append(Text(f"{name}: {row.status}", style=style))
+        style = "green" if row.status == "up" and not row.drained else "red"
+        drained = " (drained)" if row.drained else ""
+        parts.append(Text(f"{name}: {row.status}{drained}", style=style))
     return Text("  ").join(parts) if parts else Text("no worker seen yet", style="dim")
 
 

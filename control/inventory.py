@@ -59,6 +59,8 @@ KNOWN_VARIABLES = frozenset(
         "superagent_known_hosts",
         "superagent_known_hosts_file",
         "superagent_trusted_host",
+        "superagent_notify",
+        "superagent_notify_file",
     }
 )
 
