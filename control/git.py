@@ -500,19 +500,23 @@ class Workspace:
                 return commit
         return None
 
-    def missing_from(self, branch: str, commits: Sequence[str]) -> tuple[str | None, list[str]]:
-        """Fetch the remote and return `branch`'s tip there (None: no such branch) and those
-        of `commits` it does not contain. Only objects are compared: no checkout, no hook,
-        nothing from the repository runs (the orchestrator checks a worker's push with it).
+    def missing_from(self, ref: str, commits: Sequence[str]) -> tuple[str | None, list[str]]:
+        """Fetch the attempt `ref` from the remote; its commit there (None: no such ref) and
+        those of `commits` it does not contain. Only objects are compared: no checkout, no
+        hook, nothing from the repository runs (the orchestrator checks a worker's push).
         """
-        validate_branch(branch)
-        wanted = [_validate_commit(c, f"commit expected on {branch!r}") for c in commits]
+        ref = _attempt_ref(ref)
+        wanted = [_validate_commit(c, f"commit expected in {ref}") for c in commits]
+        if self.remote_ref(ref) is None:
+            return None, wanted
         with self._locked():
             self._ensure_repo()
-            self._fetch()
-            tip = self._fetched(branch)
-            if tip is None:
-                return None, wanted
+            self._git(
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--", self.remote_url, f"+{ref}:refs/superagent/check",
+                cwd=self.repo_path,
+            )  # fmt: skip
+            tip = self._rev_parse(self.repo_path, "refs/superagent/check")
             missing = [
                 c
                 for c in wanted

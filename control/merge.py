@@ -3,9 +3,10 @@
 The phase branches are merged at the exact commits the orchestrator verified, in
 dependency order, onto the base; each distinct verify command then runs once on
 the result. A worker does all of that (`control.worker.integrate`): here the task
-is planned and the worker's answer judged against the remote, where the pushed
-branch must sit at the reported commit and contain every accepted phase commit.
-Nothing here runs a verify command or reads a file of the repository.
+is planned and the worker's answer judged against the remote, where the attempt's
+pushed ref must sit at the reported commit and contain every accepted phase commit;
+only then is the integration branch pointed at it. Nothing here runs a verify
+command or reads a file of the repository.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 
 from control.errors import ConflictError
 from control.git import Workspace
-from control.messages import IntegrationCheck, IntegrationPhase, IntegrationResult, IntegrationTask
+from control.messages import (
+    IntegrationCheck,
+    IntegrationPhase,
+    IntegrationResult,
+    IntegrationTask,
+    integration_ref,
+)
 from control.spec import Spec
 
 
@@ -90,6 +97,7 @@ def integration_task(
         verify_timeout_s=verify_timeout_s,
         timeout_s=float(timeout_s),
         project=spec.name,
+        push_ref=integration_ref(run_id, attempt),
     )
 
 
@@ -110,17 +118,19 @@ def judge(task: IntegrationTask, result: IntegrationResult, remote: Workspace) -
         raise error(f"the final check on {result.worker or 'a worker'}: {result.reason}")
     if not result.commit:
         raise MergeRetry(f"{result.worker or 'the worker'} reported {task.branch} without a commit")
-    tip, missing = remote.missing_from(task.branch, [p.commit for p in task.phases])
+    tip, missing = remote.missing_from(task.push_ref, [p.commit for p in task.phases])
     if tip != result.commit:
         raise MergeRetry(
-            f"{result.worker or 'the worker'} reported {task.branch} at {result.commit} "
-            f"but the remote has {tip or 'no branch'}"
+            f"{result.worker or 'the worker'} reported {task.push_ref} at {result.commit} "
+            f"but the remote has {tip or 'nothing'}"
         )
     if missing:
         lost = [p.phase for p in task.phases if p.commit in missing]
         raise MergeRetry(
-            f"{task.branch} at {tip[:12]} does not contain the accepted commit of {', '.join(lost)}"
+            f"{task.push_ref} at {tip[:12]} does not contain the accepted commit of "
+            f"{', '.join(lost)}"
         )
+    remote.promote(task.push_ref, tip, task.branch)  # only now does the branch move
     return MergeResult(
         branch=task.branch,
         commit=tip,

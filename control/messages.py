@@ -248,6 +248,9 @@ class IntegrationTask:
     verify_timeout_s: float = 900.0
     timeout_s: float = 3600.0
     project: str = ""
+    # Where the worker pushes the merged tree (its attempt's own ref); the orchestrator,
+    # once it has checked it, points `branch` at it: a late attempt never moves the branch.
+    push_ref: str = ""
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
@@ -259,7 +262,7 @@ class IntegrationTask:
     def from_payload(cls, payload: Any) -> IntegrationTask:
         """Parse and check a payload; a UsageError names the first field that is wrong."""
         data = _fields_of(payload, "integration", cls.__dataclass_fields__)
-        for name in ("run_id", "repo_url", "base_branch", "branch"):
+        for name in ("run_id", "repo_url", "base_branch", "branch", "push_ref"):
             _text(data, name, "integration task")
         if not isinstance(data.get("attempt"), int) or data["attempt"] < 1:
             raise UsageError("integration task field 'attempt' must be a positive integer")
@@ -303,6 +306,11 @@ def integration_key(run_id: str, attempt: int) -> str:
     return f"{INTEGRATION_KEY_PREFIX}{run_id}/{attempt}"
 
 
+def integration_ref(run_id: str, attempt: int) -> str:
+    """The ref one attempt of the final check pushes to ('_' never starts a phase id)."""
+    return f"{ATTEMPT_REF_PREFIX}{run_id}/_integration/{attempt}"
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """How one distinct verify command ended on the integrated tree."""
@@ -334,6 +342,7 @@ class IntegrationResult:
     branch: str
     worker: str = ""
     commit: str | None = None
+    push_ref: str | None = None
     base_commit: str | None = None
     merged: tuple[str, ...] = ()  # the phases merged, in order
     checks: tuple[CheckResult, ...] = ()

@@ -88,15 +88,16 @@ def run_integration(
             base_commit=prepared.base_commit,
         )
     try:
-        commit = workspace.push(prepared)
+        commit = workspace.push(prepared, task.push_ref)
     except SuperagentError as exc:
-        return end("failed", f"pushing {task.branch} failed: {exc}", merged=merged)
+        return end("failed", f"pushing to {task.push_ref} failed: {exc}", merged=merged)
     finally:
         workspace.release(slot)
     return end(
         "done",
         None,
         commit=commit,
+        push_ref=task.push_ref,
         base_commit=prepared.base_commit,
         merged=merged,
         checks=checks,

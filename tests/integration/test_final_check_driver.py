@@ -45,6 +45,7 @@ def work(rig: Rig, name: str, claimed: Claimed) -> dict:
         queue_db=rig.root / f"{name}.db",
         work_dir=rig.root / f"{name}-work",
         logs_dir=rig.root / f"{name}-logs",
+        git_author_name=f"worker {name}",
     )
     task = IntegrationTask.from_payload(claimed.payload)
     outcome = run_integration(config, task, claimed, RunControl(), "slot0")
@@ -62,20 +63,34 @@ def test_a_worker_lost_during_the_final_check_has_it_done_by_another(rig: Rig) -
     (first,) = rig.store.integrations(rig.run_id)
     lost = first.worker
     other = "w2" if lost == "w1" else "w1"
-    claim(rig, lost)  # it starts, then goes silent
+    stale = claim(rig, lost)  # it starts, then goes silent
     rig.clock.advance(31)
     rig.beat(other)
     assert check.step() is None
     rows = rig.store.integrations(rig.run_id)
     assert [(r.worker, r.state) for r in rows] == [(lost, "abandoned"), (other, "dispatched")]
+    dropped = next(m for m in rig.queues[lost].messages() if m.key == first.key)
+    assert dropped.cancel_requested  # its inbox is asked to stop it
     answer = work(rig, other, claim(rig, other))
     assert answer["status"] == "done"
     rig.beat(other)
     result = check.step()
     assert result is not None and result.worker == other
     assert rig.store.run(rig.run_id).merge_commit == result.commit == answer["commit"]
+    assert rig.orchestrator.git.remote_commit(result.branch) == result.commit  # promoted
     assert rig.store.integrations(rig.run_id)[-1].state == "done"
     assert ("integration_abandoned", {"worker": lost, "attempt": 1}) in rig.events
+    # The lost worker wakes up and finishes its own check: it pushes only to its own ref,
+    # the accepted branch stays where the orchestrator put it.
+    late = work(rig, lost, stale)
+    assert late["status"] == "done" and late["commit"] != result.commit
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert rig.orchestrator.git.remote_commit(result.branch) == result.commit
+    assert (
+        rig.store.integrations(rig.run_id)[0].late_response["response"]["commit"] == late["commit"]
+    )
+    assert rig.queues[lost].responses() == []  # recorded, and acknowledged
 
 
 def test_a_restarted_orchestrator_waits_for_the_check_it_sent_and_sends_nothing_new(
@@ -106,7 +121,7 @@ def test_a_done_report_the_remote_does_not_show_is_not_believed(rig: Rig) -> Non
     )
     rig.queues[sent.worker].complete(claimed.id, claimed.fence, forged.to_dict())
     rig.beat("w1", "w2")
-    with pytest.raises(MergeFailed, match="but the remote has no branch"):
+    with pytest.raises(MergeFailed, match="but the remote has nothing"):
         check.step()
     assert rig.store.run(rig.run_id).merge_commit is None
     assert rig.store.integrations(rig.run_id)[0].state == "failed"

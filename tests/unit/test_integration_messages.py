@@ -31,6 +31,7 @@ def task(**changes: Any) -> IntegrationTask:
         "branch": "sa/integration/r1",
         "phases": (IntegrationPhase("a", "sa/a", C1), IntegrationPhase("b", "sa/b", C2)),
         "checks": (IntegrationCheck("make test", ("a", "b")),),
+        "push_ref": "refs/superagent/attempts/r1/_integration/1",
     }
     return IntegrationTask(**(fields | changes))
 
@@ -48,6 +49,7 @@ def test_a_task_survives_the_trip_and_has_its_own_key() -> None:
     ("change", "message"),
     [
         ({"branch": ""}, "field 'branch' must be non-empty text"),
+        ({"push_ref": None}, "field 'push_ref' must be non-empty text"),
         ({"attempt": 0}, "'attempt' must be a positive integer"),
         ({"phases": []}, "'phases' must be a non-empty list"),
         ({"phases": [{"phase": "a", "branch": "sa/a"}]}, "phases[0] field 'commit'"),
@@ -98,5 +100,6 @@ def test_each_verify_command_is_asked_once_with_every_phase_that_named_it(tmp_pa
     built = integration_task(spec, "r1", 2, commits, repo_url="/srv/o.git", verify=False)
     assert built.checks == () and built.key == "integration/r1/2"
     assert built.branch == "sa/integration/r1"
+    assert built.push_ref == "refs/superagent/attempts/r1/_integration/2"  # never a phase's
     with pytest.raises(MergeFailed, match="no commit for b"):
         merge_order(spec, "r1", {"a": ("sa/a", C1), "b": ("sa/b", "")})
