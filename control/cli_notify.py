@@ -12,8 +12,15 @@ from typing import Annotated
 
 import typer
 
+from control import slack_agent
 from control.cli_io import JsonOption, console, emit
-from control.cli_run import InventoryOption, StateOption, _open_store, workers_from
+from control.cli_run import (
+    InventoryOption,
+    StateOption,
+    _open_store,
+    default_state_db,
+    workers_from,
+)
 from control.inventory import Worker
 from control.notify.config import from_file, from_inventory
 from control.notify.outbox import Outbox
@@ -70,5 +77,18 @@ def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
     return inventory, workers
 
 
+def slack(inventory: InventoryOption = None, state: StateOption = None) -> None:
+    """Run the Slack agent (Socket Mode, no open port) until Ctrl-C (docs/notify.md)."""
+    path = state or default_state_db()
+    config = slack_agent.from_inventory(*_fleet(inventory))
+    handler = slack_agent.build(config, path)
+    handler.connect()
+    try:
+        threading.Event().wait()
+    finally:
+        handler.close()
+
+
 def register(app: typer.Typer) -> None:
     app.command("notify")(notify)
+    app.command("slack")(slack)
