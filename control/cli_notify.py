@@ -13,12 +13,14 @@ from typing import Annotated
 import typer
 
 from control import slack_agent
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import (
+from control.cli_io import (
     InventoryOption,
+    JsonOption,
     StateOption,
-    _open_store,
-    default_state_db,
+    console,
+    emit,
+    open_store,
+    state_path,
     workers_from,
 )
 from control.inventory import Worker
@@ -26,7 +28,10 @@ from control.notify.config import from_file, from_inventory
 from control.notify.outbox import Outbox
 from control.notify.service import Notifier
 
+app = typer.Typer()
 
+
+@app.command("notify")
 def notify(
     inventory: InventoryOption = None,
     config: Annotated[
@@ -40,7 +45,7 @@ def notify(
     as_json: JsonOption = False,
 ) -> None:
     """Deliver notifications from the outbox to the fleet's sinks (docs/notify.md)."""
-    store = _open_store(state)
+    store = open_store(state)
     path = store.path
     store.close()
     settings = from_file(config) if config is not None else from_inventory(*_fleet(inventory))
@@ -55,7 +60,7 @@ def notify(
         finally:
             notifier.stop()
         delivered = 0
-    store = _open_store(path)
+    store = open_store(path)
     try:
         counts = Outbox(store).counts()
     finally:
@@ -77,9 +82,10 @@ def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
     return inventory, workers
 
 
+@app.command("slack")
 def slack(inventory: InventoryOption = None, state: StateOption = None) -> None:
-    """Run the Slack agent (Socket Mode, no open port) until Ctrl-C (docs/notify.md)."""
-    path = state or default_state_db()
+    """Run the Slack agent (Socket Mode, no open port) until Ctrl-C (docs/slack.md)."""
+    path = state_path(state)
     config = slack_agent.from_inventory(*_fleet(inventory))
     handler = slack_agent.build(config, path)
     handler.connect()
@@ -87,8 +93,3 @@ def slack(inventory: InventoryOption = None, state: StateOption = None) -> None:
         threading.Event().wait()
     finally:
         handler.close()
-
-
-def register(app: typer.Typer) -> None:
-    app.command("notify")(notify)
-    app.command("slack")(slack)
