@@ -309,6 +309,7 @@ def status(
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
             "summary": run.summary,
+            "pins": run.pins,
             "phases": {p: r.__dict__ for p, r in phases.items()},
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }

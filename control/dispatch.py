@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConflictError, SuperagentError, UsageError
+from control.health import fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
@@ -151,7 +152,11 @@ def open_dispatch(
         )
     if latest is None:
         run_id = store.create_run(
-            key, digest, spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
+            key,
+            digest,
+            spec.to_dict(),
+            [(p.id, p.branch) for p in spec.phases],
+            pins=fleet_pins(workers),
         )
         resumed = False
     else:
