@@ -12,13 +12,15 @@ from typing import Annotated
 
 import typer
 
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import (
+from control.cli_io import (
     InventoryOption,
-    RunArgument,
+    JsonOption,
+    RunOption,
     StateOption,
-    _open_store,
-    _run,
+    console,
+    emit,
+    open_store,
+    pick_run,
     workers_from,
 )
 from control.errors import NotFoundError
@@ -32,13 +34,16 @@ from control.transport import Transports
 
 HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory name.")]
 
+app = typer.Typer()
+
 
 def _store_if_any(state: StateOption) -> StateStore | None:
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing to mirror
-        return _open_store(state)
+        return open_store(state)
     return None
 
 
+@app.command()
 def drain(
     host: HostArgument,
     now: Annotated[
@@ -76,6 +81,7 @@ def drain(
     )
 
 
+@app.command()
 def undrain(
     host: HostArgument,
     inventory: InventoryOption = None,
@@ -99,6 +105,7 @@ def undrain(
     )
 
 
+@app.command()
 def remove(
     host: Annotated[str, typer.Argument(help="The host, in the inventory or already gone.")],
     inventory: InventoryOption = None,
@@ -110,7 +117,7 @@ def remove(
 
     Then delete it from the inventory (`control health` lists hosts still to remove)."""
     fleet = {w.name: w for w in workers_from(inventory)}
-    store = _open_store(state)
+    store = open_store(state)
     transports = Transports(inventory=inventory)
     try:
         done = remove_host(host, fleet, transports, store, clock_now=time.time())
@@ -136,8 +143,9 @@ def remove(
     emit(done.to_dict(), as_json, render)
 
 
+@app.command()
 def repin(
-    run_id: RunArgument = None,
+    run_id: RunOption = None,
     inventory: InventoryOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
@@ -145,9 +153,9 @@ def repin(
     """Move a run to the versions the inventory pins now (after upgrading the fleet under
     it): until then it gives no work to hosts that report other versions than its own."""
     workers = workers_from(inventory)
-    store = _open_store(state)
+    store = open_store(state)
     try:
-        run = _run(store, run_id)
+        run = pick_run(store, run_id)
         pins = repin_run(store, run.id, workers)
     finally:
         store.close()
@@ -159,8 +167,3 @@ def repin(
             highlight=False,
         ),
     )
-
-
-def register(app: typer.Typer) -> None:
-    for command in (drain, undrain, remove, repin):
-        app.command()(command)
