@@ -185,7 +185,18 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, run_id)
     );
     """,
-    # 7: the versions a run was started with ({node, claude_code, superagent}): it gives
+    # 7: every command the Slack agent received: who, when, what, the outcome.
+    """
+    CREATE TABLE slack_audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      REAL NOT NULL,
+        user    TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        command TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    """,
+    # 8: the versions a run was started with ({node, claude_code, superagent}): it gives
     # no work to a host that reports others (a host half-way through an upgrade).
     """
     ALTER TABLE runs ADD COLUMN pins TEXT;
