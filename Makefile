@@ -13,6 +13,7 @@ SECONDS_CHAOS ?= 20
 INVENTORY ?= inventory/example
 LIMIT ?=
 EXTRA ?=
+CHECK ?=
 VAULT_PASSWORD_FILE ?=
 FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
@@ -93,8 +94,9 @@ wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels
 known-hosts: setup ## Record the SSH host keys of hosts met for the first time (INVENTORY=, LIMIT=)
 	$(ANSIBLE_PLAYBOOK) playbooks/known_hosts.yml $(if $(LIMIT),--limit '$(LIMIT)') $(EXTRA)
 
-provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=)
-	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') $(EXTRA)
+provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=; CHECK=1: dry run)
+	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') \
+		$(if $(CHECK),--check --diff) $(EXTRA)
 
 fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (root), .fleet/inventory
 	tests/fleet/fleet.sh up --hosts $(FLEET_HOSTS)
