@@ -53,10 +53,11 @@ test: setup system-deps real-claude ## Run the whole test suite
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m 'not slow'
 
-lint: setup ## ruff, mypy, yamllint, ansible-lint
+lint: setup ## ruff, mypy, import contracts (lint-imports), yamllint, ansible-lint
 	$(BIN)/ruff check control tests bench
 	$(BIN)/ruff format --check control tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint -q
 
