@@ -9,6 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS_CHAOS ?= 20
+RUNS ?= 5
+SEED ?=
 
 INVENTORY ?= inventory/example
 LIMIT ?=
@@ -19,7 +21,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker chaos-queue clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -80,6 +82,9 @@ bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)
+
+chaos-dispatch: setup ## RUNS web-app runs under kills, freezes, outages; JSON last line (SEED=)
+	$(BIN)/python tests/chaos/dispatch_chaos.py --runs $(RUNS) $(if $(SEED),--seed $(SEED))
 
 wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels (for the workers)
 	@rm -rf dist/wheels.tmp && mkdir -p dist/wheels dist/wheels.tmp/src

@@ -48,6 +48,10 @@ class PhaseTask:
     # the replay works on any worker, over any transport.
     replay_files: Mapping[str, str] = field(default_factory=dict)
     replay_patch: str | None = None
+    # Where this attempt pushes its result: a ref of its own under refs/superagent/, so
+    # no attempt (a written-off one that comes back, least of all) can move another's
+    # result. The orchestrator copies an accepted commit to `branch` itself.
+    push_ref: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,11 +72,10 @@ class PhaseTask:
                 f"phase task version {payload.get('version')!r} is not {PAYLOAD_VERSION}; "
                 "upgrade the worker and the orchestrator together"
             )
-        data = {k: v for k, v in payload.items() if k not in ("type", "version")}
         known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(f"phase task has unknown fields: {', '.join(unknown)}")
+        # Unknown fields are tolerated (a newer orchestrator may add some); missing
+        # required ones are errors below.
+        data = {k: v for k, v in payload.items() if k in known}
         for name in ("run_id", "phase_id", "title", "task", "branch", "repo_url", "base_branch"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise UsageError(f"phase task field {name!r} must be non-empty text")
@@ -93,12 +96,89 @@ class PhaseTask:
         for name in ("agent", "replay_files"):
             if not isinstance(data.get(name, {}), dict):
                 raise UsageError(f"phase task field {name!r} must be an object")
+        push_ref = data.get("push_ref")
+        if push_ref is not None and not (
+            isinstance(push_ref, str) and push_ref.startswith(ATTEMPT_REF_PREFIX)
+        ):
+            raise UsageError(f"phase task field 'push_ref' must start with {ATTEMPT_REF_PREFIX}")
         return cls(**data)
 
     @property
     def key(self) -> str:
         """The idempotency key of this attempt: sending it twice stores it once."""
         return f"{self.run_id}/{self.phase_id}/{self.attempt}"
+
+
+ATTEMPT_REF_PREFIX = "refs/superagent/attempts/"
+
+
+def attempt_ref(run_id: str, phase_id: str, attempt: int) -> str:
+    """The ref one attempt pushes to (outside refs/heads: no clone fetches it by default)."""
+    return f"{ATTEMPT_REF_PREFIX}{run_id}/{phase_id}/{attempt}"
+
+
+@dataclass(frozen=True)
+class PhaseResponse:
+    """What a worker answers for one attempt, as the orchestrator reads it.
+
+    Parsed once, from the inbox message (its state and reason) and the worker's
+    response object; unknown fields are kept in `extra`, never an error. A message
+    the inbox ended on its own (dead after lease expiries, cancelled) has no
+    response object: its status is the message's state.
+    """
+
+    key: str
+    message_id: int
+    state: str  # the inbox message's state: done, failed, dead, cancelled
+    status: str  # the worker's verdict (or the message state when it gave none)
+    reason: str | None = None
+    commit: str | None = None
+    push_ref: str | None = None
+    summary: str = ""
+    cost_usd: float = 0.0
+    rate_limit_reset: float | None = None
+    worker: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def lease_lost(self) -> bool:
+        """The inbox gave up after its worker vanished mid-run (lease expiries), not
+        because the phase failed: a machine loss."""
+        return self.state == "dead" and "lease expired" in (self.reason or "")
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> PhaseResponse:
+        key, message_id, state = message.get("key"), message.get("id"), message.get("state")
+        if not isinstance(key, str) or not isinstance(message_id, int) or not state:
+            raise UsageError("a response needs a key, an id and a state")
+        body = message.get("response")
+        body = dict(body) if isinstance(body, Mapping) else {}
+        agent = body.get("agent")
+        agent = agent if isinstance(agent, Mapping) else {}
+        reset = body.get("rate_limit_reset")
+        summary = body.get("summary")
+        return cls(
+            key=key,
+            message_id=message_id,
+            state=str(state),
+            status=str(body.get("status") or state),
+            reason=_text_or_none(message.get("reason") or body.get("reason")),
+            commit=_text_or_none(body.get("commit")),
+            push_ref=_text_or_none(body.get("push_ref")),
+            summary=summary if isinstance(summary, str) else "",
+            cost_usd=_number(agent.get("cost_usd")),
+            rate_limit_reset=float(reset) if isinstance(reset, int | float) and reset else None,
+            worker=_text_or_none(body.get("worker")),
+            extra=body,
+        )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def is_phase_payload(payload: Any) -> bool:
