@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from control import __version__
 from control.cli_io import JsonOption, console, emit
 from control.cli_run import (
     InventoryOption,
@@ -28,89 +27,42 @@ from control.cli_run import (
     workers_from,
 )
 from control.errors import ExitCode, NotFoundError, UsageError
-from control.inventory import Worker
+from control.health import health_report
 from control.messages import freeform_payload
 from control.state import StateStore
-from control.transport import PollResult, Transports
-
-STALE_AFTER_S = 60.0
-PENDING_ALERT_S = 600.0
-
-
-def pins_of(worker: Worker) -> dict[str, str]:
-    """The versions the inventory pins for a worker (the Ansible roles' variables)."""
-    pins = {"superagent": __version__}
-    if worker.vars.get("nodejs_version"):
-        pins["node"] = str(worker.vars["nodejs_version"]).removeprefix("v")
-    if worker.vars.get("claude_code_version"):
-        pins["claude_code"] = str(worker.vars["claude_code_version"])
-    return pins
-
-
-def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
-    """One worker's health: what was found and every problem with it."""
-    report: dict[str, Any] = {
-        "worker": worker.name,
-        "transport": worker.transport,
-        "reachable": result.reachable,
-        "problems": [],
-    }
-    problems: list[str] = report["problems"]
-    if not result.reachable:
-        problems.append(f"unreachable: {result.error}")
-        return report
-    beat = next((b for b in result.heartbeats if b.get("worker_id") == worker.name), None)
-    if beat is None and len(result.heartbeats) == 1:
-        beat = result.heartbeats[0]
-    stats = result.stats
-    by_state = stats.get("by_state", {})
-    report.update(
-        pending=by_state.get("pending", 0),
-        running=by_state.get("claimed", 0),
-        oldest_pending_s=stats.get("oldest_pending_age_s"),
-        unacked=stats.get("unacked_responses", 0),
-    )
-    if beat is None:
-        problems.append("no heartbeat: the worker has never run")
-        return report
-    age = now - float(beat["beat_at"])
-    versions = beat.get("versions") or {}
-    report.update(
-        status=beat.get("status"),
-        heartbeat_age_s=round(age, 1),
-        versions=versions,
-        current=[c.get("phase") or c.get("key") for c in beat.get("current", [])],
-    )
-    if beat.get("status") == "refusing":
-        problems.append(f"refusing work: {beat.get('reason')}")
-    elif beat.get("status") == "stopped":
-        problems.append("the worker is stopped")
-    elif age > STALE_AFTER_S:
-        problems.append(f"heartbeat {age:.0f}s old")
-    for name, pinned in pins_of(worker).items():
-        found = versions.get(name)
-        if found is not None and str(found).removeprefix("v") != pinned:
-            problems.append(f"{name} {found}, pinned {pinned}")
-    oldest = report.get("oldest_pending_s")
-    if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
-        problems.append(f"a message has been pending for {oldest:.0f}s")
-    return report
+from control.transport import Transports
+from control.upkeep import answer_text, collect_answers, deliver_cancels
 
 
 def health(
     inventory: InventoryOption = None,
+    state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Each worker: reachable, heartbeat age, versions against the pins, inbox depth,
-    oldest pending message, current phase. Exits 1 when anything is wrong."""
+    oldest pending message, current phase. Exits 1 when anything is wrong.
+
+    On the way it stores the answers to free-form tasks (`control answers`) and
+    delivers the cancels owed to workers, when a state database exists."""
     workers = workers_from(inventory)
     transports = Transports(inventory=inventory)
+    store = None
+    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing owed
+        store = _open_store(state)
     try:
-        results = transports.poll(workers, limit=0)
+        results = transports.poll(workers, limit=200 if store else 0, first=["freeform/"])
+        if store is not None:
+            fleet = {w.name: w for w in workers}
+            for name, result in results.items():
+                if result.reachable:
+                    collect_answers(store, transports, fleet[name], result)
+            deliver_cancels(store, transports, fleet, results)
     finally:
         transports.close()
+        if store is not None:
+            store.close()
     now = time.time()
-    reports = [judge(w, results[w.name], now) for w in workers]
+    reports = [health_report(w, results[w.name], now) for w in workers]
     healthy = all(not r["problems"] for r in reports)
 
     def render() -> None:
@@ -269,6 +221,34 @@ def enqueue(
     )
 
 
+def answers(
+    state: StateOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Free-form tasks sent with `control enqueue`, newest first, with their answers
+    (stored by the next `control dispatch` or `control health` that polled them)."""
+    store = _open_store(state)
+    try:
+        rows = store.answers(limit)
+    finally:
+        store.close()
+
+    def render() -> None:
+        table = Table("sent", "worker", "state", "answer", "key")
+        for row in rows:
+            table.add_row(
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(row["sent_at"])),
+                row["worker"],
+                row["state"],
+                Text(answer_text(row)[:200] or "-"),  # agent text: shown as data
+                row["key"],
+            )
+        console.print(table)
+
+    emit({"answers": rows}, as_json, render)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (health, workers, logs, enqueue):
+    for command in (health, workers, logs, enqueue, answers):
         app.command()(command)

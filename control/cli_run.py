@@ -133,7 +133,8 @@ def _live_view(store: StateStore, run_id: str, started: float) -> Group:
     cost = sum(r.cost_usd for r in phases.values())
     header = Text(
         f"run {run_id}   {done}/{len(phases)} phases done   "
-        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}",
+        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}   "
+        f"{store.run_status(store.run(run_id))}",
         style="bold",
     )
     return Group(header, _phase_table(store, run_id), _workers_line(store))
@@ -301,6 +302,7 @@ def status(
         data = {
             "run": run.id,
             "status": run.status,
+            "driver": store.live_driver(run),
             "spec": run.spec_path,
             "reason": run.reason,
             "merge_branch": run.merge_branch,
@@ -310,7 +312,9 @@ def status(
         }
 
         def render() -> None:
-            console.print(f"run {run.id} ({run.status}) of {run.spec_path}", highlight=False)
+            console.print(
+                f"run {run.id} ({store.run_status(run)}) of {run.spec_path}", highlight=False
+            )
             console.print(_phase_table(store, run.id))
             console.print(_workers_line(store))
             if run.reason:

@@ -5,6 +5,8 @@ phase response). Both sides validate with this module, so a field is named once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,10 +46,11 @@ class PhaseTask:
     silence_s: float = 1200.0
     verify_timeout_s: float = 900.0
     project: str = ""
-    # Recorded changes for the replay agent (path -> text), shipped inside the message so
-    # the replay works on any worker, over any transport.
-    replay_files: Mapping[str, str] = field(default_factory=dict)
-    replay_patch: str | None = None
+    # Recorded changes for the replay agent, shipped inside the message so the replay
+    # works on any worker, over any transport: files (path -> base64 of their bytes) and
+    # a patch (base64), so carriage returns and non-UTF-8 content arrive exactly.
+    replay_files_b64: Mapping[str, str] = field(default_factory=dict)
+    replay_patch_b64: str | None = None
     # Where this attempt pushes its result: a ref of its own under refs/superagent/, so
     # no attempt (a written-off one that comes back, least of all) can move another's
     # result. The orchestrator copies an accepted commit to `branch` itself.
@@ -59,7 +62,7 @@ class PhaseTask:
         data["deliverables"] = list(self.deliverables)
         data["verify"] = list(self.verify)
         data["agent"] = dict(self.agent)
-        data["replay_files"] = dict(self.replay_files)
+        data["replay_files_b64"] = dict(self.replay_files_b64)
         return {"type": "phase", "version": PAYLOAD_VERSION, **data}
 
     @classmethod
@@ -93,7 +96,7 @@ class PhaseTask:
             data["prerequisites"] = tuple(PrerequisiteRef(**p) for p in prerequisites)
         except TypeError as exc:
             raise UsageError(f"phase task has a malformed prerequisite: {exc}") from exc
-        for name in ("agent", "replay_files"):
+        for name in ("agent", "replay_files_b64"):
             if not isinstance(data.get(name, {}), dict):
                 raise UsageError(f"phase task field {name!r} must be an object")
         push_ref = data.get("push_ref")
@@ -102,6 +105,18 @@ class PhaseTask:
         ):
             raise UsageError(f"phase task field 'push_ref' must start with {ATTEMPT_REF_PREFIX}")
         return cls(**data)
+
+    def replay_files(self) -> dict[str, bytes]:
+        """The shipped recording's files, decoded; UsageError names a bad entry."""
+        return {
+            path: _b64(text, f"replay file {path!r}")
+            for path, text in self.replay_files_b64.items()
+        }
+
+    def replay_patch(self) -> bytes | None:
+        if self.replay_patch_b64 is None:
+            return None
+        return _b64(self.replay_patch_b64, "the replay patch")
 
     @property
     def key(self) -> str:
@@ -171,6 +186,17 @@ class PhaseResponse:
             worker=_text_or_none(body.get("worker")),
             extra=body,
         )
+
+
+def to_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64(text: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise UsageError(f"{what} is not base64: {exc}") from exc
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -19,12 +19,14 @@ from typing import Any
 
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
+from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
-from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref
+from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
 from control.scheduler import ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
+from control.upkeep import deliver_cancels
 
 log = logging.getLogger("superagent.orchestrator")
 
@@ -35,13 +37,13 @@ QUEUE_MAX_ATTEMPTS = 2  # lease expiries on one worker before its inbox declares
 @dataclass
 class Settings:
     poll_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 60.0
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     unreachable_polls: int = 3
     retry_backoff_s: float = 15.0
     max_backoff_s: float = 600.0
     max_concurrent: int | None = None  # agent runs across the fleet (one account's limit)
     stagger_s: float = 0.0  # at least this long between two dispatches, fleet-wide
-    pending_alert_s: float = 600.0
+    pending_alert_s: float = PENDING_ALERT_S
     rate_limit_wait_s: float = 300.0  # when a rate-limited agent does not say until when
     git_timeout_s: float = 60.0
     # An attempt still in flight this long after its phase's timeout is written off
@@ -162,9 +164,7 @@ class Orchestrator:
                 self._say("worker_down", worker=name, reason=why)
             self.store.update_worker(name, **fields)
             return
-        beat = next((b for b in result.heartbeats if b.get("worker_id") == name), None)
-        if beat is None and len(result.heartbeats) == 1:
-            beat = result.heartbeats[0]  # an inbox serves one worker, whatever it calls itself
+        beat = beat_of(name, result)
         fields = {"unreachable": 0, "last_seen": now}
         if beat is not None:
             if row is None or beat["beat_at"] != row.beat_at:
@@ -179,7 +179,7 @@ class Orchestrator:
                 versions=beat.get("versions"),
                 reason=beat.get("reason"),
             )
-        refusing = beat is not None and beat.get("status") in ("refusing", "stopped")
+        refusing = beat is not None and beat.get("status") in NOT_WORKING
         reference = beat_seen_at if beat_seen_at is not None else self._first_seen[name]
         stale = now - reference > self.settings.heartbeat_timeout_s
         healthy = not refusing and not stale and beat_seen_at is not None
@@ -258,26 +258,11 @@ class Orchestrator:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
 
     def deliver_cancels(self, results: dict[str, PollResult] | None = None) -> int:
-        """Send every cancel owed to a reachable worker of this fleet, of any run (an
+        """Every cancel owed to a reachable worker of this fleet, of any run (an
         abandoned attempt must be stopped wherever it still runs, after its run ended
-        too); each stays owed until the worker's inbox confirms it. Returns how many
-        were confirmed."""
-        confirmed = 0
-        for attempt in self.store.owed_cancels():
-            worker = self.workers.get(attempt.worker)
-            if worker is None:
-                continue
-            if results is not None and not (
-                attempt.worker in results and results[attempt.worker].reachable
-            ):
-                continue
-            try:
-                state = self.transports.cancel(worker, attempt.key)
-            except SuperagentError as exc:
-                log.warning("cancel %s on %s failed: %s", attempt.key, attempt.worker, exc)
-                continue
-            self.store.mark_cancel_sent(attempt.key)
-            confirmed += 1
+        too); see `control.upkeep.deliver_cancels`."""
+
+        def said(attempt: AttemptRow, state: str) -> None:
             self._say(
                 "stale_cancelled",
                 phase=attempt.phase_id,
@@ -285,7 +270,8 @@ class Orchestrator:
                 attempt=attempt.attempt,
                 state=state,
             )
-        return confirmed
+
+        return deliver_cancels(self.store, self.transports, self.workers, results, said)
 
     # -- responses -------------------------------------------------------------------------
 
@@ -604,7 +590,7 @@ class Orchestrator:
                 refusing = [
                     f"{w.name}: {rows[w.name].reason}"
                     for w in capable
-                    if w.name in rows and rows[w.name].beat_status == "refusing"
+                    if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
                 reason = (
@@ -677,26 +663,27 @@ class Orchestrator:
             silence_s=phase.silence_minutes * 60,
             verify_timeout_s=min(phase.timeout_minutes * 60, 1800.0),
             project=self.spec.name,
-            replay_files=replay_files,
-            replay_patch=replay_patch,
+            replay_files_b64=replay_files,
+            replay_patch_b64=replay_patch,
             push_ref=attempt.push_ref or attempt_ref(self.run_id, phase.id, attempt.attempt),
         )
 
     def _recording(self, phase_id: str) -> tuple[dict[str, str], str | None]:
-        """The replay recording of a phase (`files/` and a patch), shipped in the message."""
+        """The replay recording of a phase (`files/` and a patch), shipped in the message
+        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly."""
         if self.replay_dir is None:
             raise UsageError("the replay agent needs --replay-dir (recordings per phase)")
         root = self.replay_dir / phase_id
         if not root.is_dir():
             raise UsageError(f"no replay recording for phase {phase_id!r} in {self.replay_dir}")
         files = {
-            str(path.relative_to(root / "files")): path.read_text(encoding="utf-8")
+            str(path.relative_to(root / "files")): to_b64(path.read_bytes())
             for path in sorted((root / "files").rglob("*"))
             if path.is_file() and not path.is_symlink()
         }
         patch = next(
             (
-                p.read_text(encoding="utf-8")
+                to_b64(p.read_bytes())
                 for p in (root / f"{phase_id}.patch", root / "changes.patch")
                 if p.is_file()
             ),

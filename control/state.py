@@ -601,6 +601,16 @@ class StateStore:
             return None
         return dict(run.driver)
 
+    def run_status(self, run: RunRow) -> str:
+        """The run's status as a person should read it: a `running` run whose
+        orchestrator is gone (killed, its lease run out) is `interrupted`, not running."""
+        if run.status != "running":
+            return run.status
+        driver = self.live_driver(run)
+        if driver is None:
+            return "interrupted (no live orchestrator; `control dispatch` resumes it)"
+        return f"running (driven by process {driver.get('pid')} on {driver.get('host')})"
+
     # -- fleet-wide holds ---------------------------------------------------------------
 
     def hold(self, name: str, until: float, reason: str) -> None:

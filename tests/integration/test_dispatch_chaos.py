@@ -24,11 +24,6 @@ SCRIPT = Path(dispatch_chaos.__file__)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: stale attempts push over accepted branches, blips count as failures "
-    "(remove once the orchestrator fixes are on main)",
-)
 def test_a_chaos_run_finishes_with_nothing_doubled_lost_or_left_in_flight(
     tmp_path: Path,
 ) -> None:
