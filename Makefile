@@ -21,7 +21,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-history chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -66,7 +66,7 @@ lint: setup ## ruff, mypy, import contracts (lint-imports), yamllint, ansible-li
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
 
-bench: bench-queue bench-schedule bench-dispatch bench-worker ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch bench-worker bench-history ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -79,6 +79,9 @@ bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CP
 
 bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
 	$(BIN)/python bench/bench_worker.py
+
+bench-history: setup ## A year of history (10k runs, 5M events): status, runs, tick, gc (JSON last line)
+	$(BIN)/python bench/bench_history.py
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)

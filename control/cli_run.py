@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from control.cli_io import JsonOption, console, emit
-from control.dispatch import open_dispatch
+from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker, load_inventory
 from control.merge import merge_run
@@ -307,6 +307,7 @@ def status(
             "reason": run.reason,
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
+            "summary": run.summary,
             "phases": {p: r.__dict__ for p, r in phases.items()},
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }
@@ -321,6 +322,8 @@ def status(
                 console.print(f"reason: {run.reason}", highlight=False)
             if run.merge_branch:
                 console.print(f"merged: {run.merge_branch} at {run.merge_commit}", highlight=False)
+            if run.summary:
+                console.print(f"pruned; summary: {json.dumps(run.summary)}", highlight=False)
 
         emit(data, as_json, render)
     finally:
@@ -465,6 +468,36 @@ def cancel(
     )
 
 
+def gc(
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Prune finished runs (and answered free-form tasks) older than these days.",
+        ),
+    ] = DEFAULT_RETENTION_DAYS,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prune the state database: finished runs past the age keep a summary (status,
+    phase counts, cost, merge) and lose their phases, attempts and events. `control
+    dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180)."""
+    store = _open_store(state)
+    try:
+        pruned = store.gc(older_than)
+    finally:
+        store.close()
+    emit(
+        pruned.__dict__,
+        as_json,
+        lambda: console.print(
+            f"pruned {pruned.runs} run(s) ({pruned.events} events) and {pruned.answers} "
+            f"answer(s) older than {older_than:g} days"
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
-    for command in (dispatch, status, watch, merge, retry, cancel):
+    for command in (dispatch, status, watch, merge, retry, cancel, gc):
         app.command()(command)

@@ -139,7 +139,10 @@ def open_dispatch(
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
     spec = load_spec(spec_path, workers)
+    retention = retention_days()
     store = StateStore(state_path)
+    if retention > 0:
+        store.gc(retention)  # the automatic policy: a year of history stays fast
     key = str(spec_path.resolve())
     digest = spec_hash(spec)
     latest = None if new_run else store.latest_run(key)
@@ -180,6 +183,25 @@ def open_dispatch(
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )
+
+
+DEFAULT_RETENTION_DAYS = 180.0
+
+
+def retention_days() -> float:
+    """How long finished runs keep their details: $SUPERAGENT_RETENTION_DAYS (0: forever)."""
+    value = os.environ.get("SUPERAGENT_RETENTION_DAYS", "")
+    if not value:
+        return DEFAULT_RETENTION_DAYS
+    try:
+        days = float(value)
+    except ValueError:
+        raise UsageError(
+            f"SUPERAGENT_RETENTION_DAYS must be a number of days, not {value!r}"
+        ) from None
+    if days < 0:
+        raise UsageError(f"SUPERAGENT_RETENTION_DAYS must be >= 0, not {value!r}")
+    return days
 
 
 def driver_identity() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from control.git import Workspace, workspace_root
 from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
 from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
-from control.scheduler import ReadyPhase, WorkerState, assign
+from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -550,11 +550,13 @@ class Orchestrator:
                 max(0, w.slots - busy.get(w.name, 0)),
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
+                slot_cost=w.slot_cost,
             )
             for w in self.up_workers()
         ]
-        ready = [
-            ReadyPhase(
+
+        def as_ready(p: str) -> ReadyPhase:
+            return ReadyPhase(
                 id=p,
                 requires=frozenset(self._phase(p).requires),
                 pin=self._phase(p).worker,
@@ -562,9 +564,12 @@ class Orchestrator:
                 depends_on=frozenset(self._phase(p).depends_on),
                 minutes=self._phase(p).estimate_minutes,
             )
-            for p in ready_ids
-        ]
-        assignments = assign(ready, states)[:room]
+
+        ready = [as_ready(p) for p in ready_ids]
+        # Rarity is judged against all the work not started, and when it could be ready.
+        not_started = [p for p, row in phases.items() if row.state == "waiting"]
+        outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
+        assignments = assign(ready, states, outlook)[:room]
         for assignment in assignments:
             attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
             self._send(attempt)

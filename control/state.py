@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from control import db
-from control.errors import ConflictError, NotFoundError
+from control.errors import ConflictError, NotFoundError, UsageError
 from control.messages import attempt_ref
 from control.queue import canonical_json
 
@@ -119,6 +119,15 @@ _MIGRATIONS: tuple[str, ...] = (
         reason TEXT
     );
     """,
+    # 3: a year of history stays fast: runs found by time and spec through indexes;
+    # a pruned run keeps a summary of what it was.
+    """
+    ALTER TABLE runs ADD COLUMN summary TEXT;
+    CREATE INDEX runs_created ON runs (created_at, id);
+    CREATE INDEX runs_spec ON runs (spec_path, created_at, id);
+    CREATE INDEX runs_finished ON runs (finished_at) WHERE summary IS NULL;
+    CREATE INDEX freeform_sent ON freeform (sent_at);
+    """,
 )
 
 
@@ -179,6 +188,7 @@ class RunRow:
     merge_commit: str | None
     driver: Any = None
     driver_expires_at: float | None = None
+    summary: Any = None  # set when `gc` pruned the run's phases, attempts and events
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,15 @@ class WorkerRow:
     reason: str | None
     down_since: float | None
     alerted_at: float | None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `StateStore.gc` removed."""
+
+    runs: int
+    events: int
+    answers: int
 
 
 def _loads(value: str | None) -> Any:
@@ -278,6 +297,7 @@ class StateStore:
         data = dict(row)
         data["spec"] = json.loads(data["spec"])
         data["driver"] = _loads(data["driver"])
+        data["summary"] = _loads(data["summary"])
         return RunRow(**data)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
@@ -542,6 +562,61 @@ class StateStore:
                 ]
                 self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
         return owed
+
+    # -- retention -----------------------------------------------------------------------
+
+    def gc(self, older_than_days: float, *, batch: int = 50) -> Pruned:
+        """Prune what is past its age: finished runs' phases, attempts and events (each
+        run keeps a one-row summary: status, reason, phase counts, cost, merge), and
+        answered free-form tasks. Small transactions, so a dispatch sharing the
+        database waits for none of them long. Running runs are never touched."""
+        if older_than_days < 0:
+            raise UsageError(f"older_than_days must be >= 0, got {older_than_days}")
+        cutoff = self.clock() - older_than_days * 86400
+        runs = events = 0
+        while True:
+            with self.write() as conn:
+                ids = [
+                    r["id"]
+                    for r in conn.execute(
+                        "SELECT id FROM runs WHERE summary IS NULL AND finished_at < ? "
+                        "AND status != 'running' ORDER BY finished_at LIMIT ?",
+                        (cutoff, batch),
+                    ).fetchall()
+                ]
+                for run_id in ids:
+                    events += self._prune_run(conn, run_id)
+            runs += len(ids)
+            if len(ids) < batch:
+                break
+        with self.write() as conn:
+            answers = conn.execute(
+                "DELETE FROM freeform WHERE state = 'answered' AND sent_at < ?", (cutoff,)
+            ).rowcount
+        return Pruned(runs=runs, events=events, answers=answers)
+
+    @staticmethod
+    def _prune_run(conn: sqlite3.Connection, run_id: str) -> int:
+        counts = {
+            r["state"]: r["n"]
+            for r in conn.execute(
+                "SELECT state, COUNT(*) AS n FROM phases WHERE run_id = ? GROUP BY state",
+                (run_id,),
+            )
+        }
+        cost, attempts = conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), "
+            "(SELECT COUNT(*) FROM attempts WHERE run_id = ?) FROM phases WHERE run_id = ?",
+            (run_id, run_id),
+        ).fetchone()
+        summary = {"phases": counts, "attempts": attempts, "cost_usd": round(cost, 6)}
+        conn.execute(
+            "UPDATE runs SET summary = ?, driver = NULL WHERE id = ?",
+            (canonical_json(summary), run_id),
+        )
+        conn.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM phases WHERE run_id = ?", (run_id,))
+        return conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
 
     # -- the run's driver -------------------------------------------------------------
 

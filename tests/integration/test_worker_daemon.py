@@ -228,3 +228,32 @@ def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
         time.sleep(0.1)
         seen |= {beat.beat_at for beat in queue.heartbeats()}
     assert queue.heartbeats()[0].status == "idle"
+
+
+def test_the_worker_prunes_old_acknowledged_messages_from_its_inbox(
+    pipeline: Pipeline,
+) -> None:
+    """A year of use does not slow the inbox: acknowledged messages past `prune_days`
+    are removed by the worker itself; unacknowledged answers are kept."""
+    fleet = pipeline.start_fleet(WorkerSpec("w1"), settings={"prune_days": 0.0001})
+    fleet.stop("w1")
+    db = fleet.workers["w1"].queue_db
+    with Queue(db, create=False) as queue:
+        for key in ("old-acked", "old-unread"):
+            queue.enqueue({"type": "nothing"}, key=key)
+            claimed = queue.claim("someone", 60)
+            assert claimed is not None
+            queue.complete(claimed.id, claimed.fence, {"status": "done"})
+            if key == "old-acked":
+                queue.ack(claimed.id)
+    time.sleep(9)  # 0.0001 days
+    fleet.start("w1")
+    fleet.wait_ready()
+    deadline = time.monotonic() + 20
+    while True:
+        with Queue(db, create=False) as queue:
+            keys = [m.key for m in queue.messages()]
+        if keys == ["old-unread"]:
+            break
+        assert time.monotonic() < deadline, keys
+        time.sleep(0.2)
