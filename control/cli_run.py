@@ -1,6 +1,6 @@
 """`control dispatch`, and the commands around a run: status, watch, merge, cancel, retry.
 
-Thin: each parses, calls `control.dispatch` / `control.state` / `control.merge`,
+Thin: each parses, calls `control.dispatch` / `control.state` / `control.integration`,
 and renders: a live view on a terminal, plain log lines otherwise, JSON lines with
 `--json`.
 """
@@ -25,9 +25,9 @@ from rich.text import Text
 from control.cli_io import JsonOption, console, emit
 from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
+from control.integration import FinalCheck
 from control.inventory import Worker, load_inventory
-from control.merge import merge_run
-from control.orchestrator import RunOutcome, Settings
+from control.orchestrator import Orchestrator, RunOutcome, Settings
 from control.paths import default_home
 from control.spec import Spec, load_spec
 from control.state import RunRow, StateStore
@@ -122,8 +122,9 @@ def _phase_table(store: StateStore, run_id: str) -> Table:
 def _workers_line(store: StateStore) -> Text:
     parts = []
     for name, row in sorted(store.workers().items()):
-        style = "green" if row.status == "up" else "red"
-        parts.append(Text(f"{name}: {row.status}", style=style))
+        style = "green" if row.status == "up" and not row.drained else "red"
+        drained = " (drained)" if row.drained else ""
+        parts.append(Text(f"{name}: {row.status}{drained}", style=style))
     return Text("  ").join(parts) if parts else Text("no worker seen yet", style="dim")
 
 
@@ -351,39 +352,65 @@ def watch(
 
 def merge(
     run_id: RunArgument = None,
+    inventory: InventoryOption = None,
     state: StateOption = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the verify commands on the result.")
     ] = False,
     repo: Annotated[str | None, typer.Option("--repo", help="The git remote of the run.")] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for a worker to be up.")
+    ] = 10.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.05, help="Seconds between polls.")
+    ] = 1.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the integration branch of a finished run: every phase branch, in dependency order."""
+    """Build (or rebuild) the integration branch of a finished run, on a worker.
+
+    A worker merges every phase branch at its verified commit in dependency order, runs
+    each distinct verify command once on the result and pushes the branch; this host
+    only checks the pushed branch on the remote. Nothing of the repository runs here.
+    """
+    workers = workers_from(inventory)
     store = _open_store(state)
+    transports = Transports(inventory=inventory)
     try:
         run = _run(store, run_id)
         spec = _spec_of(run)
-        phases = store.phases(run.id)
-        open_phases = sorted(p for p, r in phases.items() if r.state != "done")
-        if open_phases:
-            raise UsageError(f"run {run.id} has phases not done: {', '.join(open_phases)}")
-        url = repo or spec.repo.url
-        result = merge_run(
+        orchestrator = Orchestrator(
             spec,
-            run.id,
-            {p: (r.branch, r.commit_sha or "") for p, r in phases.items()},
-            repo_url=url,
-            work_dir=store.path.parent / "git",
-            verify=not no_verify,
+            workers,
+            store,
+            transports,
+            Settings(poll_interval_s=poll_interval),
+            repo_url=repo or spec.repo.url,
         )
-        store.set_merge(run.id, result.branch, result.commit)
+        orchestrator.attach(run.id)
+        orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
+        result = FinalCheck(orchestrator, verify=not no_verify).run(
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            wait_for_worker_s=wait,
+        )
     finally:
+        transports.close()
         store.close()
     emit(
-        {"branch": result.branch, "commit": result.commit, "merged": result.merged},
+        {
+            "branch": result.branch,
+            "commit": result.commit,
+            "merged": result.merged,
+            "checks": result.checks,
+            "worker": result.worker,
+        },
         as_json,
         lambda: console.print(
-            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]}"
+            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]} "
+            f"on {result.worker}; {len(result.checks)} check(s) passed",
+            highlight=False,
         ),
     )
 

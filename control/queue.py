@@ -80,6 +80,16 @@ _MIGRATIONS: tuple[str, ...] = (
         beat_at   REAL NOT NULL
     );
     """,
+    # 2: the drain flag: an operator's "take no new work" kept in the inbox itself, so
+    # it holds across restarts of the worker and travels through the same protocol.
+    """
+    CREATE TABLE drain (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        now    INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        since  REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -184,6 +194,19 @@ class Heartbeat:
     versions: dict[str, Any]
     reason: str | None
     beat_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The inbox is drained: its worker claims nothing new; with `now`, it also hands
+    back what it runs (the orchestrator reassigns it as a machine loss)."""
+
+    now: bool
+    reason: str | None
+    since: float
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -569,6 +592,33 @@ class Queue:
                 ),
             )
 
+    # -- drain ------------------------------------------------------------------------
+
+    def drain(self, *, now: bool = False, reason: str | None = None) -> Drain:
+        """Stop this inbox's worker claiming new work (and, with `now`, running any).
+
+        Draining again keeps the first `since`; `now` only ever escalates, so a plain
+        drain after a `--now` one does not bring back a run already handed back.
+        """
+        with self._lock, self._write(durable=True) as conn:
+            row = conn.execute(
+                "INSERT INTO drain (id, now, reason, since) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET now = MAX(now, excluded.now), "
+                "reason = COALESCE(excluded.reason, reason) RETURNING now, reason, since",
+                (int(now), reason, self._clock()),
+            ).fetchone()
+        return Drain(bool(row["now"]), row["reason"], float(row["since"]))
+
+    def undrain(self) -> bool:
+        """Let the worker claim again; False when it was not drained."""
+        with self._lock, self._write(durable=True) as conn:
+            return conn.execute("DELETE FROM drain RETURNING id").fetchone() is not None
+
+    def drained(self) -> Drain | None:
+        with self._lock:
+            row = self._conn.execute("SELECT now, reason, since FROM drain").fetchone()
+        return None if row is None else Drain(bool(row["now"]), row["reason"], float(row["since"]))
+
     # -- orchestrator side ----------------------------------------------------------
 
     def responses(self, limit: int | None = None, *, first: Iterable[str] = ()) -> list[Message]:
@@ -701,24 +751,43 @@ class Queue:
             for row in rows
         ]
 
-    def stats(self) -> Stats:
+    def stats(self, *, live_only: bool = False) -> Stats:
+        """Counts by state, unacknowledged responses, stale results, re-executions and
+        the age of the oldest pending task.
+
+        `live_only` (what every poll asks) counts only what partial indexes find at once
+        (pending, claimed, unacknowledged): an inbox with a year of finished messages
+        answers a poll as fast as a new one. The finished states read 0 then.
+        """
         with self._lock:
             conn = self._conn
             by_state = dict.fromkeys(STATES, 0)
-            for row in conn.execute(
-                "SELECT state, COUNT(*) AS n FROM messages WHERE kind = 'task' GROUP BY state"
-            ):
-                by_state[row["state"]] = row["n"]
+            if live_only:
+                by_state["pending"] = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE state = 'pending' AND kind = 'task'"
+                ).fetchone()[0]
+                by_state["claimed"] = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE state = 'claimed'"
+                ).fetchone()[0]
+            else:
+                for row in conn.execute(
+                    "SELECT state, COUNT(*) AS n FROM messages WHERE kind = 'task' GROUP BY state"
+                ):
+                    by_state[row["state"]] = row["n"]
             unacked = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE acked_at IS NULL AND state NOT IN "
                 "('pending', 'claimed')"
             ).fetchone()[0]
             stale = conn.execute("SELECT COUNT(*) FROM stale_results").fetchone()[0]
-            reexec = conn.execute(
-                "SELECT COALESCE(SUM(attempts - 1), 0) FROM messages WHERE attempts > 1"
-            ).fetchone()[0]
+            reexec = (
+                0
+                if live_only
+                else conn.execute(
+                    "SELECT COALESCE(SUM(attempts - 1), 0) FROM messages WHERE attempts > 1"
+                ).fetchone()[0]
+            )
             oldest = conn.execute(
-                "SELECT MIN(enqueued_at) FROM messages WHERE state = 'pending'"
+                "SELECT MIN(enqueued_at) FROM messages WHERE state = 'pending' AND kind = 'task'"
             ).fetchone()[0]
         now = self._clock()
         return Stats(

@@ -20,7 +20,7 @@ from typing import Any
 
 from control import db
 from control.errors import ConflictError, NotFoundError, UsageError
-from control.messages import attempt_ref
+from control.messages import attempt_ref, integration_key
 from control.queue import canonical_json
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -128,6 +128,29 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_finished ON runs (finished_at) WHERE summary IS NULL;
     CREATE INDEX freeform_sent ON freeform (sent_at);
     """,
+    # 4: the final check of a run, done by a worker (control.integration): one row per
+    # attempt, its task kept so a resend after a crash is the same message.
+    """
+    CREATE TABLE integrations (
+        run_id        TEXT NOT NULL REFERENCES runs (id),
+        attempt       INTEGER NOT NULL,
+        key           TEXT NOT NULL UNIQUE,
+        worker        TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('sending', 'dispatched', 'answered', 'done', 'failed', 'abandoned')),
+        task          TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        finished_at   REAL,
+        reason        TEXT,
+        response      TEXT,
+        late_response TEXT,
+        PRIMARY KEY (run_id, attempt)
+    );
+    """,
+    # 5: a worker's drain flag as its inbox last reported it ({now, reason, since}).
+    """
+    ALTER TABLE workers ADD COLUMN drained TEXT;
+    """,
 )
 
 
@@ -175,6 +198,21 @@ class AttemptRow:
 
 
 @dataclass(frozen=True)
+class IntegrationRow:
+    run_id: str
+    attempt: int
+    key: str
+    worker: str
+    state: str
+    task: Any
+    created_at: float
+    finished_at: float | None
+    reason: str | None
+    response: Any
+    late_response: Any
+
+
+@dataclass(frozen=True)
 class RunRow:
     id: str
     spec_path: str
@@ -204,6 +242,7 @@ class WorkerRow:
     reason: str | None
     down_since: float | None
     alerted_at: float | None
+    drained: Any = None  # {now, reason, since} while the inbox's drain flag is set
 
 
 @dataclass(frozen=True)
@@ -248,8 +287,10 @@ class StateStore:
     def close(self) -> None:
         self.conn.close()
 
-    def write(self) -> Any:
-        return db.write_transaction(self.conn)
+    def write(self, *, durable: bool = True) -> Any:
+        """A write transaction; `durable=False` commits with synchronous=NORMAL, for what
+        the next poll derives again anyway (a worker's liveness row)."""
+        return db.write_transaction(self.conn, "full" if durable else "normal")
 
     # -- runs ------------------------------------------------------------------
 
@@ -615,6 +656,7 @@ class StateStore:
             (canonical_json(summary), run_id),
         )
         conn.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM integrations WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM phases WHERE run_id = ?", (run_id,))
         return conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
 
@@ -710,19 +752,55 @@ class StateStore:
         for row in rows:
             data = dict(row)
             data["versions"] = _loads(data["versions"])
+            data["drained"] = _loads(data["drained"])
             out[row["name"]] = WorkerRow(**data)
         return out
 
     def update_worker(self, name: str, **fields: Any) -> None:
-        if "versions" in fields and fields["versions"] is not None:
-            fields["versions"] = canonical_json(fields["versions"])
+        for column in ("versions", "drained"):
+            if fields.get(column) is not None:
+                fields[column] = canonical_json(fields[column])
         columns = ", ".join(f"{column} = ?" for column in fields)
-        with self.write() as conn:
+        with self.write(durable=False) as conn:
             conn.execute("INSERT OR IGNORE INTO workers (name) VALUES (?)", (name,))
             if fields:
                 conn.execute(
                     f"UPDATE workers SET {columns} WHERE name = ?", [*fields.values(), name]
                 )
+
+    def forget_worker(self, name: str) -> bool:
+        """A host removed from the fleet (`control remove`): its row goes; the attempts it
+        ran stay in their runs' history. Whether there was a row."""
+        with self.write() as conn:
+            return (
+                conn.execute(
+                    "DELETE FROM workers WHERE name = ? RETURNING name", (name,)
+                ).fetchone()
+                is not None
+            )
+
+    def in_flight_on(self, worker: str) -> list[AttemptRow]:
+        """The current attempts `worker` holds in any open run."""
+        rows = self.conn.execute(
+            "SELECT a.* FROM attempts a JOIN phases p ON p.run_id = a.run_id "
+            "AND p.phase_id = a.phase_id AND p.attempt = a.attempt JOIN runs r ON r.id = a.run_id "
+            "WHERE a.worker = ? AND a.state IN ('sending', 'dispatched') "
+            "AND p.state IN ('sending', 'dispatched') AND r.status = 'running' "
+            "ORDER BY a.created_at",
+            (worker,),
+        ).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def hosts_with_state(self) -> set[str]:
+        """Every host this database holds something live about: a worker row, an attempt
+        in flight in an open run, a cancel owed."""
+        rows = self.conn.execute(
+            "SELECT name FROM workers UNION SELECT a.worker FROM attempts a "
+            "JOIN runs r ON r.id = a.run_id WHERE a.state IN ('sending', 'dispatched') "
+            "AND r.status = 'running' UNION SELECT worker FROM attempts "
+            "WHERE cancel_owed = 1 AND cancel_sent = 0"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
 
     # -- events --------------------------------------------------------------------
 
@@ -782,3 +860,80 @@ class StateStore:
                 (message_id, canonical_json(response), key),
             ).fetchone()
         return row is not None
+
+    # -- the final check (control.integration) --------------------------------------
+
+    def integrations(self, run_id: str) -> list[IntegrationRow]:
+        rows = self.conn.execute(
+            "SELECT * FROM integrations WHERE run_id = ? ORDER BY attempt", (run_id,)
+        ).fetchall()
+        return [self._integration(r) for r in rows]
+
+    @staticmethod
+    def _integration(row: sqlite3.Row) -> IntegrationRow:
+        data = dict(row)
+        for name in ("task", "response", "late_response"):
+            data[name] = _loads(data[name])
+        return IntegrationRow(**data)
+
+    def record_integration_sending(
+        self, run_id: str, worker: str, task_for: Callable[[int], Any]
+    ) -> IntegrationRow:
+        """The intent to send the next attempt of the final check, before it is sent;
+        `task_for(attempt)` builds its payload."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM integrations WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            attempt = int(row[0])
+            key = integration_key(run_id, attempt)
+            conn.execute(
+                "INSERT INTO integrations (run_id, attempt, key, worker, state, task, "
+                "created_at) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+                (run_id, attempt, key, worker, canonical_json(task_for(attempt)), self.clock()),
+            )
+            self._event(conn, run_id, "integration_sending", None, worker, {"attempt": attempt})
+        return self.integrations(run_id)[-1]
+
+    def settle_integration(self, key: str, state: str, reason: str | None = None) -> None:
+        """Move an attempt of the final check on (dispatched, done, failed, abandoned)."""
+        finished = None if state == "dispatched" else self.clock()
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE integrations SET state = ?, reason = COALESCE(?, reason), "
+                "finished_at = COALESCE(?, finished_at) WHERE key = ? "
+                "RETURNING run_id, worker, attempt",
+                (state, reason, finished, key),
+            ).fetchone()
+            if row is not None:
+                self._event(
+                    conn,
+                    row["run_id"],
+                    f"integration_{state}",
+                    None,
+                    row["worker"],
+                    {"attempt": row["attempt"], "reason": reason},
+                )
+
+    def store_integration_response(self, key: str, message: Any) -> bool:
+        """A worker's answer to a final check; False when the key is not in this database.
+
+        The answer of the attempt in flight is kept as its response; any other (an
+        abandoned attempt finishing late) is recorded and changes nothing.
+        """
+        body = canonical_json(message)
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE integrations SET state = 'answered', response = ? "
+                "WHERE key = ? AND state IN ('sending', 'dispatched') RETURNING run_id",
+                (body, key),
+            ).fetchone()
+            if row is not None:
+                return True
+            late = conn.execute(
+                "UPDATE integrations SET late_response = COALESCE(late_response, ?) "
+                "WHERE key = ? RETURNING run_id",
+                (body, key),
+            ).fetchone()
+        return late is not None

@@ -15,12 +15,18 @@ from typing import Any
 
 from control.errors import SuperagentError, UsageError
 from control.git import MergeConflict, Workspace, workspace_root
-from control.messages import PhaseTask, is_phase_payload
+from control.messages import (
+    IntegrationTask,
+    PhaseTask,
+    is_integration_payload,
+    is_phase_payload,
+)
 from control.queue import Claimed
 from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
+from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import Snapshot, snapshot, writes_outside
 
@@ -47,7 +53,8 @@ class _Clock:
 
 
 class PhaseExecutor:
-    """The daemon's executor for phase tasks (see `control.worker.daemon.Executor`)."""
+    """The daemon's executor (see `control.worker.daemon.Executor`): phase tasks, the
+    final check of a run (`control.worker.integrate`) and free-form tasks."""
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
@@ -56,11 +63,18 @@ class PhaseExecutor:
         payload = claimed.payload
         if isinstance(payload, dict) and payload.get("type") == "freeform":
             return self._freeform(claimed, control)
+        if is_integration_payload(payload):
+            try:
+                integration = IntegrationTask.from_payload(payload)
+            except UsageError as exc:
+                return Outcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
+            return run_integration(self.config, integration, claimed, control, slot)
         if not is_phase_payload(payload):
             return Outcome(
                 "failed",
                 {"status": "failed", "worker": self.config.worker_id},
-                "not a task this worker knows (expected a phase or a free-form task)",
+                "not a task this worker knows (expected a phase, an integration or a "
+                "free-form task)",
             )
         try:
             task = PhaseTask.from_payload(claimed.payload)
@@ -165,12 +179,7 @@ class _Attempt:
             return self._end(
                 "conflict",
                 str(exc),
-                conflict={
-                    "phase": exc.phase,
-                    "branch": exc.branch,
-                    "commit": exc.commit,
-                    "files": exc.files,
-                },
+                conflict=exc.to_dict(),
             )
         except SuperagentError as exc:
             self.clock.mark("prepare")

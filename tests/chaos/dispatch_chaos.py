@@ -197,6 +197,28 @@ class Proc:
             self._out = None
 
 
+def cut_sshd(sshd: Sshd) -> None:
+    """Take the server down with every connection: SIGKILL its own processes, the listener
+    and one per session, so each call in flight fails at once; SIGTERM what runs under the
+    sessions. Not SIGKILL there: a login shell may be inside `pyenv rehash`, whose lock
+    file a SIGKILL would leave behind, hanging every later ssh session on the machine for
+    a minute each (its EXIT trap removes the lock on SIGTERM)."""
+    assert sshd.process is not None
+    below = descendants(sshd.process.pid)
+    own = [pid for pid in below if _comm(pid) == "sshd"]
+    _signal_all([sshd.process.pid, *own], signal.SIGKILL)
+    _signal_all([pid for pid in below if pid not in own], signal.SIGTERM)
+    sshd.process.wait()
+    sshd.process = None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 # -- reading the databases --------------------------------------------------------------
 
 
@@ -464,7 +486,7 @@ class ChaosRun:
                 self.tally.stops_worker += 1
                 self.thaws.append((now + rng.uniform(0.5, 2 * t.heartbeat_timeout_s), name))
         elif kind == "outage" and self.sshd is not None and self.sshd.process is not None:
-            self.sshd.stop()
+            cut_sshd(self.sshd)
             self.tally.outages += 1
             self.sshd_back_at = now + rng.uniform(0.3, 2.5)
 
@@ -713,7 +735,8 @@ def local_sshd(root: Path, wanted: bool) -> Iterator[Sshd | None]:
     try:
         yield server
     finally:
-        server.stop()
+        if server.process is not None:
+            cut_sshd(server)
 
 
 def main() -> int:
