@@ -21,7 +21,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-history chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-history bench-notify chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -66,7 +66,13 @@ lint: setup ## ruff, mypy, import contracts (lint-imports), yamllint, ansible-li
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
 
-bench: bench-queue bench-schedule bench-dispatch bench-worker bench-history ## Run every benchmark
+install: setup ## Put `control` on PATH: a link in ~/.local/bin to .venv/bin/control
+	mkdir -p $(HOME)/.local/bin
+	ln -sfn $(CURDIR)/$(BIN)/control $(HOME)/.local/bin/control
+	@case ":$$PATH:" in *":$(HOME)/.local/bin:"*) echo "control is on PATH";; \
+	  *) echo "add ~/.local/bin to PATH (e.g. in ~/.profile) to run control";; esac
+
+bench: bench-queue bench-schedule bench-dispatch bench-worker bench-history bench-notify ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -79,6 +85,9 @@ bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CP
 
 bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
 	$(BIN)/python bench/bench_worker.py
+
+bench-notify: setup ## Event-to-delivery latency to a local webhook; what notifications cost a tick
+	$(BIN)/python bench/bench_notify.py
 
 bench-history: setup ## A year of history (10k runs, 5M events): status, runs, tick, gc (JSON last line)
 	$(BIN)/python bench/bench_history.py

@@ -25,6 +25,7 @@ from control.errors import ConflictError, SuperagentError, UsageError
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
+from control.names import require_repo_url
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
 from control.state import StateStore
@@ -103,7 +104,7 @@ class Dispatch:
             try:
                 self.orchestrator.repair_branches()
             except SuperagentError as exc:
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             try:
                 FinalCheck(self.orchestrator, verify=self.verify_merge).run(
@@ -111,7 +112,7 @@ class Dispatch:
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
@@ -135,6 +136,8 @@ def open_dispatch(
     """Validate, then create a run or resume the latest one of this spec."""
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
+    if repo_url is not None:
+        require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
     retention = retention_days()
     store = StateStore(state_path)
@@ -150,9 +153,10 @@ def open_dispatch(
             "start over with --new-run"
         )
     if latest is None:
-        run_id = store.create_run(
-            key, digest, spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
-        )
+        document = spec.to_dict()
+        if repo_url is not None:  # `control merge` later builds on the remote the run used
+            document["repo"]["url"] = repo_url
+        run_id = store.create_run(key, digest, document, [(p.id, p.branch) for p in spec.phases])
         resumed = False
     else:
         run_id, resumed = latest.id, True
@@ -177,6 +181,8 @@ def open_dispatch(
         emit=emit,
     )
     orchestrator.attach(run_id)
+    if resumed:  # stored, not printed: the command says it resumes in its own words
+        store.event(run_id, "run_resumed", detail={"spec": key})
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )

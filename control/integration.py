@@ -95,6 +95,7 @@ class FinalCheck:
                 reason = f"worker {row.worker} down during the final check"
                 self.store.settle_integration(row.key, "abandoned", reason)
                 self._say("integration_abandoned", worker=row.worker, attempt=row.attempt)
+                self._cancel(row)
                 row = None
                 continue  # machine loss is not a failure: send it elsewhere at once
             elif row.state == "sending":
@@ -198,6 +199,17 @@ class FinalCheck:
         )
         return self._reload(row) or row
 
+    def _cancel(self, row: IntegrationRow) -> None:
+        """Best effort: ask the lost worker's inbox to drop the abandoned check. Where the
+        inbox cannot be reached, a late run only pushes to its own attempt ref."""
+        worker = self.orchestrator.workers.get(row.worker)
+        if worker is None:
+            return
+        try:
+            self.orchestrator.transports.cancel(worker, row.key)
+        except SuperagentError as exc:
+            log.info("cancel of %s on %s not delivered: %s", row.key, row.worker, exc)
+
     def _judge(self, row: IntegrationRow) -> MergeResult:
         message: dict[str, Any] = row.response or {}
         task = IntegrationTask.from_payload(row.task)
@@ -255,5 +267,5 @@ class FinalCheck:
         )
 
     def _say(self, kind: str, **data: Any) -> None:
-        log.info("%s %s", kind, data)
-        self.orchestrator.emit(kind, {k: v for k, v in data.items() if v is not None})
+        # through the orchestrator: the terminal, and the event stream (once)
+        self.orchestrator.say(kind, **{k: v for k, v in data.items() if v is not None})

@@ -15,7 +15,7 @@ from typing import Any
 
 from control.dag import find_cycles
 from control.inventory import Worker
-from control.names import branch_name_problem, host_name_problem
+from control.names import branch_name_problem, host_name_problem, repo_url_problem
 from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
@@ -113,7 +113,12 @@ class Checker:
         self._check_cycles(phases, ids)
 
     def _check_repo(self) -> str | None:
-        """Check the base branch and prefix; return the prefix when phase branches may use it."""
+        """Check the URL, base branch and prefix; return the prefix when branches may use it."""
+        url = self.repo.get("url")
+        if not isinstance(url, str) or not url.strip() or url.startswith("-"):
+            pass  # the schema has said why
+        elif problem := repo_url_problem(url):
+            self.error("$.repo.url", f"{url!r} {problem}")
         for key, default in (
             ("base_branch", DEFAULT_BASE_BRANCH),
             ("branch_prefix", DEFAULT_BRANCH_PREFIX),
