@@ -185,6 +185,17 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, run_id)
     );
     """,
+    # 7: every command the Slack agent received: who, when, what, the outcome.
+    """
+    CREATE TABLE slack_audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      REAL NOT NULL,
+        user    TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        command TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    """,
 )
 
 
