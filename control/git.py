@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from control.errors import (
     ConflictError,
@@ -36,7 +35,7 @@ from control.errors import (
     UsageError,
 )
 from control.messages import PrerequisiteRef
-from control.names import branch_name_problem
+from control.names import branch_name_problem, remote_url_problem
 
 __all__ = [
     "GitError",
@@ -61,9 +60,7 @@ _STDERR_TAIL_CHARS = 400
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _SLOT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HELPER_SYNTAX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git", "https", "http", "git", "file"})
 # What git itself may speak to a remote: never `ext::` (runs a command) or other helpers.
 _ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 # From the worker's environment, only what says how to reach remotes and where the
@@ -164,44 +161,15 @@ def validate_branch(name: str) -> str:
 def validate_remote_url(url: str) -> str:
     """`url` if it names a git remote over ssh, https, http, git or a local path.
 
-    Refused: a leading '-', control characters, remote helpers (`ext::`, `fd::`, unknown
-    schemes), relative paths, and passwords: access uses the machine's own credentials.
+    The rules are `control.names.remote_url_problem`: nothing git or ssh could read as
+    an option or a command, no remote helpers, no passwords.
     """
-    if not isinstance(url, str) or not url:
-        raise UsageError("the remote URL cannot be empty")
-    if url.startswith("-"):
-        raise UsageError(f"invalid remote URL {url!r}: it cannot start with '-'")
-    if _CONTROL.search(url):
-        raise UsageError("invalid remote URL: it contains control characters")
-    if _HELPER_SYNTAX.match(url):
-        raise UsageError(
-            f"invalid remote URL {_display_url(url)!r}: remote helpers ('<transport>::') "
-            "are refused"
-        )
-    if scheme := _SCHEME.match(url):
-        name = scheme.group(1).lower()
-        if name not in _SCHEMES:
-            raise UsageError(
-                f"invalid remote URL {_display_url(url)!r}: the scheme {name!r} is not one of "
-                f"{', '.join(sorted(_SCHEMES))}"
-            )
-        parts = urlsplit(url)
-        if parts.password is not None:
-            raise UsageError(
-                f"the remote URL {_display_url(url)!r} carries a password; the worker uses "
-                "its machine's SSH key or credential helper, never credentials from the spec"
-            )
-        if name != "file" and (not parts.hostname or parts.hostname.startswith("-")):
-            raise UsageError(f"invalid remote URL {_display_url(url)!r}: bad host")
-        return url
-    before_colon = url.partition(":")[0]
-    if ":" in url and "/" not in before_colon:  # scp-like: [user@]host:path
-        host = before_colon.rpartition("@")[2]
-        if not host or host.startswith("-"):
-            raise UsageError(f"invalid remote URL {url!r}: bad host")
-        return url
-    if not os.path.isabs(url):
-        raise UsageError(f"invalid remote URL {url!r}: a local repository must be an absolute path")
+    problem = remote_url_problem(url)
+    if problem is not None:
+        shown = _display_url(url) if isinstance(url, str) and url else ""
+        if not isinstance(url, str) or not url or "control characters" in problem:
+            raise UsageError(f"invalid remote URL: {problem}")
+        raise UsageError(f"invalid remote URL {shown!r}: {problem}")
     return url
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from control.dag import find_cycles
 from control.inventory import Worker
-from control.names import branch_name_problem, host_name_problem
+from control.names import branch_name_problem, host_name_problem, remote_url_problem
 from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
@@ -121,6 +121,15 @@ class Checker:
             value = self.repo.get(key, default)
             if isinstance(value, str) and value and (problem := branch_name_problem(value)):
                 self.error(f"$.repo.{key}", f"{value!r} is not a valid git branch name: {problem}")
+        url = self.repo.get("url")
+        # A URL starting with '-' or not text: the schema has said why.
+        problem = (
+            remote_url_problem(url, relative_ok=True)
+            if isinstance(url, str) and url and not url.startswith("-")
+            else None
+        )
+        if problem:
+            self.error("$.repo.url", f"the remote URL is refused: {problem}")
         prefix = self.repo.get("branch_prefix", DEFAULT_BRANCH_PREFIX)
         if not isinstance(prefix, str) or not prefix or branch_name_problem(prefix):
             return None
