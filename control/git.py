@@ -1,10 +1,14 @@
-"""The git workspace of one worker: one local clone, one worktree per slot.
+"""The git workspace of one machine: one local clone, one worktree per slot.
 
 A phase gets a clean detached checkout of its base, the prerequisites merged at the
 exact commits the orchestrator verified, and after the agent one commit by the
 worker pushed with a lease on the branch's previous value. Git runs from argv lists
-with a timeout, no prompts and no repository hooks; refs and URLs are validated and
-come after `--`. Credentials are the machine's own (SSH key, credential helper).
+with a timeout, no prompts, and nothing the repository controls: no hooks, fsmonitor,
+filters, sshCommand or includes. The system config is skipped, the global one is a
+fixed file, the clone's own config is rewritten to a known text before every call,
+and a checkout's git directory is named explicitly (never found through the
+checkout's `.git`, which the agent can replace). Refs and URLs are validated and come
+after `--`. Credentials are the machine's own (SSH key, credential helper).
 """
 
 from __future__ import annotations
@@ -71,8 +75,6 @@ _ENV_KEEP = frozenset(
         "GIT_SSH_COMMAND",
         "GIT_SSH_VARIANT",
         "GIT_CONFIG_GLOBAL",
-        "GIT_CONFIG_SYSTEM",
-        "GIT_CONFIG_NOSYSTEM",
         "GIT_EXEC_PATH",
         "GIT_SSL_CAINFO",
         "GIT_SSL_CAPATH",
@@ -81,6 +83,10 @@ _ENV_KEEP = frozenset(
 )
 _CONFIG = (
     "core.hooksPath=/dev/null",  # the repository's hooks are code from the repository
+    "core.fsmonitor=false",  # a program git would start on every status
+    "core.untrackedCache=false",
+    "protocol.ext.allow=never",  # belt and braces beside GIT_ALLOW_PROTOCOL
+    "protocol.fd.allow=never",
     "core.askPass=",  # no askpass program: a missing credential fails instead of waiting
     "gc.auto=0",  # gc runs once per prepare, under the lock (see _maintain)
     "maintenance.auto=false",
@@ -88,6 +94,11 @@ _CONFIG = (
     "rerere.enabled=false",  # a conflict is reported, never resolved from a recording
     "advice.detachedHead=false",
 )
+
+
+# The whole config of the shared clone; anything else in it (written by an agent on a
+# trusted host, say) is replaced before the next git call.
+_REPO_CONFIG = b"[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
 
 
 class GitError(SuperagentError):
@@ -322,6 +333,12 @@ class Workspace:
                 "--", str(path), base_commit,
                 cwd=self.repo_path,
             )  # fmt: skip
+            if not (self.repo_path / "worktrees" / slot / "gitdir").is_file():
+                raise GitError(
+                    f"git made the worktree of slot {slot!r} under another name than "
+                    f"worktrees/{slot} (a leftover of another slot?)",
+                    command="git worktree add",
+                )
             self._maintain()
         merged = [self._merge(path, prerequisite) for prerequisite in wanted]
         return Prepared(
@@ -585,10 +602,23 @@ class Workspace:
 
     # --- running git ----------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, checkout: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _ENV_KEEP}
         env.pop("SSH_ASKPASS", None)
+        if "GIT_CONFIG_GLOBAL" not in env:
+            # The machine's own file (credential helpers live there), never a path that
+            # depends on a variable set later; absent HOME, none at all.
+            home = env.get("HOME")
+            env["GIT_CONFIG_GLOBAL"] = f"{home}/.gitconfig" if home else os.devnull
+        if checkout is not None:
+            # Named, never discovered: the checkout's `.git` is the agent's to replace.
+            env.update(
+                GIT_DIR=str(self.repo_path / "worktrees" / checkout.name),
+                GIT_COMMON_DIR=str(self.repo_path),
+                GIT_WORK_TREE=str(checkout),
+            )
         env.update(
+            GIT_CONFIG_NOSYSTEM="1",
             GIT_TERMINAL_PROMPT="0",
             GIT_ALLOW_PROTOCOL=_ALLOWED_PROTOCOLS,
             GIT_AUTHOR_NAME=self.author_name,
@@ -611,13 +641,15 @@ class Workspace:
         for setting in _CONFIG:
             argv += ["-c", setting]
         argv += args
+        self._pin_config()
+        checkout = cwd if cwd.parent == self.slots_path and cwd.name != "" else None
         try:
             # Its own session: no terminal to prompt on, and a timeout kills the whole
             # group (ssh and the helpers git starts), not just git.
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=self._env(),
+                env=self._env(checkout),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -651,6 +683,22 @@ class Workspace:
         if ok_codes is not None and done.returncode not in ok_codes:
             raise self._error(args, done.returncode, done.stderr or done.stdout)
         return done
+
+    def _pin_config(self) -> None:
+        """Put back the shared clone's config if anything changed it; drop per-worktree
+        config files (honoured only with an extension this config never sets, but gone
+        is simpler to reason about)."""
+        config = self.repo_path / "config"
+        try:
+            current = config.read_bytes()
+        except FileNotFoundError:
+            return  # no clone yet: `git init` writes it
+        if current != _REPO_CONFIG:
+            scratch = config.with_name(".config.superagent")
+            scratch.write_bytes(_REPO_CONFIG)
+            os.replace(scratch, config)
+        for extra in (self.repo_path / "worktrees").glob("*/config.worktree"):
+            extra.unlink(missing_ok=True)
 
     def _error(self, args: Sequence[str], code: int, output: str, *, context: str = "") -> GitError:
         command = f"git {_subcommand(args)}"
