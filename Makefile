@@ -18,7 +18,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker chaos-queue clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape chaos-queue clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -74,6 +74,9 @@ bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CP
 
 bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
 	$(BIN)/python bench/bench_worker.py
+
+bench-escape: setup ## The escape corpus on a local worker and the sandbox's cost per phase (JSON last line)
+	$(BIN)/python bench/bench_escape.py
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)

@@ -53,6 +53,8 @@ def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
         "worker": worker.name,
         "transport": worker.transport,
         "reachable": result.reachable,
+        # Agents run unsandboxed there, as the worker: shown, never silent.
+        "trusted_host": bool(worker.vars.get("superagent_trusted_host", False)),
         "problems": [],
     }
     problems: list[str] = report["problems"]
@@ -122,6 +124,7 @@ def health(
             "node",
             "claude",
             "superagent",
+            "sandbox",
             "pending",
             "running",
             "problems",
@@ -136,6 +139,7 @@ def health(
                 str(versions.get("node") or "-"),
                 str(versions.get("claude_code") or "-"),
                 str(versions.get("superagent") or "-"),
+                "TRUSTED (none)" if r["trusted_host"] else str(versions.get("sandbox") or "-"),
                 str(r.get("pending", "-")),
                 ", ".join(r.get("current") or []) or str(r.get("running", "-")),
                 Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),

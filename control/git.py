@@ -48,6 +48,7 @@ __all__ = [
     "PrerequisiteRef",
     "PushRejected",
     "Workspace",
+    "remove_tree",
     "validate_branch",
     "validate_remote_url",
     "workspace_root",
@@ -240,7 +241,7 @@ def _tail(text: str) -> str:
     return joined
 
 
-def _rmtree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a tree the agent wrote, read-only directories included; never follows links."""
 
     def retry(func: Callable[..., Any], name: str, _exc: object) -> None:
@@ -373,6 +374,18 @@ class Workspace:
         self._git("commit", "--no-verify", "--quiet", "--file=-", cwd=path, stdin=message)
         return self._rev_parse(path, "HEAD")
 
+    def changed_files(self, prepared: Prepared) -> list[str]:
+        """Every path added or changed since the prepared commit (committed by the agent
+        or not), relative to the checkout: what `commit_all` would push."""
+        path = self._checkout(prepared)
+        self._git("add", "--all", "--", ".", cwd=path)
+        done = self._git(
+            "diff", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d",
+            "--end-of-options", prepared.head, "--",
+            cwd=path,
+        )  # fmt: skip
+        return sorted({name for name in done.stdout.split("\0") if name})
+
     def push(self, prepared: Prepared) -> str:
         """Push the checkout's HEAD to the phase's branch, only if the branch is still where
         `prepare` saw it; the pushed commit, as `git ls-remote` reports it afterwards.
@@ -427,7 +440,7 @@ class Workspace:
             if (self.repo_path / "HEAD").is_file():
                 self._clean_slot(path)
             elif path.exists() or path.is_symlink():
-                _rmtree(path)
+                remove_tree(path)
 
     def ignored(self, prepared: Prepared, paths: Sequence[str]) -> list[str]:
         """Those of `paths` (relative to the checkout) that git ignores: they exist on disk
@@ -483,11 +496,11 @@ class Workspace:
             self._git("init", "--bare", "--quiet", "--", str(scratch), cwd=self.root)
             (scratch / _REMOTE_MARKER).write_text(self.remote_url + "\n", encoding="utf-8")
             if self.repo_path.exists():
-                _rmtree(self.repo_path)
+                remove_tree(self.repo_path)
             scratch.rename(self.repo_path)
         finally:
             if scratch.exists():
-                _rmtree(scratch)
+                remove_tree(scratch)
 
     def _fetch(self) -> None:
         # A fetch killed mid-way (worker crash) leaves ref lock files that would fail
@@ -539,7 +552,7 @@ class Workspace:
                 cwd=self.repo_path, ok_codes=None,
             )  # fmt: skip
             if path.exists() or path.is_symlink():
-                _rmtree(path)
+                remove_tree(path)
         self._git("worktree", "prune", cwd=self.repo_path)
 
     def _maintain(self) -> None:

@@ -103,12 +103,17 @@ def write_files(files: Mapping[str, str], checkout: Path) -> list[str]:
 
 
 def _git_apply(request: AgentRequest, patch: Path) -> None:
+    if request.scratch is not None:  # the sandbox sees the scratch directory, not the recording
+        copy = request.scratch / f"replay-{patch.name}"
+        shutil.copyfile(patch, copy)
+        patch = copy
     outcome = run_watched(
         ["git", "apply", "--", str(patch.resolve())],
         cwd=request.checkout,
         env=dict(os.environ),
         log_path=request.log_path,
         wall_timeout_s=min(request.wall_timeout_s, _GIT_APPLY_TIMEOUT_S),
+        wrap=request.wrap,
         cancel=request.cancel,
         log_header=[f"git apply {patch.name}"],
     )
