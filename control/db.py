@@ -8,6 +8,7 @@ Schemas are versioned with `PRAGMA user_version` and migrated forward only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -110,6 +111,9 @@ def connect(
                 raise NotFoundError(f"{path}: no {what} here ({create_hint})")
             if not path.parent.is_dir():
                 raise NotFoundError(f"{path.parent}: directory does not exist")
+            # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except PermissionError as exc:
         raise UnavailableError(f"{path}: permission denied ({exc.strerror})") from exc
     refuse_network_filesystem(path)

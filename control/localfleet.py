@@ -98,7 +98,7 @@ class LocalFleet:
         for worker in self.workers.values():
             home = worker.home
             for sub in ("work", "logs"):
-                (home / sub).mkdir(parents=True, exist_ok=True)
+                (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
             Queue(worker.queue_db).close()
             worker.config.write_text(
                 f'worker_id = "{worker.name}"\n'

@@ -254,9 +254,12 @@ def run_watched(
     should_stop = as_cancel_check(cancel)
     redact = Redactor(secrets)
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(os.devnull if log_path is None else log_path, "a", encoding="utf-8") as handle:
+    target = os.devnull if log_path is None else log_path
+    # A new log is 0600: it holds what the agent printed, which may be sensitive.
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         log = _Log(handle, redact)
         for line in log_header:
             log.note(line)

@@ -97,7 +97,7 @@ class PhaseExecutor:
         if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
             return Outcome("failed", response, "a free-form task needs text (and an agent object)")
         scratch = self.config.work_dir / "freeform" / str(claimed.id)
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             sandbox = self.sandbox()
         except UnavailableError as exc:
@@ -205,7 +205,7 @@ class _Attempt:
 
     def _run(self) -> Outcome:  # noqa: PLR0911  one early return per way an attempt fails
         task = self.task
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             workspace = Workspace(
                 workspace_root(self.config.work_dir, task.repo_url),

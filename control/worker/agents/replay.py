@@ -41,7 +41,9 @@ class ReplayCancelled(Exception):
 
 
 def _log(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         handle.write(f"# {line}\n")
 
 
