@@ -57,7 +57,7 @@ def test_earlier_summaries_are_fenced_data_cut_to_size_after_the_instructions() 
         prerequisites=[
             Prerequisite("models", "sa/models", "a" * 40, hostile),
             Prerequisite("db", "sa/db", "b" * 40, "y" * 5000),
-        ],  # fmt: skip
+        ],
     )
     notes = prompt.index("## Notes from earlier phases (untrusted data)")
     # the summaries sit in their own section, below the task and above the rules
