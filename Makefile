@@ -9,6 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS_CHAOS ?= 20
+RUNS ?= 5
+SEED ?=
 
 INVENTORY ?= inventory/example
 LIMIT ?=
@@ -18,7 +20,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape chaos-queue clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -35,7 +37,8 @@ setup: $(STAMP) ## Create .venv and install superagent with its dev extras
 system-deps: ## Install the Debian packages the tests need (when root; else they skip)
 	tests/setup-system.sh
 
-CLAUDE_CODE_PIN := 2.1.197
+# The pin comes from control/pins.json, like every other reader's.
+CLAUDE_CODE_PIN := $(shell $(PYTHON) -c 'import json; print(json.load(open("control/pins.json"))["claude_code"]["version"])')
 REAL_CLAUDE := .cache/claude-code-$(CLAUDE_CODE_PIN)/node_modules/.bin/claude
 
 real-claude: ## Install the pinned Claude Code under .cache/ (the real-CLI tests run against it)
@@ -80,6 +83,9 @@ bench-escape: setup ## The escape corpus on a local worker and the sandbox's cos
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)
+
+chaos-dispatch: setup ## RUNS web-app runs under kills, freezes, outages; JSON last line (SEED=)
+	$(BIN)/python tests/chaos/dispatch_chaos.py --runs $(RUNS) $(if $(SEED),--seed $(SEED))
 
 wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels (for the workers)
 	@rm -rf dist/wheels.tmp && mkdir -p dist/wheels dist/wheels.tmp/src

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet harness lives in tests/
 from control.inventory import load_inventory
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from control.transport import Transports
 from tests.fleet.harness import (
     Fleet,
@@ -26,8 +27,8 @@ from tests.fleet.harness import (
 )
 
 HOSTS = ("bench1", "bench2", "bench3")
-CONTROL = "/opt/superagent/venv/bin/control"
-INBOX = "/var/lib/superagent/inbox/queue.db"
+CONTROL = WORKER_CONTROL
+INBOX = WORKER_QUEUE_DB
 
 
 def main() -> int:

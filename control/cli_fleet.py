@@ -32,6 +32,7 @@ from control.inventory import Worker
 from control.messages import freeform_payload
 from control.state import StateStore
 from control.transport import PollResult, Transports
+from control.upkeep import answer_text, collect_answers, deliver_cancels
 
 STALE_AFTER_S = 60.0
 PENDING_ALERT_S = 600.0
@@ -101,16 +102,31 @@ def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
 
 def health(
     inventory: InventoryOption = None,
+    state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Each worker: reachable, heartbeat age, versions against the pins, inbox depth,
-    oldest pending message, current phase. Exits 1 when anything is wrong."""
+    oldest pending message, current phase. Exits 1 when anything is wrong.
+
+    On the way it stores the answers to free-form tasks (`control answers`) and
+    delivers the cancels owed to workers, when a state database exists."""
     workers = workers_from(inventory)
     transports = Transports(inventory=inventory)
+    store = None
+    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing owed
+        store = _open_store(state)
     try:
-        results = transports.poll(workers, limit=0)
+        results = transports.poll(workers, limit=200 if store else 0, first=["freeform/"])
+        if store is not None:
+            fleet = {w.name: w for w in workers}
+            for name, result in results.items():
+                if result.reachable:
+                    collect_answers(store, transports, fleet[name], result)
+            deliver_cancels(store, transports, fleet, results)
     finally:
         transports.close()
+        if store is not None:
+            store.close()
     now = time.time()
     reports = [judge(w, results[w.name], now) for w in workers]
     healthy = all(not r["problems"] for r in reports)
@@ -273,6 +289,34 @@ def enqueue(
     )
 
 
+def answers(
+    state: StateOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Free-form tasks sent with `control enqueue`, newest first, with their answers
+    (stored by the next `control dispatch` or `control health` that polled them)."""
+    store = _open_store(state)
+    try:
+        rows = store.answers(limit)
+    finally:
+        store.close()
+
+    def render() -> None:
+        table = Table("sent", "worker", "state", "answer", "key")
+        for row in rows:
+            table.add_row(
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(row["sent_at"])),
+                row["worker"],
+                row["state"],
+                Text(answer_text(row)[:200] or "-"),  # agent text: shown as data
+                row["key"],
+            )
+        console.print(table)
+
+    emit({"answers": rows}, as_json, render)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (health, workers, logs, enqueue):
+    for command in (health, workers, logs, enqueue, answers):
         app.command()(command)

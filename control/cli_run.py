@@ -24,7 +24,7 @@ from rich.text import Text
 
 from control.cli_io import JsonOption, console, emit
 from control.dispatch import open_dispatch
-from control.errors import ExitCode, NotFoundError, UsageError
+from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker, load_inventory
 from control.merge import merge_run
 from control.orchestrator import RunOutcome, Settings
@@ -133,7 +133,8 @@ def _live_view(store: StateStore, run_id: str, started: float) -> Group:
     cost = sum(r.cost_usd for r in phases.values())
     header = Text(
         f"run {run_id}   {done}/{len(phases)} phases done   "
-        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}",
+        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}   "
+        f"{store.run_status(store.run(run_id))}",
         style="bold",
     )
     return Group(header, _phase_table(store, run_id), _workers_line(store))
@@ -301,6 +302,7 @@ def status(
         data = {
             "run": run.id,
             "status": run.status,
+            "driver": store.live_driver(run),
             "spec": run.spec_path,
             "reason": run.reason,
             "merge_branch": run.merge_branch,
@@ -310,7 +312,9 @@ def status(
         }
 
         def render() -> None:
-            console.print(f"run {run.id} ({run.status}) of {run.spec_path}", highlight=False)
+            console.print(
+                f"run {run.id} ({store.run_status(run)}) of {run.spec_path}", highlight=False
+            )
             console.print(_phase_table(store, run.id))
             console.print(_workers_line(store))
             if run.reason:
@@ -432,20 +436,28 @@ def cancel(
         if unknown:
             raise NotFoundError(f"run {run.id} has no phase {', '.join(unknown)}")
         workers = {w.name: w for w in workers_from(inventory)} if inventory else {}
-        stopped = []
-        attempts = [a for a in store.attempts(run.id) if a.state in ("sending", "dispatched")]
-        for attempt in attempts:
-            if attempt.phase_id in targets and attempt.worker in workers:
-                transports.cancel(workers[attempt.worker], attempt.key)
-                stopped.append(attempt.key)
-        store.cancel_phases(run.id, targets, "cancelled by the operator")
+        # Recorded first, with a cancel owed to each worker: no liveness rule undoes
+        # it, and what cannot be delivered now is delivered by a later tick or command.
+        owed = store.cancel_phases(run.id, targets, "cancelled by the operator")
         if not phases:
             store.finish_run(run.id, "cancelled", "cancelled by the operator")
+        stopped, unstopped = [], []
+        for key in owed:
+            attempt = store.attempt_by_key(key)
+            worker = workers.get(attempt.worker) if attempt else None
+            try:
+                if worker is None:
+                    raise SuperagentError("not in the inventory given")
+                transports.cancel(worker, key)
+            except SuperagentError:
+                unstopped.append(key)
+                continue
+            store.mark_cancel_sent(key)
+            stopped.append(key)
     finally:
         transports.close()
         store.close()
-    unstopped = [a.key for a in attempts if a.phase_id in targets and a.worker not in workers]
-    note = " (pass --inventory to stop their running agents)" if unstopped else ""
+    note = " (their agents are stopped when their workers are next reached)" if unstopped else ""
     emit(
         {"run": run.id, "cancelled": targets, "stopped": stopped},
         as_json,

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control.errors import ConflictError, UsageError
+from control.errors import ConflictError, SuperagentError, UsageError
 from control.inventory import Worker
 from control.merge import MergeFailed, merge_run
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
@@ -40,6 +43,9 @@ class Dispatch:
     resumed: bool
     merge: bool = True
     verify_merge: bool = True
+    # This process as the run's driver (host, pid, a token): see `StateStore.acquire_driver`.
+    driver: dict[str, Any] = field(default_factory=dict)
+    driver_ttl_s: float = 30.0
 
     def drive(
         self,
@@ -48,31 +54,52 @@ class Dispatch:
         timeout_s: float | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> RunOutcome:
-        """Tick until the run ends (or `stop` is set, or the timeout passes)."""
+        """Tick until the run ends (or `stop` is set, or the timeout passes), as the
+        run's one live driver: the lease taken by `open_dispatch` is renewed every tick
+        and given up at the end."""
         orchestrator = self.orchestrator
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            outcome = orchestrator.outcome()
-            if outcome is not None:
-                return self._finish(outcome)
-            if stop.is_set():
-                raise KeyboardInterrupt
-            if deadline is not None and time.monotonic() > deadline:
-                reason = f"timed out after {timeout_s:g}s with phases still open"
-                self.store.finish_run(self.run_id, "failed", reason)
-                return RunOutcome(self.run_id, "failed", self.store.phases(self.run_id), reason)
-            orchestrator.tick()
-            if on_tick is not None:
-                on_tick()
-            if orchestrator.outcome() is None:
-                stop.wait(orchestrator.settings.poll_interval_s)
+        try:
+            while True:
+                self._renew_driver()
+                outcome = orchestrator.outcome()
+                if outcome is not None:
+                    return self._finish(outcome)
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                if deadline is not None and time.monotonic() > deadline:
+                    reason = f"timed out after {timeout_s:g}s with phases still open"
+                    self.store.finish_run(self.run_id, "failed", reason)
+                    phases = self.store.phases(self.run_id)
+                    return RunOutcome(self.run_id, "failed", phases, reason)
+                orchestrator.tick()
+                if on_tick is not None:
+                    on_tick()
+                if orchestrator.outcome() is None:
+                    stop.wait(orchestrator.settings.poll_interval_s)
+        finally:
+            self.store.release_driver(self.run_id, self.driver["token"])
+
+    def _renew_driver(self) -> None:
+        if not self.store.renew_driver(self.run_id, self.driver["token"], self.driver_ttl_s):
+            raise ConflictError(
+                f"run {self.run_id}: another orchestrator took it over; this one stops"
+            )
 
     def _finish(self, outcome: RunOutcome) -> RunOutcome:
         run = self.store.run(self.run_id)
         if run.status == "cancelled":  # `control cancel` ended it while we ran
             return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
+        # Cancels owed to workers (abandoned attempts) are delivered now where they can
+        # be; what cannot is delivered by a later run or `control health`.
+        self.orchestrator.deliver_cancels()
         if outcome.status == "done" and self.merge and run.merge_commit is None:
+            try:
+                self.orchestrator.repair_branches()
+            except SuperagentError as exc:
+                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             commits = {p: (row.branch, row.commit_sha or "") for p, row in outcome.phases.items()}
             try:
                 result = merge_run(
@@ -129,8 +156,15 @@ def open_dispatch(
         resumed = False
     else:
         run_id, resumed = latest.id, True
-        if latest.status == "failed":
-            store.reopen_run(run_id)
+    driver = driver_identity()
+    ttl = driver_ttl(settings or Settings())
+    try:
+        store.acquire_driver(run_id, driver, ttl)
+    except ConflictError:
+        store.close()
+        raise
+    if latest is not None and latest.status == "failed":
+        store.reopen_run(run_id)
     orchestrator = Orchestrator(
         spec,
         workers,
@@ -143,4 +177,21 @@ def open_dispatch(
         emit=emit,
     )
     orchestrator.attach(run_id)
-    return Dispatch(orchestrator, store, run_id, resumed, merge=merge)
+    return Dispatch(
+        orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
+    )
+
+
+def driver_identity() -> dict[str, Any]:
+    """Who drives a run: this host and process, and a token only this process holds."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "token": secrets.token_hex(8),
+        "since": time.time(),
+    }
+
+
+def driver_ttl(settings: Settings) -> float:
+    """How long a driver's lease lasts without renewal: several ticks, 30 s at least."""
+    return max(30.0, 10 * settings.poll_interval_s)

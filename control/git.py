@@ -209,6 +209,14 @@ def _display_url(url: str) -> str:
     return url[: match.end()] + authority + sep + path
 
 
+def _attempt_ref(ref: str) -> str:
+    """An attempt's ref, checked like a branch name: nothing else may be pushed to."""
+    if not ref.startswith("refs/superagent/attempts/"):
+        raise UsageError(f"not an attempt ref: {ref!r}")
+    validate_branch(ref.removeprefix("refs/"))
+    return ref
+
+
 def _validate_commit(commit: str, what: str) -> str:
     value = commit.lower() if isinstance(commit, str) else ""
     if not _COMMIT.fullmatch(value):
@@ -386,12 +394,29 @@ class Workspace:
         )  # fmt: skip
         return sorted({name for name in done.stdout.split("\0") if name})
 
-    def push(self, prepared: Prepared) -> str:
-        """Push the checkout's HEAD to the phase's branch, only if the branch is still where
-        `prepare` saw it; the pushed commit, as `git ls-remote` reports it afterwards.
+    def push(self, prepared: Prepared, ref: str | None = None) -> str:
+        """Push the checkout's HEAD; the pushed commit, as `git ls-remote` reports it.
+
+        With `ref` (an attempt's own ref under refs/superagent/attempts/), HEAD replaces
+        whatever that ref holds: no other attempt ever writes it, and the orchestrator,
+        not the worker, moves the phase's branch. Without it, HEAD goes to the phase's
+        branch, only if the branch is still where `prepare` saw it (the merge).
         """
         path = self._checkout(prepared)
         head = self._rev_parse(path, "HEAD")
+        if ref is not None:
+            self._git(
+                "push", "--porcelain", "--no-verify", "--quiet", "--force",
+                "--", self.remote_url, f"{head}:{_attempt_ref(ref)}",
+                cwd=path,
+            )  # fmt: skip
+            found = self.remote_ref(ref)
+            if found != head:
+                raise GitError(
+                    f"pushed {head[:12]} to {ref} but the remote reports {found or 'no ref'}",
+                    command="git push",
+                )
+            return head
         ref = f"refs/heads/{validate_branch(prepared.branch)}"
         expected = prepared.old_remote_commit
         done = self._git(
@@ -424,7 +449,38 @@ class Workspace:
 
     def remote_commit(self, branch: str) -> str | None:
         """The commit `branch` points to on the remote now, or None if it does not exist."""
+        return self.remote_ref(f"refs/heads/{validate_branch(branch)}")
+
+    def promote(self, source_ref: str, commit: str, branch: str) -> None:
+        """Point the remote `branch` at `commit`, taken from `source_ref` (an attempt's
+        ref): how an accepted result becomes the phase's branch, and how a branch that
+        was moved anyway is repaired. Nothing is checked out; no repository code runs.
+        """
+        commit = _validate_commit(commit, "commit")
         ref = f"refs/heads/{validate_branch(branch)}"
+        if self.remote_ref(ref) == commit:
+            return
+        with self._locked():
+            self._ensure_repo()
+            self._git(
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--", self.remote_url, f"+{_attempt_ref(source_ref)}:refs/superagent/promote",
+                cwd=self.repo_path,
+            )  # fmt: skip
+            self._git(
+                "push", "--porcelain", "--no-verify", "--quiet", "--force",
+                "--", self.remote_url, f"{commit}:{ref}",
+                cwd=self.repo_path,
+            )  # fmt: skip
+        found = self.remote_ref(ref)
+        if found != commit:
+            raise GitError(
+                f"set {branch!r} to {commit[:12]} but the remote reports {found or 'no branch'}",
+                command="git push",
+            )
+
+    def remote_ref(self, ref: str) -> str | None:
+        """The commit the full `ref` points to on the remote now, or None."""
         self.root.mkdir(parents=True, exist_ok=True)
         done = self._git("ls-remote", "--", self.remote_url, ref, cwd=self.root)
         for line in done.stdout.splitlines():

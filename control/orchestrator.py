@@ -20,11 +20,12 @@ from typing import Any
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.inventory import Worker
-from control.messages import PhaseTask, PrerequisiteRef
+from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
 from control.scheduler import ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
+from control.upkeep import deliver_cancels
 
 log = logging.getLogger("superagent.orchestrator")
 
@@ -44,6 +45,12 @@ class Settings:
     pending_alert_s: float = 600.0
     rate_limit_wait_s: float = 300.0  # when a rate-limited agent does not say until when
     git_timeout_s: float = 60.0
+    # An attempt still in flight this long after its phase's timeout is written off
+    # (its worker lost it, or it waited behind another run's work) and reassigned.
+    overdue_grace_s: float = 600.0
+    # Machine losses a phase may suffer before it is dead: they never use up the
+    # phase's own attempts, but a phase that kills every machine must end somewhere.
+    max_losses: int = 10
 
 
 @dataclass
@@ -96,9 +103,9 @@ class Orchestrator:
         self.dag = spec.dag()
         self.bottom = self.dag.bottom_levels()
         self.run_id = ""
-        self._fleet_paused_until = 0.0
         self._last_dispatch = 0.0
         self._first_seen: dict[str, float] = {}
+        self._stuck: dict[str, str | None] = {}
 
     # -- runs ----------------------------------------------------------------------
 
@@ -111,30 +118,48 @@ class Orchestrator:
     # -- the tick ------------------------------------------------------------------------
 
     def tick(self) -> None:
+        """One round: poll, judge liveness, store responses, write off lost attempts,
+        deliver owed cancels, dispatch. A failed call is logged and tried again next
+        tick; it never ends the run."""
         now = self.clock()
-        results = self.transports.poll(list(self.workers.values()))
+        watched = self._watched_keys()
+        results = self.transports.poll(
+            list(self.workers.values()), first=[f"{self.run_id}/", "freeform/"], keys=watched
+        )
         for name, result in results.items():
             self._liveness(name, result, now)
         for name, result in results.items():
             if result.reachable:
                 self._ingest(self.workers[name], result)
-        self._abandon_on_down_workers()
+        self._unknown_to_their_workers(results)
+        self._abandon_lost()
+        self.deliver_cancels(results)
         self._resend()
         self._dispatch()
         self._alerts(results)
 
+    def _watched_keys(self) -> list[str]:
+        """The keys of this run's attempts in flight: each poll asks their inboxes."""
+        return [a.key for a in self.store.attempts(self.run_id) if a.state == "dispatched"]
+
     # -- liveness -------------------------------------------------------------------------
 
     def _liveness(self, name: str, result: PollResult, now: float) -> None:
+        """Up, unreachable (a blip: no new work, nothing taken away) or down (no sign of
+        life for the heartbeat timeout, or refusing work: its attempts are reassigned)."""
         row = self.store.workers().get(name)
         was_down = row is not None and row.status == "down"
         self._first_seen.setdefault(name, now)
+        beat_seen_at = row.beat_seen_at if row else None
+        reference = beat_seen_at if beat_seen_at is not None else self._first_seen[name]
         if not result.reachable:
             unreachable = (row.unreachable if row else 0) + 1
             fields: dict[str, Any] = {"unreachable": unreachable, "reason": result.error}
-            if unreachable >= self.settings.unreachable_polls and not was_down:
+            if unreachable == 1 and not was_down:
+                self._say("worker_unreachable", worker=name, reason=result.error)
+            if not was_down and now - reference > self.settings.heartbeat_timeout_s:
                 fields.update(status="down", down_since=now)
-                why = f"unreachable for {unreachable} polls: {result.error}"
+                why = f"no sign of life for {now - reference:.0f}s (unreachable: {result.error})"
                 self._say("worker_down", worker=name, reason=why)
             self.store.update_worker(name, **fields)
             return
@@ -142,7 +167,6 @@ class Orchestrator:
         if beat is None and len(result.heartbeats) == 1:
             beat = result.heartbeats[0]  # an inbox serves one worker, whatever it calls itself
         fields = {"unreachable": 0, "last_seen": now}
-        beat_seen_at = row.beat_seen_at if row else None
         if beat is not None:
             if row is None or beat["beat_at"] != row.beat_at:
                 # A changed beat is fresh by our clock; on first sight trust it only if
@@ -163,10 +187,7 @@ class Orchestrator:
         if healthy and was_down:
             fields.update(status="up", down_since=None)
             self._say("worker_up", worker=name)
-            self.store.update_worker(name, **fields)
-            self._cancel_abandoned(name)
-            return
-        if not healthy and not was_down and (refusing or stale):
+        elif not healthy and not was_down and (refusing or stale):
             why = (
                 f"refusing work: {beat.get('reason')}"
                 if refusing and beat
@@ -177,81 +198,128 @@ class Orchestrator:
         self.store.update_worker(name, **fields)
 
     def up_workers(self) -> list[Worker]:
+        """Workers that take new work: up, beating, and reachable at the last poll."""
         rows = self.store.workers()
         return [
             w
             for name, w in self.workers.items()
-            if name in rows and rows[name].status == "up" and rows[name].beat_seen_at is not None
+            if name in rows
+            and rows[name].status == "up"
+            and rows[name].beat_seen_at is not None
+            and rows[name].unreachable == 0
         ]
 
-    def _abandon_on_down_workers(self) -> None:
+    def _abandon_lost(self) -> None:
+        """Write off the attempts held by a down worker, a worker gone from the inventory,
+        or past their phase's timeout plus a grace: each is reassigned at once, as a
+        machine loss (never one of the phase's own attempts), with a cancel owed."""
         rows = self.store.workers()
-        down = {name for name, row in rows.items() if row.status == "down"}
+        now = self.clock()
         phases = self.store.phases(self.run_id)
         for attempt in self.store.attempts(self.run_id):
-            if attempt.state not in IN_FLIGHT or attempt.worker not in down:
+            phase = phases[attempt.phase_id]
+            if attempt.state not in IN_FLIGHT or phase.attempt != attempt.attempt:
+                continue
+            worker = rows.get(attempt.worker)
+            if attempt.worker not in self.workers:
+                reason = f"worker {attempt.worker} is no longer in the inventory"
+            elif worker is not None and worker.status == "down":
+                reason = f"worker {attempt.worker} down: {worker.reason or 'no contact'}"
+            elif attempt.state == "dispatched" and now > (attempt.dispatched_at or now) + (
+                self._phase(attempt.phase_id).timeout_minutes * 60 + self.settings.overdue_grace_s
+            ):
+                reason = f"no answer from {attempt.worker} within the phase's timeout and grace"
+            else:
+                continue
+            self._lose_attempt(attempt, phase, reason)
+
+    def _unknown_to_their_workers(self, results: dict[str, PollResult]) -> None:
+        """An attempt whose inbox has never heard of it (the inbox was re-created, the
+        enqueue was lost) or whose answer someone else acknowledged is written off now:
+        waiting for it would wait forever."""
+        phases = self.store.phases(self.run_id)
+        for attempt in self.store.attempts(self.run_id):
+            result = results.get(attempt.worker)
+            if attempt.state != "dispatched" or result is None or attempt.key not in result.known:
                 continue
             phase = phases[attempt.phase_id]
             if phase.attempt != attempt.attempt:
                 continue
-            reason = f"worker {attempt.worker} down: {rows[attempt.worker].reason or 'no contact'}"
-            self._fail_attempt(
-                attempt,
-                phase,
-                reason,
-                attempt_state="abandoned",
-                count=attempt.state == "dispatched",
+            state = result.known[attempt.key]
+            if state is None:
+                self._lose_attempt(
+                    attempt, phase, f"the inbox of {attempt.worker} does not know it"
+                )
+            elif state == "acked":
+                self._lose_attempt(
+                    attempt, phase, f"its answer on {attempt.worker} was taken by someone else"
+                )
+
+    def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
+        self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
+
+    def deliver_cancels(self, results: dict[str, PollResult] | None = None) -> int:
+        """Every cancel owed to a reachable worker of this fleet, of any run (an
+        abandoned attempt must be stopped wherever it still runs, after its run ended
+        too); see `control.upkeep.deliver_cancels`."""
+
+        def said(attempt: AttemptRow, state: str) -> None:
+            self._say(
+                "stale_cancelled",
+                phase=attempt.phase_id,
+                worker=attempt.worker,
+                attempt=attempt.attempt,
+                state=state,
             )
 
-    def _cancel_abandoned(self, worker_name: str) -> None:
-        """A worker is back: cancel what it still holds of attempts given to others."""
-        worker = self.workers[worker_name]
-        for attempt in self.store.attempts(self.run_id):
-            if (
-                attempt.worker == worker_name
-                and attempt.state == "abandoned"
-                and not (attempt.cancel_sent)
-            ):
-                try:
-                    state = self.transports.cancel(worker, attempt.key)
-                except SuperagentError as exc:
-                    log.warning("cancel %s on %s failed: %s", attempt.key, worker_name, exc)
-                    continue
-                self.store.mark_cancel_sent(attempt.key)
-                self._say(
-                    "stale_cancelled",
-                    phase=attempt.phase_id,
-                    worker=worker_name,
-                    attempt=attempt.attempt,
-                    state=state,
-                )
+        return deliver_cancels(self.store, self.transports, self.workers, results, said)
 
     # -- responses -------------------------------------------------------------------------
 
     def _ingest(self, worker: Worker, result: PollResult) -> None:
+        """Store each response, then acknowledge those stored; one bad message or a
+        failed acknowledgement is logged and met again at the next poll."""
         stored: list[int] = []
         for message in result.responses:
-            key = message.get("key") or ""
-            if key.startswith("freeform/"):
-                self.store.store_freeform_response(key, message["id"], message)
-                stored.append(message["id"])
-                continue
-            attempt = self.store.attempt_by_key(key)
-            if attempt is None:
-                continue  # not ours (another orchestrator's, or an operator's): leave it
-            if self._apply(attempt, message):
-                stored.append(message["id"])
-        if stored:
+            try:
+                if self._take(message):
+                    stored.append(int(message["id"]))
+            except (SuperagentError, OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("response %s from %s: %s", message.get("key"), worker.name, exc)
+        if not stored:
+            return
+        try:
             self.transports.ack(worker, stored)
+        except SuperagentError as exc:
+            log.warning(
+                "acknowledging %d response(s) on %s failed: %s", len(stored), worker.name, exc
+            )
 
-    def _apply(self, attempt: AttemptRow, message: dict[str, Any]) -> bool:
+    def _take(self, message: dict[str, Any]) -> bool:
+        """Store what a response means; True when it may be acknowledged.
+
+        A response belongs to the run that owns its attempt: another run's, while that
+        run is still open, is left for its own orchestrator.
+        """
+        key = str(message.get("key") or "")
+        if key.startswith("freeform/"):
+            return self.store.store_freeform_response(key, int(message["id"]), message)
+        attempt = self.store.attempt_by_key(key)
+        if attempt is None:
+            return False  # not ours (another state database's, or an operator's): leave it
+        if attempt.run_id != self.run_id:
+            if self.store.run(attempt.run_id).status == "running":
+                return False
+            if attempt.response is None and attempt.late_response is None:
+                self.store.record_late_response(attempt, message)
+            return True
+        return self._apply(attempt, PhaseResponse.from_message(message), message)
+
+    def _apply(self, attempt: AttemptRow, response: PhaseResponse, message: dict[str, Any]) -> bool:
         """Store what the response means; False when it must wait (and stay unacknowledged)."""
-        phases = self.store.phases(attempt.run_id)
-        phase = phases.get(attempt.phase_id)
+        phase = self.store.phases(attempt.run_id)[attempt.phase_id]
         current = (
-            attempt.run_id == self.run_id
-            and phase is not None
-            and phase.attempt == attempt.attempt
+            phase.attempt == attempt.attempt
             and phase.state in IN_FLIGHT
             and attempt.state in IN_FLIGHT
         )
@@ -263,21 +331,22 @@ class Orchestrator:
                     phase=attempt.phase_id,
                     worker=attempt.worker,
                     attempt=attempt.attempt,
-                    state=message.get("state"),
+                    state=response.state,
                 )
             return True
-        assert phase is not None
-        response = message.get("response") or {}
-        state = message.get("state")
-        cost = float((response.get("agent") or {}).get("cost_usd") or 0.0)
-        if state == "done" and response.get("status") == "done":
-            return self._accept_done(attempt, phase, message, response, cost)
-        status = response.get("status") or state
-        reason = message.get("reason") or response.get("reason") or f"message {state}"
-        if status == "rate_limited":
-            reset = response.get("rate_limit_reset")
-            until = float(reset) if reset else self.clock() + self.settings.rate_limit_wait_s
-            self._fleet_paused_until = max(self._fleet_paused_until, until)
+        if response.state == "done" and response.status == "done":
+            return self._accept_done(attempt, phase, response, message)
+        reason = response.reason or f"message {response.state}"
+        if response.lease_lost or response.status == "cancelled":
+            # The worker vanished mid-run (its inbox gave up) or the message was
+            # cancelled under us: a loss, not the phase's failure.
+            self._fail_attempt(
+                attempt, phase, f"{response.status}: {reason}", response=message, loss=True
+            )
+            return True
+        if response.status == "rate_limited":
+            until = response.rate_limit_reset or self.clock() + self.settings.rate_limit_wait_s
+            self.store.hold("fleet", until, f"rate limited on {attempt.worker}")
             self.store.settle_attempt(
                 attempt,
                 attempt_state="failed",
@@ -285,37 +354,48 @@ class Orchestrator:
                 reason=reason,
                 response=message,
                 not_before=until,
-                cost_usd=cost,
+                cost_usd=response.cost_usd,
                 event="rate_limited",
             )
             self._say("rate_limited", phase=attempt.phase_id, worker=attempt.worker, until=until)
             return True
-        self._fail_attempt(attempt, phase, f"{status}: {reason}", response=message, cost=cost)
+        self._fail_attempt(
+            attempt, phase, f"{response.status}: {reason}", response=message, cost=response.cost_usd
+        )
         return True
 
     def _accept_done(
         self,
         attempt: AttemptRow,
         phase: PhaseRow,
+        response: PhaseResponse,
         message: dict[str, Any],
-        response: dict[str, Any],
-        cost: float,
     ) -> bool:
-        commit = response.get("commit")
+        """Accept a done report once its commit is on the remote where the attempt pushed
+        it; the orchestrator then points the phase's branch at it (only it writes there)."""
+        commit = response.commit
+        ref = response.push_ref or attempt.push_ref
         try:
-            found = self.git.remote_commit(phase.branch)
+            found = self.git.remote_ref(ref) if ref else self.git.remote_commit(phase.branch)
         except SuperagentError as exc:
-            log.warning("cannot check %s on the remote yet: %s", phase.branch, exc)
+            log.warning("cannot check %s on the remote yet: %s", ref or phase.branch, exc)
             return False  # not acknowledged: the next poll brings it again
         if not commit or found != commit:
             self._fail_attempt(
                 attempt,
                 phase,
-                f"reported {phase.branch} at {commit} but the remote has {found or 'no branch'}",
+                f"reported {ref or phase.branch} at {commit} but the remote has "
+                f"{found or 'nothing'}",
                 response=message,
-                cost=cost,
+                cost=response.cost_usd,
             )
             return True
+        if ref:
+            try:
+                self.git.promote(ref, commit, phase.branch)
+            except SuperagentError as exc:
+                log.warning("cannot set %s to %s yet: %s", phase.branch, commit[:12], exc)
+                return False
         self.store.settle_attempt(
             attempt,
             attempt_state="done",
@@ -323,12 +403,37 @@ class Orchestrator:
             reason=None,
             response=message,
             commit=commit,
-            cost_usd=cost,
-            summary=(response.get("summary") or "")[:2000],
+            cost_usd=response.cost_usd,
+            summary=response.summary[:2000],
             event="phase_done",
         )
         self._say("phase_done", phase=attempt.phase_id, worker=attempt.worker, commit=commit)
         return True
+
+    def repair_branches(self) -> list[str]:
+        """Point every done phase's branch back at its accepted commit where something
+        moved it (a stale worker of an older superagent, a person): the run then merges
+        what it accepted instead of wedging. Returns the phases repaired."""
+        repaired = []
+        for phase_id, row in self.store.phases(self.run_id).items():
+            if row.state != "done" or not row.commit_sha:
+                continue
+            if self.git.remote_commit(row.branch) == row.commit_sha:
+                continue
+            accepted = next(
+                (
+                    a
+                    for a in self.store.attempts(self.run_id, phase_id)
+                    if a.state == "done" and a.push_ref
+                ),
+                None,
+            )
+            if accepted is None or accepted.push_ref is None:
+                continue
+            self.git.promote(accepted.push_ref, row.commit_sha, row.branch)
+            self._say("branch_repaired", phase=phase_id, commit=row.commit_sha)
+            repaired.append(phase_id)
+        return repaired
 
     def _fail_attempt(
         self,
@@ -339,47 +444,63 @@ class Orchestrator:
         response: Any = None,
         cost: float = 0.0,
         attempt_state: str = "failed",
-        count: bool = True,
+        loss: bool = False,
+        final: bool = False,
     ) -> None:
-        failures = phase.failures + int(count)
+        """Close an attempt that did not succeed: the phase waits for its next attempt
+        (after a backoff when it failed; at once when its machine was lost), or is dead
+        once its own attempts, or its machine losses, are used up."""
+        owe = attempt_state == "abandoned"
+        failures = phase.failures + int(not loss)
+        losses = phase.losses + int(loss)
         limit = self._phase(phase.phase_id).max_attempts
-        if failures >= limit:
-            self.store.settle_attempt(
+        if final or failures >= limit or losses >= self.settings.max_losses:
+            if final:
+                why = reason
+            elif loss:
+                why = f"{reason} (lost {losses} times; at most {self.settings.max_losses})"
+            else:
+                why = f"{reason} (attempt {failures} of {limit})"
+            if self.store.settle_attempt(
                 attempt,
                 attempt_state=attempt_state,
                 phase_state="dead",
-                reason=f"{reason} (attempt {failures} of {limit})",
+                reason=why,
                 response=response,
-                count_failure=count,
+                count_failure=not loss,
+                count_loss=loss,
+                owe_cancel=owe,
                 cost_usd=cost,
                 event="phase_dead",
-            )
-            self._say("phase_dead", phase=phase.phase_id, worker=attempt.worker, reason=reason)
+            ):
+                self._say("phase_dead", phase=phase.phase_id, worker=attempt.worker, reason=why)
             return
         backoff = 0.0
-        if count:  # exponential: 15 s, 30 s, 60 s ... up to max_backoff_s
+        if not loss:  # exponential: 15 s, 30 s, 60 s ... up to max_backoff_s
             backoff = min(
                 self.settings.max_backoff_s,
                 self.settings.retry_backoff_s * 2 ** max(0, failures - 1),
             )
-        self.store.settle_attempt(
+        if self.store.settle_attempt(
             attempt,
             attempt_state=attempt_state,
             phase_state="waiting",
             reason=reason,
             response=response,
-            count_failure=count,
+            count_failure=not loss,
+            count_loss=loss,
+            owe_cancel=owe,
             cost_usd=cost,
             not_before=self.clock() + backoff,
-            event="phase_retry",
-        )
-        self._say(
-            "phase_retry",
-            phase=phase.phase_id,
-            worker=attempt.worker,
-            reason=reason,
-            retry_in=round(backoff, 1),
-        )
+            event="phase_lost" if loss else "phase_retry",
+        ):
+            self._say(
+                "phase_lost" if loss else "phase_retry",
+                phase=phase.phase_id,
+                worker=attempt.worker,
+                reason=reason,
+                retry_in=round(backoff, 1),
+            )
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -396,7 +517,7 @@ class Orchestrator:
 
     def _dispatch(self) -> None:
         now = self.clock()
-        if now < self._fleet_paused_until:
+        if now < self.store.held_until("fleet"):
             return
         phases = self.store.phases(self.run_id)
         done = {p for p, row in phases.items() if row.state == "done"}
@@ -444,14 +565,56 @@ class Orchestrator:
             )
             for p in ready_ids
         ]
-        for assignment in assign(ready, states)[:room]:
+        assignments = assign(ready, states)[:room]
+        for assignment in assignments:
             attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
             self._send(attempt)
             self._last_dispatch = self.clock()
+        assigned = {a.phase_id for a in assignments}
+        self._say_stuck([r for r in ready if r.id not in assigned], states)
+
+    def _say_stuck(self, waiting: list[ReadyPhase], states: list[WorkerState]) -> None:
+        """A ready phase that no live worker can take: say why, once per change (in the
+        log, the live view and `status`), instead of waiting in silence."""
+        rows = self.store.workers()
+        for phase in waiting:
+            capable = [
+                w for w in self.workers.values()
+                if phase.requires <= w.capabilities and (phase.pin is None or phase.pin == w.name)
+            ]  # fmt: skip
+            live = {s.name for s in states}
+            if not capable:
+                reason = "no worker in the inventory can take it"
+            elif any(w.name in live for w in capable):
+                reason = None  # a capable worker is up: it waits for a free slot
+            else:
+                refusing = [
+                    f"{w.name}: {rows[w.name].reason}"
+                    for w in capable
+                    if w.name in rows and rows[w.name].beat_status == "refusing"
+                ]
+                need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
+                reason = (
+                    "every capable worker refuses work (" + "; ".join(refusing) + ")"
+                    if refusing and len(refusing) == len(capable)
+                    else f"no live worker{need} (capable: {', '.join(w.name for w in capable)})"
+                )
+            if self._stuck.get(phase.id) != reason:
+                self._stuck[phase.id] = reason
+                self.store.note_waiting(self.run_id, phase.id, reason)
+                if reason is not None:
+                    self._say("phase_stuck", phase=phase.id, reason=reason)
 
     def _send(self, attempt: AttemptRow) -> None:
         worker = self.workers[attempt.worker]
-        payload = self.build_task(attempt).to_payload()
+        try:
+            payload = self.build_task(attempt).to_payload()
+        except (SuperagentError, OSError, ValueError) as exc:
+            # Nothing a retry can mend (a recording that cannot be read, say): this
+            # phase ends with the reason; the run and the other phases go on.
+            phase = self.store.phases(self.run_id)[attempt.phase_id]
+            self._fail_attempt(attempt, phase, f"cannot build the task: {exc}", final=True)
+            return
         try:
             sent = self.transports.enqueue(
                 worker, payload, key=attempt.key, max_attempts=QUEUE_MAX_ATTEMPTS
@@ -501,25 +664,27 @@ class Orchestrator:
             silence_s=phase.silence_minutes * 60,
             verify_timeout_s=min(phase.timeout_minutes * 60, 1800.0),
             project=self.spec.name,
-            replay_files=replay_files,
-            replay_patch=replay_patch,
+            replay_files_b64=replay_files,
+            replay_patch_b64=replay_patch,
+            push_ref=attempt.push_ref or attempt_ref(self.run_id, phase.id, attempt.attempt),
         )
 
     def _recording(self, phase_id: str) -> tuple[dict[str, str], str | None]:
-        """The replay recording of a phase (`files/` and a patch), shipped in the message."""
+        """The replay recording of a phase (`files/` and a patch), shipped in the message
+        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly."""
         if self.replay_dir is None:
             raise UsageError("the replay agent needs --replay-dir (recordings per phase)")
         root = self.replay_dir / phase_id
         if not root.is_dir():
             raise UsageError(f"no replay recording for phase {phase_id!r} in {self.replay_dir}")
         files = {
-            str(path.relative_to(root / "files")): path.read_text(encoding="utf-8")
+            str(path.relative_to(root / "files")): to_b64(path.read_bytes())
             for path in sorted((root / "files").rglob("*"))
             if path.is_file() and not path.is_symlink()
         }
         patch = next(
             (
-                p.read_text(encoding="utf-8")
+                to_b64(p.read_bytes())
                 for p in (root / f"{phase_id}.patch", root / "changes.patch")
                 if p.is_file()
             ),

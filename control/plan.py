@@ -7,7 +7,7 @@ with the estimates; the lower bound says how far any schedule could improve on i
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -272,10 +272,6 @@ def plan(spec: Spec, workers: Sequence[Worker] | None = None, count: int = 1) ->
         bound=bound,
         sweep=sweep,
     )
-
-
-def fleet_slots(workers: Iterable[Worker]) -> int:
-    return sum(w.slots for w in workers)
 
 
 def utilisation(simulation: Simulation, workers: Sequence[Worker]) -> Mapping[str, float]:

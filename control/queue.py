@@ -408,9 +408,12 @@ class Queue:
         if not worker_id or not worker_id.isprintable():
             raise UsageError(f"worker id must be printable and non-empty, got {worker_id!r}")
         _check_positive("lease_seconds", lease_seconds)
+        with self._lock:
+            # Expiry can end a message (dead, cancelled): those transitions are as
+            # durable as a completion, so they commit FULL on their own first.
+            self._expire_dead_leases_for_read()
         with self._lock, self._write(durable=False) as conn:
             now = self._clock()
-            self._expire_leases(conn, now)
             row = conn.execute(
                 "UPDATE messages SET state = 'claimed', lease_owner = ?, lease_expires_at = ?, "
                 "attempts = attempts + 1, fence = fence + 1, claimed_at = ?, renewed_at = ? "
@@ -568,16 +571,47 @@ class Queue:
 
     # -- orchestrator side ----------------------------------------------------------
 
-    def responses(self, limit: int | None = None) -> list[Message]:
-        """Finished messages whose response the orchestrator has not acknowledged yet."""
+    def responses(self, limit: int | None = None, *, first: Iterable[str] = ()) -> list[Message]:
+        """Finished messages whose response the orchestrator has not acknowledged yet.
+
+        Those whose key starts with `first[0]` come first, then `first[1]`'s, and so
+        on, then all others: a reader always reaches its own responses however many
+        others wait unread (another run's, an operator's) and fill the window.
+        """
+        prefixes = [p for p in first if p]
+        rank = "".join(
+            f"WHEN substr(key, 1, {len(p)}) = ? THEN {i} " for i, p in enumerate(prefixes)
+        )
+        order = f"CASE {rank}ELSE {len(prefixes)} END, " if prefixes else ""
         with self._lock:
             self._expire_dead_leases_for_read()
             rows = self._conn.execute(
                 "SELECT * FROM messages WHERE acked_at IS NULL AND state NOT IN "
-                "('pending', 'claimed') ORDER BY finished_at, id LIMIT ?",
-                (-1 if limit is None else limit,),
+                f"('pending', 'claimed') ORDER BY {order}finished_at, id LIMIT ?",
+                [*prefixes, -1 if limit is None else limit],
             ).fetchall()
         return [Message.from_row(row) for row in rows]
+
+    def known(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """The state of each key in this inbox (None: the inbox has never seen it).
+
+        The orchestrator asks this of the keys it believes a worker holds: a key the
+        inbox does not know (a re-created inbox, a lost enqueue) is re-dispatched at once
+        instead of waiting in flight forever. An acknowledged message reads `acked`.
+        """
+        out: dict[str, str | None] = {}
+        with self._lock:
+            for key in keys:
+                row = self._conn.execute(
+                    "SELECT state, kind, acked_at FROM messages WHERE key = ?", (key,)
+                ).fetchone()
+                if row is None:
+                    out[key] = None
+                elif row["acked_at"] is not None and row["kind"] == "task":
+                    out[key] = "acked"
+                else:
+                    out[key] = str(row["state"])
+        return out
 
     def _expire_dead_leases_for_read(self) -> None:
         """Let a poll see leases that ran out even when no worker is left to claim."""
@@ -711,8 +745,3 @@ class Queue:
                 "DELETE FROM stale_results WHERE message_id NOT IN (SELECT id FROM messages)"
             )
         return len(gone)
-
-    def integrity_check(self) -> str:
-        with self._lock:
-            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
-        return "; ".join(str(row[0]) for row in rows)

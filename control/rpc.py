@@ -99,12 +99,7 @@ def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
         )
         return {"id": sent.id, "duplicate": sent.duplicate, "state": sent.state}
     if op == "poll":
-        limit = int(request.get("limit", DEFAULT_POLL_LIMIT))
-        return {
-            "responses": [m.to_dict() for m in queue.responses(limit)] if limit else [],
-            "heartbeats": [b.to_dict() for b in queue.heartbeats()],
-            "stats": {k: v for k, v in queue.stats().to_dict().items() if k != "heartbeats"},
-        }
+        return _poll(queue, request)
     if op == "ack":
         ids = request.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
@@ -117,6 +112,27 @@ def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
     if not isinstance(key, str):
         raise UsageError("cancel needs `key`")
     return {"state": queue.cancel(key=key)}
+
+
+def _texts(request: dict[str, Any], name: str) -> list[str]:
+    value = request.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"poll `{name}` must be a list of text")
+    return value
+
+
+def _poll(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
+    """Unacknowledged responses (those under the `first` key prefixes before any
+    other), heartbeats, stats, and the inbox's state of each of `keys`."""
+    limit = int(request.get("limit", DEFAULT_POLL_LIMIT))
+    first = _texts(request, "first")
+    keys = _texts(request, "keys")
+    return {
+        "responses": [m.to_dict() for m in queue.responses(limit, first=first)] if limit else [],
+        "heartbeats": [b.to_dict() for b in queue.heartbeats()],
+        "stats": {k: v for k, v in queue.stats().to_dict().items() if k != "heartbeats"},
+        "known": queue.known(keys),
+    }
 
 
 def _log(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ nothing dispatched twice and nothing lost.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -18,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from control import db
-from control.errors import NotFoundError
+from control.errors import ConflictError, NotFoundError
+from control.messages import attempt_ref
 from control.queue import canonical_json
-
-PHASE_STATES = ("waiting", "sending", "dispatched", "done", "dead", "cancelled")
-ATTEMPT_STATES = ("sending", "dispatched", "done", "failed", "abandoned", "cancelled")
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -105,6 +104,21 @@ _MIGRATIONS: tuple[str, ...] = (
         response   TEXT
     );
     """,
+    # 2: cancels owed until confirmed, machine losses apart from failures, one live
+    # driver per run (a lease), fleet-wide holds that survive a restart.
+    """
+    ALTER TABLE attempts ADD COLUMN cancel_owed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN push_ref TEXT;
+    ALTER TABLE phases ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN driver TEXT;
+    ALTER TABLE runs ADD COLUMN driver_expires_at REAL;
+    CREATE INDEX attempts_owed ON attempts (worker) WHERE cancel_owed = 1 AND cancel_sent = 0;
+    CREATE TABLE holds (
+        name   TEXT PRIMARY KEY,
+        until  REAL NOT NULL,
+        reason TEXT
+    );
+    """,
 )
 
 
@@ -128,6 +142,7 @@ class PhaseRow:
     cost_usd: float
     summary: str | None
     updated_at: float
+    losses: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,8 @@ class AttemptRow:
     response: Any
     late_response: Any
     cancel_sent: bool
+    cancel_owed: bool = False
+    push_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,8 @@ class RunRow:
     reason: str | None
     merge_branch: str | None
     merge_commit: str | None
+    driver: Any = None
+    driver_expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,22 @@ class WorkerRow:
 
 def _loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
+
+
+def _gone(driver: dict[str, Any], me: dict[str, Any]) -> bool:
+    """A driver on this very host whose process no longer exists (killed: its lease
+    has not run out yet, but nobody will renew it)."""
+    if driver.get("host") != me.get("host") or not isinstance(driver.get("pid"), int):
+        return False
+    if driver["pid"] == me.get("pid"):
+        return True  # this very process opens the run again (its earlier driver is over)
+    try:
+        os.kill(driver["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class StateStore:
@@ -242,6 +277,7 @@ class StateStore:
     def _run(row: sqlite3.Row) -> RunRow:
         data = dict(row)
         data["spec"] = json.loads(data["spec"])
+        data["driver"] = _loads(data["driver"])
         return RunRow(**data)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
@@ -291,6 +327,7 @@ class StateStore:
         data["response"] = _loads(data["response"])
         data["late_response"] = _loads(data["late_response"])
         data["cancel_sent"] = bool(data["cancel_sent"])
+        data["cancel_owed"] = bool(data["cancel_owed"])
         return AttemptRow(**data)
 
     def record_sending(self, run_id: str, phase_id: str, worker: str) -> AttemptRow:
@@ -309,8 +346,16 @@ class StateStore:
             key = f"{run_id}/{phase_id}/{attempt}"
             conn.execute(
                 "INSERT INTO attempts (run_id, phase_id, attempt, key, worker, state, "
-                "created_at) VALUES (?, ?, ?, ?, ?, 'sending', ?)",
-                (run_id, phase_id, attempt, key, worker, now),
+                "created_at, push_ref) VALUES (?, ?, ?, ?, ?, 'sending', ?, ?)",
+                (
+                    run_id,
+                    phase_id,
+                    attempt,
+                    key,
+                    worker,
+                    now,
+                    attempt_ref(run_id, phase_id, attempt),
+                ),
             )
             self._event(conn, run_id, "sending", phase_id, worker, {"attempt": attempt})
         found = self.attempt_by_key(key)
@@ -349,35 +394,47 @@ class StateStore:
         commit: str | None = None,
         not_before: float | None = None,
         count_failure: bool = False,
+        count_loss: bool = False,
+        owe_cancel: bool = False,
         cost_usd: float = 0.0,
         summary: str | None = None,
         event: str,
-    ) -> None:
-        """Close an attempt and move its phase, in one transaction."""
+    ) -> bool:
+        """Close an attempt and move its phase, in one transaction.
+
+        Only an attempt still in flight moves its phase: what an operator decided
+        (a cancel) or an earlier settlement stands. `owe_cancel` records, in the same
+        transaction, that the worker must be told to drop the attempt (delivered until
+        it confirms). Returns whether the phase moved.
+        """
         now = self.clock()
         with self.write() as conn:
             conn.execute(
                 "UPDATE attempts SET state = ?, finished_at = ?, reason = ?, "
-                "response = COALESCE(?, response) WHERE key = ?",
+                "response = COALESCE(?, response), cancel_owed = MAX(cancel_owed, ?) "
+                "WHERE key = ?",
                 (
                     attempt_state,
                     now,
                     reason,
                     None if response is None else canonical_json(response),
+                    int(owe_cancel),
                     attempt.key,
                 ),
             )
-            conn.execute(
+            moved = conn.execute(
                 "UPDATE phases SET state = ?, reason = ?, commit_sha = COALESCE(?, commit_sha), "
-                "not_before = ?, failures = failures + ?, cost_usd = cost_usd + ?, "
-                "summary = COALESCE(?, summary), updated_at = ? "
-                "WHERE run_id = ? AND phase_id = ? AND attempt = ?",
+                "not_before = ?, failures = failures + ?, losses = losses + ?, "
+                "cost_usd = cost_usd + ?, summary = COALESCE(?, summary), updated_at = ? "
+                "WHERE run_id = ? AND phase_id = ? AND attempt = ? "
+                "AND state IN ('sending', 'dispatched') RETURNING phase_id",
                 (
                     phase_state,
                     reason,
                     commit,
                     not_before,
                     int(count_failure),
+                    int(count_loss),
                     cost_usd,
                     summary,
                     now,
@@ -385,7 +442,9 @@ class StateStore:
                     attempt.phase_id,
                     attempt.attempt,
                 ),
-            )
+            ).fetchone()
+            if moved is None:
+                return False
             self._event(
                 conn,
                 attempt.run_id,
@@ -394,6 +453,7 @@ class StateStore:
                 attempt.worker,
                 {"attempt": attempt.attempt, "reason": reason, "commit": commit},
             )
+        return True
 
     def record_late_response(self, attempt: AttemptRow, response: Any) -> None:
         """A result from an abandoned attempt: kept for the record, changes nothing."""
@@ -412,8 +472,41 @@ class StateStore:
             )
 
     def mark_cancel_sent(self, key: str) -> None:
+        """The worker's inbox confirmed the cancel (cancelled, flagged, or already over)."""
         with self.write() as conn:
             conn.execute("UPDATE attempts SET cancel_sent = 1 WHERE key = ?", (key,))
+
+    def owe_cancel(self, key: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE attempts SET cancel_owed = 1 WHERE key = ?", (key,))
+
+    def owed_cancels(self) -> list[AttemptRow]:
+        """Cancels recorded but not yet confirmed by the worker, of every run, finished
+        ones included: a written-off attempt must be stopped wherever it still runs."""
+        rows = self.conn.execute(
+            "SELECT * FROM attempts WHERE cancel_owed = 1 AND cancel_sent = 0 "
+            "ORDER BY created_at, attempt"
+        ).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def drop_owed_cancels(self, worker: str) -> int:
+        """A host gone from the inventory: nothing can be delivered to it any more."""
+        with self.write() as conn:
+            gone = conn.execute(
+                "UPDATE attempts SET cancel_owed = 0 WHERE worker = ? AND cancel_owed = 1 "
+                "AND cancel_sent = 0 RETURNING key",
+                (worker,),
+            ).fetchall()
+        return len(gone)
+
+    def note_waiting(self, run_id: str, phase_id: str, reason: str | None) -> None:
+        """Why a ready phase is not dispatched (no live worker can take it), for `status`."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE phases SET reason = ? WHERE run_id = ? AND phase_id = ? "
+                "AND state = 'waiting'",
+                (reason, run_id, phase_id),
+            )
 
     def reset_phase(self, run_id: str, phase_id: str, reason: str) -> None:
         """`control retry`: a dead or cancelled phase gets a fresh set of attempts."""
@@ -425,15 +518,114 @@ class StateStore:
             )
             self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
 
-    def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
+    def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> list[str]:
+        """The operator's cancel, recorded before anything is sent: the phases end
+        `cancelled`, their attempts in flight too, each with a cancel owed to its
+        worker. Returns the keys of those attempts."""
+        owed: list[str] = []
         with self.write() as conn:
+            now = self.clock()
             for phase_id in phase_ids:
                 conn.execute(
                     "UPDATE phases SET state = 'cancelled', reason = ?, updated_at = ? "
                     "WHERE run_id = ? AND phase_id = ? AND state NOT IN ('done', 'cancelled')",
-                    (reason, self.clock(), run_id, phase_id),
+                    (reason, now, run_id, phase_id),
                 )
+                owed += [
+                    row["key"]
+                    for row in conn.execute(
+                        "UPDATE attempts SET state = 'cancelled', finished_at = ?, reason = ?, "
+                        "cancel_owed = 1 WHERE run_id = ? AND phase_id = ? "
+                        "AND state IN ('sending', 'dispatched') RETURNING key",
+                        (now, reason, run_id, phase_id),
+                    ).fetchall()
+                ]
                 self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
+        return owed
+
+    # -- the run's driver -------------------------------------------------------------
+
+    def acquire_driver(self, run_id: str, holder: dict[str, Any], ttl_s: float) -> None:
+        """Become the one live orchestrator of `run_id`, or say who is.
+
+        A lease: the driver renews it every tick; a killed driver's lease runs out,
+        and one on this host whose process is gone is taken over at once.
+        """
+        now = self.clock()
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT driver, driver_expires_at FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"{self.path}: no run {run_id!r}")
+            current = _loads(row["driver"])
+            live = (
+                current is not None
+                and (row["driver_expires_at"] or 0) > now
+                and current.get("token") != holder.get("token")
+                and not _gone(current, holder)
+            )
+            if live:
+                until = time.strftime("%H:%M:%S", time.localtime(row["driver_expires_at"]))
+                raise ConflictError(
+                    f"run {run_id} is driven by process {current.get('pid')} on "
+                    f"{current.get('host')} (lease until {until}); stop it first, or wait "
+                    "for its lease to run out"
+                )
+            conn.execute(
+                "UPDATE runs SET driver = ?, driver_expires_at = ? WHERE id = ?",
+                (canonical_json(holder), now + ttl_s, run_id),
+            )
+
+    def renew_driver(self, run_id: str, token: str, ttl_s: float) -> bool:
+        """Extend the lease; False when another driver took the run over."""
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE runs SET driver_expires_at = ? WHERE id = ? "
+                "AND json_extract(driver, '$.token') = ? RETURNING id",
+                (self.clock() + ttl_s, run_id, token),
+            ).fetchone()
+        return row is not None
+
+    def release_driver(self, run_id: str, token: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET driver = NULL, driver_expires_at = NULL WHERE id = ? "
+                "AND json_extract(driver, '$.token') = ?",
+                (run_id, token),
+            )
+
+    def live_driver(self, run: RunRow) -> dict[str, Any] | None:
+        """Who drives the run now, or None (no orchestrator, or its lease ran out)."""
+        if run.driver is None or (run.driver_expires_at or 0) <= self.clock():
+            return None
+        return dict(run.driver)
+
+    def run_status(self, run: RunRow) -> str:
+        """The run's status as a person should read it: a `running` run whose
+        orchestrator is gone (killed, its lease run out) is `interrupted`, not running."""
+        if run.status != "running":
+            return run.status
+        driver = self.live_driver(run)
+        if driver is None:
+            return "interrupted (no live orchestrator; `control dispatch` resumes it)"
+        return f"running (driven by process {driver.get('pid')} on {driver.get('host')})"
+
+    # -- fleet-wide holds ---------------------------------------------------------------
+
+    def hold(self, name: str, until: float, reason: str) -> None:
+        """A hold on dispatching (e.g. an account's rate limit) that survives restarts;
+        a later `until` extends it, an earlier one never shortens it."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO holds (name, until, reason) VALUES (?, ?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
+                (name, until, reason),
+            )
+
+    def held_until(self, name: str) -> float:
+        row = self.conn.execute("SELECT until FROM holds WHERE name = ?", (name,)).fetchone()
+        return 0.0 if row is None else float(row["until"])
 
     # -- workers -------------------------------------------------------------------
 
@@ -499,6 +691,13 @@ class StateStore:
                 "INSERT OR IGNORE INTO freeform (key, worker, sent_at) VALUES (?, ?, ?)",
                 (key, worker, self.clock()),
             )
+
+    def answers(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Free-form tasks sent with `control enqueue`, newest first, with their answers."""
+        rows = self.conn.execute(
+            "SELECT * FROM freeform ORDER BY sent_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [{**dict(r), "response": _loads(r["response"])} for r in rows]
 
     def store_freeform_response(self, key: str, message_id: int, response: Any) -> bool:
         with self.write() as conn:

@@ -7,9 +7,13 @@ failure, because CI is where the whole system must be shown to work.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +25,22 @@ def need(condition: bool, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"needed in CI: {reason}")
     pytest.skip(reason)
+
+
+def run_script_json(script: Path, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run a bench or chaos script with this Python; the figures of its last line, which
+    every such script prints as JSON. A failed run fails the test with its output's tail."""
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    tail = f"stdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-4000:]}"
+    assert done.returncode == 0, f"{script.name} exited {done.returncode}\n{tail}"
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"{script.name} printed nothing\n{tail}"
+    figures = json.loads(lines[-1])
+    assert isinstance(figures, dict), f"{script.name}'s last line is not a JSON object\n{tail}"
+    return figures
 
 
 def descendants(pid: int) -> list[int]:

@@ -57,14 +57,21 @@ class Transports:
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
         return self.of(worker).enqueue(worker, payload, key=key, max_attempts=max_attempts)
 
-    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+    def poll(
+        self,
+        workers: Sequence[Worker],
+        *,
+        limit: int = 200,
+        first: Sequence[str] = (),
+        keys: Sequence[str] = (),
+    ) -> dict[str, PollResult]:
         """One fan-out per transport kind, whatever the number of hosts."""
         results: dict[str, PollResult] = {}
         by_kind: dict[str, list[Worker]] = {}
         for worker in workers:
             by_kind.setdefault(worker.transport, []).append(worker)
         for kind, group in by_kind.items():
-            results.update(self.for_kind(kind).poll(group, limit=limit))
+            results.update(self.for_kind(kind).poll(group, limit=limit, first=first, keys=keys))
         return results
 
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from control import rpc
 from control.errors import SuperagentError
 from control.inventory import Worker
 from control.transport.base import (
+    InboxCalls,
     PollResult,
-    Sent,
     TransportError,
     control_path,
     poll_result,
@@ -38,7 +38,7 @@ _ARGS = {
 }
 
 
-class AnsibleTransport:
+class AnsibleTransport(InboxCalls):
     """Ad-hoc `ansible.builtin.command` calls through the one ansible-runner wrapper.
 
     `inventory` is the inventory directory the workers were loaded from (or
@@ -97,16 +97,12 @@ class AnsibleTransport:
             raise TransportError(f"{worker.name}: {answer}")
         return unwrap(worker.name, answer)
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self.call(
-            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
-        )
-        return Sent(answer["id"], answer["duplicate"], answer["state"])
-
-    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+    def poll_request(
+        self, workers: Sequence[Worker], request: dict[str, Any]
+    ) -> dict[str, PollResult]:
         """One ansible-runner invocation for all `workers`."""
         results: dict[str, PollResult] = {}
-        for name, answer in self._call(workers, {"op": "poll", "limit": limit}).items():
+        for name, answer in self._call(workers, request).items():
             if isinstance(answer, str):
                 results[name] = PollResult(name, False, error=f"{name}: {answer}")
                 continue
@@ -115,12 +111,6 @@ class AnsibleTransport:
             except SuperagentError as exc:
                 results[name] = PollResult(name, False, error=str(exc))
         return results
-
-    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
-
-    def cancel(self, worker: Worker, key: str) -> str:
-        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         """Nothing stays open: the SSH control sockets expire by ControlPersist."""

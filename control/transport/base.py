@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 
-DEFAULT_CONTROL = "/opt/superagent/venv/bin/control"
-DEFAULT_REMOTE_QUEUE = "/var/lib/superagent/inbox/queue.db"  # the worker role's default
+# The worker role's defaults, from the same file the role reads.
+DEFAULT_CONTROL = WORKER_CONTROL
+DEFAULT_REMOTE_QUEUE = WORKER_QUEUE_DB
 
 
 class TransportError(SuperagentError):
@@ -41,6 +43,8 @@ class PollResult:
     responses: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    # The inbox's state of each key the poll asked about (None: never seen there).
+    known: dict[str, str | None] = field(default_factory=dict)
 
 
 class Transport(Protocol):
@@ -52,13 +56,62 @@ class Transport(Protocol):
 
     def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent: ...
 
-    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]: ...
+    def poll(
+        self,
+        workers: Sequence[Worker],
+        *,
+        limit: int = 200,
+        first: Sequence[str] = (),
+        keys: Sequence[str] = (),
+    ) -> dict[str, PollResult]: ...
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int: ...
 
     def cancel(self, worker: Worker, key: str) -> str: ...
 
     def close(self) -> None: ...
+
+
+class InboxCalls:
+    """The protocol's requests, written once for every transport: a transport
+    supplies `call` (one worker) and `poll_request` (one fan-out)."""
+
+    def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def poll_request(
+        self, workers: Sequence[Worker], request: dict[str, Any]
+    ) -> dict[str, PollResult]:
+        raise NotImplementedError
+
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
+        answer = self.call(
+            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
+        )
+        return Sent(answer["id"], answer["duplicate"], answer["state"])
+
+    def poll(
+        self,
+        workers: Sequence[Worker],
+        *,
+        limit: int = 200,
+        first: Sequence[str] = (),
+        keys: Sequence[str] = (),
+    ) -> dict[str, PollResult]:
+        """Responses (those under the `first` key prefixes before others), heartbeats,
+        stats, and each inbox's state of `keys`, from every worker in one fan-out."""
+        request: dict[str, Any] = {"op": "poll", "limit": limit}
+        if first:
+            request["first"] = list(first)
+        if keys:
+            request["keys"] = list(keys)
+        return self.poll_request(workers, request) if workers else {}
+
+    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
+        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
+
+    def cancel(self, worker: Worker, key: str) -> str:
+        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
 
 def queue_path(worker: Worker, default: str = DEFAULT_REMOTE_QUEUE) -> str:
@@ -104,6 +157,7 @@ def poll_result(worker: str, answer: dict[str, Any]) -> PollResult:
         responses=list(answer.get("responses", [])),
         heartbeats=list(answer.get("heartbeats", [])),
         stats=dict(answer.get("stats", {})),
+        known=dict(answer.get("known", {})),
     )
 
 

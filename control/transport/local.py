@@ -14,10 +14,10 @@ from control import rpc
 from control.errors import SuperagentError
 from control.inventory import Worker
 from control.queue import Queue
-from control.transport.base import PollResult, Sent, local_queue_path, poll_result, unwrap
+from control.transport.base import InboxCalls, PollResult, local_queue_path, poll_result, unwrap
 
 
-class LocalTransport:
+class LocalTransport(InboxCalls):
     name = "local"
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -34,28 +34,18 @@ class LocalTransport:
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
         return unwrap(worker.name, rpc.handle(self._queue(worker), request))
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self.call(
-            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
-        )
-        return Sent(answer["id"], answer["duplicate"], answer["state"])
-
-    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+    def poll_request(
+        self, workers: Sequence[Worker], request: dict[str, Any]
+    ) -> dict[str, PollResult]:
         results = {}
         for worker in workers:
             try:
-                answer = self.call(worker, {"op": "poll", "limit": limit})
+                answer = self.call(worker, request)
             except SuperagentError as exc:
                 results[worker.name] = PollResult(worker.name, False, error=str(exc))
             else:
                 results[worker.name] = poll_result(worker.name, answer)
         return results
-
-    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
-
-    def cancel(self, worker: Worker, key: str) -> str:
-        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         for queue in self._queues.values():

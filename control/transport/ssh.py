@@ -24,8 +24,8 @@ import paramiko
 from control.errors import SuperagentError, UsageError
 from control.inventory import Worker
 from control.transport.base import (
+    InboxCalls,
     PollResult,
-    Sent,
     TransportError,
     control_path,
     poll_result,
@@ -370,7 +370,7 @@ class _Link:
             self._drop()
 
 
-class SshTransport:
+class SshTransport(InboxCalls):
     """The fast path: a persistent channel per worker, a poll fanned out on threads."""
 
     name = "ssh"
@@ -411,16 +411,10 @@ class SshTransport:
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
         return unwrap(worker.name, self._link(worker).call(request))
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
-        answer = self.call(
-            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
-        )
-        return Sent(answer["id"], answer["duplicate"], answer["state"])
-
-    def poll(self, workers: Sequence[Worker], *, limit: int = 200) -> dict[str, PollResult]:
+    def poll_request(
+        self, workers: Sequence[Worker], request: dict[str, Any]
+    ) -> dict[str, PollResult]:
         """Every worker at once, each on its own connection; a failure is `reachable=False`."""
-        if not workers:
-            return {}
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(MAX_POLL_THREADS, thread_name_prefix="ssh-poll")
@@ -428,17 +422,11 @@ class SshTransport:
 
         def one(worker: Worker) -> PollResult:
             try:
-                return poll_result(worker.name, self.call(worker, {"op": "poll", "limit": limit}))
+                return poll_result(worker.name, self.call(worker, request))
             except SuperagentError as exc:
                 return PollResult(worker.name, False, error=str(exc))
 
         return {w.name: result for w, result in zip(workers, pool.map(one, workers), strict=True)}
-
-    def ack(self, worker: Worker, ids: Sequence[int]) -> int:
-        return int(self.call(worker, {"op": "ack", "ids": list(ids)})["acked"])
-
-    def cancel(self, worker: Worker, key: str) -> str:
-        return str(self.call(worker, {"op": "cancel", "key": key})["state"])
 
     def close(self) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ class CheckReport:
 
 def _version_of(argv: list[str], word: int = 0) -> tuple[str | None, str | None]:
     """(version text, error) from `argv`: a word of the first line (the first by
-    default: `v20.18.1`, `2.1.197 (Claude Code)`), minus a leading 'v'."""
+    default: `v20.18.1`, `9.8.7 (Claude Code)`), minus a leading 'v'."""
     try:
         done = subprocess.run(
             argv,

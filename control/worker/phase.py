@@ -167,6 +167,7 @@ class _Attempt:
             "worker": config.worker_id,
             "slot": slot,
             "branch": task.branch,
+            "push_ref": task.push_ref,
             "commit": None,
             "log": str(self.log_path),
         }
@@ -321,7 +322,7 @@ class _Attempt:
             )
             if head == prepared.head:
                 return self._end("failed", "the agent changed nothing in the checkout")
-            pushed = workspace.push(prepared)
+            pushed = workspace.push(prepared, task.push_ref)
         except SuperagentError as exc:
             self.clock.mark("push")
             return self._end("failed", f"commit or push failed: {exc}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from tests.fleet.harness import (
     Fleet,
     PlaybookRun,
@@ -93,7 +94,7 @@ def worker_check(fleet: Fleet, host: str) -> tuple[int, dict[str, Any]]:
             "sudo",
             "-u",
             "superagent",
-            "/opt/superagent/venv/bin/control",
+            WORKER_CONTROL,
             "worker",
             "check",
             "--json",
@@ -107,8 +108,8 @@ def heartbeat(fleet: Fleet, host: str) -> dict[str, Any]:
     """The host's own heartbeat in its inbox (`control queue stats --json`)."""
     done = fleet.exec(
         host,
-        ["sudo", "-u", "superagent", "/opt/superagent/venv/bin/control", "queue", "stats", "--db",
-         "/var/lib/superagent/inbox/queue.db", "--json"],
+        ["sudo", "-u", "superagent", WORKER_CONTROL, "queue", "stats", "--db", WORKER_QUEUE_DB,
+         "--json"],
     )  # fmt: skip
     beats = [b for b in json.loads(done.stdout)["heartbeats"] if b["worker_id"] == host]
     assert beats, f"no heartbeat from {host} in its inbox: {done.stdout}"

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION, NPM_VERSION
+
 REPO = Path(__file__).resolve().parents[2]
 FLEET_DIR = Path(os.environ.get("SUPERAGENT_FLEET_DIR", REPO / ".fleet"))
 STATE_DIR = Path(os.environ.get("SUPERAGENT_FLEET_STATE", "/var/lib/superagent-fleet"))
@@ -71,9 +73,6 @@ ROUTER_NS = "sa-router"
 ROUTER_ADDRESS = f"{SUBNET}.254"
 # The tunnel endpoint (the "orchestrator's host" sshd) listens here, in the root namespace.
 GATEWAY_PORT = 2222
-
-NODE_VERSION = "20.20.2"
-NPM_VERSION = "10.8.2"  # the npm that Node 20.20.2 ships with
 
 TOOLS = {
     "systemd-nspawn": "systemd-container",
@@ -363,7 +362,7 @@ def node_tarball(version: str = NODE_VERSION, npm_version: str = NPM_VERSION) ->
     return out, digest
 
 
-def claude_code_tarballs(version: str = "2.1.197") -> list[Path]:
+def claude_code_tarballs(version: str = CLAUDE_CODE_VERSION) -> list[Path]:
     """`npm pack` of Claude Code and its linux-x64 package, for an offline install; cached."""
     directory = CACHE_DIR / "claude-code"
     names = [f"anthropic-ai-claude-code-{version}.tgz",

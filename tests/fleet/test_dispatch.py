@@ -22,6 +22,7 @@ import pytest
 
 from control.demo import EXAMPLES, seed_remote
 from control.inventory import load_inventory
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from control.transport import Transports
 from tests.fleet.conftest import Provisioning, report
 from tests.fleet.harness import BRIDGE_ADDRESS, Fleet
@@ -30,8 +31,8 @@ from tests.injection import big_text, corpus
 pytestmark = pytest.mark.fleet
 
 GIT_PORT = 9418
-CONTROL = "/opt/superagent/venv/bin/control"
-INBOX = "/var/lib/superagent/inbox/queue.db"
+CONTROL = WORKER_CONTROL
+INBOX = WORKER_QUEUE_DB
 # What the example web app's verify commands need on a worker, from Debian.
 EXAMPLE_PACKAGES = ["python-is-python3", "python3-pytest", "python3-yaml"]
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
 from tests.fleet.conftest import HOSTS, Provisioning, heartbeat, report, unit_property, worker_check
 
 pytestmark = pytest.mark.fleet
@@ -20,8 +21,8 @@ def test_three_fresh_hosts_are_provisioned(provisioned: Provisioning) -> None:
         assert first.recap[host]["changed"] > 0, f"{host} was not fresh"
         code, report_ = worker_check(provisioned.fleet, host)
         assert code == 0, report_
-        assert report_["versions"]["node"] == "20.20.2"
-        assert report_["versions"]["claude_code"] == "2.1.197"
+        assert report_["versions"]["node"] == NODE_VERSION
+        assert report_["versions"]["claude_code"] == CLAUDE_CODE_VERSION
 
 
 def test_a_second_run_changes_nothing(provisioned: Provisioning) -> None:
@@ -126,5 +127,5 @@ def test_the_worker_beats_fresh_heartbeats(provisioned: Provisioning) -> None:
         beat = heartbeat(fleet, host)
         assert beat["status"] == "idle", beat
         assert time.time() - beat["beat_at"] < 60, beat
-        assert beat["versions"]["node"] == "20.20.2"
-        assert beat["versions"]["claude_code"] == "2.1.197"
+        assert beat["versions"]["node"] == NODE_VERSION
+        assert beat["versions"]["claude_code"] == CLAUDE_CODE_VERSION

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from tests.fleet.conftest import Provisioning, unit_property
 from tests.fleet.harness import BRIDGE_ADDRESS, GATEWAY_PORT, Fleet
 
@@ -65,8 +66,7 @@ def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
         assert fleet.ssh("natbox", "hostname").stdout.strip() == "natbox"
         stats = fleet.ssh(
             "natbox",
-            "/opt/superagent/venv/bin/control queue stats --db /var/lib/superagent/inbox/queue.db"
-            " --json",
+            f"{WORKER_CONTROL} queue stats --db {WORKER_QUEUE_DB} --json",
             user="superagent",
         )
         beats = {b["worker_id"]: b for b in json.loads(stats.stdout)["heartbeats"]}

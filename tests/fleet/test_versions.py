@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
 from tests.fleet.conftest import Provisioning, heartbeat, unit_property, worker_check
 from tests.fleet.harness import claude_code_tarballs, node_tarball
 
@@ -31,12 +32,12 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
         assert code != 0, report
         assert report["ok"] is False
         assert report["versions"]["node"] == DRIFTED_NODE
-        assert f"node is {DRIFTED_NODE}, pinned 20.20.2" in report["problems"], report
+        assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in report["problems"], report
 
         beat = heartbeat(fleet, host)
         assert beat["status"] == "refusing", beat
         assert beat["versions"]["node"] == DRIFTED_NODE
-        assert f"node is {DRIFTED_NODE}, pinned 20.20.2" in (beat["reason"] or "")
+        assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in (beat["reason"] or "")
 
         # systemd will not run it either: ExecStartPre is the same check.
         restart = fleet.exec(host, ["systemctl", "restart", "superagent-worker"], check=False)
@@ -62,7 +63,7 @@ def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provision
     assert "need Node 22" in run.output
     assert run.recap[host]["changed"] == 0, run.changed_tasks()
     version = fleet.exec(host, ["/usr/local/bin/claude", "--version"]).stdout
-    assert version.split()[0] == "2.1.197"
+    assert version.split()[0] == CLAUDE_CODE_VERSION
 
 
 def test_claude_code_installs_offline_from_tarballs_staged_on_the_controller(
@@ -90,7 +91,7 @@ def test_claude_code_installs_offline_from_tarballs_staged_on_the_controller(
         assert run.rc == 0, run.tail()
         assert run.recap[host]["changed"] > 0
         version = fleet.exec(host, ["/opt/offline-test/claude-code/bin/claude", "--version"])
-        assert version.stdout.split()[0] == "2.1.197"
+        assert version.stdout.split()[0] == CLAUDE_CODE_VERSION
     finally:
         fleet.exec(
             host, ["sh", "-c", "rm -rf /opt/offline-test /var/cache/superagent/anthropic-ai-*"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,94 @@ def test_an_invalid_spec_is_refused_before_anything_is_dispatched(
     assert not pipeline.state.exists() or (
         sqlite3.connect(pipeline.state).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     )
+
+
+def test_a_worker_killed_then_restarted_after_its_phase_was_accepted_elsewhere(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Issue 9's scenario end to end: the written-off worker comes back; the run
+    finishes, and the phase's branch and the integration branch hold the accepted
+    commit (each attempt pushes to its own ref; only the orchestrator moves branches)."""
+    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
+    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(
+        tmp_path / "spec.json",
+        [
+            {
+                "id": "slow",
+                "title": "Slow",
+                "task": "Take a while, then write slow.txt saying done.",
+                "deliverables": ["slow.txt"],
+                "verify": ["grep -qx done slow.txt"],
+            }
+        ],
+    )
+    process = pipeline.start_dispatch(spec)
+    victim = wait_for_event(process, "dispatched")["worker"]
+    deadline = time.monotonic() + 20
+    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.05)
+    worker = fleet.workers[victim].process
+    assert worker is not None
+    kill_tree(worker.pid)
+    worker.wait()
+    wait_for_event(process, "phase_done")
+    fleet.start(victim)  # back from the dead, after its phase was accepted elsewhere
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    summary = parse_events(out)[-1]
+    store = StateStore(pipeline.state)
+    run = store.latest_run()
+    assert run is not None
+    accepted = store.phases(run.id)["slow"].commit_sha
+    store.close()
+    assert accepted
+    heads = subprocess.run(
+        ["git", "-C", str(pipeline.remote), "rev-parse", "sa/slow", summary["merge_branch"]],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert heads[0] == accepted
+    subprocess.run(
+        ["git", "-C", str(pipeline.remote), "merge-base", "--is-ancestor", accepted, heads[1]],
+        check=True,
+    )
+
+
+def test_replayed_bytes_arrive_exactly_and_a_broken_phase_does_not_stop_the_others(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    crlf = b"@echo off\r\nset X=1\r\n"
+    latin1 = "caf\u00e9 cr\u00e8me\n".encode("latin-1")
+    recordings = tmp_path / "recordings"
+    (recordings / "bytes" / "files").mkdir(parents=True)
+    (recordings / "bytes" / "files" / "make.bat").write_bytes(crlf)
+    (recordings / "bytes" / "files" / "menu.txt").write_bytes(latin1)
+    (recordings / "other" / "files").mkdir(parents=True)
+    (recordings / "other" / "files" / "other.txt").write_text("fine\n")
+    # `broken` has no recording at all: its task cannot be built.
+    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    phase = {"title": "T", "task": "Replay it."}
+    spec = write_spec(
+        tmp_path / "spec.json",
+        [
+            {**phase, "id": "bytes", "deliverables": ["make.bat", "menu.txt"]},
+            {**phase, "id": "broken", "deliverables": ["x.txt"]},
+            {**phase, "id": "other", "deliverables": ["other.txt"]},
+        ],
+    )
+    code, events, stderr = pipeline.dispatch(
+        spec, "--agent", "replay", "--replay-dir", str(recordings)
+    )
+    assert code == 1, stderr  # the run fails: one phase is dead
+    done = sorted(e["phase"] for e in events if e.get("event") == "phase_done")
+    assert done == ["bytes", "other"]
+    dead = [e for e in events if e.get("event") == "phase_dead"]
+    assert [e["phase"] for e in dead] == ["broken"]
+    assert "cannot build the task" in dead[0]["reason"]
+    for name, data in (("make.bat", crlf), ("menu.txt", latin1)):
+        blob = subprocess.run(
+            ["git", "-C", str(pipeline.remote), "show", f"sa/bytes:{name}"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        assert blob == data

@@ -164,5 +164,14 @@ def test_enqueue_sends_free_form_text_from_stdin_to_one_worker(
     assert message.response["status"] == "done"
     assert Path(message.response["directory"], "notes.md").read_text() == "ok\n"
     assert not canary.exists()
+    # `control health` stores the answer, then acknowledges it; `control answers` shows it.
+    control("health", "--inventory", str(fleet.inventory), "--state", str(pipeline.state))
+    with Queue(fleet.workers["w1"].queue_db, create=False) as queue:
+        assert queue.show(sent["id"]).acked_at is not None
+    shown = control("answers", "--state", str(pipeline.state), "--json")
+    assert shown.returncode == 0, shown.stderr
+    (answer,) = json.loads(shown.stdout)["answers"]
+    assert (answer["key"], answer["state"]) == (sent["key"], "answered")
+    assert answer["response"]["response"]["status"] == "done"
     refused = control("enqueue", "nobody", "--inventory", str(fleet.inventory), stdin="x")
     assert refused.returncode == 3 and "no worker 'nobody'" in refused.stderr

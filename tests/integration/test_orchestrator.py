@@ -7,6 +7,7 @@ commits as a worker would); the clock is the test's, so liveness is exact.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class Rig:
 
     def push(self, branch: str, files: dict[str, str]) -> str:
         """Commit `files` on top of main and push them to `branch`, as a worker would."""
-        work = self.root / f"push-{branch.replace('/', '-')}-{len(files)}"
+        work = self.root / f"push-{branch.replace('/', '-')}-{len(files)}-{time.monotonic_ns()}"
         subprocess.run(["git", "clone", "--quiet", str(self.remote), str(work)], check=True)
         for name, text in files.items():
             (work / name).write_text(text)
@@ -139,18 +140,20 @@ def test_a_late_result_from_an_abandoned_attempt_is_recorded_and_ignored(rig: Ri
     attempts = rig.store.attempts(rig.run_id, "api")
     assert [(a.worker, a.state) for a in attempts] == [(slow, "abandoned"), (other, "dispatched")]
     second = claim(rig, other)
-    commit = rig.push("sa/api", {"api.txt": "ready\n"})
+    commit = rig.push(second.payload["push_ref"], {"api.txt": "ready\n"})
     rig.queues[other].complete(second.id, second.fence, {"status": "done", "commit": commit})
     rig.beat(other)
     rig.orchestrator.tick()
     assert rig.store.phases(rig.run_id)["api"].state == "done"
     # The slow worker wakes up, pushes its own (older) work and reports done.
-    late_commit = rig.push("sa/api-late", {"api.txt": "ready\n", "late.txt": "x\n"})
+    late_commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n", "late.txt": "x\n"})
     rig.queues[slow].complete(job.id, job.fence, {"status": "done", "commit": late_commit})
     rig.beat(slow, other)
     rig.orchestrator.tick()
     phase = rig.store.phases(rig.run_id)["api"]
     assert (phase.state, phase.commit_sha, phase.worker) == ("done", commit, other)
+    # Each attempt pushed to its own ref; the phase's branch holds the accepted commit.
+    assert rig.orchestrator.git.remote_commit("sa/api") == commit
     abandoned = rig.store.attempts(rig.run_id, "api")[0]
     assert abandoned.late_response["response"]["commit"] == late_commit
     assert (
@@ -207,7 +210,7 @@ def test_a_done_report_whose_branch_is_not_on_the_remote_is_not_trusted(rig: Rig
     rig.orchestrator.tick()
     first = rig.store.attempts(rig.run_id, "api")[0]
     assert first.state == "failed"
-    assert "the remote has no branch" in (first.reason or "")
+    assert "but the remote has nothing" in (first.reason or "")
     assert rig.store.phases(rig.run_id)["api"].state in ("waiting", "dispatched")
 
 
@@ -330,7 +333,7 @@ def test_a_done_report_waits_unacknowledged_while_the_remote_cannot_be_checked(r
     rig.orchestrator.tick()
     worker = rig.store.attempts(rig.run_id, "api")[0].worker
     job = claim(rig, worker)
-    commit = rig.push("sa/api", {"api.txt": "ready\n"})
+    commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
     rig.queues[worker].complete(job.id, job.fence, {"status": "done", "commit": commit})
     hidden = rig.remote.with_name("origin-away.git")
     rig.remote.rename(hidden)  # the remote is unreachable for a while

@@ -1,8 +1,8 @@
 """The claude-code backend and the fake against the real Claude Code CLI, pinned version.
 
 Runs only when SUPERAGENT_REAL_CLAUDE names a `claude` binary of the pinned version
-(for instance `npm install --prefix /tmp/claude-pin @anthropic-ai/claude-code@2.1.197`,
-then SUPERAGENT_REAL_CLAUDE=/tmp/claude-pin/node_modules/.bin/claude). No request
+(`make real-claude` installs the pin of control/pins.json under .cache/ and `make test`
+points SUPERAGENT_REAL_CLAUDE at it). No request
 leaves the machine: the API address is a closed port on loopback, the key is fake.
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from control.errors import UsageError
-from control.messages import PhaseTask, PrerequisiteRef
+from control.messages import PhaseTask, PrerequisiteRef, to_b64
 from control.worker.agents import (
     AgentOptions,
     AgentResult,
@@ -94,12 +94,12 @@ def test_request_for_task(tmp_path: Path) -> None:
         prerequisites=(PrerequisiteRef("db", "sa/db", "c" * 40, "schema"),),
         agent={"backend": "replay", "model": None, "max_turns": 7},
         timeout_s=600, silence_s=60, project="blog",
-        replay_files={"app.py": "x = 1\n"},
+        replay_files_b64={"app.py": to_b64(b"x = 1\r\n\xe9")},
     )  # fmt: skip
     name, request = request_for_task(task, checkout=tmp_path, log_path=tmp_path / "l.log")
     assert name == "replay"
     assert request.options.max_turns == 7
-    assert request.options.extra["replay_files"] == {"app.py": "x = 1\n"}
+    assert request.options.extra["replay_files"] == {"app.py": b"x = 1\r\n\xe9"}
     assert request.wall_timeout_s == 600 and request.silence_timeout_s == 60
     assert request.prerequisites[0].summary == "schema"
     assert "blog" in request.prompt()

@@ -7,12 +7,11 @@ message exactly once.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_script_json
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_queue.py"
 SYSTEMS = ("superagent", "huey", "litequeue", "persist_queue")
@@ -20,27 +19,9 @@ SYSTEMS = ("superagent", "huey", "litequeue", "persist_queue")
 
 @pytest.mark.slow
 def test_bench_queue_smoke(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--messages",
-            "50",
-            "--rounds",
-            "1",
-            "--limit-seconds",
-            "0.2",
-            "--dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    figures = run_script_json(
+        BENCH, "--messages", "50", "--rounds", "1", "--limit-seconds", "0.2", "--dir", str(tmp_path)
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    last = done.stdout.strip().splitlines()[-1]
-    figures = json.loads(last)
     for system in SYSTEMS:
         for key in (
             f"{system}_enqueue_per_s",

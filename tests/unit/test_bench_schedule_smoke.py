@@ -6,26 +6,18 @@ DAGs it draws are checked to be what the benchmark says they are.
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.support import run_script_json
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_schedule.py"
 KEYS = {"mean_ratio", "p95_ratio", "fcfs_mean_ratio", "fcfs_p95_ratio", "validate_1000_s"}
 
 
 def test_bench_schedule_smoke() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--dags", "3", "--repeats", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_script_json(BENCH, "--dags", "3", "--repeats", "1", timeout=300)
     assert set(figures) == KEYS
     assert figures["mean_ratio"] >= 1 and figures["fcfs_mean_ratio"] >= 1
 

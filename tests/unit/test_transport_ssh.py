@@ -27,7 +27,7 @@ def test_target_from_inventory_variables() -> None:
             ansible_port="2222",
             ansible_user="agent",
             ansible_ssh_private_key_file="~/keys/fleet",
-            superagent_control="/opt/superagent/venv/bin/control",
+            superagent_control="/srv/superagent/venv/bin/control",
         )
     )
     assert (target.host, target.port, target.user) == ("10.77.0.11", 2222, "agent")
@@ -35,7 +35,7 @@ def test_target_from_inventory_variables() -> None:
     assert not target.key_file.startswith("~")
     assert target.address == "[10.77.0.11]:2222"
     assert target.command == (
-        "/opt/superagent/venv/bin/control queue rpc --db /var/lib/superagent/queue.db"
+        "/srv/superagent/venv/bin/control queue rpc --db /var/lib/superagent/queue.db"
     )
 
 

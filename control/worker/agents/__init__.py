@@ -87,10 +87,11 @@ def request_for_task(
     """
     agent = {k: v for k, v in task.agent.items() if v is not None}
     backend = str(agent.pop("backend", None) or ClaudeCodeBackend.name)
-    if task.replay_files:
-        agent.setdefault("replay_files", dict(task.replay_files))
-    if task.replay_patch:
-        agent.setdefault("replay_patch", task.replay_patch)
+    if task.replay_files_b64:
+        agent.setdefault("replay_files", task.replay_files())
+    replay_patch = task.replay_patch()
+    if replay_patch:
+        agent.setdefault("replay_patch", replay_patch)
     request = AgentRequest(
         phase_id=task.phase_id,
         task=task.task,

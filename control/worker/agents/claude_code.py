@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
+from control.pins import CLAUDE_CODE_VERSION
 from control.process import ProcessOutcome, Redactor, run_watched
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
@@ -31,7 +32,7 @@ from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, sta
 from control.worker.prompt import completion_marker
 
 NAME = "claude-code"
-PINNED_VERSION = "2.1.197"
+PINNED_VERSION = CLAUDE_CODE_VERSION
 DEFAULT_EXECUTABLE = "claude"
 OUTPUT_FORMATS = ("stream-json", "json")
 # How long `claude` may go on running after its result event before it is ended: it has
@@ -55,7 +56,7 @@ def claude_version(
     executable: str = DEFAULT_EXECUTABLE, *, env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
 ) -> str:  # fmt: skip
-    """The version `claude --version` reports (`2.1.197 (Claude Code)` gives `2.1.197`)."""
+    """The version `claude --version` reports (`9.8.7 (Claude Code)` gives `9.8.7`)."""
     try:
         done = subprocess.run(
             [executable, "--version"],

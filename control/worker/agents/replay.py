@@ -94,13 +94,14 @@ def copy_tree(source: Path, checkout: Path) -> list[str]:
     return [relative for _, _, relative in plan]
 
 
-def write_files(files: Mapping[str, str], checkout: Path) -> list[str]:
-    """Write {relative path: text} into `checkout`, with the checks of `copy_tree`."""
+def write_files(files: Mapping[str, str | bytes], checkout: Path) -> list[str]:
+    """Write {relative path: bytes (or text, as UTF-8)} into `checkout`, byte for byte,
+    with the checks of `copy_tree`."""
     root = checkout.resolve()
-    plan = [(_destination(root, PurePosixPath(name)), name, text) for name, text in files.items()]
-    for destination, _, text in plan:
+    plan = [(_destination(root, PurePosixPath(name)), name, data) for name, data in files.items()]
+    for destination, _, data in plan:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_text(text, encoding="utf-8")
+        destination.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
     return [name for _, name, _ in plan]
 
 
@@ -153,11 +154,11 @@ class ReplayBackend:
         inline_files = extra.get("replay_files") or {}
         inline_patch = extra.get("replay_patch")
         if not isinstance(inline_files, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in inline_files.items()
+            isinstance(k, str) and isinstance(v, str | bytes) for k, v in inline_files.items()
         ):
-            raise ReplayError("replay_files must map relative paths to text")
-        if inline_patch is not None and not isinstance(inline_patch, str):
-            raise ReplayError("replay_patch must be the text of a patch")
+            raise ReplayError("replay_files must map relative paths to their content")
+        if inline_patch is not None and not isinstance(inline_patch, str | bytes):
+            raise ReplayError("replay_patch must be a patch")
         phase_dir = self._phase_dir(request, required=not (inline_files or inline_patch))
 
         if phase_dir is not None and (forced := phase_dir / "outcome.json").is_file():
@@ -182,7 +183,9 @@ class ReplayBackend:
         if inline_patch:
             with tempfile.TemporaryDirectory(prefix="superagent-replay-") as tmp:
                 shipped = Path(tmp) / f"{request.phase_id}.patch"
-                shipped.write_text(inline_patch, encoding="utf-8")
+                shipped.write_bytes(
+                    inline_patch if isinstance(inline_patch, bytes) else inline_patch.encode()
+                )
                 _git_apply(request, shipped)
             done.append("applied the shipped patch")
         if phase_dir is not None and (phase_dir / "files").is_dir():
