@@ -111,12 +111,13 @@ def connect(
                 raise NotFoundError(f"{path}: no {what} here ({create_hint})")
             if not path.parent.is_dir():
                 raise NotFoundError(f"{path.parent}: directory does not exist")
-            # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except PermissionError as exc:
         raise UnavailableError(f"{path}: permission denied ({exc.strerror})") from exc
     refuse_network_filesystem(path)
+    if create:
+        # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = sqlite3.connect(
             os.fspath(path),
