@@ -75,7 +75,9 @@ class Pipeline:
         options.setdefault("heartbeat_seconds", 0.5)
         options.setdefault("lease_seconds", 5.0)
         settings = dict(options.pop("settings", {}) or {})
-        settings.setdefault("sandbox_read_only", [sys.prefix, sys.base_prefix, str(FAKES)])
+        # The fake claude reads the pins beside the package.
+        read_only = [sys.prefix, sys.base_prefix, str(FAKES), str(REPO / "control" / "pins.json")]
+        settings.setdefault("sandbox_read_only", read_only)
         settings.setdefault("sandbox_writable", [str(self.agent_io)])
         options["settings"] = settings
         self.fleet = LocalFleet(self.root / "fleet", workers, env=env, **options)
