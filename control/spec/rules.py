@@ -363,6 +363,7 @@ class Checker:
                     estimate_minutes=float(pick("estimate_minutes", DEFAULT_ESTIMATE_MINUTES)),
                     timeout_minutes=float(pick("timeout_minutes", DEFAULT_TIMEOUT_MINUTES)),
                     silence_minutes=float(pick("silence_minutes", DEFAULT_SILENCE_MINUTES)),
+                    verify_network=bool(pick("verify_network", True)),
                     max_attempts=int(pick("max_attempts", DEFAULT_MAX_ATTEMPTS)),
                     agent=AgentOptions(
                         backend=agent.get("backend", DEFAULT_BACKEND),

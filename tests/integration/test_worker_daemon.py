@@ -241,3 +241,17 @@ def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
         time.sleep(0.1)
         seen |= {beat.beat_at for beat in queue.heartbeats()}
     assert queue.heartbeats()[0].status == "idle"
+
+
+def test_verify_commands_run_without_network_when_the_task_says_so(pipeline: Pipeline) -> None:
+    interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,"
+    pipeline.plan({"off": {"files": {"off.txt": "x\n"}}, "on": {"files": {"on.txt": "x\n"}}})
+    _, queue = one_worker(pipeline)
+    offline = queue.enqueue(
+        task(pipeline, "off", verify=(interfaces,), verify_network=False), key="run1/off/1"
+    )
+    online = queue.enqueue(task(pipeline, "on", verify=(interfaces,)), key="run1/on/1")
+    off, on = wait_finished(queue, offline.id), wait_finished(queue, online.id)
+    assert off.state == "done" and on.state == "done", (off.reason, on.reason)
+    assert off.response["verify"][0]["output_tail"] == "lo,"
+    assert on.response["verify"][0]["output_tail"] != "lo,"  # the host's own interfaces
