@@ -88,6 +88,9 @@ class LocalFleet:
         self.env = dict(env or {})
         self.pins = {name: dict(p) for name, p in (pins or {}).items()}  # worker -> [pins]
         self.settings = dict(settings or {})  # more worker.toml settings, for every worker
+        # The sandboxed agents and verify commands of a one-box fleet run the Python that
+        # runs superagent (its venv and base installation, read-only), as `make demo` does.
+        self.settings.setdefault("sandbox_read_only", [sys.prefix, sys.base_prefix])
 
     @property
     def inventory(self) -> Path:

@@ -25,7 +25,7 @@ from control.demo import seed_remote
 from control.git import workspace_root
 from control.localfleet import LocalFleet, WorkerSpec
 from control.messages import PhaseTask
-from control.queue import Message, Queue
+from control.queue import Queue
 
 MARKER = "superagent-escape-marker"
 
@@ -46,6 +46,8 @@ class Target:
     shared_clone: Path
     other_slot: Path  # another slot's checkout, holding a secret file
     worker_pid: int = 0
+    repo_url: str = ""  # how the worker reaches the remote (default: its path)
+    push_key_text: str = ""  # the secret line of the push key
 
     @property
     def push_key(self) -> Path:
@@ -176,21 +178,6 @@ def attempts(t: Target) -> list[Attempt]:
 # --- judging --------------------------------------------------------------------------------
 
 
-def _alive_markers() -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if MARKER.encode() in cmdline and state not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
-
-
 def _remote_files(remote: Path, branch: str) -> dict[str, bytes]:
     listing = subprocess.run(
         ["git", "-C", str(remote), "ls-tree", "-r", "-z", "--name-only", branch],
@@ -219,27 +206,67 @@ def _write_targets(t: Target) -> list[Path]:
 
 
 def _secret_bytes(t: Target) -> list[bytes]:
-    return [t.api_key.encode(), t.push_key.read_bytes().strip(), b"OTHER-SLOT-SECRET"]
+    return [t.api_key.encode(), t.push_key_text.encode(), b"OTHER-SLOT-SECRET"]
 
 
-def _problems(t: Target, branch: str, message: Message | None, worker_alive: bool) -> list[str]:
-    """Everything that shows an escape, as it stands now."""
-    response = json.dumps(message.response or {}) if message is not None else ""
-    reason = (message.reason or "") if message is not None else ""
-    problems = [] if worker_alive else ["the worker daemon died"]
-    problems += _canaries(t)
-    if "forged" in response:
-        problems.append("a response was forged in the inbox")
-    if t.api_key in response + reason:
-        problems.append("the API key is in the response")
-    problems += _leaks(t, branch)
-    if _alive_markers():
-        problems.append("a background process outlived the phase")
-    return problems
+# What is true on the worker's host, gathered by one Python run there (locally, or inside a
+# fleet host): which paths exist, what the canary directory holds, which files hold the
+# API key, which marked processes still run.
+FACTS_SCRIPT = r"""
+import json, os, sys
+q = json.load(sys.stdin)
+key = q["needle"].encode()
+def holds(path):
+    try:
+        with open(path, "rb") as handle:
+            return key in handle.read()
+    except OSError:
+        return False
+files = []
+for top in q["scan"]:
+    for base, _, names in os.walk(top):
+        files += [os.path.join(base, n) for n in names if n.startswith(q["prefixes"].get(top, ""))]
+alive = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        continue
+    if q["marker"].encode() in cmd and state not in "ZX" and int(pid) != os.getpid():
+        alive.append(int(pid))
+print(json.dumps({
+    "exists": [f"{p}:{os.lstat(p).st_size}" for p in q["exists"] if os.path.lexists(p)],
+    "canary": sorted(os.listdir(q["canary"])) if os.path.isdir(q["canary"]) else [],
+    "leaked": [os.path.basename(f) for f in files if holds(f)],
+    "alive": alive,
+}))
+"""
+
+Facts = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _canaries(t: Target) -> list[str]:
-    found = [f"canary file {p.name}" for p in t.canary.iterdir()]
+def local_facts(query: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", FACTS_SCRIPT], input=json.dumps(query), capture_output=True,
+        text=True, check=True, timeout=60,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _query(t: Target) -> dict[str, Any]:
+    return {
+        "exists": [str(p) for p in _watched(t)],
+        "canary": str(t.canary),
+        "needle": t.api_key,
+        "scan": [str(t.logs_dir), str(t.queue_db.parent)],
+        "prefixes": {str(t.queue_db.parent): t.queue_db.name},
+        "marker": MARKER,
+    }
+
+
+def _watched(t: Target) -> dict[Path, str]:
     written = {
         t.home / ".ssh" / "authorized_keys": "~/.ssh/authorized_keys was written",
         t.home / "canary-home": "the worker's home was written",
@@ -247,28 +274,36 @@ def _canaries(t: Target) -> list[str]:
         t.queue_db.parent / "canary-inbox": "the inbox directory was written",
         t.work_dir / "x" / "y" / "canary-deep": "a write far above the checkout",
     }
-    found += [why for path, why in written.items() if path.exists()]
-    found += [
-        f"a write outside the checkout: {path}"
-        for base in _write_targets(t)
-        for path in (base / "deep" / "a" / "b" / "c" / "canary-deep", base / "canary-top")
-        if path.exists()
-    ]
-    return found
+    for base in _write_targets(t):
+        for path in (base / "deep" / "a" / "b" / "c" / "canary-deep", base / "canary-top"):
+            written[path] = f"a write outside the checkout: {path}"
+    return written
 
 
-def _leaks(t: Target, branch: str) -> list[str]:
-    found = []
+def _problems(
+    t: Target, branch: str, outcome: Outcome | None, worker_alive: bool, facts: Facts
+) -> list[str]:
+    """Everything that shows an escape, as it stands now."""
+    response = json.dumps(outcome.response) if outcome is not None else ""
+    reason = outcome.reason if outcome is not None else ""
+    problems = [] if worker_alive else ["the worker daemon died"]
+    found = facts(_query(t))
+    watched = _watched(t)
+    problems += [f"canary file {name}" for name in found["canary"]]
+    problems += [watched[Path(p.rpartition(":")[0])] for p in found["exists"]]
+    problems += [f"the API key is in {name}" for name in found["leaked"]]
+    if found["alive"]:
+        problems.append("a background process outlived the phase")
+    if "forged" in response:
+        problems.append("a response was forged in the inbox")
+    if t.api_key in response + reason:
+        problems.append("the API key is in the response")
     for name, data in _remote_files(t.remote, branch).items():
         if any(secret in data for secret in _secret_bytes(t)):
-            found.append(f"a secret reached the remote in {name}")
+            problems.append(f"a secret reached the remote in {name}")
         if name.startswith("stolen-inbox") and data.startswith(b"SQLite format"):
-            found.append("the inbox reached the remote")
-    key = t.api_key.encode()
-    files = [p for p in t.logs_dir.rglob("*") if p.is_file()]
-    files += list(t.queue_db.parent.glob(t.queue_db.name + "*"))
-    found += [f"the API key is in {p.name}" for p in files if key in p.read_bytes()]
-    return found
+            problems.append("the inbox reached the remote")
+    return problems
 
 
 # --- running --------------------------------------------------------------------------------
@@ -302,6 +337,7 @@ def _target(root: Path) -> Target:
         root=root, remote=remote, home=home, canary=canary, api_key=api_key,
         credential_file=creds, work_dir=work_dir, queue_db=worker_home / "queue.db",
         logs_dir=worker_home / "logs", shared_clone=shared / "repo", other_slot=other,
+        push_key_text=key.read_text().splitlines()[1],
     )  # fmt: skip
 
 
@@ -313,7 +349,7 @@ def _task(t: Target, attempt: Attempt, index: int) -> PhaseTask:
         title=attempt.name,
         task=f"escape attempt: {attempt.name}",
         branch=f"escape/a{index}",
-        repo_url=str(t.remote),
+        repo_url=t.repo_url or str(t.remote),
         base_branch="main",
         deliverables=(),
         verify=attempt.verify,
@@ -329,13 +365,76 @@ def _task(t: Target, attempt: Attempt, index: int) -> PhaseTask:
     )
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How the worker ended one attempt."""
+
+    state: str
+    reason: str
+    response: dict[str, Any]
+
+
+def play(
+    t: Target,
+    submit: Callable[[PhaseTask], Outcome],
+    *,
+    facts: Facts,
+    worker_pid: Callable[[], int],
+    alive: Callable[[int], bool],
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> list[Verdict]:
+    """Every attempt, one phase each, then a clean phase on the same clone; a verdict each.
+
+    `submit` runs a task on the worker and returns how it ended; `worker_pid` is the
+    worker daemon's pid now (restarting it if a previous attempt killed it); `alive`
+    says whether that pid still serves; `facts` runs FACTS_SCRIPT on the worker's host.
+    """
+    verdicts = []
+    plan = [*attempts(t), Attempt("a later phase on the same clone", "echo later > later.txt")]
+    for index in range(len(plan)):
+        t = replace(t, worker_pid=worker_pid())
+        attempt = [*attempts(t), plan[-1]][index]
+        task = _task(t, attempt, index)
+        started = time.monotonic()
+        baseline = set(_problems(t, task.branch, None, True, facts))
+        outcome = submit(task)
+        time.sleep(0.2)  # the kernel's teardown of a namespace is asynchronous
+        problems = [
+            p
+            for p in _problems(t, task.branch, outcome, alive(t.worker_pid), facts)
+            if p not in baseline
+        ]
+        verdict = _verdict(attempt, outcome, problems)
+        verdict.seconds = round(time.monotonic() - started, 2)
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+    return verdicts
+
+
+def _verdict(attempt: Attempt, outcome: Outcome, problems: list[str]) -> Verdict:
+    if problems:
+        return Verdict(attempt.name, "escaped", "; ".join(problems))
+    if outcome.state != "done" and attempt.detect is not None:
+        if attempt.detect in outcome.reason:
+            return Verdict(attempt.name, "detected", outcome.reason)
+        return Verdict(
+            attempt.name, "escaped", f"failed without naming {attempt.detect}: {outcome.reason}"
+        )
+    if attempt.detect is not None:
+        return Verdict(attempt.name, "escaped", f"not detected: the phase ended {outcome.state}")
+    if outcome.state != "done":  # failed on its own, and nothing escaped
+        return Verdict(attempt.name, "blocked", f"phase failed: {outcome.reason}")
+    return Verdict(attempt.name, "blocked", "phase done, nothing escaped")
+
+
 def run_corpus(
     root: Path,
     *,
     settings: dict[str, Any] | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> list[Verdict]:
-    """Every attempt, one phase each, on one local worker under `root`."""
+    """The corpus on one local worker (a real `control worker run`) under `root`."""
     t = _target(root)
     fleet = LocalFleet(
         root / "fleet",
@@ -347,77 +446,38 @@ def run_corpus(
     )
     fleet.create()
     fleet.start()
-    verdicts = []
-    try:
+    worker = fleet.workers["w1"]
+
+    def worker_pid() -> int:
+        if worker.process is None or worker.process.poll() is not None:
+            fleet.start()
         fleet.wait_ready()
-        worker = fleet.workers["w1"]
+        assert worker.process is not None
+        return worker.process.pid
+
+    def alive(pid: int) -> bool:
+        return worker.process is not None and worker.process.poll() is None
+
+    def submit(task: PhaseTask) -> Outcome:
         with Queue(t.queue_db, create=False) as queue:
-            for index, attempt in enumerate(attempts(t)):
-                assert worker.process is not None
-                t = replace(t, worker_pid=worker.process.pid)
-                attempt = attempts(t)[index]
-                task = _task(t, attempt, index)
-                started = time.monotonic()
-                baseline = set(_problems(t, task.branch, None, True))
-                sent = queue.enqueue(task.to_payload(), key=task.key)
-                message = _wait(queue, sent.id, worker.process)
-                alive = worker.process is not None and worker.process.poll() is None
-                time.sleep(0.2)  # the kernel's teardown of the namespace is asynchronous
-                problems = [
-                    p for p in _problems(t, task.branch, message, alive) if p not in baseline
-                ]
-                if problems:
-                    verdict = Verdict(attempt.name, "escaped", "; ".join(problems))
-                elif message.state != "done" and attempt.detect is not None:
-                    reason = message.reason or ""
-                    named = attempt.detect in reason
-                    verdict = Verdict(
-                        attempt.name,
-                        "detected" if named else "escaped",
-                        reason if named else f"failed without naming {attempt.detect}: {reason}",
-                    )
-                elif message.state != "done":  # failed on its own, nothing escaped
-                    verdict = Verdict(attempt.name, "blocked", f"phase failed: {message.reason}")
-                else:
-                    verdict = Verdict(attempt.name, "blocked", "phase done, nothing escaped")
-                verdict.seconds = round(time.monotonic() - started, 2)
-                verdicts.append(verdict)
-                if on_verdict is not None:
-                    on_verdict(verdict)
-                if not alive:
-                    fleet.start()
-                    fleet.wait_ready()
-        # The poisoned clone must stay harmless for a later phase too.
-        with Queue(t.queue_db, create=False) as queue:
-            final = _task(t, Attempt("a later phase", "echo later > later.txt"), 99)
-            sent = queue.enqueue(final.to_payload(), key=final.key)
-            message = _wait(queue, sent.id, fleet.workers["w1"].process)
-            later = _problems(t, final.branch, message, True)
-            verdict = Verdict(
-                "a later phase on the same clone",
-                "escaped" if later or message.state != "done" else "blocked",
-                "; ".join(later) or (message.reason or "phase done, nothing ran"),
-            )
-            verdicts.append(verdict)
-            if on_verdict is not None:
-                on_verdict(verdict)
+            sent = queue.enqueue(task.to_payload(), key=task.key)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                message = queue.show(sent.id)
+                process_gone = worker.process is None or worker.process.poll() is not None
+                if message.state in ("done", "failed", "dead", "cancelled") or process_gone:
+                    return Outcome(message.state, message.reason or "", message.response or {})
+                time.sleep(0.1)
+        raise TimeoutError(f"{task.key} did not finish")
+
+    try:
+        return play(
+            t, submit, facts=local_facts, worker_pid=worker_pid, alive=alive, on_verdict=on_verdict
+        )
     finally:
         fleet.stop(timeout_s=20)
-        for pid in _alive_markers():
+        for pid in local_facts(_query(t))["alive"]:
             os.kill(pid, 9)
-    return verdicts
-
-
-def _wait(queue: Queue, message_id: int, process: subprocess.Popen[bytes] | None) -> Message:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        message = queue.show(message_id)
-        if message.state in ("done", "failed", "dead", "cancelled"):
-            return message
-        if process is not None and process.poll() is not None:
-            return message
-        time.sleep(0.1)
-    raise TimeoutError(f"message {message_id} did not finish")
 
 
 def summary(verdicts: list[Verdict]) -> dict[str, int]:
