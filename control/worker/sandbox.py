@@ -94,6 +94,11 @@ class Sandbox:
         self.bwrap = bwrap
         self.read_only = tuple(Path(p) for p in read_only)
         self.writable = tuple(Path(p) for p in writable)
+        # No nested user namespace (where capabilities could be had again) where the
+        # kernel lets bubblewrap say so: it writes /proc/sys/user/max_user_namespaces,
+        # which a systemd-nspawn host keeps read-only. Without it the mounts stay locked
+        # (a nested namespace cannot remount them) and the seccomp filter of the unit holds.
+        self.disable_userns = True
 
     @classmethod
     def find(cls, read_only: Sequence[Path] = (), *, writable: Sequence[Path] = ()) -> Sandbox:
@@ -104,7 +109,11 @@ class Sandbox:
                 "the sandbox needs bubblewrap (Debian package `bubblewrap`): bwrap is not on PATH"
             )
         sandbox = cls(bwrap, read_only, writable)
-        sandbox.probe()
+        try:
+            sandbox.probe()
+        except UnavailableError:
+            sandbox.disable_userns = False
+            sandbox.probe()
         return sandbox
 
     def probe(self) -> float:
@@ -136,12 +145,12 @@ class Sandbox:
         args = [
             self.bwrap,
             "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--disable-userns",  # no nested namespace to regain capabilities in
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--cap-drop", "ALL",  # no tty to steal: no --new-session
-            "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
         ]  # fmt: skip
+        if self.disable_userns:
+            args[1:1] = ["--disable-userns"]
         if not jail.network:
             args.append("--unshare-net")
         for name in _USR_LINKS:
