@@ -2,14 +2,23 @@
 
 200 random DAGs (20 to 300 phases, 2 to 20 workers with random capabilities and
 slots, random estimates), each simulated with control.scheduler.assign and with
-the "whichever is free" baseline; then the time to validate a 1,000-phase spec.
-The last line is one JSON object with the figures (ratios over the bound
-max(critical path, work / slots, work per capability / its slots)).
+the "whichever is free" baseline, slots not interfering; then the same graphs and
+fleets with contention (k agents on a machine each at 1 / (1 + 0.5 (k - 1)) speed)
+and a scarce capability, on one or two machines, that late phases need, simulated
+with `assign` and with the scheduler as it was before (bench/baseline_scheduler.py).
+Then the time to validate a 1,000-phase spec and to plan 10,000 phases (wide, deep
+and in between; the slowest counts). The last line is one JSON object with the
+figures (ratios over the bound max(critical path, work / slots, work per capability
+/ its slots), slots counted at their throughput under contention).
+
+rare_idle_when_needed_share: of the phases only the scarce machines can run, the
+share that waited while a scarce machine ran a phase another machine could have run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -18,12 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline_scheduler import assign_before_contention
+
 from control.inventory import Worker
-from control.plan import Work, lower_bound, simulate
+from control.plan import Policy, Simulation, Work, lower_bound, plan, simulate
 from control.scheduler import assign, assign_first_free
-from control.spec import check_file
+from control.spec import check_file, load_spec
 
 CAPABILITIES = ("linux", "docker", "gpu", "windows-files", "macos", "arm64", "big-ram")
+SCARCE = "scarce"
+CONTENTION = 0.5  # the slot cost of every machine in the contention runs
 
 
 def random_fleet(rng: random.Random) -> list[Worker]:
@@ -31,8 +44,61 @@ def random_fleet(rng: random.Random) -> list[Worker]:
     for i in range(rng.randint(2, 20)):
         caps = frozenset(c for c in CAPABILITIES if rng.random() < 0.4)
         slots = rng.choice((1, 1, 1, 2, 2, 3, 4))
-        workers.append(Worker(f"w{i}", caps, slots, "local"))
+        workers.append(Worker(f"w{i}", caps, slots, "local", slot_cost=0.0))
     return workers
+
+
+def with_contention(
+    rng: random.Random, works: list[Work], workers: list[Worker]
+) -> tuple[list[Work], list[Worker]]:
+    """The same graph and fleet with contention, and a scarce capability needed late.
+
+    One machine in ten (at least one) gets SCARCE; a fifth of the last third of the
+    phases need it (and nothing else, so the scarce machines can always run them).
+    """
+    holders = set(rng.sample(range(len(workers)), max(1, len(workers) // 10)))
+    fleet = [
+        dataclasses.replace(
+            w,
+            capabilities=w.capabilities | ({SCARCE} if i in holders else set()),
+            slot_cost=CONTENTION,
+        )
+        for i, w in enumerate(workers)
+    ]
+    late = len(works) * 2 // 3
+    graph = [
+        dataclasses.replace(w, requires=frozenset({SCARCE}), pin=None)
+        if i >= late and rng.random() < 0.2
+        else w
+        for i, w in enumerate(works)
+    ]
+    return graph, fleet
+
+
+def rare_waits(result: Simulation, works: list[Work], workers: list[Worker]) -> tuple[int, int]:
+    """(phases only scarce machines can run, those of them that waited while a scarce
+    machine ran a phase some other machine could have run)."""
+    rare = {w.name for w in workers if SCARCE in w.capabilities}
+    common_ok = {
+        w.id
+        for w in works
+        if any(
+            w.requires <= m.capabilities and w.pin in (None, m.name)
+            for m in workers
+            if m.name not in rare
+        )
+    }
+    runs = {r.phase: r for r in result.runs}
+    only_rare = [w.id for w in works if w.id not in common_ok]
+    stolen = [r for r in result.runs if r.worker in rare and r.phase in common_ok]
+    waited = 0
+    for phase in only_rare:
+        run = runs[phase]
+        if run.start > run.ready + 1e-9 and any(
+            r.start < run.start and r.end > run.ready for r in stolen
+        ):
+            waited += 1
+    return len(only_rare), waited
 
 
 def random_dag(rng: random.Random, workers: list[Worker]) -> list[Work]:
@@ -107,17 +173,65 @@ def time_validation(n: int, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def wide_and_deep_specs(n: int) -> dict[str, dict[str, object]]:
+    """`big_spec(n)` as it is (in between), with no dependencies (wide), and as one chain."""
+    between = big_spec(n)
+    wide = json.loads(json.dumps(between))
+    deep = json.loads(json.dumps(between))
+    for phase in wide["phases"]:  # type: ignore[attr-defined]
+        phase["depends_on"] = []
+    for i, phase in enumerate(deep["phases"]):  # type: ignore[arg-type]
+        phase["depends_on"] = [f"phase-{i - 1}"] if i else []
+    return {"wide": wide, "deep": deep, "between": between}
+
+
+def time_plans(n: int, repeats: int) -> dict[str, float]:
+    """Median seconds of `control plan`'s planning (the spec loaded) per shape of graph."""
+    fleet = [
+        Worker("server", frozenset({"linux", "docker"}), 2),
+        Worker("laptop", frozenset({"linux"}), 1),
+    ]
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape, document in wide_and_deep_specs(n).items():
+            path = Path(tmp) / f"{shape}.json"
+            path.write_text(json.dumps(document))
+            spec = load_spec(path, fleet)
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                plan(spec, fleet)
+                times.append(time.perf_counter() - started)
+            seconds[shape] = statistics.median(times)
+    return seconds
+
+
+def summary(name: str, ratios: list[float]) -> str:
+    return (
+        f"  {name:<25} mean {statistics.mean(ratios):.4f}  "
+        f"p95 {percentile(ratios, 0.95):.4f}  max {max(ratios):.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dags", type=int, default=200)
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--repeats", type=int, default=5, help="validation runs; the median counts")
+    parser.add_argument("--plan-phases", type=int, default=10_000)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     ours: list[float] = []
     fcfs: list[float] = []
     ours_tight: list[float] = []
     fcfs_tight: list[float] = []
+    contended: dict[str, list[float]] = {"ours": [], "before": [], "fcfs": []}
+    rare: dict[str, list[int]] = {"ours": [0, 0], "before": [0, 0]}
+    policies: dict[str, Policy] = {
+        "ours": assign,
+        "before": assign_before_contention,
+        "fcfs": assign_first_free,
+    }
     started = time.perf_counter()
     for i in range(args.dags):
         workers = random_fleet(rng)
@@ -132,25 +246,35 @@ def main() -> None:
         # ... and the tighter one `control plan` shows (work only a set of workers can do).
         ours_tight.append(mine / bound.minutes)
         fcfs_tight.append(base / bound.minutes)
+        # The same graph and fleet with contention and a scarce capability needed late;
+        # its own random numbers, so the figures above stay those of the same graphs.
+        late_works, busy_workers = with_contention(random.Random(args.seed + i), works, workers)
+        late_bound = lower_bound(late_works, busy_workers)
+        for name, policy in policies.items():
+            result = simulate(late_works, busy_workers, policy)
+            assert result.makespan >= late_bound.minutes - 1e-6, (i, name, result, late_bound)
+            contended[name].append(result.makespan / late_bound.basic)
+            if name in rare:
+                only_rare, waited = rare_waits(result, late_works, busy_workers)
+                rare[name][0] += only_rare
+                rare[name][1] += waited
         if (i + 1) % 50 == 0:
             print(
                 f"{i + 1:4d} DAGs  ours mean {statistics.mean(ours):.4f}  "
                 f"first-free mean {statistics.mean(fcfs):.4f}  "
+                f"with contention: ours {statistics.mean(contended['ours']):.4f} "
+                f"before {statistics.mean(contended['before']):.4f}  "
                 f"({time.perf_counter() - started:.0f}s)",
                 file=sys.stderr,
             )
     validate_s = time_validation(1000, args.repeats)
+    plans = time_plans(args.plan_phases, max(1, min(args.repeats, 3)))
     wins = sum(m < b - 1e-9 for m, b in zip(ours, fcfs, strict=True))
     losses = sum(m > b + 1e-9 for m, b in zip(ours, fcfs, strict=True))
+    share = {name: waited / max(1, total) for name, (total, waited) in rare.items()}
     print(f"DAGs: {args.dags} (seed {args.seed}); makespan / lower bound")
-    print(
-        f"  critical-path scheduler: mean {statistics.mean(ours):.4f}  "
-        f"p95 {percentile(ours, 0.95):.4f}  max {max(ours):.4f}"
-    )
-    print(
-        f"  first free (baseline):   mean {statistics.mean(fcfs):.4f}  "
-        f"p95 {percentile(fcfs, 0.95):.4f}  max {max(fcfs):.4f}"
-    )
+    print(summary("critical-path scheduler:", ours))
+    print(summary("first free (baseline):", fcfs))
     print(f"  ours shorter on {wins}, longer on {losses}, equal on {args.dags - wins - losses}")
     print(
         "  over the tighter bound (adds work only a set of workers can do): "
@@ -158,7 +282,20 @@ def main() -> None:
         f"first free mean {statistics.mean(fcfs_tight):.4f} "
         f"p95 {percentile(fcfs_tight, 0.95):.4f}"
     )
+    print(f"with contention (slot cost {CONTENTION}) and a scarce capability needed late:")
+    print(summary("ours:", contended["ours"]))
+    print(summary("before (2026-11-29):", contended["before"]))
+    print(summary("first free:", contended["fcfs"]))
+    for name, (total, waited) in rare.items():
+        print(
+            f"  {name}: {waited} of {total} phases only scarce machines can run waited "
+            f"while one ran other work ({share[name]:.3f})"
+        )
     print(f"validate 1,000 phases: {validate_s:.3f} s (median of {args.repeats})")
+    print(
+        f"plan {args.plan_phases:,} phases: "
+        + ", ".join(f"{shape} {seconds:.3f} s" for shape, seconds in plans.items())
+    )
     print(
         json.dumps(
             {
@@ -166,7 +303,13 @@ def main() -> None:
                 "p95_ratio": round(percentile(ours, 0.95), 4),
                 "fcfs_mean_ratio": round(statistics.mean(fcfs), 4),
                 "fcfs_p95_ratio": round(percentile(fcfs, 0.95), 4),
+                "contention_mean_ratio": round(statistics.mean(contended["ours"]), 4),
+                "before_contention_mean_ratio": round(statistics.mean(contended["before"]), 4),
+                "fcfs_contention_mean_ratio": round(statistics.mean(contended["fcfs"]), 4),
+                "rare_idle_when_needed_share": round(share["ours"], 4),
+                "before_rare_idle_when_needed_share": round(share["before"], 4),
                 "validate_1000_s": round(validate_s, 4),
+                "plan_10000_s": round(max(plans.values()), 4),
             }
         )
     )

@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from control import __version__
 from control.cli_io import JsonOption, console, emit
 from control.cli_run import (
     InventoryOption,
@@ -28,76 +27,11 @@ from control.cli_run import (
     workers_from,
 )
 from control.errors import ExitCode, NotFoundError, UsageError
-from control.inventory import Worker
+from control.health import health_report
 from control.messages import freeform_payload
 from control.state import StateStore
-from control.transport import PollResult, Transports
+from control.transport import Transports
 from control.upkeep import answer_text, collect_answers, deliver_cancels
-
-STALE_AFTER_S = 60.0
-PENDING_ALERT_S = 600.0
-
-
-def pins_of(worker: Worker) -> dict[str, str]:
-    """The versions the inventory pins for a worker (the Ansible roles' variables)."""
-    pins = {"superagent": __version__}
-    if worker.vars.get("nodejs_version"):
-        pins["node"] = str(worker.vars["nodejs_version"]).removeprefix("v")
-    if worker.vars.get("claude_code_version"):
-        pins["claude_code"] = str(worker.vars["claude_code_version"])
-    return pins
-
-
-def judge(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
-    """One worker's health: what was found and every problem with it."""
-    report: dict[str, Any] = {
-        "worker": worker.name,
-        "transport": worker.transport,
-        "reachable": result.reachable,
-        # Agents run unsandboxed there, as the worker: shown, never silent.
-        "trusted_host": bool(worker.vars.get("superagent_trusted_host", False)),
-        "problems": [],
-    }
-    problems: list[str] = report["problems"]
-    if not result.reachable:
-        problems.append(f"unreachable: {result.error}")
-        return report
-    beat = next((b for b in result.heartbeats if b.get("worker_id") == worker.name), None)
-    if beat is None and len(result.heartbeats) == 1:
-        beat = result.heartbeats[0]
-    stats = result.stats
-    by_state = stats.get("by_state", {})
-    report.update(
-        pending=by_state.get("pending", 0),
-        running=by_state.get("claimed", 0),
-        oldest_pending_s=stats.get("oldest_pending_age_s"),
-        unacked=stats.get("unacked_responses", 0),
-    )
-    if beat is None:
-        problems.append("no heartbeat: the worker has never run")
-        return report
-    age = now - float(beat["beat_at"])
-    versions = beat.get("versions") or {}
-    report.update(
-        status=beat.get("status"),
-        heartbeat_age_s=round(age, 1),
-        versions=versions,
-        current=[c.get("phase") or c.get("key") for c in beat.get("current", [])],
-    )
-    if beat.get("status") == "refusing":
-        problems.append(f"refusing work: {beat.get('reason')}")
-    elif beat.get("status") == "stopped":
-        problems.append("the worker is stopped")
-    elif age > STALE_AFTER_S:
-        problems.append(f"heartbeat {age:.0f}s old")
-    for name, pinned in pins_of(worker).items():
-        found = versions.get(name)
-        if found is not None and str(found).removeprefix("v") != pinned:
-            problems.append(f"{name} {found}, pinned {pinned}")
-    oldest = report.get("oldest_pending_s")
-    if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
-        problems.append(f"a message has been pending for {oldest:.0f}s")
-    return report
 
 
 def health(
@@ -128,7 +62,7 @@ def health(
         if store is not None:
             store.close()
     now = time.time()
-    reports = [judge(w, results[w.name], now) for w in workers]
+    reports = [health_report(w, results[w.name], now) for w in workers]
     healthy = all(not r["problems"] for r in reports)
 
     def render() -> None:

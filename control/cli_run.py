@@ -1,6 +1,6 @@
 """`control dispatch`, and the commands around a run: status, watch, merge, cancel, retry.
 
-Thin: each parses, calls `control.dispatch` / `control.state` / `control.merge`,
+Thin: each parses, calls `control.dispatch` / `control.state` / `control.integration`,
 and renders: a live view on a terminal, plain log lines otherwise, JSON lines with
 `--json`.
 """
@@ -23,11 +23,11 @@ from rich.table import Table
 from rich.text import Text
 
 from control.cli_io import JsonOption, console, emit
-from control.dispatch import open_dispatch
+from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
+from control.integration import FinalCheck
 from control.inventory import Worker, load_inventory
-from control.merge import merge_run
-from control.orchestrator import RunOutcome, Settings
+from control.orchestrator import Orchestrator, RunOutcome, Settings
 from control.paths import default_home
 from control.spec import Spec, load_spec
 from control.state import RunRow, StateStore
@@ -307,6 +307,7 @@ def status(
             "reason": run.reason,
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
+            "summary": run.summary,
             "phases": {p: r.__dict__ for p, r in phases.items()},
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }
@@ -321,6 +322,8 @@ def status(
                 console.print(f"reason: {run.reason}", highlight=False)
             if run.merge_branch:
                 console.print(f"merged: {run.merge_branch} at {run.merge_commit}", highlight=False)
+            if run.summary:
+                console.print(f"pruned; summary: {json.dumps(run.summary)}", highlight=False)
 
         emit(data, as_json, render)
     finally:
@@ -348,39 +351,65 @@ def watch(
 
 def merge(
     run_id: RunArgument = None,
+    inventory: InventoryOption = None,
     state: StateOption = None,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the verify commands on the result.")
     ] = False,
     repo: Annotated[str | None, typer.Option("--repo", help="The git remote of the run.")] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for a worker to be up.")
+    ] = 10.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.05, help="Seconds between polls.")
+    ] = 1.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the integration branch of a finished run: every phase branch, in dependency order."""
+    """Build (or rebuild) the integration branch of a finished run, on a worker.
+
+    A worker merges every phase branch at its verified commit in dependency order, runs
+    each distinct verify command once on the result and pushes the branch; this host
+    only checks the pushed branch on the remote. Nothing of the repository runs here.
+    """
+    workers = workers_from(inventory)
     store = _open_store(state)
+    transports = Transports(inventory=inventory)
     try:
         run = _run(store, run_id)
         spec = _spec_of(run)
-        phases = store.phases(run.id)
-        open_phases = sorted(p for p, r in phases.items() if r.state != "done")
-        if open_phases:
-            raise UsageError(f"run {run.id} has phases not done: {', '.join(open_phases)}")
-        url = repo or spec.repo.url
-        result = merge_run(
+        orchestrator = Orchestrator(
             spec,
-            run.id,
-            {p: (r.branch, r.commit_sha or "") for p, r in phases.items()},
-            repo_url=url,
-            work_dir=store.path.parent / "git",
-            verify=not no_verify,
+            workers,
+            store,
+            transports,
+            Settings(poll_interval_s=poll_interval),
+            repo_url=repo or spec.repo.url,
         )
-        store.set_merge(run.id, result.branch, result.commit)
+        orchestrator.attach(run.id)
+        orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
+        result = FinalCheck(orchestrator, verify=not no_verify).run(
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            wait_for_worker_s=wait,
+        )
     finally:
+        transports.close()
         store.close()
     emit(
-        {"branch": result.branch, "commit": result.commit, "merged": result.merged},
+        {
+            "branch": result.branch,
+            "commit": result.commit,
+            "merged": result.merged,
+            "checks": result.checks,
+            "worker": result.worker,
+        },
         as_json,
         lambda: console.print(
-            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]}"
+            f"merged {len(result.merged)} phase(s) into {result.branch} at {result.commit[:12]} "
+            f"on {result.worker}; {len(result.checks)} check(s) passed",
+            highlight=False,
         ),
     )
 
@@ -465,6 +494,36 @@ def cancel(
     )
 
 
+def gc(
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Prune finished runs (and answered free-form tasks) older than these days.",
+        ),
+    ] = DEFAULT_RETENTION_DAYS,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prune the state database: finished runs past the age keep a summary (status,
+    phase counts, cost, merge) and lose their phases, attempts and events. `control
+    dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180)."""
+    store = _open_store(state)
+    try:
+        pruned = store.gc(older_than)
+    finally:
+        store.close()
+    emit(
+        pruned.__dict__,
+        as_json,
+        lambda: console.print(
+            f"pruned {pruned.runs} run(s) ({pruned.events} events) and {pruned.answers} "
+            f"answer(s) older than {older_than:g} days"
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
-    for command in (dispatch, status, watch, merge, retry, cancel):
+    for command in (dispatch, status, watch, merge, retry, cancel, gc):
         app.command()(command)

@@ -115,8 +115,19 @@ def plan(
 
 
 def _minutes(value: float) -> str:
+    """A duration given in minutes: seconds under a minute, minutes and seconds under ten."""
+    seconds = round(value * 60)
+    if seconds < 60:
+        return f"{seconds} s"
+    if value < 10 and seconds % 60:
+        return f"{seconds // 60} min {seconds % 60} s"
     text = f"{value:,.0f} min"
     return f"{text} ({int(value // 60)}h {round(value % 60):02d}m)" if value >= 60 else text
+
+
+def _amount(value: float) -> str:
+    """A number of minutes in a list of them: whole unless it is small."""
+    return f"{value:,.0f}" if value >= 10 or value == round(value) else f"{value:.2g}"
 
 
 def _render_plan(result: Plan) -> None:
@@ -138,11 +149,11 @@ def _render_plan(result: Plan) -> None:
     _say(f"critical path: {' -> '.join(result.critical_path)}  {_minutes(bound.critical_path)}")
     _say(f"simulated makespan: {_minutes(result.simulation.makespan)}", "bold")
     terms = [
-        f"critical path {bound.critical_path:,.0f}",
-        f"work / slots {bound.work_per_slot:,.0f}",
+        f"critical path {_amount(bound.critical_path)}",
+        f"work / slots {_amount(bound.work_per_slot)}",
     ]
-    terms += [f"{c} {v:,.0f}" for c, v in bound.capabilities.items()]
-    terms += [f"only {g} {v:,.0f}" for g, v in bound.groups.items()]
+    terms += [f"{c} {_amount(v)}" for c, v in bound.capabilities.items()]
+    terms += [f"only {g} {_amount(v)}" for g, v in bound.groups.items()]
     _say(
         f"lower bound: {_minutes(bound.minutes)}, set by the {bound.binding} "
         f"(in minutes: {'; '.join(terms)})"
@@ -151,7 +162,7 @@ def _render_plan(result: Plan) -> None:
     busy = utilisation(result.simulation, list(result.workers))
     table = Table("phase", "worker", "start", "end", title="simulated schedule (minutes)")
     for run in sorted(result.simulation.runs, key=lambda r: (r.start, r.worker)):
-        table.add_row(run.phase, run.worker, f"{run.start:,.0f}", f"{run.end:,.0f}")
+        table.add_row(run.phase, run.worker, _amount(run.start), _amount(run.end))
     console.print(table)
     _say("busy: " + ", ".join(f"{name} {share:.0%}" for name, share in busy.items()))
     sweep = Table("machines", "makespan", "vs 1 machine", title="interchangeable machines")

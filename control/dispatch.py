@@ -1,5 +1,7 @@
 """`control dispatch`: validate, create or resume the run, drive it to its end, merge.
 
+The merge and its checks are the final check, done by a worker (`control.integration`).
+
 Running the same command again resumes the latest run of that spec; a spec
 whose content changed since is refused (the run would mix two plans) unless a
 new run is asked for.
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConflictError, SuperagentError, UsageError
+from control.integration import FinalCheck
 from control.inventory import Worker
-from control.merge import MergeFailed, merge_run
+from control.merge import MergeFailed
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
 from control.state import StateStore
@@ -65,7 +68,7 @@ class Dispatch:
                 self._renew_driver()
                 outcome = orchestrator.outcome()
                 if outcome is not None:
-                    return self._finish(outcome)
+                    return self._finish(outcome, stop, deadline)
                 if stop.is_set():
                     raise KeyboardInterrupt
                 if deadline is not None and time.monotonic() > deadline:
@@ -87,7 +90,9 @@ class Dispatch:
                 f"run {self.run_id}: another orchestrator took it over; this one stops"
             )
 
-    def _finish(self, outcome: RunOutcome) -> RunOutcome:
+    def _finish(
+        self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
+    ) -> RunOutcome:
         run = self.store.run(self.run_id)
         if run.status == "cancelled":  # `control cancel` ended it while we ran
             return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
@@ -100,22 +105,14 @@ class Dispatch:
             except SuperagentError as exc:
                 self.orchestrator.emit("merge_failed", {"reason": str(exc)})
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
-            commits = {p: (row.branch, row.commit_sha or "") for p, row in outcome.phases.items()}
             try:
-                result = merge_run(
-                    self.orchestrator.spec,
-                    self.run_id,
-                    commits,
-                    repo_url=self.orchestrator.repo_url,
-                    work_dir=self.orchestrator.work_dir,
-                    verify=self.verify_merge,
+                FinalCheck(self.orchestrator, verify=self.verify_merge).run(
+                    stop, deadline=deadline, on_step=self._renew_driver
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
                 self.orchestrator.emit("merge_failed", {"reason": str(exc)})
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
-            self.store.set_merge(self.run_id, result.branch, result.commit)
-            self.orchestrator.emit("merged", {"branch": result.branch, "commit": result.commit})
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
         return outcome
@@ -139,7 +136,10 @@ def open_dispatch(
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
     spec = load_spec(spec_path, workers)
+    retention = retention_days()
     store = StateStore(state_path)
+    if retention > 0:
+        store.gc(retention)  # the automatic policy: a year of history stays fast
     key = str(spec_path.resolve())
     digest = spec_hash(spec)
     latest = None if new_run else store.latest_run(key)
@@ -180,6 +180,25 @@ def open_dispatch(
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )
+
+
+DEFAULT_RETENTION_DAYS = 180.0
+
+
+def retention_days() -> float:
+    """How long finished runs keep their details: $SUPERAGENT_RETENTION_DAYS (0: forever)."""
+    value = os.environ.get("SUPERAGENT_RETENTION_DAYS", "")
+    if not value:
+        return DEFAULT_RETENTION_DAYS
+    try:
+        days = float(value)
+    except ValueError:
+        raise UsageError(
+            f"SUPERAGENT_RETENTION_DAYS must be a number of days, not {value!r}"
+        ) from None
+    if days < 0:
+        raise UsageError(f"SUPERAGENT_RETENTION_DAYS must be >= 0, not {value!r}")
+    return days
 
 
 def driver_identity() -> dict[str, Any]:

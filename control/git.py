@@ -137,6 +137,15 @@ class MergeConflict(ConflictError):
             f"cleanly: conflicts in {shown}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """What a response says about the conflict."""
+        return {
+            "phase": self.phase,
+            "branch": self.branch,
+            "commit": self.commit,
+            "files": self.files,
+        }
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -488,6 +497,34 @@ class Workspace:
             if name == ref:
                 return commit
         return None
+
+    def missing_from(self, ref: str, commits: Sequence[str]) -> tuple[str | None, list[str]]:
+        """Fetch the attempt `ref` from the remote; its commit there (None: no such ref) and
+        those of `commits` it does not contain. Only objects are compared: no checkout, no
+        hook, nothing from the repository runs (the orchestrator checks a worker's push).
+        """
+        ref = _attempt_ref(ref)
+        wanted = [_validate_commit(c, f"commit expected in {ref}") for c in commits]
+        if self.remote_ref(ref) is None:
+            return None, wanted
+        with self._locked():
+            self._ensure_repo()
+            self._git(
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--", self.remote_url, f"+{ref}:refs/superagent/check",
+                cwd=self.repo_path,
+            )  # fmt: skip
+            tip = self._rev_parse(self.repo_path, "refs/superagent/check")
+            missing = [
+                c
+                for c in wanted
+                if self._git(
+                    "cat-file", "-e", "--end-of-options", f"{c}^{{commit}}",
+                    cwd=self.repo_path, ok_codes=None,
+                ).returncode != 0
+                or not self._is_ancestor(self.repo_path, c, tip)
+            ]  # fmt: skip
+        return tip, missing
 
     def release(self, slot: str) -> None:
         """Remove `slot`'s checkout (whatever state it is in); nothing if there is none."""

@@ -18,12 +18,14 @@ import yaml
 
 from control.errors import UsageError
 from control.names import host_name_problem
+from control.scheduler import DEFAULT_SLOT_COST, throughput
 
 WORKERS_GROUP = "workers"
 TRANSPORTS: tuple[str, ...] = ("local", "ssh", "ansible")
 REACHES: tuple[str, ...] = ("direct", "reverse-tunnel")
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _MAX_SLOTS = 64
+_MAX_SLOT_COST = 10.0
 # Variables Ansible adds to every host; they say nothing about the worker itself.
 _MAGIC_VARS = frozenset(
     {
@@ -56,6 +58,12 @@ class Worker:
     transport: Transport = "ansible"
     reach: Reach = "direct"
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    slot_cost: float = DEFAULT_SLOT_COST
+
+    @property
+    def throughput(self) -> float:
+        """Work per minute with every slot busy, contention counted (control.scheduler)."""
+        return throughput(self.slots, self.slot_cost)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +129,7 @@ def load_inventory(directory: str | Path) -> list[Worker]:
                         "superagent_slots",
                         "superagent_transport",
                         "superagent_reach",
+                        "superagent_slot_cost",
                     )
                     if key in host_vars
                 }
@@ -166,7 +175,20 @@ def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any
         raise UsageError(
             f"{where}: superagent_reach must be one of {', '.join(REACHES)}, got {reach!r}"
         )
-    return Worker(name, frozenset(capabilities), slots, transport, reach, raw)
+    slot_cost = wanted.get("superagent_slot_cost", DEFAULT_SLOT_COST)
+    with contextlib.suppress(ValueError):
+        if isinstance(slot_cost, str):
+            slot_cost = float(slot_cost)  # `-e superagent_slot_cost=0` arrives as text
+    if (
+        isinstance(slot_cost, bool)
+        or not isinstance(slot_cost, (int, float))
+        or not 0 <= slot_cost <= _MAX_SLOT_COST
+    ):
+        raise UsageError(
+            f"{where}: superagent_slot_cost must be a number, 0 to {_MAX_SLOT_COST:g} "
+            f"(how much each agent slows the others there): {slot_cost!r}"
+        )
+    return Worker(name, frozenset(capabilities), slots, transport, reach, raw, float(slot_cost))
 
 
 def generic_workers(count: int, capabilities: Iterable[str] = (), slots: int = 1) -> list[Worker]:

@@ -1,25 +1,39 @@
-"""`control merge`: one integration branch holding every phase branch of a run.
+"""The final check of a run as the orchestrator sees it: what to ask, what to believe.
 
 The phase branches are merged at the exact commits the orchestrator verified, in
-dependency order, onto the base; the spec's verify commands then run on the result,
-and the branch is pushed with a lease. A conflict names the phase and the files.
+dependency order, onto the base; each distinct verify command then runs once on
+the result. A worker does all of that (`control.worker.integrate`): here the task
+is planned and the worker's answer judged against the remote, where the attempt's
+pushed ref must sit at the reported commit and contain every accepted phase commit;
+only then is the integration branch pointed at it. Nothing here runs a verify
+command or reads a file of the repository.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from control.errors import ConflictError, SuperagentError
-from control.git import Workspace, workspace_root
-from control.messages import PrerequisiteRef
+from control.errors import ConflictError
+from control.git import Workspace
+from control.messages import (
+    IntegrationCheck,
+    IntegrationPhase,
+    IntegrationResult,
+    IntegrationTask,
+    integration_ref,
+)
 from control.spec import Spec
-from control.verify import run_verify
 
 
 class MergeFailed(ConflictError):
     """The integration branch could not be built or its checks failed."""
+
+
+class MergeRetry(MergeFailed):
+    """The final check did not happen as asked (a worker error, a push that is not on
+    the remote): another attempt, on another worker if there is one, may succeed."""
 
 
 @dataclass
@@ -27,53 +41,108 @@ class MergeResult:
     branch: str
     commit: str
     merged: list[dict[str, str]]
-    verify: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    worker: str = ""
 
 
 def integration_branch(spec: Spec, run_id: str) -> str:
     return f"{spec.repo.branch_prefix}/integration/{run_id}"
 
 
-def merge_run(
-    spec: Spec,
-    run_id: str,
-    commits: dict[str, tuple[str, str]],
-    *,
-    repo_url: str,
-    work_dir: Path,
-    verify: bool = True,
-    verify_timeout_s: float = 900.0,
-) -> MergeResult:
-    """Merge `commits` (phase -> (branch, commit)) in topological order and push.
-
-    `work_dir` holds the orchestrator's own clone (it is reused between merges).
-    """
-    order = [p for p in spec.dag().order if p in commits]
-    missing = sorted(set(spec.by_id) - set(commits))
+def merge_order(
+    spec: Spec, run_id: str, commits: Mapping[str, tuple[str, str]]
+) -> tuple[IntegrationPhase, ...]:
+    """Every phase as (phase, branch, commit), in dependency order; all must be there."""
+    missing = sorted(p for p in spec.by_id if not (commits.get(p) or ("", ""))[1])
     if missing:
         raise MergeFailed(f"run {run_id} is not finished: no commit for {', '.join(missing)}")
-    workspace = Workspace(
-        workspace_root(work_dir, repo_url),
-        repo_url,
-        author_name="superagent",
-        author_email="superagent@localhost",
+    return tuple(IntegrationPhase(p, *commits[p]) for p in spec.dag().order)
+
+
+def distinct_checks(
+    spec: Spec, order: tuple[IntegrationPhase, ...]
+) -> tuple[IntegrationCheck, ...]:
+    """Each verify command once, in the order first asked, with every phase that asked
+    for it: a suite that ten phases name runs once on the merged tree, not ten times."""
+    asked: dict[str, list[str]] = {}
+    for entry in order:
+        for command in spec.phase(entry.phase).verify:
+            phases = asked.setdefault(command.strip(), [])
+            if entry.phase not in phases:
+                phases.append(entry.phase)
+    return tuple(IntegrationCheck(command, tuple(phases)) for command, phases in asked.items())
+
+
+def integration_task(
+    spec: Spec,
+    run_id: str,
+    attempt: int,
+    commits: Mapping[str, tuple[str, str]],
+    *,
+    repo_url: str,
+    verify: bool = True,
+    verify_timeout_s: float = 900.0,
+) -> IntegrationTask:
+    """The final check of `run_id` as a worker's task (`commits`: phase -> (branch, commit))."""
+    order = merge_order(spec, run_id, commits)
+    timeout_s = max((spec.phase(p.phase).timeout_minutes * 60 for p in order), default=3600.0)
+    return IntegrationTask(
+        run_id=run_id,
+        attempt=attempt,
+        repo_url=repo_url,
+        base_branch=spec.repo.base_branch,
+        branch=integration_branch(spec, run_id),
+        phases=order,
+        checks=distinct_checks(spec, order) if verify else (),
+        verify_timeout_s=verify_timeout_s,
+        timeout_s=float(timeout_s),
+        project=spec.name,
+        push_ref=integration_ref(run_id, attempt),
     )
-    branch = integration_branch(spec, run_id)
-    prerequisites = [PrerequisiteRef(p, *commits[p]) for p in order]
-    try:
-        prepared = workspace.prepare("merge", branch, spec.repo.base_branch, prerequisites)
-    except SuperagentError as exc:
-        raise MergeFailed(f"merging run {run_id}: {exc}") from exc
-    results = []
-    if verify:
-        commands = [c for p in order for c in spec.phase(p).verify]
-        results = [r.to_dict() for r in run_verify(prepared.path, commands, verify_timeout_s, None)]
-        failed = [r for r in results if r["exit_code"] != 0]
-        if failed:
-            raise MergeFailed(
-                f"the merged branch fails {len(failed)} verify command(s), first: "
-                f"{failed[0]['command']} (exit {failed[0]['exit_code']})"
-            )
-    commit = workspace.push(prepared)
-    workspace.release("merge")
-    return MergeResult(branch, commit, prepared.merged, results)
+
+
+def judge(task: IntegrationTask, result: IntegrationResult, remote: Workspace) -> MergeResult:
+    """Believe a `done` answer only as far as the remote shows it; MergeFailed otherwise.
+
+    A conflict names the phase and the files; failed checks name the phases that
+    asked for them. Only git objects are compared here: nothing of the tree runs.
+    """
+    if result.status == "conflict" and result.conflict:
+        files = ", ".join(result.conflict.get("files") or []) or "(git named no files)"
+        raise MergeFailed(
+            f"merging run {task.run_id}: phase {result.conflict.get('phase')!r} "
+            f"({result.conflict.get('branch')}) conflicts in {files}"
+        )
+    if result.status != "done":
+        error = MergeFailed if result.failed_phases else MergeRetry
+        raise error(f"the final check on {result.worker or 'a worker'}: {result.reason}")
+    if not result.commit:
+        raise MergeRetry(f"{result.worker or 'the worker'} reported {task.branch} without a commit")
+    tip, missing = remote.missing_from(task.push_ref, [p.commit for p in task.phases])
+    if tip != result.commit:
+        raise MergeRetry(
+            f"{result.worker or 'the worker'} reported {task.push_ref} at {result.commit} "
+            f"but the remote has {tip or 'nothing'}"
+        )
+    if missing:
+        lost = [p.phase for p in task.phases if p.commit in missing]
+        raise MergeRetry(
+            f"{task.push_ref} at {tip[:12]} does not contain the accepted commit of "
+            f"{', '.join(lost)}"
+        )
+    remote.promote(task.push_ref, tip, task.branch)  # only now does the branch move
+    return MergeResult(
+        branch=task.branch,
+        commit=tip,
+        merged=[{"phase": p.phase, "branch": p.branch, "commit": p.commit} for p in task.phases],
+        checks=[
+            {
+                "command": c.command,
+                "phases": list(c.phases),
+                "exit_code": c.exit_code,
+                "duration_s": c.duration_s,
+            }
+            for c in result.checks
+        ],
+        worker=result.worker,
+    )

@@ -19,9 +19,17 @@ from typing import Any
 
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
+from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
 from control.inventory import Worker
-from control.messages import PhaseResponse, PhaseTask, PrerequisiteRef, attempt_ref, to_b64
-from control.scheduler import ReadyPhase, WorkerState, assign
+from control.messages import (
+    INTEGRATION_KEY_PREFIX,
+    PhaseResponse,
+    PhaseTask,
+    PrerequisiteRef,
+    attempt_ref,
+    to_b64,
+)
+from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -36,13 +44,13 @@ QUEUE_MAX_ATTEMPTS = 2  # lease expiries on one worker before its inbox declares
 @dataclass
 class Settings:
     poll_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 60.0
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     unreachable_polls: int = 3
     retry_backoff_s: float = 15.0
     max_backoff_s: float = 600.0
     max_concurrent: int | None = None  # agent runs across the fleet (one account's limit)
     stagger_s: float = 0.0  # at least this long between two dispatches, fleet-wide
-    pending_alert_s: float = 600.0
+    pending_alert_s: float = PENDING_ALERT_S
     rate_limit_wait_s: float = 300.0  # when a rate-limited agent does not say until when
     git_timeout_s: float = 60.0
     # An attempt still in flight this long after its phase's timeout is written off
@@ -124,7 +132,9 @@ class Orchestrator:
         now = self.clock()
         watched = self._watched_keys()
         results = self.transports.poll(
-            list(self.workers.values()), first=[f"{self.run_id}/", "freeform/"], keys=watched
+            list(self.workers.values()),
+            first=[f"{self.run_id}/", f"{INTEGRATION_KEY_PREFIX}{self.run_id}/", "freeform/"],
+            keys=watched,
         )
         for name, result in results.items():
             self._liveness(name, result, now)
@@ -163,9 +173,7 @@ class Orchestrator:
                 self._say("worker_down", worker=name, reason=why)
             self.store.update_worker(name, **fields)
             return
-        beat = next((b for b in result.heartbeats if b.get("worker_id") == name), None)
-        if beat is None and len(result.heartbeats) == 1:
-            beat = result.heartbeats[0]  # an inbox serves one worker, whatever it calls itself
+        beat = beat_of(name, result)
         fields = {"unreachable": 0, "last_seen": now}
         if beat is not None:
             if row is None or beat["beat_at"] != row.beat_at:
@@ -180,7 +188,7 @@ class Orchestrator:
                 versions=beat.get("versions"),
                 reason=beat.get("reason"),
             )
-        refusing = beat is not None and beat.get("status") in ("refusing", "stopped")
+        refusing = beat is not None and beat.get("status") in NOT_WORKING
         reference = beat_seen_at if beat_seen_at is not None else self._first_seen[name]
         stale = now - reference > self.settings.heartbeat_timeout_s
         healthy = not refusing and not stale and beat_seen_at is not None
@@ -304,6 +312,8 @@ class Orchestrator:
         key = str(message.get("key") or "")
         if key.startswith("freeform/"):
             return self.store.store_freeform_response(key, int(message["id"]), message)
+        if key.startswith(INTEGRATION_KEY_PREFIX):  # a final check (control.integration)
+            return self.store.store_integration_response(key, message)
         attempt = self.store.attempt_by_key(key)
         if attempt is None:
             return False  # not ours (another state database's, or an operator's): leave it
@@ -551,11 +561,13 @@ class Orchestrator:
                 max(0, w.slots - busy.get(w.name, 0)),
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
+                slot_cost=w.slot_cost,
             )
             for w in self.up_workers()
         ]
-        ready = [
-            ReadyPhase(
+
+        def as_ready(p: str) -> ReadyPhase:
+            return ReadyPhase(
                 id=p,
                 requires=frozenset(self._phase(p).requires),
                 pin=self._phase(p).worker,
@@ -563,9 +575,12 @@ class Orchestrator:
                 depends_on=frozenset(self._phase(p).depends_on),
                 minutes=self._phase(p).estimate_minutes,
             )
-            for p in ready_ids
-        ]
-        assignments = assign(ready, states)[:room]
+
+        ready = [as_ready(p) for p in ready_ids]
+        # Rarity is judged against all the work not started, and when it could be ready.
+        not_started = [p for p, row in phases.items() if row.state == "waiting"]
+        outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
+        assignments = assign(ready, states, outlook)[:room]
         for assignment in assignments:
             attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
             self._send(attempt)
@@ -591,7 +606,7 @@ class Orchestrator:
                 refusing = [
                     f"{w.name}: {rows[w.name].reason}"
                     for w in capable
-                    if w.name in rows and rows[w.name].beat_status == "refusing"
+                    if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
                 reason = (

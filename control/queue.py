@@ -701,24 +701,43 @@ class Queue:
             for row in rows
         ]
 
-    def stats(self) -> Stats:
+    def stats(self, *, live_only: bool = False) -> Stats:
+        """Counts by state, unacknowledged responses, stale results, re-executions and
+        the age of the oldest pending task.
+
+        `live_only` (what every poll asks) counts only what partial indexes find at once
+        (pending, claimed, unacknowledged): an inbox with a year of finished messages
+        answers a poll as fast as a new one. The finished states read 0 then.
+        """
         with self._lock:
             conn = self._conn
             by_state = dict.fromkeys(STATES, 0)
-            for row in conn.execute(
-                "SELECT state, COUNT(*) AS n FROM messages WHERE kind = 'task' GROUP BY state"
-            ):
-                by_state[row["state"]] = row["n"]
+            if live_only:
+                by_state["pending"] = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE state = 'pending' AND kind = 'task'"
+                ).fetchone()[0]
+                by_state["claimed"] = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE state = 'claimed'"
+                ).fetchone()[0]
+            else:
+                for row in conn.execute(
+                    "SELECT state, COUNT(*) AS n FROM messages WHERE kind = 'task' GROUP BY state"
+                ):
+                    by_state[row["state"]] = row["n"]
             unacked = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE acked_at IS NULL AND state NOT IN "
                 "('pending', 'claimed')"
             ).fetchone()[0]
             stale = conn.execute("SELECT COUNT(*) FROM stale_results").fetchone()[0]
-            reexec = conn.execute(
-                "SELECT COALESCE(SUM(attempts - 1), 0) FROM messages WHERE attempts > 1"
-            ).fetchone()[0]
+            reexec = (
+                0
+                if live_only
+                else conn.execute(
+                    "SELECT COALESCE(SUM(attempts - 1), 0) FROM messages WHERE attempts > 1"
+                ).fetchone()[0]
+            )
             oldest = conn.execute(
-                "SELECT MIN(enqueued_at) FROM messages WHERE state = 'pending'"
+                "SELECT MIN(enqueued_at) FROM messages WHERE state = 'pending' AND kind = 'task'"
             ).fetchone()[0]
         now = self._clock()
         return Stats(

@@ -130,7 +130,9 @@ def _poll(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
     return {
         "responses": [m.to_dict() for m in queue.responses(limit, first=first)] if limit else [],
         "heartbeats": [b.to_dict() for b in queue.heartbeats()],
-        "stats": {k: v for k, v in queue.stats().to_dict().items() if k != "heartbeats"},
+        "stats": {
+            k: v for k, v in queue.stats(live_only=True).to_dict().items() if k != "heartbeats"
+        },
         "known": queue.known(keys),
     }
 

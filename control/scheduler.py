@@ -6,9 +6,40 @@ function inside its simulation, so what `control plan` predicts is what a run do
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence, Set
+import heapq
+from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+# A second agent on a machine slows both: k agents share its CPU, memory and disk,
+# each at 1 / (1 + cost * (k - 1)) of its speed alone. The inventory sets it per host
+# (superagent_slot_cost): 0 for a machine whose slots do not interfere, 1 for one that
+# only time-slices.
+DEFAULT_SLOT_COST = 0.5
+# What starting on the machine that built a prerequisite saves, per prerequisite: a
+# fetch and a merge of its branch (seconds; 15 s on a remote over SSH). Worth a tie-break,
+# not the minutes of a second agent's contention or of a rare machine kept busy.
+WARM_CHECKOUT_MINUTES = 0.25
+# A machine is kept free for work that needs its other capability when that work
+# loads the machines having it at least this much, against the fleet's average load
+# (bench-schedule: lower keeps rare machines idler, higher lets scarce work wait).
+RESERVE = 0.5
+RARE = 0.34
+
+
+def speed(running: int, slot_cost: float) -> float:
+    """How fast each of `running` agents on one machine goes, against one agent alone."""
+    return 1.0 / (1.0 + slot_cost * max(0, running - 1))
+
+
+def throughput(slots: int, slot_cost: float) -> float:
+    """The most work a machine of `slots` slots does per minute, all agents together.
+
+    k agents do k * speed(k) between them: rising with k while the cost is under 1,
+    flat at 1 from there (a machine that only time-slices is worth one slot).
+    """
+    slots = max(1, slots)
+    return slots * speed(slots, slot_cost) if slot_cost < 1 else 1.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +63,11 @@ class ReadyPhase:
         """The longest chain of work that must follow this phase once it ends."""
         return self.priority - self.minutes
 
+    @property
+    def weight(self) -> float:
+        """Its estimate, or 1 without one: then phases count one each."""
+        return self.minutes if self.minutes > 0 else 1.0
+
 
 @dataclass(frozen=True)
 class WorkerState:
@@ -39,7 +75,8 @@ class WorkerState:
 
     `holds` are the phases built (or checked out) there: a phase whose prerequisites
     a worker holds starts from a warm checkout on it. Any set works; it is only read.
-    `slots` is its capacity (free or not); 0 means "as many as are free".
+    `slots` is its capacity (free or not); 0 means "as many as are free". `slot_cost`
+    is how much each agent on it slows the others (DEFAULT_SLOT_COST).
     """
 
     name: str
@@ -47,10 +84,54 @@ class WorkerState:
     free_slots: int
     holds: Set[str] = field(default_factory=frozenset)
     slots: int = 0
+    slot_cost: float = DEFAULT_SLOT_COST
 
     @property
-    def capacity(self) -> int:
-        return max(self.slots, self.free_slots, 1)
+    def running(self) -> int:
+        """Agents already at work there (unknown, so none, when `slots` is 0)."""
+        return max(0, self.slots - self.free_slots) if self.slots else 0
+
+    @property
+    def throughput(self) -> float:
+        return throughput(max(self.slots, self.free_slots), self.slot_cost)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """The run's work not started yet (ready or waiting), in minutes of estimate.
+
+    Rarity is judged against it: a machine whose capability the rest of the run needs
+    much of, and few machines have, is kept for that work even before it is ready.
+    """
+
+    total: float = 0.0
+    needs: Mapping[str, float] = field(default_factory=dict)  # capability -> minutes
+    pinned: Mapping[str, float] = field(default_factory=dict)  # worker -> minutes
+    # Minutes until the first of that work could be ready, at the least (0 if unknown).
+    needs_from: Mapping[str, float] = field(default_factory=dict)  # capability -> minutes
+    pinned_from: Mapping[str, float] = field(default_factory=dict)  # worker -> minutes
+
+    @classmethod
+    def of(
+        cls, phases: Iterable[ReadyPhase], soonest: Mapping[str, float] | None = None
+    ) -> Outlook:
+        """The outlook of `phases`, the work not started; `soonest[id]` is how many
+        minutes until a phase could be ready (control.dag.Dag.soonest), 0 if missing."""
+        total = 0.0
+        needs: dict[str, float] = {}
+        pinned: dict[str, float] = {}
+        needs_from: dict[str, float] = {}
+        pinned_from: dict[str, float] = {}
+        for phase in phases:
+            total += phase.weight
+            ready_in = (soonest or {}).get(phase.id, 0.0)
+            for label in phase.requires:
+                needs[label] = needs.get(label, 0.0) + phase.weight
+                needs_from[label] = min(needs_from.get(label, ready_in), ready_in)
+            if phase.pin is not None:
+                pinned[phase.pin] = pinned.get(phase.pin, 0.0) + phase.weight
+                pinned_from[phase.pin] = min(pinned_from.get(phase.pin, ready_in), ready_in)
+        return cls(total, needs, pinned, needs_from, pinned_from)
 
 
 class Assignment(NamedTuple):
@@ -63,63 +144,88 @@ def can_run(phase: ReadyPhase, worker: WorkerState) -> bool:
     return (phase.pin is None or phase.pin == worker.name) and phase.requires <= worker.capabilities
 
 
-def assign(ready: Sequence[ReadyPhase], workers: Sequence[WorkerState]) -> list[Assignment]:
+def candidates(ready: Sequence[ReadyPhase], free_slots: int) -> list[ReadyPhase]:
+    """The ready phases that can start in one call: of each kind, the `free_slots` first.
+
+    Phases of one kind (the same requires and pin) compete for the same workers, so no
+    more of them than there are free slots can start, and those go by priority (then
+    the order given). `assign` looks at no others; a caller holding thousands of
+    ready phases (the planner) may pass only these and get the same answer.
+    """
+    position = {p.id: i for i, p in enumerate(ready)}
+    kinds: dict[tuple[frozenset[str], str | None], list[ReadyPhase]] = {}
+    for phase in ready:
+        kinds.setdefault((phase.requires, phase.pin), []).append(phase)
+    kept: list[ReadyPhase] = []
+    for members in kinds.values():
+        kept += (
+            heapq.nsmallest(free_slots, members, key=lambda p: (-p.priority, position[p.id]))
+            if len(members) > free_slots
+            else members
+        )
+    kept.sort(key=lambda p: position[p.id])
+    return kept
+
+
+def assign(
+    ready: Sequence[ReadyPhase],
+    workers: Sequence[WorkerState],
+    outlook: Outlook | None = None,
+) -> list[Assignment]:
     """Decide which ready phases start now, and where.
 
     Phases go by priority: the longest remaining chain first, since any delay to it
-    delays the end (among equals, the phase fewer workers can take). Each goes to a
-    free worker that can run it, preferring, in order:
+    delays the end (among equals, the phase fewer workers can take). Each goes to the
+    free worker that can run it at the least cost, in minutes of delay to the run:
 
-    1. the worker whose other capabilities the ready phases want least (work that
-       needs a capability, over the slots that have it; the same for pins), so a
-       rare machine stays free for the phases only it can do;
-    2. the worker holding most of the phase's prerequisites (a warm checkout);
-    3. the worker with the most free slots, then the order given.
+    - contention: on a machine already running k agents, the phase runs 1 + cost*k
+      times slower and slows those k about as much, so an idle capable machine comes
+      before a second slot of a busy one (unless its slot cost is 0);
+    - rarity: while the phase holds the machine, its other capabilities (and the work
+      pinned to it) are out of reach of the remaining work that needs them (`outlook`:
+      every phase not started, by estimate, not only the ready ones), from the moment
+      that work could be ready; it costs in proportion to how much of that work there
+      is per machine that has them, against the fleet's average load;
+    - less a warm checkout: WARM_CHECKOUT_MINUTES per prerequisite built there, a
+      tie-breaker worth the fetch it saves;
 
-    One exception to priority order: when a phase would take the last free slot of a
-    worker that is the only free one a lower-priority phase can use, the other goes
-    first if the chain that must follow it is longer (its tail, priority minus its
-    own minutes). Taking the slot would delay that chain by the whole phase, while
-    yielding delays the first one by the other's (shorter) run at most.
+    then the most free slots, then the order given. A machine is kept from a phase
+    altogether (the phase waits, if no other machine takes it) while it would still
+    hold the machine when work that needs its other capability could be ready and
+    that work loads the machines having it at least RESERVE times the average, unless
+    every machine the phase could use is kept so. Without an outlook, the ready phases
+    are the remaining work, ready now.
+
+    Two exceptions to priority order, when a phase would take a worker's free slots
+    that other waiting phases can only find there:
+    - if those phases can run on fewer machines than it can (a subset), and there are
+      at least as many of them as free slots, they go first, fewest machines first:
+      rare machines stay with the phases only they can do;
+    - on the last free slot, another phase goes first if the chain that must follow
+      it is longer (its tail, priority minus its own minutes): taking the slot would
+      delay that chain by the whole phase, while yielding delays the first one by the
+      other's (shorter) run at most.
     A phase that no free worker can take waits for the next call.
     """
     free = {w.name: w.free_slots for w in workers}
-    if not ready or not any(n > 0 for n in free.values()):
+    slots_free = sum(n for n in free.values() if n > 0)
+    if not ready or slots_free == 0:
         return []
+    ready = candidates(ready, slots_free)
     eligible = {p.id: [w for w in workers if can_run(p, w)] for p in ready}
-    supply: dict[str, int] = {}
-    for worker in workers:
-        for label in worker.capabilities:
-            supply[label] = supply.get(label, 0) + worker.capacity
-    demand: dict[str, float] = {}
-    pinned: dict[str, float] = {}
-    for phase in ready:
-        weight = phase.minutes if phase.minutes > 0 else 1.0  # no estimate: count phases
-        for label in phase.requires:
-            demand[label] = demand.get(label, 0.0) + weight
-        if phase.pin is not None:
-            pinned[phase.pin] = pinned.get(phase.pin, 0.0) + weight
+    names = {p: frozenset(w.name for w in able) for p, able in eligible.items()}
+    costs = _Costs(workers, outlook or Outlook.of(ready))
     position = {w.name: i for i, w in enumerate(workers)}
 
-    def cost(phase: ReadyPhase, worker: WorkerState) -> float:
-        """How much the other ready phases want what `phase` would leave unused on `worker`."""
-        wanted = sum(demand.get(c, 0.0) / supply[c] for c in worker.capabilities - phase.requires)
-        if phase.pin != worker.name:
-            wanted += pinned.get(worker.name, 0.0) / worker.capacity
-        return wanted
-
     def best_for(phase: ReadyPhase) -> WorkerState | None:
-        candidates = [w for w in eligible[phase.id] if free[w.name] > 0]
-        if not candidates:
+        choices = [w for w in eligible[phase.id] if free[w.name] > 0]
+        if any(not costs.reserved(phase, w) for w in eligible[phase.id]):
+            choices = [w for w in choices if not costs.reserved(phase, w)]
+        if not choices:
             return None
         return min(
-            candidates,
-            key=lambda w: (
-                cost(phase, w),
-                -len(phase.depends_on & w.holds),
-                -free[w.name],
-                position[w.name],
-            ),
+            choices,
+            key=lambda w: (costs.of(phase, w), -free[w.name], position[w.name]),
         )
 
     def only_hope(phase: ReadyPhase, worker: WorkerState) -> bool:
@@ -133,6 +239,7 @@ def assign(ready: Sequence[ReadyPhase], workers: Sequence[WorkerState]) -> list[
 
     def place(phase: ReadyPhase, worker: WorkerState) -> None:
         free[worker.name] -= 1
+        costs.taken[worker.name] += 1
         placed.add(phase.id)
         chosen.append(Assignment(phase.id, worker.name))
 
@@ -140,27 +247,104 @@ def assign(ready: Sequence[ReadyPhase], workers: Sequence[WorkerState]) -> list[
         if phase.id in placed:
             continue
         best = best_for(phase)
-        while best is not None and free[best.name] == 1:
+        while best is not None:
             rivals = [
                 q for q in order if q.id not in placed and q is not phase and only_hope(q, best)
             ]
-            rival = max(rivals, key=lambda q: q.tail, default=None)
-            if rival is None or rival.tail <= phase.tail:
+            wider = names[phase.id]
+            confined = [q for q in rivals if names[q.id] < wider]
+            if len(confined) >= free[best.name]:
+                # the phases with fewer machines take these slots first, fewest first
+                place(min(confined, key=lambda q: len(names[q.id])), best)
+            elif free[best.name] == 1:
+                rival = max(
+                    (q for q in rivals if not wider < names[q.id]),
+                    key=lambda q: q.tail,
+                    default=None,
+                )
+                if rival is None or rival.tail <= phase.tail:
+                    break
+                place(rival, best)
+            else:
                 break
-            place(rival, best)
             best = best_for(phase)
         if best is not None:
             place(phase, best)
+        if len(chosen) == slots_free:
+            break
     return chosen
 
 
+class _Costs:
+    """What starting a phase on a worker costs the run, in minutes (see `assign`)."""
+
+    def __init__(self, workers: Sequence[WorkerState], outlook: Outlook) -> None:
+        supply: dict[str, float] = {}
+        for worker in workers:
+            for label in worker.capabilities:
+                supply[label] = supply.get(label, 0.0) + worker.throughput
+        # minutes of remaining work per unit of the fleet's throughput: the average load
+        average = outlook.total / sum(w.throughput for w in workers)
+
+        def load(need: float, have: float) -> float:
+            """How much the work needing a thing loads what has it, against the average."""
+            return need / have / average if average > 0 else 0.0
+
+        self.load = {c: load(outlook.needs.get(c, 0.0), n) for c, n in supply.items()}
+        self.pin_load = {
+            w.name: load(outlook.pinned.get(w.name, 0.0), w.throughput) for w in workers
+        }
+        # The delay per minute one unit of it is held: full (1 / have) when that work
+        # loads its machines more than the average, less in proportion when it does not
+        # (then it can wait its turn).
+        self.scarce = {c: min(1.0, self.load[c]) / n for c, n in supply.items()}
+        self.pin_scarce = {w.name: min(1.0, self.pin_load[w.name]) / w.throughput for w in workers}
+        self.needs_from = outlook.needs_from
+        self.pinned_from = outlook.pinned_from
+        self.taken = {w.name: 0 for w in workers}  # slots this call has filled
+
+    def _held(self, phase: ReadyPhase, worker: WorkerState) -> tuple[float, float]:
+        """(its slowdown there, the minutes it would hold the machine)."""
+        slowdown = worker.slot_cost * (worker.running + self.taken[worker.name])
+        return slowdown, phase.weight * (1.0 + slowdown)
+
+    def reserved(self, phase: ReadyPhase, worker: WorkerState) -> bool:
+        """Whether `worker` is kept from `phase` for loaded work that could need it first."""
+        _, held = self._held(phase, worker)
+        return any(
+            self.load[c] >= RESERVE and held > self.needs_from.get(c, 0.0)
+            for c in worker.capabilities - phase.requires
+        ) or (
+            phase.pin != worker.name
+            and self.pin_load[worker.name] >= RESERVE
+            and held > self.pinned_from.get(worker.name, 0.0)
+        )
+
+    def of(self, phase: ReadyPhase, worker: WorkerState) -> float:
+        # It runs (1 + slowdown) times slower and slows the others on the machine about
+        # as much; it holds the machine's other capabilities for as long, which costs
+        # from the moment the work needing them could be ready.
+        slowdown, held = self._held(phase, worker)
+        kept = sum(
+            self.scarce[c] * max(0.0, held - self.needs_from.get(c, 0.0))
+            for c in worker.capabilities - phase.requires
+        )
+        if phase.pin != worker.name:
+            kept += self.pin_scarce[worker.name] * max(
+                0.0, held - self.pinned_from.get(worker.name, 0.0)
+            )
+        warm = WARM_CHECKOUT_MINUTES * len(phase.depends_on & worker.holds)
+        return 2 * phase.weight * slowdown + kept - warm
+
+
 def assign_first_free(
-    ready: Sequence[ReadyPhase], workers: Sequence[WorkerState]
+    ready: Sequence[ReadyPhase], workers: Sequence[WorkerState], outlook: Outlook | None = None
 ) -> list[Assignment]:
     """The baseline: each phase, in the order it became ready, to the first free capable worker.
 
     This is "whichever is free", the policy superagent's predecessor used; the
-    benchmark measures `assign` against it. Capabilities and pins still hold.
+    benchmark measures `assign` against it. Capabilities and pins still hold; the
+    outlook is ignored.
     """
     free = {w.name: w.free_slots for w in workers}
     chosen: list[Assignment] = []

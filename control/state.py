@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from control import db
-from control.errors import ConflictError, NotFoundError
-from control.messages import attempt_ref
+from control.errors import ConflictError, NotFoundError, UsageError
+from control.messages import attempt_ref, integration_key
 from control.queue import canonical_json
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -119,6 +119,34 @@ _MIGRATIONS: tuple[str, ...] = (
         reason TEXT
     );
     """,
+    # 3: a year of history stays fast: runs found by time and spec through indexes;
+    # a pruned run keeps a summary of what it was.
+    """
+    ALTER TABLE runs ADD COLUMN summary TEXT;
+    CREATE INDEX runs_created ON runs (created_at, id);
+    CREATE INDEX runs_spec ON runs (spec_path, created_at, id);
+    CREATE INDEX runs_finished ON runs (finished_at) WHERE summary IS NULL;
+    CREATE INDEX freeform_sent ON freeform (sent_at);
+    """,
+    # 4: the final check of a run, done by a worker (control.integration): one row per
+    # attempt, its task kept so a resend after a crash is the same message.
+    """
+    CREATE TABLE integrations (
+        run_id        TEXT NOT NULL REFERENCES runs (id),
+        attempt       INTEGER NOT NULL,
+        key           TEXT NOT NULL UNIQUE,
+        worker        TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('sending', 'dispatched', 'answered', 'done', 'failed', 'abandoned')),
+        task          TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        finished_at   REAL,
+        reason        TEXT,
+        response      TEXT,
+        late_response TEXT,
+        PRIMARY KEY (run_id, attempt)
+    );
+    """,
 )
 
 
@@ -166,6 +194,21 @@ class AttemptRow:
 
 
 @dataclass(frozen=True)
+class IntegrationRow:
+    run_id: str
+    attempt: int
+    key: str
+    worker: str
+    state: str
+    task: Any
+    created_at: float
+    finished_at: float | None
+    reason: str | None
+    response: Any
+    late_response: Any
+
+
+@dataclass(frozen=True)
 class RunRow:
     id: str
     spec_path: str
@@ -179,6 +222,7 @@ class RunRow:
     merge_commit: str | None
     driver: Any = None
     driver_expires_at: float | None = None
+    summary: Any = None  # set when `gc` pruned the run's phases, attempts and events
 
 
 @dataclass(frozen=True)
@@ -194,6 +238,15 @@ class WorkerRow:
     reason: str | None
     down_since: float | None
     alerted_at: float | None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `StateStore.gc` removed."""
+
+    runs: int
+    events: int
+    answers: int
 
 
 def _loads(value: str | None) -> Any:
@@ -229,8 +282,10 @@ class StateStore:
     def close(self) -> None:
         self.conn.close()
 
-    def write(self) -> Any:
-        return db.write_transaction(self.conn)
+    def write(self, *, durable: bool = True) -> Any:
+        """A write transaction; `durable=False` commits with synchronous=NORMAL, for what
+        the next poll derives again anyway (a worker's liveness row)."""
+        return db.write_transaction(self.conn, "full" if durable else "normal")
 
     # -- runs ------------------------------------------------------------------
 
@@ -278,6 +333,7 @@ class StateStore:
         data = dict(row)
         data["spec"] = json.loads(data["spec"])
         data["driver"] = _loads(data["driver"])
+        data["summary"] = _loads(data["summary"])
         return RunRow(**data)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
@@ -543,6 +599,62 @@ class StateStore:
                 self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
         return owed
 
+    # -- retention -----------------------------------------------------------------------
+
+    def gc(self, older_than_days: float, *, batch: int = 50) -> Pruned:
+        """Prune what is past its age: finished runs' phases, attempts and events (each
+        run keeps a one-row summary: status, reason, phase counts, cost, merge), and
+        answered free-form tasks. Small transactions, so a dispatch sharing the
+        database waits for none of them long. Running runs are never touched."""
+        if older_than_days < 0:
+            raise UsageError(f"older_than_days must be >= 0, got {older_than_days}")
+        cutoff = self.clock() - older_than_days * 86400
+        runs = events = 0
+        while True:
+            with self.write() as conn:
+                ids = [
+                    r["id"]
+                    for r in conn.execute(
+                        "SELECT id FROM runs WHERE summary IS NULL AND finished_at < ? "
+                        "AND status != 'running' ORDER BY finished_at LIMIT ?",
+                        (cutoff, batch),
+                    ).fetchall()
+                ]
+                for run_id in ids:
+                    events += self._prune_run(conn, run_id)
+            runs += len(ids)
+            if len(ids) < batch:
+                break
+        with self.write() as conn:
+            answers = conn.execute(
+                "DELETE FROM freeform WHERE state = 'answered' AND sent_at < ?", (cutoff,)
+            ).rowcount
+        return Pruned(runs=runs, events=events, answers=answers)
+
+    @staticmethod
+    def _prune_run(conn: sqlite3.Connection, run_id: str) -> int:
+        counts = {
+            r["state"]: r["n"]
+            for r in conn.execute(
+                "SELECT state, COUNT(*) AS n FROM phases WHERE run_id = ? GROUP BY state",
+                (run_id,),
+            )
+        }
+        cost, attempts = conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), "
+            "(SELECT COUNT(*) FROM attempts WHERE run_id = ?) FROM phases WHERE run_id = ?",
+            (run_id, run_id),
+        ).fetchone()
+        summary = {"phases": counts, "attempts": attempts, "cost_usd": round(cost, 6)}
+        conn.execute(
+            "UPDATE runs SET summary = ?, driver = NULL WHERE id = ?",
+            (canonical_json(summary), run_id),
+        )
+        conn.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM integrations WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM phases WHERE run_id = ?", (run_id,))
+        return conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount
+
     # -- the run's driver -------------------------------------------------------------
 
     def acquire_driver(self, run_id: str, holder: dict[str, Any], ttl_s: float) -> None:
@@ -642,7 +754,7 @@ class StateStore:
         if "versions" in fields and fields["versions"] is not None:
             fields["versions"] = canonical_json(fields["versions"])
         columns = ", ".join(f"{column} = ?" for column in fields)
-        with self.write() as conn:
+        with self.write(durable=False) as conn:
             conn.execute("INSERT OR IGNORE INTO workers (name) VALUES (?)", (name,))
             if fields:
                 conn.execute(
@@ -707,3 +819,80 @@ class StateStore:
                 (message_id, canonical_json(response), key),
             ).fetchone()
         return row is not None
+
+    # -- the final check (control.integration) --------------------------------------
+
+    def integrations(self, run_id: str) -> list[IntegrationRow]:
+        rows = self.conn.execute(
+            "SELECT * FROM integrations WHERE run_id = ? ORDER BY attempt", (run_id,)
+        ).fetchall()
+        return [self._integration(r) for r in rows]
+
+    @staticmethod
+    def _integration(row: sqlite3.Row) -> IntegrationRow:
+        data = dict(row)
+        for name in ("task", "response", "late_response"):
+            data[name] = _loads(data[name])
+        return IntegrationRow(**data)
+
+    def record_integration_sending(
+        self, run_id: str, worker: str, task_for: Callable[[int], Any]
+    ) -> IntegrationRow:
+        """The intent to send the next attempt of the final check, before it is sent;
+        `task_for(attempt)` builds its payload."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM integrations WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            attempt = int(row[0])
+            key = integration_key(run_id, attempt)
+            conn.execute(
+                "INSERT INTO integrations (run_id, attempt, key, worker, state, task, "
+                "created_at) VALUES (?, ?, ?, ?, 'sending', ?, ?)",
+                (run_id, attempt, key, worker, canonical_json(task_for(attempt)), self.clock()),
+            )
+            self._event(conn, run_id, "integration_sending", None, worker, {"attempt": attempt})
+        return self.integrations(run_id)[-1]
+
+    def settle_integration(self, key: str, state: str, reason: str | None = None) -> None:
+        """Move an attempt of the final check on (dispatched, done, failed, abandoned)."""
+        finished = None if state == "dispatched" else self.clock()
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE integrations SET state = ?, reason = COALESCE(?, reason), "
+                "finished_at = COALESCE(?, finished_at) WHERE key = ? "
+                "RETURNING run_id, worker, attempt",
+                (state, reason, finished, key),
+            ).fetchone()
+            if row is not None:
+                self._event(
+                    conn,
+                    row["run_id"],
+                    f"integration_{state}",
+                    None,
+                    row["worker"],
+                    {"attempt": row["attempt"], "reason": reason},
+                )
+
+    def store_integration_response(self, key: str, message: Any) -> bool:
+        """A worker's answer to a final check; False when the key is not in this database.
+
+        The answer of the attempt in flight is kept as its response; any other (an
+        abandoned attempt finishing late) is recorded and changes nothing.
+        """
+        body = canonical_json(message)
+        with self.write() as conn:
+            row = conn.execute(
+                "UPDATE integrations SET state = 'answered', response = ? "
+                "WHERE key = ? AND state IN ('sending', 'dispatched') RETURNING run_id",
+                (body, key),
+            ).fetchone()
+            if row is not None:
+                return True
+            late = conn.execute(
+                "UPDATE integrations SET late_response = COALESCE(late_response, ?) "
+                "WHERE key = ? RETURNING run_id",
+                (body, key),
+            ).fetchone()
+        return late is not None

@@ -44,6 +44,9 @@ class WorkerConfig:
     poll_seconds: float = 30.0  # the fallback when inotify is not available or misses
     inotify: bool = True  # wake on inbox changes; False: poll every poll_seconds only
     keep_logs: int = 200
+    # Acknowledged messages older than this are pruned from the inbox (at start, then
+    # hourly), so a year of use does not slow the inbox; 0 keeps everything.
+    prune_days: float = 30.0
     credential_file: Path | None = None
     node: str = "node"  # executables, found on PATH unless given as paths
     claude: str = "claude"

@@ -24,6 +24,7 @@ from control.worker.config import WorkerConfig
 from control.worker.wake import InboxWatcher
 
 log = logging.getLogger("superagent.worker")
+PRUNE_EVERY_S = 3600.0
 
 _COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
@@ -78,6 +79,7 @@ class Worker:
         self.slots: dict[str, _Slot] = {}
         self.report = CheckReport()
         self._last_beat = 0.0
+        self._last_prune = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -130,12 +132,27 @@ class Worker:
                     break
                 self._fill_slots()
                 self._renew_and_beat()
+                self._prune()
                 seen = self.queue.data_version()
                 if self.watcher.wait(self._wait_time()) == "changed":
                     self._await_commit(seen)
         finally:
             self._shutdown()
         return 0
+
+    def _prune(self) -> None:
+        """Forget acknowledged messages past `prune_days`, at start and then hourly."""
+        now = time.time()
+        if self.config.prune_days <= 0 or now - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        pruned = self.queue.prune(self.config.prune_days)
+        if pruned:
+            log.info(
+                "pruned %d acknowledged message(s) older than %g days",
+                pruned,
+                self.config.prune_days,
+            )
 
     def _await_commit(self, seen: int) -> None:
         """inotify fires on a writer's first WAL write, a moment before its commit is

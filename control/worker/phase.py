@@ -16,13 +16,19 @@ from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
-from control.messages import PhaseTask, is_phase_payload
+from control.messages import (
+    IntegrationTask,
+    PhaseTask,
+    is_integration_payload,
+    is_phase_payload,
+)
 from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
+from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import Snapshot, snapshot, writes_outside
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
@@ -51,7 +57,8 @@ class _Clock:
 
 
 class PhaseExecutor:
-    """The daemon's executor for phase tasks (see `control.worker.daemon.Executor`)."""
+    """The daemon's executor (see `control.worker.daemon.Executor`): phase tasks, the
+    final check of a run (`control.worker.integrate`) and free-form tasks."""
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
@@ -70,25 +77,37 @@ class PhaseExecutor:
 
     def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> Outcome:
         payload = claimed.payload
+        try:
+            sandbox = self.sandbox()
+        except UnavailableError as exc:
+            return Outcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
         if isinstance(payload, dict) and payload.get("type") == "freeform":
-            return self._freeform(claimed, control)
+            return self._freeform(claimed, control, sandbox)
+        if is_integration_payload(payload):
+            return self._integration(claimed, control, slot, sandbox)
         if not is_phase_payload(payload):
             return Outcome(
                 "failed",
                 {"status": "failed", "worker": self.config.worker_id},
-                "not a task this worker knows (expected a phase or a free-form task)",
+                "not a task this worker knows (expected a phase, an integration or a "
+                "free-form task)",
             )
         try:
             task = PhaseTask.from_payload(claimed.payload)
         except UsageError as exc:
             return Outcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
-        try:
-            sandbox = self.sandbox()
-        except UnavailableError as exc:
-            return Outcome("failed", {"status": "failed"}, f"refusing the phase: {exc}")
         return _Attempt(self.config, task, claimed, control, slot, sandbox).run()
 
-    def _freeform(self, claimed: Claimed, control: RunControl) -> Outcome:
+    def _integration(
+        self, claimed: Claimed, control: RunControl, slot: str, sandbox: Sandbox | None
+    ) -> Outcome:
+        try:
+            integration = IntegrationTask.from_payload(claimed.payload)
+        except UsageError as exc:
+            return Outcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
+        return run_integration(self.config, integration, claimed, control, slot, sandbox)
+
+    def _freeform(self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None) -> Outcome:
         """A free-form task (`control enqueue HOST`): the agent in a scratch directory."""
         payload = claimed.payload
         text = payload.get("text")
@@ -98,10 +117,6 @@ class PhaseExecutor:
             return Outcome("failed", response, "a free-form task needs text (and an agent object)")
         scratch = self.config.work_dir / "freeform" / str(claimed.id)
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            sandbox = self.sandbox()
-        except UnavailableError as exc:
-            return Outcome("failed", response, f"refusing the task: {exc}")
         wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
         log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
         control.log_path = str(log)
@@ -222,12 +237,7 @@ class _Attempt:
             return self._end(
                 "conflict",
                 str(exc),
-                conflict={
-                    "phase": exc.phase,
-                    "branch": exc.branch,
-                    "commit": exc.commit,
-                    "files": exc.files,
-                },
+                conflict=exc.to_dict(),
             )
         except SuperagentError as exc:
             self.clock.mark("prepare")

@@ -95,8 +95,9 @@ class Timings:
     retry_backoff_s: float = 0.5
     worker_heartbeat_s: float = 0.5
     worker_lease_s: float = 5.0
-    chaos_window_s: float = 10.0  # chaos lands in the first seconds (a calm run takes ~10 s)
-    deadline_s: float = 90.0  # a run not finished by then is wedged
+    chaos_window_s: float = 15.0  # chaos lands in the first seconds after the first dispatch
+    deadline_s: float = 240.0  # a run not finished by then is wedged (a run under chaos
+    # takes 40-100 s on the shared 2-core machine, the merge's verify commands alone 10-35 s)
     same_failure_limit: int = 5  # resumes that all fail the same way: wedged already
 
 
@@ -194,6 +195,28 @@ class Proc:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+
+def cut_sshd(sshd: Sshd) -> None:
+    """Take the server down with every connection: SIGKILL its own processes, the listener
+    and one per session, so each call in flight fails at once; SIGTERM what runs under the
+    sessions. Not SIGKILL there: a login shell may be inside `pyenv rehash`, whose lock
+    file a SIGKILL would leave behind, hanging every later ssh session on the machine for
+    a minute each (its EXIT trap removes the lock on SIGTERM)."""
+    assert sshd.process is not None
+    below = descendants(sshd.process.pid)
+    own = [pid for pid in below if _comm(pid) == "sshd"]
+    _signal_all([sshd.process.pid, *own], signal.SIGKILL)
+    _signal_all([pid for pid in below if pid not in own], signal.SIGTERM)
+    sshd.process.wait()
+    sshd.process = None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 # -- reading the databases --------------------------------------------------------------
@@ -372,6 +395,7 @@ class ChaosRun:
         """Chaos until the orchestrator exits 0 on a done run (True) or the run is
         wedged (False): past the deadline, or every resume fails the same way."""
         deadline = t0 + self.timings.deadline_s
+        chaos_t0: float | None = None
         while True:
             now = time.monotonic()
             if now > deadline:
@@ -384,7 +408,12 @@ class ChaosRun:
                     return False
                 time.sleep(1.0)  # what a user does: run the same command again
                 self.start_orchestrator()
-            while events and now - t0 >= events[0][0]:
+            if chaos_t0 is None and _read(self.state, "SELECT 1 FROM attempts LIMIT 1"):
+                chaos_t0 = now  # the schedule starts with the first dispatch
+            while events and chaos_t0 is not None and now - chaos_t0 >= events[0][0]:
+                if events[0][1] == "outage" and not self._orchestrator_ticking():
+                    events[0] = (events[0][0] + 0.5, "outage")  # a cut nobody calls through
+                    break
                 self._chaos(events.pop(0)[1])
             self._recover(now)
             time.sleep(0.05)
@@ -457,7 +486,7 @@ class ChaosRun:
                 self.tally.stops_worker += 1
                 self.thaws.append((now + rng.uniform(0.5, 2 * t.heartbeat_timeout_s), name))
         elif kind == "outage" and self.sshd is not None and self.sshd.process is not None:
-            self.sshd.stop()
+            cut_sshd(self.sshd)
             self.tally.outages += 1
             self.sshd_back_at = now + rng.uniform(0.3, 2.5)
 
@@ -479,6 +508,11 @@ class ChaosRun:
         lines = self.orchestrator.log.read_text(errors="replace").strip().splitlines()
         self.tally.orchestrator_exits.append(f"exit {code}: {lines[-1][:300] if lines else ''}")
         return code
+
+    def _orchestrator_ticking(self) -> bool:
+        """The current orchestrator is past its start-up (it printed its first event)."""
+        proc = self.orchestrator
+        return proc is not None and proc.alive() and proc.log.stat().st_size > 0
 
     def _stuck(self) -> bool:
         """The last resumes all failed the same way: a user would give up."""
@@ -701,7 +735,8 @@ def local_sshd(root: Path, wanted: bool) -> Iterator[Sshd | None]:
     try:
         yield server
     finally:
-        server.stop()
+        if server.process is not None:
+            cut_sshd(server)
 
 
 def main() -> int:

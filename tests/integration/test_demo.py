@@ -23,6 +23,8 @@ def test_the_demo_runs_to_a_merged_branch_and_says_where_everything_is(tmp_path:
     out = result.stdout
     assert "phase_done phase=greeting" in out and "phase_done phase=shout" in out
     assert "where everything is:" in out
+    # the final check (merge, then each distinct verify command once) ran on a worker
+    assert re.search(r"merged branch=\S+ commit=\S+ worker=(alpha|beta|gamma) checks=2", out), out
     remote = tmp_path / "demo" / "origin.git"
     found = re.search(r"done; merged into (\S+) at", out)
     assert found, out[-2000:]

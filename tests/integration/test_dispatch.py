@@ -154,7 +154,9 @@ def test_orchestrator_killed_mid_run_resumes_without_dispatching_twice(
     assert events[0]["resumed"] is True
     messages = inbox_messages(pipeline)
     keys = [m["key"] for m in messages]
-    assert len(keys) == len(set(keys)) == 2  # one message per phase, none sent twice
+    # one message per phase and one for the final check, none sent twice
+    assert len(keys) == len(set(keys)) == 3
+    assert sorted(k.split("/")[0] for k in keys if k.startswith("integration/")) == ["integration"]
     assert all(m["state"] == "done" and m["acked_at"] for m in messages)
     finished = [r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish"]
     assert sorted(finished) == ["first", "second"]

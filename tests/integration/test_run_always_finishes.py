@@ -416,3 +416,25 @@ def test_terminal_states_set_by_lease_expiry_commit_at_full_durability(tmp_path:
     assert before and before[-1].lower().endswith("full"), statements
     assert queue.show(claimed.id).state == "dead"
     queue.close()
+
+
+# -- a ready phase that no live worker can take says why (issue 11, item 4) ------------------
+
+
+def test_a_ready_phase_no_live_worker_can_take_says_why_once(rig: Rig) -> None:
+    rig.orchestrator.tick()  # no worker has ever beaten
+    stuck = [data for kind, data in rig.events if kind == "phase_stuck"]
+    assert stuck == [{"phase": "api", "reason": "no live worker (capable: w1, w2)"}]
+    assert rig.store.phases(rig.run_id)["api"].reason == stuck[0]["reason"]
+    rig.orchestrator.tick()
+    assert len([kind for kind, _ in rig.events if kind == "phase_stuck"]) == 1  # said once
+    for name in ("w1", "w2"):
+        rig.queues[name].beat(name, "refusing", reason="node 18.19.0 is not the pinned 20.18.1")
+    rig.clock.advance(1)
+    rig.orchestrator.tick()
+    (last,) = [data for kind, data in rig.events if kind == "phase_stuck"][1:]
+    assert last["reason"].startswith("every capable worker refuses work (w1: node 18.19.0")
+    rig.beat("w1", "w2")
+    rig.clock.advance(1)
+    rig.orchestrator.tick()
+    assert rig.store.phases(rig.run_id)["api"].state == "dispatched"

@@ -96,11 +96,12 @@ def test_merge_builds_the_integration_branch_of_a_run_dispatched_without_it(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan(PLAN)
-    pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerSpec("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     code, events, _ = pipeline.dispatch(spec, "--no-merge")
     assert code == 0 and events[-1]["merge_branch"] is None
-    code, data, err = control(pipeline, "merge", "--repo", str(pipeline.remote))
+    inventory = str(fleet.inventory)
+    code, data, err = control(pipeline, "merge", "--repo", str(pipeline.remote), "-i", inventory)
     assert code == 0, err
     assert [m["phase"] for m in data["merged"]] == ["first", "second"]
     assert pipeline.branch_file(data["branch"], "second.txt") == "two\n"

@@ -78,8 +78,17 @@ def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
     summary = json.loads(result.stdout.splitlines()[-1])
     spec = load_spec(EXAMPLES / "webapp.json")
     assert summary["status"] == "done"
+    # The final check ran on a worker, each distinct verify command once.
+    (merged_event,) = [
+        json.loads(line) for line in result.stdout.splitlines() if '"event": "merged"' in line
+    ]
+    assert merged_event["worker"] in ("server", "laptop", "wsl")
+    assert merged_event["checks"] == len({c for p in spec.phases for c in p.verify})
     assert set(summary["phases"]) == set(spec.by_id)
     assert summary["phases"]["windows-paths"]["worker"] == "wsl"  # only it can
+    # The demo's fleet in other names: the linux-only laptop takes work too, it does not
+    # idle while the server's second slot runs it (issue 20).
+    assert any(p["worker"] == "laptop" for p in summary["phases"].values()), summary["phases"]
     for phase in spec.phases:
         files = git_files(remote, phase.branch)
         for deliverable in phase.deliverables:

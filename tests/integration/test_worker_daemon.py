@@ -255,3 +255,32 @@ def test_verify_commands_run_without_network_when_the_task_says_so(pipeline: Pip
     assert off.state == "done" and on.state == "done", (off.reason, on.reason)
     assert off.response["verify"][0]["output_tail"] == "lo,"
     assert on.response["verify"][0]["output_tail"] != "lo,"  # the host's own interfaces
+
+
+def test_the_worker_prunes_old_acknowledged_messages_from_its_inbox(
+    pipeline: Pipeline,
+) -> None:
+    """A year of use does not slow the inbox: acknowledged messages past `prune_days`
+    are removed by the worker itself; unacknowledged answers are kept."""
+    fleet = pipeline.start_fleet(WorkerSpec("w1"), settings={"prune_days": 0.0001})
+    fleet.stop("w1")
+    db = fleet.workers["w1"].queue_db
+    with Queue(db, create=False) as queue:
+        for key in ("old-acked", "old-unread"):
+            queue.enqueue({"type": "nothing"}, key=key)
+            claimed = queue.claim("someone", 60)
+            assert claimed is not None
+            queue.complete(claimed.id, claimed.fence, {"status": "done"})
+            if key == "old-acked":
+                queue.ack(claimed.id)
+    time.sleep(9)  # 0.0001 days
+    fleet.start("w1")
+    fleet.wait_ready()
+    deadline = time.monotonic() + 20
+    while True:
+        with Queue(db, create=False) as queue:
+            keys = [m.key for m in queue.messages()]
+        if keys == ["old-unread"]:
+            break
+        assert time.monotonic() < deadline, keys
+        time.sleep(0.2)

@@ -169,3 +169,29 @@ def test_generic_workers() -> None:
     assert all(w.capabilities == {"gpu"} and w.slots == 1 for w in workers)
     with pytest.raises(UsageError, match="at least 1"):
         generic_workers(0)
+
+
+def test_slot_cost_per_host(tmp_path: Path) -> None:
+    """superagent_slot_cost: how much each agent on a machine slows the others (issue 20)."""
+    root = write(
+        tmp_path,
+        {
+            "hosts.yml": HOSTS,
+            "host_vars/alpha.yml": "superagent_slot_cost: 0\n",
+            "host_vars/beta.yml": "superagent_slot_cost: '1.5'\n",
+        },
+    )
+    assert [w.slot_cost for w in load_inventory(root)] == [0.0, 1.5]
+    plain = write(tmp_path / "plain", {"hosts.yml": HOSTS})
+    assert [w.slot_cost for w in load_inventory(plain)] == [0.5, 0.5]  # the default
+
+
+@pytest.mark.parametrize("value", ["-1", "11", "fast", "true", ".nan", "[1]"])
+def test_a_bad_slot_cost_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    root = write(
+        tmp_path, {"hosts.yml": HOSTS, "host_vars/beta.yml": f"superagent_slot_cost: {value}\n"}
+    )
+    with pytest.raises(
+        UsageError, match=r"host 'beta': superagent_slot_cost must be a number, 0 to 10"
+    ):
+        load_inventory(root)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,19 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from control.cli import app
+from control.dag import Dag
 from control.errors import UsageError
 from control.inventory import Worker, generic_workers, load_inventory
-from control.plan import Work, lower_bound, plan, simulate, utilisation
-from control.scheduler import assign, assign_first_free
+from control.plan import (
+    Run,
+    Work,
+    interchangeable_times,
+    lower_bound,
+    plan,
+    simulate,
+    utilisation,
+)
+from control.scheduler import assign, assign_first_free, speed
 from control.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +64,7 @@ def test_lower_bound_terms() -> None:
     fleet = [
         Worker("server", frozenset({"gpu"}), 1),
         Worker("laptop", frozenset(), 1),
-        Worker("spare", frozenset(), 2),
+        Worker("spare", frozenset(), 2, slot_cost=0),
     ]
     bound = lower_bound(works, fleet)
     assert bound.critical_path == 70
@@ -72,7 +83,10 @@ def test_work_only_one_machine_can_do_binds_when_it_has_several_rare_capabilitie
         Work("pinned", 50, pin="mini"),
         Work("any", 10),
     ]
-    fleet = [Worker("mini", frozenset({"arm64", "macos"}), 1), Worker("pc", frozenset(), 3)]
+    fleet = [
+        Worker("mini", frozenset({"arm64", "macos"}), 1),
+        Worker("pc", frozenset(), 3, slot_cost=0),
+    ]
     bound = lower_bound(works, fleet)
     assert bound.capabilities == {"arm64": 50, "macos": 50}
     assert bound.groups == {"mini": 150}
@@ -151,7 +165,10 @@ def test_simulated_schedules_are_valid_and_never_beat_the_lower_bound(
         assert sorted(runs) == sorted(by_id) and len(result.runs) == len(works)
         for run in result.runs:
             work = by_id[run.phase]
-            assert run.end - run.start == pytest.approx(work.minutes)
+            # k phases at once on a machine each run at speed(k): its estimate, stretched
+            assert _progress(run, result.runs, slots[run.worker]) == pytest.approx(work.minutes)
+            assert run.ready <= run.start
+            assert run.ready == max((runs[d].end for d in work.depends_on), default=0.0)
             assert all(runs[d].end <= run.start + 1e-9 for d in work.depends_on)
             assert work.requires <= slots[run.worker].capabilities
             assert work.pin in (None, run.worker)
@@ -163,6 +180,18 @@ def test_simulated_schedules_are_valid_and_never_beat_the_lower_bound(
             for _, step in sorted(points, key=lambda p: (p[0], p[1])):  # ends before starts
                 busy += step
                 assert busy <= slots[name].slots
+
+
+def _progress(run: Run, runs: Sequence[Run], worker: Worker) -> float:
+    """The work `run` did between its start and end, at the speed its machine allowed."""
+    there = [r for r in runs if r.worker == run.worker]
+    points = sorted({run.start, run.end, *(t for r in there for t in (r.start, r.end))})
+    done = 0.0
+    for left, right in itertools.pairwise(points):
+        if run.start <= left and right <= run.end:
+            k = sum(r.start <= left and right <= r.end for r in there)
+            done += (right - left) * speed(k, worker.slot_cost)
+    return done
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -219,3 +248,65 @@ def test_cli_plan_errors(tmp_path: Path) -> None:
     pinned = ROOT / "tests" / "fixtures" / "specs" / "invalid" / "pin-unknown-worker.json"
     code, _, err = run("plan", str(pinned), "-i", str(EXAMPLE_FLEET))
     assert code == 1 and "no worker 'servr' in the inventory" in err
+
+
+@settings(max_examples=150, deadline=None)
+@given(projects(), st.integers(1, 6))
+def test_the_sweep_shortcut_keeps_the_scheduler_s_schedule(
+    project: tuple[list[Work], list[Worker]], count: int
+) -> None:
+    """The what-if sweep skips the full simulation on interchangeable machines: same times."""
+    works, _ = project
+    works = [Work(w.id, w.minutes, w.depends_on, w.requires) for w in works]
+    needs = {c for w in works for c in w.requires}
+    dag = Dag({w.id: w.depends_on for w in works}, {w.id: w.minutes for w in works})
+    full = simulate(works, generic_workers(count, needs), dag=dag)
+    quick = interchangeable_times(works, count, dag)
+    assert sorted(quick) == sorted(r.phase for r in full.runs)
+    for run in full.runs:
+        assert (run.start, run.end) == pytest.approx(quick[run.phase])
+
+
+def test_two_agents_on_one_machine_each_run_slower() -> None:
+    """Contention: k agents on a machine each at 1 / (1 + cost (k - 1)) of their speed."""
+    works = [Work("a", 30), Work("b", 60)]
+    shared = simulate(works, [Worker("box", frozenset(), 2, slot_cost=0.5)])
+    ends = {r.phase: r.end for r in shared.runs}
+    assert ends["a"] == pytest.approx(45)  # 30 minutes of work at 2/3 speed
+    assert ends["b"] == pytest.approx(45 + 30)  # 30 done by then, the other 30 alone
+    free = simulate(works, [Worker("box", frozenset(), 2, slot_cost=0)])
+    assert free.makespan == 60
+    # the bound counts the machine's throughput, not its slots
+    bound = lower_bound(works, [Worker("box", frozenset(), 2, slot_cost=0.5)])
+    assert bound.work_per_slot == pytest.approx(90 / (2 / 1.5))
+
+
+def test_the_demo_webapp_run_uses_beta() -> None:
+    """The demo's fleet (control/demo.py): alpha has two slots and docker, beta is linux only.
+
+    Seven of the eight phases went to alpha while beta idled (issue 20)."""
+    fleet = [
+        Worker("alpha", frozenset({"linux", "docker", "gpu"}), 2, "local"),
+        Worker("beta", frozenset({"linux"}), 1, "local"),
+        Worker("gamma", frozenset({"linux", "windows-files"}), 1, "local"),
+    ]
+    result = plan(load_spec(WEBAPP, fleet), fleet)
+    on = defaultdict(list)
+    for r in result.simulation.runs:
+        on[r.worker].append(r.phase)
+    assert len(on["beta"]) >= 2, dict(on)
+    assert on["alpha"][0] == "schema" and "e2e" in on["alpha"]  # docker
+    assert result.simulation.makespan == result.bound.critical_path
+
+
+def test_cli_plan_shows_seconds_when_short(tmp_path: Path) -> None:
+    spec = json.loads(TINY.read_text())
+    spec["defaults"]["estimate_minutes"] = 0.5
+    spec["phases"][1]["estimate_minutes"] = 2.25
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(spec))
+    code, out, err = run("plan", str(path))
+    assert code == 0, err
+    assert "0 min" not in out
+    assert "2 phases in 2 waves, 2 min 45 s of work" in out
+    assert "critical path: greeting -> shout  2 min 45 s" in out

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control.scheduler import (
     Assignment,
+    Outlook,
     ReadyPhase,
     WorkerState,
     assign,
     assign_first_free,
     can_run,
+    candidates,
+    speed,
+    throughput,
     unrunnable,
 )
 
@@ -74,15 +79,32 @@ def test_a_rare_machine_is_kept_for_the_work_only_it_can_do() -> None:
 
 
 def test_a_long_phase_yields_the_only_machine_to_one_with_a_longer_tail() -> None:
-    # The 240-minute phase is on the critical path, but taking the only Windows
-    # machine would hold back the Windows phase and the 330 minutes that follow it.
+    # The 240-minute phase is on the critical path, but taking the only free machine
+    # would hold back the other phase and the 330 minutes that follow it.
+    # (Of phases alike, only as many as there are free slots are weighed: `candidates`.)
     big = phase("big", 357, minutes=240)
-    windows = phase("windows", 352, "windows-files", minutes=21)
+    other = phase("other", 352, "linux", minutes=21)
+    workers = [worker("laptop"), worker("server", free=0)]
+    assert assign([big, other], workers) == [Assignment("other", "laptop")]
+    # With a tail shorter than the big phase's, the other phase waits.
+    short = phase("other", 130, "linux", minutes=21)
+    assert assign([big, short], workers) == [Assignment("big", "laptop")]
+
+
+def test_the_phase_only_a_rare_machine_can_do_comes_first_there() -> None:
+    # Whatever the tails: the generic phase can wait for any machine, the Windows one
+    # has only this one (issue 20: rare machines for the work only they can do).
+    big = phase("big", 357, minutes=240)
+    windows = phase("windows", 130, "windows-files", minutes=21)
     workers = [worker("wsl", "linux windows-files"), worker("laptop", free=0)]
     assert assign([big, windows], workers) == [Assignment("windows", "wsl")]
-    # With a tail shorter than the big phase's, the Windows phase waits.
-    short = phase("windows", 130, "windows-files", minutes=21)
-    assert assign([big, short], workers) == [Assignment("big", "wsl")]
+    # Two slots, two Windows phases waiting: both stay there, the generic one waits.
+    two = [phase("w1", 100, "windows-files"), phase("w2", 90, "windows-files")]
+    roomy = [worker("wsl", "linux windows-files", free=2), worker("laptop", free=0)]
+    assert sorted(assign([big, *two], roomy)) == [
+        Assignment("w1", "wsl"),
+        Assignment("w2", "wsl"),
+    ]
 
 
 def test_first_free_takes_phases_in_the_order_they_became_ready() -> None:
@@ -123,6 +145,7 @@ def situations(draw: st.DrawFn) -> tuple[list[ReadyPhase], list[WorkerState]]:
             draw(st.integers(0, 3)),
             _held(draw(st.integers(0, 255))),
             draw(st.integers(0, 4)),
+            draw(st.sampled_from((0.0, 0.5, 1.0, 2.0))),
         )
         for name in names
     ]
@@ -160,11 +183,23 @@ def test_assignments_never_break_capabilities_slots_or_pins(
             assert can_run(p, w)
         for name, count in load.items():
             assert count <= by_worker[name].free_slots
-        # work-conserving: a phase waits only when no worker that could take it has a slot left
+        # a phase waits only when no worker that could take it has a slot left, or (for
+        # `assign`) the ones left are kept for other ready work that needs what they have
         started = {a.phase_id for a in chosen}
         for p in ready:
             if p.id not in started:
-                assert all(load[w.name] >= w.free_slots for w in workers if can_run(p, w))
+                for w in workers:
+                    if can_run(p, w) and load[w.name] < w.free_slots:
+                        assert policy is assign and _kept(w, p, ready), (p, w)
+
+
+def _kept(worker: WorkerState, phase: ReadyPhase, ready: list[ReadyPhase]) -> bool:
+    """Whether other ready phases need a capability of `worker` that `phase` does not, or
+    are pinned to it: then `assign` may keep it from `phase`."""
+    others = worker.capabilities - phase.requires
+    return any(
+        q.requires & others or (q.pin == worker.name and phase.pin != worker.name) for q in ready
+    )
 
 
 def test_without_estimates_phases_count_one_each() -> None:
@@ -175,3 +210,89 @@ def test_without_estimates_phases_count_one_each() -> None:
         Assignment("generic", "laptop"),
         Assignment("windows", "wsl"),
     ]
+
+
+def test_an_idle_machine_comes_before_a_second_slot_of_a_busy_one() -> None:
+    # alpha runs one agent and holds the prerequisite: still, the idle laptop takes it.
+    alpha = WorkerState("alpha", frozenset({"linux"}), 1, frozenset({"schema"}), slots=2)
+    beta = WorkerState("beta", frozenset({"linux"}), 1, slots=1)
+    ready = [phase("api", 50, depends_on=frozenset({"schema"}), minutes=30)]
+    assert assign(ready, [alpha, beta]) == [Assignment("api", "beta")]
+    # Slots that do not interfere (superagent_slot_cost: 0): the warm checkout decides.
+    free_slots = WorkerState("alpha", alpha.capabilities, 1, alpha.holds, slots=2, slot_cost=0)
+    assert assign(ready, [free_slots, beta]) == [Assignment("api", "alpha")]
+
+
+def test_two_ready_phases_spread_over_two_idle_machines() -> None:
+    """The demo's webapp: after schema on alpha, both API phases went to alpha's two slots."""
+    alpha = WorkerState("alpha", frozenset({"linux", "docker", "gpu"}), 2, {"schema"}, slots=2)
+    beta = WorkerState("beta", frozenset({"linux"}), 1, slots=1)
+    deps = frozenset({"schema"})
+    ready = [
+        phase("api-tasks", 160, "linux", depends_on=deps, minutes=45),
+        phase("api-auth", 150, "linux", depends_on=deps, minutes=35),
+    ]
+    chosen = assign(ready, [alpha, beta])
+    assert sorted(a.worker for a in chosen) == ["alpha", "beta"]
+
+
+def test_rarity_is_judged_against_the_remaining_work_not_the_ready_set() -> None:
+    docker = WorkerState("alpha", frozenset({"linux", "docker"}), 1, slots=1)
+    plain = WorkerState("beta", frozenset({"linux"}), 1, slots=1)
+    ready = [phase("api", 100, "linux", minutes=30), phase("ui", 90, "linux", minutes=30)]
+    e2e = phase("e2e", 40, "linux docker", minutes=40)
+    # Nothing ready needs docker, but e2e will: the more important phase avoids alpha.
+    outlook = Outlook.of([*ready, e2e])
+    assert assign(ready, [docker, plain], outlook)[0] == Assignment("api", "beta")
+    # Judged on the ready set alone, docker looks as common as linux: the first machine.
+    assert assign(ready, [docker, plain])[0] == Assignment("api", "alpha")
+
+
+def test_a_rare_machine_is_kept_for_work_that_will_be_ready_before_a_long_phase_ends() -> None:
+    wsl = WorkerState("wsl", frozenset({"linux", "windows-files"}), 1, slots=1)
+    laptop = WorkerState("laptop", frozenset({"linux"}), 0, slots=1)
+    long_one = phase("long", 200, "linux", minutes=120)
+    windows = phase("windows", 80, "windows-files", minutes=60)  # loads wsl: 60 of 90 per machine
+    soon = Outlook.of([long_one, windows], soonest={"windows": 10.0})
+    assert assign([long_one], [wsl, laptop], soon) == []  # the laptop will take it
+    # Ready only in three hours: the machine would be free again by then.
+    later = Outlook.of([long_one, windows], soonest={"windows": 180.0})
+    assert assign([long_one], [wsl, laptop], later) == [Assignment("long", "wsl")]
+    # A phase no other machine can ever run is not kept waiting.
+    alone = [WorkerState("wsl", wsl.capabilities, 1, slots=1)]
+    assert assign([long_one], alone, soon) == [Assignment("long", "wsl")]
+
+
+def test_outlook_of_the_remaining_work() -> None:
+    phases = [
+        phase("a", requires="docker", minutes=30),
+        phase("b", requires="docker gpu", minutes=10),
+        phase("c", pin="laptop"),  # no estimate: counts 1
+    ]
+    outlook = Outlook.of(phases, soonest={"a": 50.0, "b": 20.0})
+    assert outlook.total == 41
+    assert outlook.needs == {"docker": 40, "gpu": 10}
+    assert outlook.pinned == {"laptop": 1}
+    assert outlook.needs_from == {"docker": 20.0, "gpu": 20.0}
+    assert outlook.pinned_from == {"laptop": 0.0}
+
+
+def test_contention_model() -> None:
+    assert speed(1, 0.5) == 1 and speed(2, 0.5) == pytest.approx(1 / 1.5)
+    assert speed(3, 0.0) == 1
+    assert throughput(2, 0.5) == pytest.approx(2 / 1.5)
+    assert throughput(4, 1.0) == 1 and throughput(4, 3.0) == 1  # time-slicing at best
+    assert throughput(3, 0.0) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(situations())
+def test_only_the_candidates_matter(
+    situation: tuple[list[ReadyPhase], list[WorkerState]],
+) -> None:
+    """The planner passes only `candidates`: the answer is the same as with them all."""
+    ready, workers = situation
+    free = sum(w.free_slots for w in workers)
+    if free:
+        outlook = Outlook.of(ready)
+        assert assign(candidates(ready, free), workers, outlook) == assign(ready, workers, outlook)

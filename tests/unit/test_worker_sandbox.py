@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from control.cli_fleet import judge
 from control.errors import UnavailableError
+from control.health import health_report
 from control.inventory import Worker
 from control.process import run_watched
 from control.transport.base import PollResult
@@ -121,7 +121,7 @@ def test_a_trusted_host_runs_without_and_says_so(
     beat = {"worker_id": "w1", "status": "idle", "beat_at": time.time(),
             "versions": report.versions}  # fmt: skip
     worker = Worker("w1", vars={"superagent_trusted_host": True})
-    shown = judge(worker, PollResult("w1", True, heartbeats=[beat]), time.time())
+    shown = health_report(worker, PollResult("w1", True, heartbeats=[beat]), time.time())
     assert shown["trusted_host"] is True and shown["versions"]["sandbox"] == "none (trusted host)"
 
 

@@ -1,0 +1,90 @@
+"""How a worker's health is judged: one home for the thresholds and the reading of a
+heartbeat, shared by `control health` (a one-shot look) and the orchestrator's liveness
+(which judges by when it saw the heartbeat change, so clock skew does not matter).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control import __version__
+from control.inventory import Worker
+from control.transport import PollResult
+
+# A worker whose heartbeat has not changed for this long is taken for dead (the
+# orchestrator's `--heartbeat-timeout` default; workers beat every few seconds).
+HEARTBEAT_TIMEOUT_S = 60.0
+# A message pending this long on a live worker raises an alert.
+PENDING_ALERT_S = 600.0
+REFUSING = "refusing"
+STOPPED = "stopped"
+NOT_WORKING = (REFUSING, STOPPED)
+
+
+def beat_of(name: str, result: PollResult) -> dict[str, Any] | None:
+    """The worker's heartbeat in a poll answer: its own, or the only one its inbox has
+    (an inbox serves one worker, whatever it calls itself)."""
+    beat = next((b for b in result.heartbeats if b.get("worker_id") == name), None)
+    if beat is None and len(result.heartbeats) == 1:
+        beat = result.heartbeats[0]
+    return beat
+
+
+def pins_of(worker: Worker) -> dict[str, str]:
+    """The versions the inventory pins for a worker (the Ansible roles' variables)."""
+    pins = {"superagent": __version__}
+    if worker.vars.get("nodejs_version"):
+        pins["node"] = str(worker.vars["nodejs_version"]).removeprefix("v")
+    if worker.vars.get("claude_code_version"):
+        pins["claude_code"] = str(worker.vars["claude_code_version"])
+    return pins
+
+
+def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
+    """One worker's health, for `control health`: what was found and every problem."""
+    report: dict[str, Any] = {
+        "worker": worker.name,
+        "transport": worker.transport,
+        "reachable": result.reachable,
+        # Agents run unsandboxed there, as the worker: shown, never silent.
+        "trusted_host": bool(worker.vars.get("superagent_trusted_host", False)),
+        "problems": [],
+    }
+    problems: list[str] = report["problems"]
+    if not result.reachable:
+        problems.append(f"unreachable: {result.error}")
+        return report
+    beat = beat_of(worker.name, result)
+    stats = result.stats
+    by_state = stats.get("by_state", {})
+    report.update(
+        pending=by_state.get("pending", 0),
+        running=by_state.get("claimed", 0),
+        oldest_pending_s=stats.get("oldest_pending_age_s"),
+        unacked=stats.get("unacked_responses", 0),
+    )
+    if beat is None:
+        problems.append("no heartbeat: the worker has never run")
+        return report
+    age = now - float(beat["beat_at"])
+    versions = beat.get("versions") or {}
+    report.update(
+        status=beat.get("status"),
+        heartbeat_age_s=round(age, 1),
+        versions=versions,
+        current=[c.get("phase") or c.get("key") for c in beat.get("current", [])],
+    )
+    if beat.get("status") == REFUSING:
+        problems.append(f"refusing work: {beat.get('reason')}")
+    elif beat.get("status") == STOPPED:
+        problems.append("the worker is stopped")
+    elif age > HEARTBEAT_TIMEOUT_S:
+        problems.append(f"heartbeat {age:.0f}s old")
+    for name, pinned in pins_of(worker).items():
+        found = versions.get(name)
+        if found is not None and str(found).removeprefix("v") != pinned:
+            problems.append(f"{name} {found}, pinned {pinned}")
+    oldest = report.get("oldest_pending_s")
+    if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
+        problems.append(f"a message has been pending for {oldest:.0f}s")
+    return report

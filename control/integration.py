@@ -1,0 +1,259 @@
+"""The final check of a run, sent to a worker and waited for like a phase.
+
+The control plane never executes repository content, so the merged tree is built
+and verified on a worker (`control.worker.integrate`), through the same
+transports and inbox as a phase, under an idempotency key per attempt. Each
+attempt is committed to the state database before it is sent; a killed
+orchestrator resumes waiting for the same message. A worker that goes down has
+its attempt abandoned and the check sent to another; the answer is believed only
+as far as the remote shows it (`control.merge.judge`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from control.errors import SuperagentError, UnavailableError, UsageError
+from control.inventory import Worker
+from control.merge import MergeFailed, MergeResult, MergeRetry, integration_task, judge
+from control.messages import IntegrationResult, IntegrationTask
+from control.orchestrator import IN_FLIGHT, QUEUE_MAX_ATTEMPTS, Orchestrator
+from control.state import IntegrationRow
+
+log = logging.getLogger("superagent.integration")
+
+MAX_ATTEMPTS = 3  # final checks that went wrong for a reason other than the tree itself
+_OPEN = ("sending", "dispatched", "answered")
+
+
+class FinalCheck:
+    """One run's final check, driven through an orchestrator attached to that run."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        *,
+        verify: bool = True,
+        max_attempts: int = MAX_ATTEMPTS,
+        verify_timeout_s: float = 900.0,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.store = orchestrator.store
+        self.run_id = orchestrator.run_id
+        self.verify = verify
+        self.max_attempts = max_attempts
+        self.verify_timeout_s = verify_timeout_s
+        self.made = 0  # attempts sent by this process
+        self.last_reason = ""
+        self.row: IntegrationRow | None = None  # the attempt under way
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        deadline: float | None = None,
+        wait_for_worker_s: float | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> MergeResult:
+        """Until the integration branch is pushed, checked and recorded; MergeFailed when
+        it cannot be built or fails its checks, UnavailableError when no worker is up
+        within `wait_for_worker_s` (None: wait, as phases do). `on_step` runs before
+        each step (the dispatch renews its driver lease there)."""
+        stop = stop or threading.Event()
+        self._task(1)  # refuses an unfinished run before anything is sent
+        started = time.monotonic()
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            if deadline is not None and time.monotonic() > deadline:
+                raise MergeFailed(f"timed out waiting for the final check of run {self.run_id}")
+            if on_step is not None:
+                on_step()
+            result = self.step(
+                no_worker_is_fatal=(
+                    wait_for_worker_s is not None
+                    and time.monotonic() - started >= wait_for_worker_s
+                )
+            )
+            if result is not None:
+                return result
+            stop.wait(self.orchestrator.settings.poll_interval_s)
+
+    def step(self, *, no_worker_is_fatal: bool = False) -> MergeResult | None:
+        """One tick of the orchestrator, then whatever the final check needs next: the
+        result once it is checked on the remote, None while it goes on."""
+        self.orchestrator.tick()
+        row = self._reload(self._open() if self.row is None else self.row)
+        while True:
+            if row is None:
+                row = self._start(no_worker_is_fatal=no_worker_is_fatal)
+            elif row.state in ("sending", "dispatched") and self._down(row.worker):
+                reason = f"worker {row.worker} down during the final check"
+                self.store.settle_integration(row.key, "abandoned", reason)
+                self._say("integration_abandoned", worker=row.worker, attempt=row.attempt)
+                row = None
+                continue  # machine loss is not a failure: send it elsewhere at once
+            elif row.state == "sending":
+                row = self._send(row)
+            elif row.state == "answered":
+                result = self._settle(row)
+                if result is not None:
+                    self.row = None
+                    return result
+                row = None
+                continue  # a retry goes out now, not after another poll
+            self.row = row
+            return None
+
+    # -- the attempts ----------------------------------------------------------------
+
+    def _start(self, *, no_worker_is_fatal: bool) -> IntegrationRow | None:
+        """Send a new attempt to the best live worker; None while there is none."""
+        if self.made >= self.max_attempts:
+            raise MergeFailed(f"{self.last_reason} (after {self.made} attempts of the final check)")
+        worker = self._pick()
+        if worker is None:
+            if no_worker_is_fatal:
+                raise UnavailableError(self._nobody_up())
+            return None
+        row = self.store.record_integration_sending(
+            self.run_id, worker.name, lambda attempt: self._task(attempt).to_payload()
+        )
+        self.made += 1
+        return self._send(row)
+
+    def _settle(self, row: IntegrationRow) -> MergeResult | None:
+        """Judge an answer: the result, None to try again, or MergeFailed."""
+        try:
+            result = self._judge(row)
+        except MergeRetry as exc:
+            self.store.settle_integration(row.key, "failed", str(exc))
+            self._say("integration_retry", worker=row.worker, reason=str(exc))
+            self.last_reason = str(exc)
+            return None
+        except MergeFailed as exc:
+            self.store.settle_integration(row.key, "failed", str(exc))
+            raise
+        self.store.settle_integration(row.key, "done")
+        self.store.set_merge(self.run_id, result.branch, result.commit)
+        self._say(
+            "merged",
+            branch=result.branch,
+            commit=result.commit,
+            worker=result.worker,
+            checks=len(result.checks),
+        )
+        return result
+
+    def _task(self, attempt: int) -> IntegrationTask:
+        phases = self.store.phases(self.run_id)
+        open_phases = sorted(p for p, r in phases.items() if r.state != "done")
+        if open_phases:
+            raise UsageError(f"run {self.run_id} has phases not done: {', '.join(open_phases)}")
+        return integration_task(
+            self.orchestrator.spec,
+            self.run_id,
+            attempt,
+            {p: (r.branch, r.commit_sha or "") for p, r in phases.items()},
+            repo_url=self.orchestrator.repo_url,
+            verify=self.verify,
+            verify_timeout_s=self.verify_timeout_s,
+        )
+
+    def _open(self) -> IntegrationRow | None:
+        """The attempt still under way from an earlier process (killed or interrupted)."""
+        rows = self.store.integrations(self.run_id)
+        return rows[-1] if rows and rows[-1].state in _OPEN else None
+
+    def _reload(self, row: IntegrationRow | None) -> IntegrationRow | None:
+        if row is None:
+            return None
+        return next(r for r in self.store.integrations(self.run_id) if r.key == row.key)
+
+    def _send(self, row: IntegrationRow) -> IntegrationRow:
+        """Enqueue (again: the key makes a repeat a no-op); on failure, retried next tick."""
+        worker = self.orchestrator.workers.get(row.worker)
+        if worker is None:
+            return row
+        try:
+            sent = self.orchestrator.transports.enqueue(
+                worker, row.task, key=row.key, max_attempts=QUEUE_MAX_ATTEMPTS
+            )
+        except SuperagentError as exc:
+            log.warning("enqueue of %s on %s failed: %s", row.key, worker.name, exc)
+            self._say("send_failed", worker=worker.name, reason=str(exc))
+            return row
+        self.store.settle_integration(row.key, "dispatched")
+        self._say(
+            "integration_dispatched",
+            worker=worker.name,
+            attempt=row.attempt,
+            duplicate=sent.duplicate,
+            checks=len(row.task.get("checks") or []),
+            lacks=sorted(self._needs() - worker.capabilities) or None,
+        )
+        return self._reload(row) or row
+
+    def _judge(self, row: IntegrationRow) -> MergeResult:
+        message: dict[str, Any] = row.response or {}
+        task = IntegrationTask.from_payload(row.task)
+        try:
+            result = IntegrationResult.from_dict(message.get("response"))
+        except UsageError:
+            why = message.get("reason") or f"message {message.get('state')}"
+            raise MergeRetry(f"the final check on {row.worker} did not finish: {why}") from None
+        try:
+            return judge(task, result, self.orchestrator.git)
+        except MergeFailed:
+            raise
+        except SuperagentError as exc:
+            raise MergeRetry(f"checking {task.branch} on the remote failed: {exc}") from exc
+
+    # -- workers ---------------------------------------------------------------------
+
+    def _needs(self) -> frozenset[str]:
+        """The capabilities the checks may need: those of every phase that has checks."""
+        spec = self.orchestrator.spec
+        if not self.verify:
+            return frozenset()
+        return frozenset(c for p in spec.phases if p.verify for c in p.requires)
+
+    def _pick(self) -> Worker | None:
+        """A live worker for the check: the one with most of the capabilities the checks
+        need, then the most free slots. None when no worker is up."""
+        phases = self.store.phases(self.run_id)
+        busy: dict[str, int] = {}
+        for row in phases.values():
+            if row.state in IN_FLIGHT and row.worker:
+                busy[row.worker] = busy.get(row.worker, 0) + 1
+        needs = self._needs()
+        up = self.orchestrator.up_workers()
+        if not up:
+            return None
+        return max(
+            up,
+            key=lambda w: (len(needs & w.capabilities), w.slots - busy.get(w.name, 0), w.name),
+        )
+
+    def _down(self, name: str) -> bool:
+        row = self.store.workers().get(name)
+        return name not in self.orchestrator.workers or (row is not None and row.status == "down")
+
+    def _nobody_up(self) -> str:
+        rows = self.store.workers()
+        why = "; ".join(
+            f"{name}: {(rows[name].reason or rows[name].status) if name in rows else 'not seen'}"
+            for name in sorted(self.orchestrator.workers)
+        )
+        return (
+            f"no worker is up to run the final check of run {self.run_id} "
+            f"(it runs on a worker, never here): {why or 'the inventory has no worker'}"
+        )
+
+    def _say(self, kind: str, **data: Any) -> None:
+        log.info("%s %s", kind, data)
+        self.orchestrator.emit(kind, {k: v for k, v in data.items() if v is not None})

@@ -1,0 +1,243 @@
+"""The final check of a run (merge in dependency order, then verify) runs on a worker.
+
+Real worker processes, a real bare remote, `control dispatch` and `control merge` as
+processes. The orchestrator's environment holds a secret the workers do not have:
+repository content that ran on the orchestrator's host would see it and leave a canary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.localfleet import WorkerSpec
+from tests.integration.conftest import Pipeline, parse_events, write_spec
+
+pytestmark = pytest.mark.slow
+
+SECRET = "orchestrator-only-7f3c1e9a"
+
+
+def run_control(args: list[str]) -> tuple[int, str, str]:
+    """`control ARGS` as the orchestrator's host runs it: with a secret in its environment."""
+    env = {**os.environ, "ORCH_ONLY_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "control", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def dispatch_args(pipeline: Pipeline, spec: Path, *extra: str) -> list[str]:
+    return pipeline.dispatch_command(spec, *extra)[3:]  # without `python -m control`
+
+
+def hostile_phases(canary: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A phase delivering a conftest.py and an e2e/run.sh that, wherever they run, write a
+    canary holding the orchestrator-only secret when they can see it; and a plain phase."""
+    conftest = (
+        "import os\nfrom pathlib import Path\n"
+        "secret = os.environ.get('ORCH_ONLY_SECRET', '')\n"
+        f"if secret:\n    Path({str(canary) + '-conftest'!r}).write_text(secret)\n"
+    )
+    run_sh = (
+        'if [ -n "${ORCH_ONLY_SECRET:-}" ]; then\n'
+        f'  echo "$ORCH_ONLY_SECRET" > {canary}-e2e\n'
+        "fi\n"
+        'echo "secret seen: ${ORCH_ONLY_SECRET:-none}"\n'
+        "if [ -f plain.txt ]; then echo 'e2e ran on the integrated tree'; fi\n"
+    )
+    phases = [
+        {
+            "id": "hostile",
+            "title": "Hostile",
+            "task": "Deliver tests and an end-to-end script.",
+            "deliverables": ["conftest.py", "test_hostile.py", "e2e/run.sh"],
+            "verify": [
+                "python -m pytest -q -p no:cacheprovider test_hostile.py",
+                "bash e2e/run.sh",
+            ],
+        },
+        {
+            "id": "plain",
+            "title": "Plain",
+            "task": "Write plain.txt.",
+            "deliverables": ["plain.txt"],
+            "verify": ["test -f plain.txt", "bash e2e/run.sh"],
+            "depends_on": ["hostile"],
+        },
+    ]
+    plan = {
+        "hostile": {
+            "files": {
+                "conftest.py": conftest,
+                "test_hostile.py": "def test_ok():\n    assert True\n",
+                "e2e/run.sh": run_sh,
+            }
+        },
+        "plain": {"files": {"plain.txt": "plain\n"}},
+    }
+    return phases, plan
+
+
+def integrations(pipeline: Pipeline) -> list[dict[str, Any]]:
+    with sqlite3.connect(pipeline.state) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM integrations ORDER BY run_id, attempt").fetchall()
+    return [{**dict(r), "response": json.loads(r["response"] or "null")} for r in rows]
+
+
+def no_secret_anywhere(pipeline: Pipeline, *outputs: str) -> None:
+    for output in outputs:
+        assert SECRET not in output
+    for path in pipeline.root.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def assert_checked_on_a_worker(pipeline: Pipeline, branch: str) -> None:
+    """The final check ran the hostile files on a worker, once each, on the merged tree."""
+    (done,) = [r for r in integrations(pipeline) if r["state"] == "done"]
+    assert done["worker"] == "w1"
+    result = done["response"]["response"]
+    checks = {c["command"]: c for c in result["checks"]}
+    assert list(checks) == [
+        "python -m pytest -q -p no:cacheprovider test_hostile.py",
+        "bash e2e/run.sh",
+        "test -f plain.txt",
+    ]
+    assert checks["bash e2e/run.sh"]["phases"] == ["hostile", "plain"]  # asked twice, run once
+    assert "e2e ran on the integrated tree" in checks["bash e2e/run.sh"]["output_tail"]
+    assert "secret seen: none" in checks["bash e2e/run.sh"]["output_tail"]
+    assert (
+        "1 passed"
+        in checks["python -m pytest -q -p no:cacheprovider test_hostile.py"]["output_tail"]
+    )
+    assert result["commit"] == done["response"]["response"]["commit"]
+    assert pipeline.branch_file(branch, "plain.txt") == "plain\n"
+
+
+def test_hostile_files_of_a_phase_never_run_on_the_orchestrator_at_the_end_of_a_run(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    phases, plan = hostile_phases(canary)
+    pipeline.plan(plan)
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", phases)
+    code, out, err = run_control(dispatch_args(pipeline, spec))
+    assert code == 0, err + out[-2000:]
+    summary = parse_events(out)[-1]
+    assert summary["status"] == "done" and summary["merge_branch"]
+    assert list(tmp_path.glob("canary*")) == []
+    assert_checked_on_a_worker(pipeline, summary["merge_branch"])
+    no_secret_anywhere(pipeline, out, err)
+
+
+def test_control_merge_builds_and_checks_on_a_worker_never_here(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    phases, plan = hostile_phases(canary)
+    pipeline.plan(plan)
+    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", phases)
+    code, out, err = run_control(dispatch_args(pipeline, spec, "--no-merge"))
+    assert code == 0, err
+    assert parse_events(out)[-1]["merge_branch"] is None
+    state = ["--state", str(pipeline.state)]
+    code, _, err = run_control(["merge", *state, "--repo", str(pipeline.remote)])
+    assert code == 2 and "no inventory" in err  # the check needs a worker to run on
+    inventory = ["--inventory", str(fleet.inventory)]
+    args = ["merge", *state, *inventory, "--repo", str(pipeline.remote), "--json"]
+    code, merged_out, err = run_control(args)
+    assert code == 0, err
+    data = json.loads(merged_out)
+    assert [m["phase"] for m in data["merged"]] == ["hostile", "plain"]
+    assert data["worker"] == "w1"
+    assert list(tmp_path.glob("canary*")) == []
+    assert_checked_on_a_worker(pipeline, data["branch"])
+    no_secret_anywhere(pipeline, out, merged_out, err)
+
+    pipeline.close()  # every worker stopped: nobody can run the check
+    code, _, err = run_control([*args, "--wait", "1"])
+    assert code == 5, err
+    assert "no worker is up to run the final check" in err
+    assert list(tmp_path.glob("canary*")) == []
+
+
+def two_sharing(command: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": pid,
+            "title": pid,
+            "task": f"Write {pid}.txt.",
+            "deliverables": [f"{pid}.txt"],
+            "verify": [command, f"test -f {pid}.txt"],
+        }
+        for pid in ("left", "right")
+    ]
+
+
+def test_a_verify_command_shared_by_phases_runs_once_on_the_integrated_tree(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    counter = tmp_path / "integrated-runs"
+    shared = f"if [ -f left.txt ] && [ -f right.txt ]; then echo run >> {counter}; fi"
+    pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
+    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing(shared))
+    code, events, err = pipeline.dispatch(spec)
+    assert code == 0, err
+    assert counter.read_text() == "run\n"  # once, not once per phase that named it
+    merged = next(e for e in events if e.get("event") == "merged")
+    assert merged["checks"] == 3  # the shared command and each phase's own
+
+
+def test_a_shared_check_failing_on_the_integrated_tree_names_the_phases_that_asked(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    both = "! { [ -f left.txt ] && [ -f right.txt ]; }"  # passes in each phase, fails merged
+    pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing(both))
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    summary = events[-1]
+    assert summary["status"] == "failed" and summary["merge_branch"] is None
+    assert "phase(s) left, right" in summary["reason"]
+    assert both in summary["reason"]
+    (row,) = integrations(pipeline)
+    assert row["response"]["response"]["failed_phases"] == ["left", "right"]
+    heads = subprocess.run(
+        ["git", "-C", str(pipeline.remote), "for-each-ref", "--format=%(refname)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "/integration/" not in heads  # a failing tree is not pushed
+
+
+def test_a_conflict_at_the_final_check_names_the_phase_and_the_files(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(
+        {p: {"files": {"same.txt": f"{p}\n", f"{p}.txt": "x\n"}} for p in ("left", "right")}
+    )
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing("true"))
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    reason = events[-1]["reason"]
+    assert "'right'" in reason and "same.txt" in reason, reason
