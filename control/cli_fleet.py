@@ -28,6 +28,7 @@ from control.cli_run import (
 )
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.health import health_report
+from control.lifecycle import gone_hosts
 from control.messages import freeform_payload
 from control.state import StateStore
 from control.transport import Transports
@@ -43,16 +44,19 @@ def health(
     oldest pending message, current phase. Exits 1 when anything is wrong.
 
     On the way it stores the answers to free-form tasks (`control answers`) and
-    delivers the cancels owed to workers, when a state database exists."""
+    delivers the cancels owed to workers, when a state database exists; it lists the
+    hosts that database still holds state of but the inventory no longer has."""
     workers = workers_from(inventory)
     transports = Transports(inventory=inventory)
     store = None
+    gone: list[str] = []
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing owed
         store = _open_store(state)
     try:
         results = transports.poll(workers, limit=200 if store else 0, first=["freeform/"])
         if store is not None:
             fleet = {w.name: w for w in workers}
+            gone = gone_hosts(store, fleet)
             for name, result in results.items():
                 if result.reachable:
                     collect_answers(store, transports, fleet[name], result)
@@ -81,10 +85,13 @@ def health(
         )
         for r in reports:
             versions = r.get("versions") or {}
+            status = str(r.get("status") or ("-" if r["reachable"] else "unreachable"))
+            if r.get("drained") and status != "drained":
+                status += " (drained)"
             table.add_row(
                 r["worker"],
                 r["transport"],
-                str(r.get("status") or ("-" if r["reachable"] else "unreachable")),
+                status,
                 f"{r['heartbeat_age_s']:.0f}s" if "heartbeat_age_s" in r else "-",
                 str(versions.get("node") or "-"),
                 str(versions.get("claude_code") or "-"),
@@ -95,8 +102,13 @@ def health(
                 Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),
             )
         console.print(table)
+        for host in gone:
+            console.print(
+                f"{host}: state left but no longer in the inventory: `control remove {host}`",
+                highlight=False,
+            )
 
-    emit({"healthy": healthy, "workers": reports}, as_json, render)
+    emit({"healthy": healthy, "workers": reports, "gone": gone}, as_json, render)
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILURE))
 
@@ -125,7 +137,7 @@ def workers(
                 w.reach,
                 str(w.slots),
                 ", ".join(sorted(w.capabilities)),
-                str(row.get("status") or "-"),
+                str(row.get("status") or "-") + (" (drained)" if row.get("drained") else ""),
             )
         console.print(table)
 

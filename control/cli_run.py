@@ -122,8 +122,9 @@ def _phase_table(store: StateStore, run_id: str) -> Table:
 def _workers_line(store: StateStore) -> Text:
     parts = []
     for name, row in sorted(store.workers().items()):
-        style = "green" if row.status == "up" else "red"
-        parts.append(Text(f"{name}: {row.status}", style=style))
+        style = "green" if row.status == "up" and not row.drained else "red"
+        drained = " (drained)" if row.drained else ""
+        parts.append(Text(f"{name}: {row.status}{drained}", style=style))
     return Text("  ").join(parts) if parts else Text("no worker seen yet", style="dim")
 
 

@@ -55,6 +55,7 @@ def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, A
         problems.append(f"unreachable: {result.error}")
         return report
     beat = beat_of(worker.name, result)
+    report["drained"] = result.drain  # an operator's choice: shown, not a problem
     stats = result.stats
     by_state = stats.get("by_state", {})
     report.update(

@@ -95,6 +95,7 @@ class FinalCheck:
                 reason = f"worker {row.worker} down during the final check"
                 self.store.settle_integration(row.key, "abandoned", reason)
                 self._say("integration_abandoned", worker=row.worker, attempt=row.attempt)
+                self._cancel(row)
                 row = None
                 continue  # machine loss is not a failure: send it elsewhere at once
             elif row.state == "sending":
@@ -197,6 +198,17 @@ class FinalCheck:
             lacks=sorted(self._needs() - worker.capabilities) or None,
         )
         return self._reload(row) or row
+
+    def _cancel(self, row: IntegrationRow) -> None:
+        """Best effort: ask the lost worker's inbox to drop the abandoned check. Where the
+        inbox cannot be reached, a late run only pushes to its own attempt ref."""
+        worker = self.orchestrator.workers.get(row.worker)
+        if worker is None:
+            return
+        try:
+            self.orchestrator.transports.cancel(worker, row.key)
+        except SuperagentError as exc:
+            log.info("cancel of %s on %s not delivered: %s", row.key, row.worker, exc)
 
     def _judge(self, row: IntegrationRow) -> MergeResult:
         message: dict[str, Any] = row.response or {}

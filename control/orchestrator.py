@@ -142,6 +142,7 @@ class Orchestrator:
             if result.reachable:
                 self._ingest(self.workers[name], result)
         self._unknown_to_their_workers(results)
+        self._handed_back_by_drained(results)
         self._abandon_lost()
         self.deliver_cancels(results)
         self._resend()
@@ -174,7 +175,13 @@ class Orchestrator:
             self.store.update_worker(name, **fields)
             return
         beat = beat_of(name, result)
-        fields = {"unreachable": 0, "last_seen": now}
+        fields = {"unreachable": 0, "last_seen": now, "drained": result.drain}
+        if (result.drain is None) != (row is None or row.drained is None):
+            self._say(
+                "worker_drained" if result.drain else "worker_undrained",
+                worker=name,
+                **({"now": result.drain.get("now")} if result.drain else {}),
+            )
         if beat is not None:
             if row is None or beat["beat_at"] != row.beat_at:
                 # A changed beat is fresh by our clock; on first sight trust it only if
@@ -206,7 +213,7 @@ class Orchestrator:
         self.store.update_worker(name, **fields)
 
     def up_workers(self) -> list[Worker]:
-        """Workers that take new work: up, beating, and reachable at the last poll."""
+        """Workers that take new work: up, beating, reachable at the last poll, not drained."""
         rows = self.store.workers()
         return [
             w
@@ -215,6 +222,7 @@ class Orchestrator:
             and rows[name].status == "up"
             and rows[name].beat_seen_at is not None
             and rows[name].unreachable == 0
+            and rows[name].drained is None
         ]
 
     def _abandon_lost(self) -> None:
@@ -262,6 +270,21 @@ class Orchestrator:
                 self._lose_attempt(
                     attempt, phase, f"its answer on {attempt.worker} was taken by someone else"
                 )
+
+    def _handed_back_by_drained(self, results: dict[str, PollResult]) -> None:
+        """A drained worker claims nothing: an attempt waiting unclaimed in its inbox (or
+        never sent), or handed back by `drain --now`, is reassigned at once as a machine
+        loss; the cancel owed takes the message out of that inbox."""
+        phases = self.store.phases(self.run_id)
+        for attempt in self.store.attempts(self.run_id):
+            result = results.get(attempt.worker)
+            if result is None or not result.reachable or result.drain is None:
+                continue
+            phase = phases[attempt.phase_id]
+            if phase.attempt != attempt.attempt or attempt.state not in IN_FLIGHT:
+                continue
+            if attempt.state == "sending" or result.known.get(attempt.key) == "pending":
+                self._lose_attempt(attempt, phase, f"worker {attempt.worker} is drained")
 
     def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
@@ -547,9 +570,11 @@ class Orchestrator:
         if room == 0:
             return
         busy: dict[str, int] = {}
-        for row in in_flight:
-            if row.worker:
+        urgent: dict[str, float] = {}  # the highest priority running on each worker
+        for p, row in phases.items():
+            if row.worker and row.state in IN_FLIGHT:
                 busy[row.worker] = busy.get(row.worker, 0) + 1
+                urgent[row.worker] = max(urgent.get(row.worker, 0.0), self.bottom[p])
         holds: dict[str, set[str]] = {}
         for p in done:
             if phases[p].worker:
@@ -562,6 +587,7 @@ class Orchestrator:
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
                 slot_cost=w.slot_cost,
+                running_priority=urgent.get(w.name, 0.0),
             )
             for w in self.up_workers()
         ]
@@ -608,12 +634,14 @@ class Orchestrator:
                     for w in capable
                     if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
+                drained = [w.name for w in capable if w.name in rows and rows[w.name].drained]
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
-                reason = (
-                    "every capable worker refuses work (" + "; ".join(refusing) + ")"
-                    if refusing and len(refusing) == len(capable)
-                    else f"no live worker{need} (capable: {', '.join(w.name for w in capable)})"
-                )
+                if refusing and len(refusing) == len(capable):
+                    reason = "every capable worker refuses work (" + "; ".join(refusing) + ")"
+                elif drained and len(drained) == len(capable):
+                    reason = f"every capable worker is drained ({', '.join(drained)})"
+                else:
+                    reason = f"no live worker{need} (capable: {', '.join(w.name for w in capable)})"
             if self._stuck.get(phase.id) != reason:
                 self._stuck[phase.id] = reason
                 self.store.note_waiting(self.run_id, phase.id, reason)

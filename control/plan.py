@@ -147,7 +147,13 @@ def simulate(
             shown = ready.show(slots_free if policy is assign else ready.waiting)
             states = [
                 WorkerState(
-                    w.name, w.capabilities, free[w.name], holds[w.name], w.slots, w.slot_cost
+                    w.name,
+                    w.capabilities,
+                    free[w.name],
+                    holds[w.name],
+                    w.slots,
+                    w.slot_cost,
+                    max((ready.phases[p].priority for _, p in machines[w.name].running), default=0),
                 )
                 for w in workers
             ]
@@ -467,6 +473,21 @@ class _Sweep:
         ends = map(operator.add, self.starts(count), self.minutes)
         return max(ends, default=0.0)
 
+    def _longest_tail(self, pool: list[list[tuple[float, int, int]]]) -> int:
+        """Of the best phase of each kind, the one with the longest tail (among equal
+        tails, the first in priority order): who takes the last free slot."""
+        tail = self.tail
+        top: tuple[float, int, int] | None = None
+        for heap in pool:
+            if heap and (
+                top is None
+                or tail[heap[0][2]] > tail[top[2]]
+                or (tail[heap[0][2]] == tail[top[2]] and heap[0] < top)
+            ):
+                top = heap[0]
+        assert top is not None  # a phase is waiting, so a heap holds one
+        return top[2]
+
     def starts(self, count: int) -> list[float]:
         priority, minutes, tail, kind = self.priority, self.minutes, self.tail, self.kind
         waiting = list(self.waiting)
@@ -485,9 +506,7 @@ class _Sweep:
         now = 0.0
         while unstarted or running:
             if unstarted and free == 1:  # most steps: only the last-slot rule applies
-                tops = sorted(heap[0] for heap in pool if heap)
-                best = max(range(len(tops)), key=lambda k: (tail[tops[k][2]], -k))
-                _, number, i = heapq.heappop(pool[kind[tops[best][2]]])
+                _, number, i = heapq.heappop(pool[kind[self._longest_tail(pool)]])
                 heapq.heappush(running, (now + minutes[i], number, i))
                 start[i] = now
                 free = 0

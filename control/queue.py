@@ -80,6 +80,16 @@ _MIGRATIONS: tuple[str, ...] = (
         beat_at   REAL NOT NULL
     );
     """,
+    # 2: the drain flag: an operator's "take no new work" kept in the inbox itself, so
+    # it holds across restarts of the worker and travels through the same protocol.
+    """
+    CREATE TABLE drain (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        now    INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        since  REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -184,6 +194,19 @@ class Heartbeat:
     versions: dict[str, Any]
     reason: str | None
     beat_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The inbox is drained: its worker claims nothing new; with `now`, it also hands
+    back what it runs (the orchestrator reassigns it as a machine loss)."""
+
+    now: bool
+    reason: str | None
+    since: float
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -568,6 +591,33 @@ class Queue:
                     self._clock(),
                 ),
             )
+
+    # -- drain ------------------------------------------------------------------------
+
+    def drain(self, *, now: bool = False, reason: str | None = None) -> Drain:
+        """Stop this inbox's worker claiming new work (and, with `now`, running any).
+
+        Draining again keeps the first `since`; `now` only ever escalates, so a plain
+        drain after a `--now` one does not bring back a run already handed back.
+        """
+        with self._lock, self._write(durable=True) as conn:
+            row = conn.execute(
+                "INSERT INTO drain (id, now, reason, since) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET now = MAX(now, excluded.now), "
+                "reason = COALESCE(excluded.reason, reason) RETURNING now, reason, since",
+                (int(now), reason, self._clock()),
+            ).fetchone()
+        return Drain(bool(row["now"]), row["reason"], float(row["since"]))
+
+    def undrain(self) -> bool:
+        """Let the worker claim again; False when it was not drained."""
+        with self._lock, self._write(durable=True) as conn:
+            return conn.execute("DELETE FROM drain RETURNING id").fetchone() is not None
+
+    def drained(self) -> Drain | None:
+        with self._lock:
+            row = self._conn.execute("SELECT now, reason, since FROM drain").fetchone()
+        return None if row is None else Drain(bool(row["now"]), row["reason"], float(row["since"]))
 
     # -- orchestrator side ----------------------------------------------------------
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +21,7 @@ from control.errors import NotFoundError, SuperagentError, UsageError
 from control.paths import default_queue_db
 from control.queue import Queue
 
-OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping")
+OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping", "drain", "undrain")
 LOG_TAIL_BYTES = 64_000
 DEFAULT_POLL_LIMIT = 200
 
@@ -98,15 +99,13 @@ def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
             allow_duplicate=bool(request.get("allow_duplicate", False)),
         )
         return {"id": sent.id, "duplicate": sent.duplicate, "state": sent.state}
-    if op == "poll":
-        return _poll(queue, request)
+    if op in _HANDLERS:
+        return _HANDLERS[op](queue, request)
     if op == "ack":
         ids = request.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise UsageError("ack needs `ids`, a list of message ids")
         return {"acked": queue.ack(*ids)}
-    if op == "log":
-        return _log(queue, request)
     # cancel
     key = request.get("key")
     if not isinstance(key, str):
@@ -123,7 +122,7 @@ def _texts(request: dict[str, Any], name: str) -> list[str]:
 
 def _poll(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
     """Unacknowledged responses (those under the `first` key prefixes before any
-    other), heartbeats, stats, and the inbox's state of each of `keys`."""
+    other), heartbeats, stats, the inbox's state of each of `keys`, and its drain."""
     limit = int(request.get("limit", DEFAULT_POLL_LIMIT))
     first = _texts(request, "first")
     keys = _texts(request, "keys")
@@ -134,6 +133,7 @@ def _poll(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
             k: v for k, v in queue.stats(live_only=True).to_dict().items() if k != "heartbeats"
         },
         "known": queue.known(keys),
+        "drain": None if (drain := queue.drained()) is None else drain.to_dict(),
     }
 
 
@@ -161,3 +161,23 @@ def _log(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
     except OSError as exc:
         raise NotFoundError(f"log {path}: {exc.strerror}") from exc
     return {"path": path, "size": size, "text": text, "state": message.state}
+
+
+def _drain(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
+    """Set the drain flag: the worker claims nothing new (`now`: and hands back its runs)."""
+    reason = request.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise UsageError("drain `reason` must be text")
+    return {"drain": queue.drain(now=bool(request.get("now", False)), reason=reason).to_dict()}
+
+
+def _undrain(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
+    return {"was_drained": queue.undrain()}
+
+
+_HANDLERS: dict[str, Callable[[Queue, dict[str, Any]], dict[str, Any]]] = {
+    "poll": _poll,
+    "log": _log,
+    "drain": _drain,
+    "undrain": _undrain,
+}

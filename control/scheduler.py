@@ -24,6 +24,9 @@ WARM_CHECKOUT_MINUTES = 0.25
 # loads the machines having it at least this much, against the fleet's average load
 # (bench-schedule: lower keeps rare machines idler, higher lets scarce work wait).
 RESERVE = 0.5
+# No second agent joins a machine whose running phase matters more than this many times
+# the newcomer (priorities: the chain each leads): it would slow the more urgent chain.
+GUARDED = 2.0
 RARE = 0.34
 
 
@@ -76,7 +79,8 @@ class WorkerState:
     `holds` are the phases built (or checked out) there: a phase whose prerequisites
     a worker holds starts from a warm checkout on it. Any set works; it is only read.
     `slots` is its capacity (free or not); 0 means "as many as are free". `slot_cost`
-    is how much each agent on it slows the others (DEFAULT_SLOT_COST).
+    is how much each agent on it slows the others (DEFAULT_SLOT_COST);
+    `running_priority` the highest priority of the phases it runs.
     """
 
     name: str
@@ -85,6 +89,7 @@ class WorkerState:
     holds: Set[str] = field(default_factory=frozenset)
     slots: int = 0
     slot_cost: float = DEFAULT_SLOT_COST
+    running_priority: float = 0.0  # the highest priority of the phases running there
 
     @property
     def running(self) -> int:
@@ -179,8 +184,9 @@ def assign(
     free worker that can run it at the least cost, in minutes of delay to the run:
 
     - contention: on a machine already running k agents, the phase runs 1 + cost*k
-      times slower and slows those k about as much, so an idle capable machine comes
-      before a second slot of a busy one (unless its slot cost is 0);
+      times slower and slows those k as much again, weighed by how urgent the most
+      urgent of them is, so an idle capable machine comes before a second slot of a
+      busy one (unless its slot cost is 0);
     - rarity: while the phase holds the machine, its other capabilities (and the work
       pinned to it) are out of reach of the remaining work that needs them (`outlook`:
       every phase not started, by estimate, not only the ready ones), from the moment
@@ -190,11 +196,14 @@ def assign(
       tie-breaker worth the fetch it saves;
 
     then the most free slots, then the order given. A machine is kept from a phase
-    altogether (the phase waits, if no other machine takes it) while it would still
-    hold the machine when work that needs its other capability could be ready and
-    that work loads the machines having it at least RESERVE times the average, unless
-    every machine the phase could use is kept so. Without an outlook, the ready phases
-    are the remaining work, ready now.
+    altogether (the phase waits, if no other machine takes it):
+    - while it would still hold the machine when work that needs its other capability
+      could be ready and that work loads the machines having it at least RESERVE times
+      the average, unless every machine the phase could use is kept so;
+    - when its slots interfere and it runs (or this call gives it) a phase whose
+      priority is over GUARDED times the phase's: the lesser phase would slow the
+      chain the end depends on.
+    Without an outlook, the ready phases are the remaining work, ready now.
 
     Two exceptions to priority order, when a phase would take a worker's free slots
     that other waiting phases can only find there:
@@ -214,13 +223,14 @@ def assign(
     ready = candidates(ready, slots_free)
     eligible = {p.id: [w for w in workers if can_run(p, w)] for p in ready}
     names = {p: frozenset(w.name for w in able) for p, able in eligible.items()}
-    costs = _Costs(workers, outlook or Outlook.of(ready))
+    costs = _Costs(workers, outlook or Outlook.of(ready), ready)
     position = {w.name: i for i, w in enumerate(workers)}
 
     def best_for(phase: ReadyPhase) -> WorkerState | None:
         choices = [w for w in eligible[phase.id] if free[w.name] > 0]
         if any(not costs.reserved(phase, w) for w in eligible[phase.id]):
             choices = [w for w in choices if not costs.reserved(phase, w)]
+        choices = [w for w in choices if not costs.guarded(phase, w)]
         if not choices:
             return None
         return min(
@@ -239,7 +249,7 @@ def assign(
 
     def place(phase: ReadyPhase, worker: WorkerState) -> None:
         free[worker.name] -= 1
-        costs.taken[worker.name] += 1
+        costs.place(phase, worker)
         placed.add(phase.id)
         chosen.append(Assignment(phase.id, worker.name))
 
@@ -278,7 +288,9 @@ def assign(
 class _Costs:
     """What starting a phase on a worker costs the run, in minutes (see `assign`)."""
 
-    def __init__(self, workers: Sequence[WorkerState], outlook: Outlook) -> None:
+    def __init__(
+        self, workers: Sequence[WorkerState], outlook: Outlook, ready: Sequence[ReadyPhase]
+    ) -> None:
         supply: dict[str, float] = {}
         for worker in workers:
             for label in worker.capabilities:
@@ -302,6 +314,18 @@ class _Costs:
         self.needs_from = outlook.needs_from
         self.pinned_from = outlook.pinned_from
         self.taken = {w.name: 0 for w in workers}  # slots this call has filled
+        # the highest priority running on each machine, counting what this call places
+        self.urgent = {w.name: w.running_priority if w.running else 0.0 for w in workers}
+        self.top = max([p.priority for p in ready] + list(self.urgent.values()))
+
+    def place(self, phase: ReadyPhase, worker: WorkerState) -> None:
+        self.taken[worker.name] += 1
+        self.urgent[worker.name] = max(self.urgent[worker.name], phase.priority)
+
+    def guarded(self, phase: ReadyPhase, worker: WorkerState) -> bool:
+        """Whether joining `worker` would slow a phase that matters much more (GUARDED)."""
+        busy = worker.running + self.taken[worker.name] > 0
+        return busy and worker.slot_cost > 0 and phase.priority * GUARDED < self.urgent[worker.name]
 
     def _held(self, phase: ReadyPhase, worker: WorkerState) -> tuple[float, float]:
         """(its slowdown there, the minutes it would hold the machine)."""
@@ -334,7 +358,9 @@ class _Costs:
                 0.0, held - self.pinned_from.get(worker.name, 0.0)
             )
         warm = WARM_CHECKOUT_MINUTES * len(phase.depends_on & worker.holds)
-        return 2 * phase.weight * slowdown + kept - warm
+        # the others' delay weighs as much as the most urgent of them matters
+        urgency = self.urgent[worker.name] / self.top if self.top > 0 else 1.0
+        return phase.weight * slowdown * (1.0 + urgency) + kept - warm
 
 
 def assign_first_free(

@@ -147,6 +147,10 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, attempt)
     );
     """,
+    # 5: a worker's drain flag as its inbox last reported it ({now, reason, since}).
+    """
+    ALTER TABLE workers ADD COLUMN drained TEXT;
+    """,
 )
 
 
@@ -238,6 +242,7 @@ class WorkerRow:
     reason: str | None
     down_since: float | None
     alerted_at: float | None
+    drained: Any = None  # {now, reason, since} while the inbox's drain flag is set
 
 
 @dataclass(frozen=True)
@@ -747,12 +752,14 @@ class StateStore:
         for row in rows:
             data = dict(row)
             data["versions"] = _loads(data["versions"])
+            data["drained"] = _loads(data["drained"])
             out[row["name"]] = WorkerRow(**data)
         return out
 
     def update_worker(self, name: str, **fields: Any) -> None:
-        if "versions" in fields and fields["versions"] is not None:
-            fields["versions"] = canonical_json(fields["versions"])
+        for column in ("versions", "drained"):
+            if fields.get(column) is not None:
+                fields[column] = canonical_json(fields[column])
         columns = ", ".join(f"{column} = ?" for column in fields)
         with self.write(durable=False) as conn:
             conn.execute("INSERT OR IGNORE INTO workers (name) VALUES (?)", (name,))
@@ -760,6 +767,40 @@ class StateStore:
                 conn.execute(
                     f"UPDATE workers SET {columns} WHERE name = ?", [*fields.values(), name]
                 )
+
+    def forget_worker(self, name: str) -> bool:
+        """A host removed from the fleet (`control remove`): its row goes; the attempts it
+        ran stay in their runs' history. Whether there was a row."""
+        with self.write() as conn:
+            return (
+                conn.execute(
+                    "DELETE FROM workers WHERE name = ? RETURNING name", (name,)
+                ).fetchone()
+                is not None
+            )
+
+    def in_flight_on(self, worker: str) -> list[AttemptRow]:
+        """The current attempts `worker` holds in any open run."""
+        rows = self.conn.execute(
+            "SELECT a.* FROM attempts a JOIN phases p ON p.run_id = a.run_id "
+            "AND p.phase_id = a.phase_id AND p.attempt = a.attempt JOIN runs r ON r.id = a.run_id "
+            "WHERE a.worker = ? AND a.state IN ('sending', 'dispatched') "
+            "AND p.state IN ('sending', 'dispatched') AND r.status = 'running' "
+            "ORDER BY a.created_at",
+            (worker,),
+        ).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def hosts_with_state(self) -> set[str]:
+        """Every host this database holds something live about: a worker row, an attempt
+        in flight in an open run, a cancel owed."""
+        rows = self.conn.execute(
+            "SELECT name FROM workers UNION SELECT a.worker FROM attempts a "
+            "JOIN runs r ON r.id = a.run_id WHERE a.state IN ('sending', 'dispatched') "
+            "AND r.status = 'running' UNION SELECT worker FROM attempts "
+            "WHERE cancel_owed = 1 AND cancel_sent = 0"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
 
     # -- events --------------------------------------------------------------------
 

@@ -83,6 +83,12 @@ class Transports:
     def cancel(self, worker: Worker, key: str) -> str:
         return self.of(worker).cancel(worker, key)
 
+    def drain(self, worker: Worker, *, now: bool = False, reason: str | None = None) -> Any:
+        return self.of(worker).drain(worker, now=now, reason=reason)
+
+    def undrain(self, worker: Worker) -> bool:
+        return self.of(worker).undrain(worker)
+
     def close(self) -> None:
         for transport in self._open.values():
             transport.close()

@@ -45,6 +45,8 @@ class PollResult:
     stats: dict[str, Any] = field(default_factory=dict)
     # The inbox's state of each key the poll asked about (None: never seen there).
     known: dict[str, str | None] = field(default_factory=dict)
+    # The inbox's drain flag ({"now", "reason", "since"}), None when not drained.
+    drain: dict[str, Any] | None = None
 
 
 class Transport(Protocol):
@@ -68,6 +70,10 @@ class Transport(Protocol):
     def ack(self, worker: Worker, ids: Sequence[int]) -> int: ...
 
     def cancel(self, worker: Worker, key: str) -> str: ...
+
+    def drain(self, worker: Worker, *, now: bool = False, reason: str | None = None) -> Any: ...
+
+    def undrain(self, worker: Worker) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -112,6 +118,14 @@ class InboxCalls:
 
     def cancel(self, worker: Worker, key: str) -> str:
         return str(self.call(worker, {"op": "cancel", "key": key})["state"])
+
+    def drain(self, worker: Worker, *, now: bool = False, reason: str | None = None) -> Any:
+        """Set the worker's drain flag in its inbox; the flag as stored ({now, reason, since})."""
+        return self.call(worker, {"op": "drain", "now": now, "reason": reason})["drain"]
+
+    def undrain(self, worker: Worker) -> bool:
+        """Clear the drain flag; whether it was set."""
+        return bool(self.call(worker, {"op": "undrain"})["was_drained"])
 
 
 def queue_path(worker: Worker, default: str = DEFAULT_REMOTE_QUEUE) -> str:
@@ -158,6 +172,7 @@ def poll_result(worker: str, answer: dict[str, Any]) -> PollResult:
         heartbeats=list(answer.get("heartbeats", [])),
         stats=dict(answer.get("stats", {})),
         known=dict(answer.get("known", {})),
+        drain=answer.get("drain") or None,
     )
 
 

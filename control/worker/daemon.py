@@ -4,6 +4,8 @@ One thread per slot runs a claimed message; the main thread waits on inotify,
 claims into free slots, renews every lease and beats the heartbeat. A cancel seen
 on renew, a lost lease and SIGTERM all stop a run through its `RunControl`; on
 SIGTERM the daemon hands unfinished messages back to the inbox and exits cleanly.
+The inbox's drain flag stops it claiming (`control drain`); with `--now` it hands
+back what it runs, as on SIGTERM, and keeps running, idle, until undrained.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ PRUNE_EVERY_S = 3600.0
 
 _COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
+DRAINED_NOW = "worker drained --now"
+# The heartbeat's status while the inbox's drain flag is set (busy or idle).
+DRAINED = "drained"
 
 
 class RunControl:
@@ -79,6 +84,7 @@ class Worker:
         self.slots: dict[str, _Slot] = {}
         self.report = CheckReport()
         self._last_beat = 0.0
+        self._drained = False
         self._last_prune = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -130,6 +136,7 @@ class Worker:
                 finished += self._reap()
                 if max_messages is not None and finished >= max_messages:
                     break
+                self._follow_drain()
                 self._fill_slots()
                 self._renew_and_beat()
                 self._prune()
@@ -175,8 +182,24 @@ class Worker:
 
     # -- claiming and running ----------------------------------------------------------
 
+    def _follow_drain(self) -> None:
+        """Read the drain flag (every wake: setting it writes the inbox); `--now` stops
+        every run, which `_finish` then hands back to the inbox."""
+        drain = self.queue.drained()
+        if (drain is not None) != self._drained:
+            self._drained = drain is not None
+            log.info("drained: claiming nothing new" if drain else "undrained: claiming again")
+            self._beat(force=True)
+        if drain is not None and drain.now:
+            for slot in self.slots.values():
+                if not slot.control.stopped:
+                    log.info("message %d: drained --now; handing it back", slot.claimed.id)
+                    slot.control.stop(DRAINED_NOW)
+
     def _fill_slots(self) -> None:
-        while len(self.slots) < self.config.slots and not self.stopping.is_set():
+        while (
+            len(self.slots) < self.config.slots and not self.stopping.is_set() and not self._drained
+        ):
             if not self.queue.has_work():
                 return
             claimed = self.queue.claim(self.config.worker_id, self.config.lease_seconds)
@@ -212,9 +235,10 @@ class Worker:
             log.error("message %d: could not store the result: %s", claimed.id, exc)
 
     def _finish(self, claimed: Claimed, control: RunControl, outcome: Outcome) -> None:
-        if control.reason == SHUTDOWN and outcome.status != "done":
-            self.queue.release(claimed.id, claimed.fence, "worker stopped before finishing")
-            log.info("message %d handed back: worker stopping", claimed.id)
+        if control.reason in (SHUTDOWN, DRAINED_NOW) and outcome.status != "done":
+            why = control.reason if control.reason == DRAINED_NOW else None
+            self.queue.release(claimed.id, claimed.fence, why or "worker stopped before finishing")
+            log.info("message %d handed back: %s", claimed.id, control.reason)
             return
         if outcome.status == "done":
             result = self.queue.complete(claimed.id, claimed.fence, outcome.response)
@@ -278,7 +302,10 @@ class Worker:
             }
             for s in self.slots.values()
         ]
-        status = "stopping" if self.stopping.is_set() else ("busy" if current else "idle")
+        if self.stopping.is_set():
+            status = "stopping"
+        else:
+            status = DRAINED if self._drained else ("busy" if current else "idle")
         self.queue.beat(
             self.config.worker_id, status, current=current, versions=self.report.versions
         )

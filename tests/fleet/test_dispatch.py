@@ -172,6 +172,8 @@ def test_the_webapp_example_runs_to_merged_branches(
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     summary = events(done.stdout)[-1]
     assert summary["status"] == "done"
+    (merged,) = [e for e in events(done.stdout) if e.get("event") == "merged"]
+    assert merged["worker"] in ("host1", "host2", "host3")  # the final check ran on a host
     assert summary["phases"]["windows-paths"]["worker"] == "host3"
     assert {p["worker"] for p in summary["phases"].values()} <= {"host1", "host2", "host3"}
     remote = server.root / f"webapp-{transport}.git"

@@ -69,6 +69,8 @@ def test_a_worker_lost_during_the_final_check_has_it_done_by_another(rig: Rig) -
     assert check.step() is None
     rows = rig.store.integrations(rig.run_id)
     assert [(r.worker, r.state) for r in rows] == [(lost, "abandoned"), (other, "dispatched")]
+    dropped = next(m for m in rig.queues[lost].messages() if m.key == first.key)
+    assert dropped.cancel_requested  # its inbox is asked to stop it
     answer = work(rig, other, claim(rig, other))
     assert answer["status"] == "done"
     rig.beat(other)

@@ -383,8 +383,27 @@ def test_payload_that_json_cannot_encode_is_refused_and_nothing_stored(queue: Qu
 def test_database_is_in_wal_mode_with_schema_version(inbox_path: Path, queue: Queue) -> None:
     conn = sqlite3.connect(inbox_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+def test_an_inbox_of_schema_1_gains_the_drain_flag_and_keeps_its_messages(
+    inbox_path: Path,
+) -> None:
+    from control import db  # noqa: PLC0415  only this test builds an old inbox by hand
+    from control.queue import _MIGRATIONS  # noqa: PLC0415
+
+    conn = db.connect(inbox_path, create=True)
+    db.migrate(conn, _MIGRATIONS[:1], "old inbox")
+    conn.execute(
+        "INSERT INTO messages (key, content_hash, payload, max_attempts, enqueued_at) "
+        "VALUES ('k', 'h', '{}', 3, 0)"
+    )
+    conn.close()
+    with Queue(inbox_path, create=False) as upgraded:
+        assert [m.key for m in upgraded.messages()] == ["k"]
+        assert upgraded.drained() is None
+        assert upgraded.drain(reason="upgrade").reason == "upgrade"
 
 
 def test_has_work_sees_pending_and_expired_claims_without_writing(

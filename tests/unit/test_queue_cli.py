@@ -41,7 +41,7 @@ def test_init_creates_the_directory_and_reports_schema(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "queue.db"
     code, out, _ = run("init", "--db", str(path), "--json")
     assert code == 0
-    assert json.loads(out) == {"db": str(path), "schema_version": 1}
+    assert json.loads(out) == {"db": str(path), "schema_version": 2}
 
 
 def test_db_defaults_from_environment(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control.scheduler import (
+    GUARDED,
     Assignment,
     Outlook,
     ReadyPhase,
@@ -146,6 +147,7 @@ def situations(draw: st.DrawFn) -> tuple[list[ReadyPhase], list[WorkerState]]:
             _held(draw(st.integers(0, 255))),
             draw(st.integers(0, 4)),
             draw(st.sampled_from((0.0, 0.5, 1.0, 2.0))),
+            draw(st.integers(0, 500)),
         )
         for name in names
     ]
@@ -190,7 +192,17 @@ def test_assignments_never_break_capabilities_slots_or_pins(
             if p.id not in started:
                 for w in workers:
                     if can_run(p, w) and load[w.name] < w.free_slots:
-                        assert policy is assign and _kept(w, p, ready), (p, w)
+                        placed = [by_phase[a.phase_id] for a in chosen if a.worker == w.name]
+                        assert policy is assign, (p, w)
+                        assert _kept(w, p, ready) or _guarded(w, p, placed), (p, w)
+
+
+def _guarded(worker: WorkerState, phase: ReadyPhase, placed: list[ReadyPhase]) -> bool:
+    """Whether `worker` runs (or was just given) a phase that matters over twice as much:
+    with contention, `assign` keeps a lesser phase from slowing it."""
+    running = [worker.running_priority] if worker.running else []
+    urgent = max([*running, *(q.priority for q in placed)], default=0.0)
+    return worker.slot_cost > 0 and phase.priority * GUARDED < urgent
 
 
 def _kept(worker: WorkerState, phase: ReadyPhase, ready: list[ReadyPhase]) -> bool:
@@ -296,3 +308,15 @@ def test_only_the_candidates_matter(
     if free:
         outlook = Outlook.of(ready)
         assert assign(candidates(ready, free), workers, outlook) == assign(ready, workers, outlook)
+
+
+def test_a_lesser_phase_does_not_slow_a_much_more_urgent_one() -> None:
+    """With contention, a phase leading a chain under half as long waits for a machine of
+    its own rather than share one with the critical phase."""
+    box = WorkerState("box", frozenset(), 1, slots=2, running_priority=300)
+    ready = [phase("minor", 100, minutes=30)]
+    assert assign(ready, [box]) == []
+    assert assign([phase("major", 200, minutes=30)], [box]) == [Assignment("major", "box")]
+    # Slots that do not interfere: no reason to wait.
+    free_slots = WorkerState("box", frozenset(), 1, slots=2, slot_cost=0, running_priority=300)
+    assert assign(ready, [free_slots]) == [Assignment("minor", "box")]

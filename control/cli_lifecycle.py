@@ -1,0 +1,132 @@
+"""A machine's life in the fleet: `control drain`, `undrain` and `remove`.
+
+Thin: each parses, calls `control.lifecycle`, and renders what it did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Annotated
+
+import typer
+
+from control.cli_io import JsonOption, console, emit
+from control.cli_run import InventoryOption, StateOption, _open_store, workers_from
+from control.errors import NotFoundError
+from control.lifecycle import drain as drain_worker
+from control.lifecycle import fleet_worker
+from control.lifecycle import remove as remove_host
+from control.lifecycle import undrain as undrain_worker
+from control.state import StateStore
+from control.transport import Transports
+
+HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory name.")]
+
+
+def _store_if_any(state: StateOption) -> StateStore | None:
+    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing to mirror
+        return _open_store(state)
+    return None
+
+
+def drain(
+    host: HostArgument,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now", help="Also hand back the phases it runs; they are reassigned at once."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (shown in health and status).")
+    ] = None,
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop a worker claiming new work; what it runs finishes (or, with --now, moves).
+
+    The flag lives in the worker's inbox: it holds across restarts until `control undrain`."""
+    worker = fleet_worker({w.name: w for w in workers_from(inventory)}, host)
+    transports = Transports(inventory=inventory)
+    store = _store_if_any(state)
+    try:
+        flag = drain_worker(worker, transports, store, now=now, reason=reason)
+    finally:
+        transports.close()
+        if store is not None:
+            store.close()
+    emit(
+        {"worker": host, "drained": flag},
+        as_json,
+        lambda: console.print(
+            f"{host} drained{' now: its running phases are handed back' if flag['now'] else ''}",
+            highlight=False,
+        ),
+    )
+
+
+def undrain(
+    host: HostArgument,
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let a drained worker claim work again."""
+    worker = fleet_worker({w.name: w for w in workers_from(inventory)}, host)
+    transports = Transports(inventory=inventory)
+    store = _store_if_any(state)
+    try:
+        was = undrain_worker(worker, transports, store)
+    finally:
+        transports.close()
+        if store is not None:
+            store.close()
+    emit(
+        {"worker": host, "was_drained": was},
+        as_json,
+        lambda: console.print(f"{host} {'undrained' if was else 'was not drained'}"),
+    )
+
+
+def remove(
+    host: Annotated[str, typer.Argument(help="The host, in the inventory or already gone.")],
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a machine out of the fleet: drain it --now if it answers, reassign its
+    phases in every open run, drop the cancels it is owed, forget its state.
+
+    Then delete it from the inventory (`control health` lists hosts still to remove)."""
+    fleet = {w.name: w for w in workers_from(inventory)}
+    store = _open_store(state)
+    transports = Transports(inventory=inventory)
+    try:
+        done = remove_host(host, fleet, transports, store, clock_now=time.time())
+    finally:
+        transports.close()
+        store.close()
+
+    def render() -> None:
+        how = (
+            "drained"
+            if done.drained
+            else f"not reached ({done.unreachable or 'not in the inventory'})"
+        )
+        console.print(
+            f"{host} removed: {how}; {len(done.reassigned)} phase(s) reassigned, "
+            f"{done.cancels_delivered} cancel(s) delivered, {done.cancels_dropped} dropped",
+            highlight=False,
+            markup=False,
+        )
+        if host in fleet:
+            console.print(f"now delete {host} from the inventory", highlight=False)
+
+    emit(done.to_dict(), as_json, render)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (drain, undrain, remove):
+        app.command()(command)

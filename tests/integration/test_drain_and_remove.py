@@ -1,0 +1,165 @@
+"""Drain, undrain and remove against the orchestrator's tick, with the test as the workers.
+
+Real inboxes (the drain flag is a row in each), a real state database and a real git
+remote; the clock is the test's. Each drained or removed worker's phase must move to
+another worker as a machine loss, never as one of the phase's own failures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.lifecycle import drain, gone_hosts, remove, undrain
+from control.transport import Transports
+from control.transport.local import LocalTransport
+from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    built = Rig(tmp_path, ONE_PHASE)
+    yield built
+    built.close()
+
+
+def attempts(rig: Rig) -> list[tuple[str, str]]:
+    return [(a.worker, a.state) for a in rig.store.attempts(rig.run_id, "api")]
+
+
+def dispatched_to(rig: Rig) -> tuple[str, str]:
+    """Tick once with both workers beating; (the worker given `api`, the other one)."""
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    holder = rig.store.attempts(rig.run_id, "api")[0].worker
+    return holder, "w2" if holder == "w1" else "w1"
+
+
+def test_a_drained_worker_is_given_no_new_work(rig: Rig) -> None:
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()  # both seen, nothing drained yet: w1 is the scheduler's first pick
+    rig.store.settle_attempt(
+        rig.store.attempts(rig.run_id, "api")[0],
+        attempt_state="abandoned",
+        phase_state="waiting",
+        reason="test: start over",
+        count_loss=True,
+        event="phase_lost",
+    )
+    rig.queues["w1"].drain(reason="maintenance")
+    rig.queues["w2"].drain()
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert attempts(rig)[1:] == []  # both drained: nothing dispatched
+    assert rig.store.workers()["w1"].drained["reason"] == "maintenance"
+    assert rig.store.phases(rig.run_id)["api"].reason == "every capable worker is drained (w1, w2)"
+    rig.queues["w2"].undrain()
+    rig.orchestrator.tick()
+    assert attempts(rig)[1:] == [("w2", "dispatched")]
+    assert rig.store.workers()["w2"].drained is None
+    assert ("worker_undrained", {"worker": "w2"}) in rig.events
+
+
+def test_a_phase_waiting_unclaimed_on_a_worker_drained_later_moves_as_a_loss(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    rig.queues[holder].drain()
+    rig.beat(holder, other)
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
+    assert "drained" in (rig.store.attempts(rig.run_id, "api")[0].reason or "")
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.failures, phase.losses) == (0, 1)
+    (left,) = rig.queues[holder].messages()
+    assert left.state == "cancelled"  # the owed cancel took it out of the drained inbox
+    assert claim(rig, other).payload["phase_id"] == "api"
+
+
+def test_a_phase_running_on_a_drained_worker_finishes_there(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    job = claim(rig, holder)
+    rig.queues[holder].drain()
+    rig.beat(holder, other)
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "dispatched")]
+    commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
+    rig.queues[holder].complete(job.id, job.fence, {"status": "done", "commit": commit})
+    rig.orchestrator.tick()
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.worker, phase.failures, phase.losses) == ("done", holder, 0, 0)
+
+
+def test_drain_now_hands_the_running_phase_back_and_it_moves_at_once(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    job = claim(rig, holder)
+    rig.queues[holder].drain(now=True)
+    # What the worker daemon does on seeing `now`: stop the run, give the message back.
+    assert rig.queues[holder].release(job.id, job.fence, "handed back: worker drained --now")
+    rig.beat(holder, other)
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.failures, phase.losses) == (0, 1)
+    assert rig.queues[holder].show(job.id).state == "cancelled"
+    assert rig.queues[holder].claim(holder, 60) is None
+
+
+def test_drain_is_kept_in_the_inbox_and_now_only_escalates(rig: Rig) -> None:
+    queue = rig.queues["w1"]
+    first = queue.drain(reason="disk")
+    assert (first.now, first.reason) == (False, "disk")
+    again = queue.drain(now=True)
+    assert (again.now, again.reason, again.since) == (True, "disk", first.since)
+    assert queue.drain().now is True  # a plain drain does not undo --now
+    assert queue.undrain() is True
+    assert queue.drained() is None
+    assert queue.undrain() is False
+
+
+def test_drain_and_undrain_through_the_transport_mirror_the_state(rig: Rig) -> None:
+    transports = Transports({"local": lambda: LocalTransport(clock=rig.clock)})
+    try:
+        w1 = rig.workers[0]
+        flag = drain(w1, transports, rig.store, reason="upgrade")
+        assert flag["reason"] == "upgrade" and flag["now"] is False
+        assert rig.queues["w1"].drained() is not None
+        assert rig.store.workers()["w1"].drained["reason"] == "upgrade"
+        assert undrain(w1, transports, rig.store) is True
+        assert rig.queues["w1"].drained() is None
+        assert rig.store.workers()["w1"].drained is None
+    finally:
+        transports.close()
+
+
+def test_removing_a_reachable_host_drains_it_and_reassigns_its_phase(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    job = claim(rig, holder)
+    fleet = {w.name: w for w in rig.workers}
+    done = remove(holder, fleet, rig.orchestrator.transports, rig.store, clock_now=rig.clock())
+    assert done.drained and done.reassigned == [f"{rig.run_id}/api"]
+    assert done.cancels_delivered == 1
+    assert rig.queues[holder].drained() is not None
+    assert rig.queues[holder].show(job.id).cancel_requested  # its run is told to stop
+    assert holder not in rig.store.workers()
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.failures, phase.losses) == ("waiting", 0, 1)
+    rig.beat(holder, other)
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
+
+
+def test_removing_a_host_gone_from_the_inventory_drops_what_it_is_owed(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    rig.orchestrator.transports.close()
+    rig.workers = [w for w in rig.workers if w.name != holder]
+    rig.orchestrator = rig.new_orchestrator()  # the host deleted from the inventory
+    rig.beat(other)
+    rig.orchestrator.tick()  # reassigned; a cancel is owed to a host nobody can reach
+    assert [a.worker for a in rig.store.owed_cancels()] == [holder]
+    fleet = {w.name: w for w in rig.workers}
+    assert gone_hosts(rig.store, fleet) == [holder]
+    done = remove(holder, fleet, rig.orchestrator.transports, rig.store, clock_now=rig.clock())
+    assert (done.drained, done.reassigned, done.cancels_dropped) == (False, [], 1)
+    assert rig.store.owed_cancels() == []
+    assert gone_hosts(rig.store, fleet) == []
