@@ -20,7 +20,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -64,7 +64,7 @@ lint: setup ## ruff, mypy, yamllint, ansible-lint
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
 
-bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -80,6 +80,9 @@ bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU
 
 bench-escape: setup ## The escape corpus on a local worker and the sandbox's cost per phase (JSON last line)
 	$(BIN)/python bench/bench_escape.py
+
+bench-notify: setup ## Event-to-delivery latency to a local webhook; what notifications cost a tick
+	$(BIN)/python bench/bench_notify.py
 
 bench-history: setup ## A year of history (10k runs, 5M events): status, runs, tick, gc (JSON last line)
 	$(BIN)/python bench/bench_history.py

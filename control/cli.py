@@ -12,9 +12,11 @@ import typer
 from typer.core import TyperGroup
 
 from control import __version__
+from control.cli_events import register as register_event_commands
 from control.cli_fleet import register as register_fleet_commands
 from control.cli_io import err_console
 from control.cli_lifecycle import register as register_lifecycle_commands
+from control.cli_notify import register as register_notify_commands
 from control.cli_queue import queue_app
 from control.cli_run import register as register_run_commands
 from control.cli_spec import plan, validate
@@ -53,6 +55,8 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(worker_app, name="worker")
 register_run_commands(app)
 register_fleet_commands(app)
+register_event_commands(app)
+register_notify_commands(app)
 register_lifecycle_commands(app)
 app.command("validate")(validate)
 app.command("plan")(plan)

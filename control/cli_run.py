@@ -27,6 +27,7 @@ from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
 from control.integration import FinalCheck
 from control.inventory import Worker, load_inventory
+from control.notify.service import Notifier
 from control.orchestrator import Orchestrator, RunOutcome, Settings
 from control.paths import default_home
 from control.spec import Spec, load_spec
@@ -234,10 +235,13 @@ def dispatch(
     )
     live = sys.stdout.isatty() and not as_json
     printer = _event_printer(as_json)
+    state = state or default_state_db()
+    assert inventory is not None  # workers_from refused a missing one
+    notifier = Notifier.for_fleet(inventory, workers, state)
     run = open_dispatch(
         spec,
         workers,
-        state or default_state_db(),
+        state,
         new_run=new_run,
         settings=settings,
         repo_url=repo,
@@ -247,6 +251,8 @@ def dispatch(
         emit=None if live else printer,
         merge=not no_merge,
     )
+    if notifier is not None:
+        notifier.start()
     started = time.time()
     stop = threading.Event()
     verb = "resuming" if run.resumed else "started"
@@ -274,6 +280,8 @@ def dispatch(
             outcome = run.drive(stop, timeout_s=timeout)
         summary = _summary(outcome, run.store)
     finally:
+        if notifier is not None:
+            notifier.stop()  # what is due goes now; the rest waits in the outbox
         run.orchestrator.transports.close()
         run.store.close()
 

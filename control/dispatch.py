@@ -103,7 +103,7 @@ class Dispatch:
             try:
                 self.orchestrator.repair_branches()
             except SuperagentError as exc:
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             try:
                 FinalCheck(self.orchestrator, verify=self.verify_merge).run(
@@ -111,7 +111,7 @@ class Dispatch:
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
-                self.orchestrator.emit("merge_failed", {"reason": str(exc)})
+                self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
@@ -177,6 +177,8 @@ def open_dispatch(
         emit=emit,
     )
     orchestrator.attach(run_id)
+    if resumed:  # stored, not printed: the command says it resumes in its own words
+        store.event(run_id, "run_resumed", detail={"spec": key})
     return Dispatch(
         orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
     )

@@ -267,5 +267,5 @@ class FinalCheck:
         )
 
     def _say(self, kind: str, **data: Any) -> None:
-        log.info("%s %s", kind, data)
-        self.orchestrator.emit(kind, {k: v for k, v in data.items() if v is not None})
+        # through the orchestrator: the terminal, and the event stream (once)
+        self.orchestrator.say(kind, **{k: v for k, v in data.items() if v is not None})

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control import events
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
@@ -297,6 +298,7 @@ class Orchestrator:
         def said(attempt: AttemptRow, state: str) -> None:
             self._say(
                 "stale_cancelled",
+                run=attempt.run_id,
                 phase=attempt.phase_id,
                 worker=attempt.worker,
                 attempt=attempt.attempt,
@@ -379,7 +381,7 @@ class Orchestrator:
             return True
         if response.status == "rate_limited":
             until = response.rate_limit_reset or self.clock() + self.settings.rate_limit_wait_s
-            self.store.hold("fleet", until, f"rate limited on {attempt.worker}")
+            self.store.hold("fleet", until, f"rate limited on {attempt.worker}", self.run_id)
             self.store.settle_attempt(
                 attempt,
                 attempt_state="failed",
@@ -550,8 +552,11 @@ class Orchestrator:
 
     def _dispatch(self) -> None:
         now = self.clock()
-        if now < self.store.held_until("fleet"):
+        held = self.store.held_until("fleet")
+        if now < held:
             return
+        if held:
+            self.store.release_hold("fleet", self.run_id)
         phases = self.store.phases(self.run_id)
         done = {p for p, row in phases.items() if row.state == "done"}
         in_flight = [row for row in phases.values() if row.state in IN_FLIGHT]
@@ -773,9 +778,22 @@ class Orchestrator:
             reason += f" (blocked: {', '.join(blocked)})"
         return RunOutcome(self.run_id, "failed", phases, reason, reasons)
 
-    def _say(self, kind: str, **data: Any) -> None:
+    def say(self, kind: str, **data: Any) -> None:
+        """Tell the log and the terminal; the kinds no state change writes go to the
+        event stream here, the others were written with their change (once each)."""
         log.info("%s %s", kind, data)
+        if events.written_by(kind) == "orchestrator":
+            detail = {k: v for k, v in data.items() if k not in ("run", "phase", "worker")}
+            self.store.event(
+                data.get("run") or self.run_id or None,
+                kind,
+                data.get("phase"),
+                data.get("worker"),
+                detail,
+            )
         self.emit(kind, data)
+
+    _say = say
 
 
 def _agent_dict(phase: Phase) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 
 from control import db
 from control.errors import ConflictError, NotFoundError, UsageError
+from control.events import read as read_events
+from control.events import write as write_event
 from control.messages import attempt_ref, integration_key
 from control.queue import canonical_json
 
@@ -150,6 +152,38 @@ _MIGRATIONS: tuple[str, ...] = (
     # 5: a worker's drain flag as its inbox last reported it ({now, reason, since}).
     """
     ALTER TABLE workers ADD COLUMN drained TEXT;
+    """,
+    # 6: the notification outbox (control/notify): one row per (sink, event), each
+    # sink's cursor into the event stream, and the Slack thread of each run.
+    """
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink         TEXT NOT NULL,
+        dedupe_key   TEXT NOT NULL UNIQUE,
+        event_id     INTEGER NOT NULL,
+        run_id       TEXT,
+        kind         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state IN ('pending', 'delivered', 'dead')),
+        created_at   REAL NOT NULL,
+        next_at      REAL NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox (sink, next_at) WHERE state = 'pending';
+    CREATE TABLE notify_cursors (
+        sink     TEXT PRIMARY KEY,
+        after_id INTEGER NOT NULL
+    );
+    CREATE TABLE notify_threads (
+        sink    TEXT NOT NULL,
+        run_id  TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        ts      TEXT NOT NULL,
+        PRIMARY KEY (sink, run_id)
+    );
     """,
 )
 
@@ -730,7 +764,7 @@ class StateStore:
 
     # -- fleet-wide holds ---------------------------------------------------------------
 
-    def hold(self, name: str, until: float, reason: str) -> None:
+    def hold(self, name: str, until: float, reason: str, run_id: str | None = None) -> None:
         """A hold on dispatching (e.g. an account's rate limit) that survives restarts;
         a later `until` extends it, an earlier one never shortens it."""
         with self.write() as conn:
@@ -739,6 +773,19 @@ class StateStore:
                 "DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
                 (name, until, reason),
             )
+            detail = {"until": until, "reason": reason}
+            self._event(conn, run_id, "rate_limit_hold", None, None, detail)
+
+    def release_hold(self, name: str, run_id: str | None = None) -> bool:
+        """End a hold whose time has come, saying so once (whoever ends it first)."""
+        with self.write() as conn:
+            gone = conn.execute(
+                "DELETE FROM holds WHERE name = ? AND until <= ? RETURNING reason",
+                (name, self.clock()),
+            ).fetchone()
+            if gone is not None:
+                self._event(conn, run_id, "rate_limit_resumed", None, None, {"reason": gone[0]})
+        return gone is not None
 
     def held_until(self, name: str) -> float:
         row = self.conn.execute("SELECT until FROM holds WHERE name = ?", (name,)).fetchone()
@@ -813,11 +860,7 @@ class StateStore:
         worker: str | None = None,
         detail: Any = None,
     ) -> None:
-        conn.execute(
-            "INSERT INTO events (run_id, at, kind, phase_id, worker, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, self.clock(), kind, phase_id, worker, canonical_json(detail or {})),
-        )
+        write_event(conn, self.clock(), run_id, kind, phase_id, worker, detail)
 
     def event(
         self,
@@ -831,10 +874,10 @@ class StateStore:
             self._event(conn, run_id, kind, phase_id, worker, detail)
 
     def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id)
-        ).fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+        return [
+            e.to_dict() | {"detail": e.detail}
+            for e in read_events(self.conn, after_id=after_id, run_id=run_id, limit=-1)
+        ]
 
     # -- free-form tasks -------------------------------------------------------------
 

@@ -1,0 +1,74 @@
+"""`control notify`: deliver the outbox (the fleet's notifications) outside a dispatch.
+
+`control dispatch` delivers while it runs; this command sends what waits after it
+ended (a sink that was down), or runs as a long-lived delivery process.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from control.cli_io import JsonOption, console, emit
+from control.cli_run import InventoryOption, StateOption, _open_store, workers_from
+from control.inventory import Worker
+from control.notify.config import from_file, from_inventory
+from control.notify.outbox import Outbox
+from control.notify.service import Notifier
+
+
+def notify(
+    inventory: InventoryOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Sinks file (default: the inventory's settings)."),
+    ] = None,
+    state: StateOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Send what is due now, print the outbox, exit.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver notifications from the outbox to the fleet's sinks (docs/notify.md)."""
+    store = _open_store(state)
+    path = store.path
+    store.close()
+    settings = from_file(config) if config is not None else from_inventory(*_fleet(inventory))
+    notifier = Notifier(path, settings)
+    if once:
+        delivered = notifier.run_once()
+    else:
+        stop = threading.Event()
+        notifier.start()
+        try:
+            stop.wait()
+        finally:
+            notifier.stop()
+        delivered = 0
+    store = _open_store(path)
+    try:
+        counts = Outbox(store).counts()
+    finally:
+        store.close()
+    emit(
+        {"delivered": delivered, "outbox": counts},
+        as_json,
+        lambda: console.print(
+            f"delivered {delivered}; outbox: "
+            + (", ".join(f"{s} {dict(c)}" for s, c in counts.items()) or "empty"),
+            highlight=False,
+        ),
+    )
+
+
+def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
+    workers = workers_from(inventory)
+    assert inventory is not None
+    return inventory, workers
+
+
+def register(app: typer.Typer) -> None:
+    app.command("notify")(notify)
