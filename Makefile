@@ -20,7 +20,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -63,6 +63,12 @@ lint: setup ## ruff, mypy, yamllint, ansible-lint
 
 demo: setup ## Run the main job on the built-in default
 	$(BIN)/python -m control.demo
+
+install: setup ## Put `control` on PATH: a link in ~/.local/bin to .venv/bin/control
+	mkdir -p $(HOME)/.local/bin
+	ln -sfn $(CURDIR)/$(BIN)/control $(HOME)/.local/bin/control
+	@case ":$$PATH:" in *":$(HOME)/.local/bin:"*) echo "control is on PATH";; \
+	  *) echo "add ~/.local/bin to PATH (e.g. in ~/.profile) to run control";; esac
 
 bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify ## Run every benchmark
 

@@ -12,10 +12,12 @@ from typing import Annotated
 import typer
 
 from control import events
-from control.cli_io import console
-from control.cli_run import StateOption, _open_store
+from control.cli_io import StateOption, console, open_store
+
+app = typer.Typer()
 
 
+@app.command("events")
 def events_command(
     run_id: Annotated[
         str | None, typer.Option("--run", help="Only this run's events (default: all runs).")
@@ -32,7 +34,7 @@ def events_command(
     ] = False,
 ) -> None:
     """Every run, phase, worker and fleet event, oldest first; --follow waits for more."""
-    store = _open_store(state)
+    store = open_store(state)
     try:
         if run_id is not None:
             store.run(run_id)  # an unknown run is an error, not an empty stream
@@ -55,7 +57,3 @@ def events_command(
                 cursor = batch[-1].id
     finally:
         store.close()
-
-
-def register(app: typer.Typer) -> None:
-    app.command("events")(events_command)

@@ -14,18 +14,22 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import (
+from control.cli_io import (
     InventoryOption,
+    JsonOption,
+    RunOption,
     StateOption,
-    _open_store,
-    _run,
-    default_state_db,
+    agent_option,
+    console,
+    emit,
+    open_store,
+    pick_run,
+    state_path,
     workers_from,
 )
+from control.cli_view import table
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.health import health_report
 from control.lifecycle import gone_hosts
@@ -34,7 +38,16 @@ from control.state import StateStore
 from control.transport import Transports
 from control.upkeep import answer_text, collect_answers, deliver_cancels
 
+app = typer.Typer()
+_VERSIONS = (
+    ("node", "node"),
+    ("claude_code", "claude"),
+    ("superagent", "sa"),
+    ("sandbox", "sandbox"),
+)
 
+
+@app.command()
 def health(
     inventory: InventoryOption = None,
     state: StateOption = None,
@@ -51,7 +64,7 @@ def health(
     store = None
     gone: list[str] = []
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing owed
-        store = _open_store(state)
+        store = open_store(state)
     try:
         results = transports.poll(workers, limit=200 if store else 0, first=["freeform/"])
         if store is not None:
@@ -70,38 +83,23 @@ def health(
     healthy = all(not r["problems"] for r in reports)
 
     def render() -> None:
-        table = Table(
-            "worker",
-            "transport",
-            "status",
-            "beat",
-            "node",
-            "claude",
-            "superagent",
-            "sandbox",
-            "pending",
-            "running",
-            "problems",
-        )
+        shown = table("worker", "status", "beat", "queue", "versions", "problems")
         for r in reports:
             versions = r.get("versions") or {}
+            running = ", ".join(r.get("current") or []) or str(r.get("running", "-"))
             status = str(r.get("status") or ("-" if r["reachable"] else "unreachable"))
             if r.get("drained") and status != "drained":
                 status += " (drained)"
-            table.add_row(
-                r["worker"],
-                r["transport"],
+            shown.add_row(
+                f"{r['worker']}\n({r['transport']})",
                 status,
                 f"{r['heartbeat_age_s']:.0f}s" if "heartbeat_age_s" in r else "-",
-                str(versions.get("node") or "-"),
-                str(versions.get("claude_code") or "-"),
-                str(versions.get("superagent") or "-"),
-                "TRUSTED (none)" if r["trusted_host"] else str(versions.get("sandbox") or "-"),
-                str(r.get("pending", "-")),
-                ", ".join(r.get("current") or []) or str(r.get("running", "-")),
+                f"{r.get('pending', '-')} pending\n{running} running",
+                "\n".join(f"{label} {versions.get(key) or '-'}" for key, label in _VERSIONS)
+                + ("\nsandbox TRUSTED (none)" if r["trusted_host"] else ""),
                 Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),
             )
-        console.print(table)
+        console.print(shown)
         for host in gone:
             console.print(
                 f"{host}: state left but no longer in the inventory: `control remove {host}`",
@@ -113,6 +111,7 @@ def health(
         raise typer.Exit(int(ExitCode.FAILURE))
 
 
+@app.command()
 def workers(
     inventory: InventoryOption = None,
     state: StateOption = None,
@@ -122,16 +121,16 @@ def workers(
     fleet = workers_from(inventory)
     seen: dict[str, Any] = {}
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing seen
-        store = _open_store(state)
+        store = open_store(state)
         seen = {name: row.__dict__ for name, row in store.workers().items()}
         store.close()
     data = [{**w.to_dict(), "seen": seen.get(w.name)} for w in fleet]
 
     def render() -> None:
-        table = Table("worker", "transport", "reach", "slots", "capabilities", "last status")
+        shown = table("worker", "transport", "reach", "slots", "capabilities", "seen")
         for w in fleet:
             row = seen.get(w.name) or {}
-            table.add_row(
+            shown.add_row(
                 w.name,
                 w.transport,
                 w.reach,
@@ -139,14 +138,15 @@ def workers(
                 ", ".join(sorted(w.capabilities)),
                 str(row.get("status") or "-") + (" (drained)" if row.get("drained") else ""),
             )
-        console.print(table)
+        console.print(shown)
 
     emit(data, as_json, render)
 
 
+@app.command()
 def logs(
     phase: Annotated[str, typer.Argument(help="The phase whose log to show.")],
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    run_id: RunOption = None,
     attempt: Annotated[
         int | None, typer.Option("--attempt", min=1, help="Which attempt (default: the last).")
     ] = None,
@@ -156,15 +156,20 @@ def logs(
     as_json: JsonOption = False,
 ) -> None:
     """The worker's log of a phase's attempt (running or finished), fetched from the worker."""
-    store: StateStore = _open_store(state)
+    store: StateStore = open_store(state)
     try:
-        run = _run(store, run_id)
-        attempts = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
-        if attempt is not None:
-            attempts = [a for a in attempts if a.attempt == attempt]
-        if not attempts:
-            raise NotFoundError(f"run {run.id}: no dispatched attempt of phase {phase!r}")
-        chosen = attempts[-1]
+        run = pick_run(store, run_id)
+        store.named_phases(run.id, [phase])
+        sent = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
+        chosen_ones = [a for a in sent if attempt is None or a.attempt == attempt]
+        if not chosen_ones:
+            which = "" if attempt is None else f" {attempt}"
+            exist = ", ".join(str(a.attempt) for a in sent)
+            raise NotFoundError(
+                f"run {run.id}: phase {phase!r} has no dispatched attempt{which}"
+                + (f" (its attempts: {exist})" if exist else " (it was never sent to a worker)")
+            )
+        chosen = chosen_ones[-1]
     finally:
         store.close()
     fleet = {w.name: w for w in workers_from(inventory)}
@@ -197,11 +202,10 @@ def logs(
     emit(data, as_json, render)
 
 
+@app.command()
 def enqueue(
     host: Annotated[str, typer.Argument(help="The worker to give the task to.")],
-    agent: Annotated[
-        str, typer.Option("--agent", help="Agent backend on the worker.")
-    ] = "claude-code",
+    agent: Annotated[str, agent_option("Agent backend on the worker.")] = "claude-code",
     inventory: InventoryOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
@@ -220,7 +224,7 @@ def enqueue(
     payload = freeform_payload(text)
     payload["agent"] = {"backend": agent}
     key = f"freeform/{uuid.uuid4().hex}"
-    store = StateStore(state or default_state_db())
+    store = StateStore(state_path(state))
     transports = Transports(inventory=inventory)
     try:
         store.record_freeform(key, host)
@@ -235,6 +239,7 @@ def enqueue(
     )
 
 
+@app.command()
 def answers(
     state: StateOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many, newest first.")] = 20,
@@ -242,27 +247,22 @@ def answers(
 ) -> None:
     """Free-form tasks sent with `control enqueue`, newest first, with their answers
     (stored by the next `control dispatch` or `control health` that polled them)."""
-    store = _open_store(state)
+    store = open_store(state)
     try:
         rows = store.answers(limit)
     finally:
         store.close()
 
     def render() -> None:
-        table = Table("sent", "worker", "state", "answer", "key")
+        shown = table("sent", "worker", "state", "answer", "key")
         for row in rows:
-            table.add_row(
+            shown.add_row(
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(row["sent_at"])),
                 row["worker"],
                 row["state"],
                 Text(answer_text(row)[:200] or "-"),  # agent text: shown as data
                 row["key"],
             )
-        console.print(table)
+        console.print(shown)
 
     emit({"answers": rows}, as_json, render)
-
-
-def register(app: typer.Typer) -> None:
-    for command in (health, workers, logs, enqueue, answers):
-        app.command()(command)

@@ -1,7 +1,10 @@
-"""What every command shares: where the defaults live, JSON in, JSON or rich text out.
+"""What every command shares: its options, where the defaults live, JSON in and out.
 
+The one home of the options more than one command takes (`--inventory`, `--state`,
+`--run`, `--json`, `--agent`, the spec argument), so a name means the same thing
+everywhere, and of the helpers that resolve them (the fleet, the store, the run).
 Payloads and responses come only from stdin or a file, never from an argument a
-shell would see; output is either one JSON document (`--json`) or text for people.
+shell would see; output is one JSON document, JSON lines (`dispatch`), or text.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from control.errors import UsageError
+from control.errors import NotFoundError, UsageError
+from control.inventory import Worker, load_inventory
 from control.jsontext import parse_json
-from control.paths import default_queue_db
+from control.paths import default_home, default_queue_db, default_state_db
+from control.spec import AGENT_BACKENDS
+from control.state import RunRow, StateStore
 
 console = Console(soft_wrap=True)  # log lines stay whole lines when piped
 err_console = Console(stderr=True)
@@ -29,11 +35,98 @@ DbOption = Annotated[
         "--db",
         envvar="SUPERAGENT_QUEUE_DB",
         default_factory=default_queue_db,
-        show_default="$SUPERAGENT_QUEUE_DB or $SUPERAGENT_HOME/queue.db",
+        show_default=str(default_home() / "queue.db"),
+        show_envvar=True,
         help="The inbox database file.",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of text.")
+]
+JsonLinesOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print JSON lines: one object per event, the summary last."),
+]
+InventoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        "-i",
+        envvar="SUPERAGENT_INVENTORY",
+        show_envvar=True,
+        help="The fleet: an Ansible inventory directory (its group `workers`).",
+        show_default=False,
+    ),
+]
+StateOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        envvar="SUPERAGENT_STATE_DB",
+        show_envvar=True,
+        show_default=str(default_home() / "state.db"),
+        help="The orchestrator's state database.",
+    ),
+]
+RunOption = Annotated[
+    str | None,
+    typer.Option("--run", help="The run id (`control runs` lists them).", show_default="latest"),
+]
+SpecArgument = Annotated[
+    Path, typer.Argument(help="The spec file (JSON).", show_default=False, metavar="SPEC")
+]
+
+
+def _known_agent(value: str | None) -> str | None:
+    if value is not None and value not in AGENT_BACKENDS:
+        raise typer.BadParameter(
+            f"unknown agent backend {value!r}; known: {', '.join(AGENT_BACKENDS)}"
+        )
+    return value
+
+
+def agent_option(help_text: str, envvar: str | None = None) -> Any:
+    """`--agent NAME`, refused at once unless NAME is an agent backend a worker has."""
+    return typer.Option(
+        "--agent",
+        envvar=envvar,
+        show_envvar=envvar is not None,
+        callback=_known_agent,
+        metavar="|".join(AGENT_BACKENDS),
+        help=help_text,
+    )
+
+
+def workers_from(inventory: Path | None) -> list[Worker]:
+    """The fleet of `--inventory`; a command that needs one says how to give it."""
+    if inventory is None:
+        raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
+    return load_inventory(inventory)
+
+
+def state_path(state: Path | None) -> Path:
+    """`--state`, else $SUPERAGENT_STATE_DB, else the state.db of $SUPERAGENT_HOME."""
+    return state or default_state_db()
+
+
+def open_store(state: Path | None) -> StateStore:
+    """The state database, which must exist: reading commands never create one."""
+    state = state_path(state)
+    if not state.exists():
+        raise NotFoundError(f"{state}: no state database (nothing was dispatched yet)")
+    return StateStore(state)
+
+
+def pick_run(store: StateStore, run_id: str | None) -> RunRow:
+    """The run `--run` names, else the latest; every command chooses a run this way."""
+    if run_id is not None:
+        return store.run(run_id)
+    latest = store.latest_run()
+    if latest is None:
+        raise NotFoundError(f"{store.path}: no run yet")
+    return latest
+
+
 InputOption = Annotated[
     str | None,
     typer.Option("--file", "-f", help="Read the JSON from this file ('-' or absent: stdin)."),

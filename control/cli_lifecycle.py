@@ -11,8 +11,15 @@ from typing import Annotated
 
 import typer
 
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import InventoryOption, StateOption, _open_store, workers_from
+from control.cli_io import (
+    InventoryOption,
+    JsonOption,
+    StateOption,
+    console,
+    emit,
+    open_store,
+    workers_from,
+)
 from control.errors import NotFoundError
 from control.lifecycle import drain as drain_worker
 from control.lifecycle import fleet_worker
@@ -23,13 +30,16 @@ from control.transport import Transports
 
 HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory name.")]
 
+app = typer.Typer()
+
 
 def _store_if_any(state: StateOption) -> StateStore | None:
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing to mirror
-        return _open_store(state)
+        return open_store(state)
     return None
 
 
+@app.command()
 def drain(
     host: HostArgument,
     now: Annotated[
@@ -67,6 +77,7 @@ def drain(
     )
 
 
+@app.command()
 def undrain(
     host: HostArgument,
     inventory: InventoryOption = None,
@@ -90,6 +101,7 @@ def undrain(
     )
 
 
+@app.command()
 def remove(
     host: Annotated[str, typer.Argument(help="The host, in the inventory or already gone.")],
     inventory: InventoryOption = None,
@@ -101,7 +113,7 @@ def remove(
 
     Then delete it from the inventory (`control health` lists hosts still to remove)."""
     fleet = {w.name: w for w in workers_from(inventory)}
-    store = _open_store(state)
+    store = open_store(state)
     transports = Transports(inventory=inventory)
     try:
         done = remove_host(host, fleet, transports, store, clock_now=time.time())
@@ -125,8 +137,3 @@ def remove(
             console.print(f"now delete {host} from the inventory", highlight=False)
 
     emit(done.to_dict(), as_json, render)
-
-
-def register(app: typer.Typer) -> None:
-    for command in (drain, undrain, remove):
-        app.command()(command)

@@ -12,14 +12,24 @@ from typing import Annotated
 
 import typer
 
-from control.cli_io import JsonOption, console, emit
-from control.cli_run import InventoryOption, StateOption, _open_store, workers_from
+from control.cli_io import (
+    InventoryOption,
+    JsonOption,
+    StateOption,
+    console,
+    emit,
+    open_store,
+    workers_from,
+)
 from control.inventory import Worker
 from control.notify.config import from_file, from_inventory
 from control.notify.outbox import Outbox
 from control.notify.service import Notifier
 
+app = typer.Typer()
 
+
+@app.command("notify")
 def notify(
     inventory: InventoryOption = None,
     config: Annotated[
@@ -33,7 +43,7 @@ def notify(
     as_json: JsonOption = False,
 ) -> None:
     """Deliver notifications from the outbox to the fleet's sinks (docs/notify.md)."""
-    store = _open_store(state)
+    store = open_store(state)
     path = store.path
     store.close()
     settings = from_file(config) if config is not None else from_inventory(*_fleet(inventory))
@@ -48,7 +58,7 @@ def notify(
         finally:
             notifier.stop()
         delivered = 0
-    store = _open_store(path)
+    store = open_store(path)
     try:
         counts = Outbox(store).counts()
     finally:
@@ -68,7 +78,3 @@ def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
     workers = workers_from(inventory)
     assert inventory is not None
     return inventory, workers
-
-
-def register(app: typer.Typer) -> None:
-    app.command("notify")(notify)

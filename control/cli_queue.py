@@ -16,10 +16,11 @@ from rich.table import Table
 
 from control import rpc as protocol
 from control.cli_io import DbOption, InputOption, JsonOption, console, emit, read_json
+from control.cli_view import table
 from control.errors import ConflictError, UsageError
 from control.queue import SCHEMA_VERSION, STATES, Message, Queue
 
-queue_app = typer.Typer(
+app = typer.Typer(
     help="The worker inbox (queue.db): enqueue, claim, complete, inspect.",
     no_args_is_help=True,
 )
@@ -44,9 +45,11 @@ def _age(timestamp: float | None) -> str:
 
 
 def _messages_table(messages: list[Message]) -> Table:
-    table = Table("id", "key", "kind", "state", "attempts", "owner", "enqueued", "reason")
+    shown = table(
+            "id", "key", "kind", "state", "tries", "owner", "enqueued", "reason",
+    )  # fmt: skip
     for m in messages:
-        table.add_row(
+        shown.add_row(
             str(m.id),
             m.key or "-",
             m.kind,
@@ -56,10 +59,10 @@ def _messages_table(messages: list[Message]) -> Table:
             _age(m.enqueued_at),
             m.reason or "",
         )
-    return table
+    return shown
 
 
-@queue_app.command()
+@app.command()
 def init(db: DbOption, as_json: JsonOption = False) -> None:
     """Create the inbox (or migrate an existing one to this version's schema)."""
     db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -68,7 +71,7 @@ def init(db: DbOption, as_json: JsonOption = False) -> None:
     emit(result, as_json, lambda: console.print(f"inbox ready at {result['db']}"))
 
 
-@queue_app.command()
+@app.command()
 def enqueue(
     db: DbOption,
     file: InputOption = None,
@@ -108,7 +111,7 @@ def enqueue(
     emit(data, as_json, render)
 
 
-@queue_app.command()
+@app.command()
 def claim(
     db: DbOption,
     worker: Annotated[str, typer.Option("--worker", help="This worker's id.")],
@@ -133,7 +136,7 @@ def claim(
     emit(data, as_json, render)
 
 
-@queue_app.command()
+@app.command()
 def renew(
     db: DbOption,
     message_id: Annotated[int, typer.Argument(help="Message id.")],
@@ -164,7 +167,7 @@ def _finished(result: Any, message_id: int, fence: int, as_json: bool) -> None:
     )
 
 
-@queue_app.command()
+@app.command()
 def complete(
     db: DbOption,
     message_id: Annotated[int, typer.Argument(help="Message id.")],
@@ -179,7 +182,7 @@ def complete(
     _finished(result, message_id, fence, as_json)
 
 
-@queue_app.command()
+@app.command()
 def fail(
     db: DbOption,
     message_id: Annotated[int, typer.Argument(help="Message id.")],
@@ -197,7 +200,7 @@ def fail(
     _finished(result, message_id, fence, as_json)
 
 
-@queue_app.command()
+@app.command()
 def responses(
     db: DbOption,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
@@ -213,7 +216,7 @@ def responses(
     )
 
 
-@queue_app.command()
+@app.command()
 def ack(
     db: DbOption,
     message_ids: Annotated[list[int], typer.Argument(help="Message ids.")],
@@ -225,7 +228,7 @@ def ack(
     emit({"acked": count}, as_json, lambda: console.print(f"acknowledged {count}"))
 
 
-@queue_app.command()
+@app.command()
 def cancel(
     db: DbOption,
     message_id: Annotated[int | None, typer.Argument(help="Message id.")] = None,
@@ -238,7 +241,7 @@ def cancel(
     emit({"state": state}, as_json, lambda: console.print(state))
 
 
-@queue_app.command()
+@app.command()
 def requeue(
     db: DbOption,
     message_ids: Annotated[list[int] | None, typer.Argument(help="Message ids.")] = None,
@@ -258,22 +261,23 @@ def requeue(
     emit({"requeued": moved}, as_json, lambda: console.print(f"requeued {moved}"))
 
 
-@queue_app.command("list")
+@app.command("list")
 def list_messages(
     db: DbOption,
-    state: Annotated[
-        str | None, typer.Option("--state", help=f"Only this state ({', '.join(STATES)}).")
+    only: Annotated[
+        str | None,
+        typer.Option("--only", metavar="|".join(STATES), help="Only the messages in this state."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """Messages in id order."""
     with _open(db) as queue:
-        found = queue.messages(state, limit)
+        found = queue.messages(only, limit)
     emit([m.to_dict() for m in found], as_json, lambda: console.print(_messages_table(found)))
 
 
-@queue_app.command()
+@app.command()
 def show(
     db: DbOption,
     message_id: Annotated[int, typer.Argument(help="Message id.")],
@@ -287,17 +291,17 @@ def show(
     emit(data, as_json, lambda: console.print_json(json.dumps(data, ensure_ascii=False)))
 
 
-@queue_app.command()
+@app.command()
 def stats(db: DbOption, as_json: JsonOption = False) -> None:
     """Counts by state, unacknowledged responses, re-executions, heartbeats."""
     with _open(db) as queue:
         result = queue.stats()
 
     def render() -> None:
-        table = Table("state", "messages")
+        counts = table("state", "messages")
         for state, count in result.by_state.items():
-            table.add_row(state, str(count))
-        console.print(table)
+            counts.add_row(state, str(count))
+        console.print(counts)
         oldest = result.oldest_pending_age_s
         console.print(
             f"unacknowledged responses: {result.unacked_responses}   "
@@ -313,7 +317,7 @@ def stats(db: DbOption, as_json: JsonOption = False) -> None:
     emit(result.to_dict(), as_json, render)
 
 
-@queue_app.command()
+@app.command()
 def prune(
     db: DbOption,
     older_than_days: Annotated[
@@ -327,7 +331,7 @@ def prune(
     emit({"pruned": removed}, as_json, lambda: console.print(f"pruned {removed}"))
 
 
-@queue_app.command()
+@app.command()
 def rpc(
     db: DbOption,
     base64_request: Annotated[

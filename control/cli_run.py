@@ -1,14 +1,14 @@
-"""`control dispatch`, and the commands around a run: status, watch, merge, cancel, retry.
+"""`control dispatch`, and the commands around a run: runs, status, watch, merge, retry, cancel.
 
 Thin: each parses, calls `control.dispatch` / `control.state` / `control.integration`,
-and renders: a live view on a terminal, plain log lines otherwise, JSON lines with
-`--json`.
+and renders (see `control.cli_view`): a live view on a terminal, plain log lines
+otherwise, JSON lines with `--json`. A run is always chosen with `--run` (default:
+the latest), through `cli_io.pick_run`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -17,129 +17,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from control.cli_io import JsonOption, console, emit
+from control.cli_io import (
+    InventoryOption,
+    JsonLinesOption,
+    JsonOption,
+    RunOption,
+    SpecArgument,
+    StateOption,
+    agent_option,
+    console,
+    emit,
+    open_store,
+    pick_run,
+    state_path,
+    workers_from,
+)
+from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
 from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
-from control.errors import ExitCode, NotFoundError, SuperagentError, UsageError
+from control.errors import ExitCode, SuperagentError
 from control.integration import FinalCheck
-from control.inventory import Worker, load_inventory
+from control.names import require_repo_url
 from control.notify.service import Notifier
 from control.orchestrator import Orchestrator, RunOutcome, Settings
-from control.paths import default_home
-from control.spec import Spec, load_spec
+from control.spec import load_spec
 from control.state import RunRow, StateStore
 from control.transport import Transports
 
-STATE_COLOURS = {
-    "waiting": "dim",
-    "sending": "yellow",
-    "dispatched": "cyan",
-    "done": "green",
-    "dead": "red",
-    "cancelled": "magenta",
-}
-
-
-def default_state_db() -> Path:
-    return Path(os.environ.get("SUPERAGENT_STATE_DB") or default_home() / "state.db")
-
-
-InventoryOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--inventory",
-        "-i",
-        envvar="SUPERAGENT_INVENTORY",
-        help="The fleet: an Ansible inventory directory (hosts of group `workers`).",
-    ),
-]
-StateOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state",
-        envvar="SUPERAGENT_STATE_DB",
-        show_default="$SUPERAGENT_STATE_DB or $SUPERAGENT_HOME/state.db",
-        help="The orchestrator's state database.",
-    ),
-]
-RunArgument = Annotated[
-    str | None, typer.Argument(help="Run id (default: the latest run).", show_default=False)
-]
-
-
-def workers_from(inventory: Path | None) -> list[Worker]:
-    if inventory is None:
-        raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
-    return load_inventory(inventory)
-
-
-def _open_store(state: Path | None) -> StateStore:
-    state = state or default_state_db()
-    if not state.exists():
-        raise NotFoundError(f"{state}: no state database (nothing was dispatched yet)")
-    return StateStore(state)
-
-
-def _run(store: StateStore, run_id: str | None) -> RunRow:
-    if run_id is not None:
-        return store.run(run_id)
-    latest = store.latest_run()
-    if latest is None:
-        raise NotFoundError(f"{store.path}: no run yet")
-    return latest
-
-
-def _spec_of(run: RunRow) -> Spec:
-    return load_spec(Path(run.spec_path))
-
-
-# -- rendering ---------------------------------------------------------------------
-
-
-def _phase_table(store: StateStore, run_id: str) -> Table:
-    table = Table("phase", "state", "worker", "attempt", "commit", "cost", "reason", expand=False)
-    now = time.time()
-    for phase_id, row in store.phases(run_id).items():
-        colour = STATE_COLOURS.get(row.state, "")
-        waiting = ""
-        if row.state == "waiting" and row.not_before and row.not_before > now:
-            waiting = f" (retry in {row.not_before - now:.0f}s)"
-        table.add_row(
-            phase_id,
-            Text(row.state + waiting, style=colour),
-            row.worker or "-",
-            f"{row.attempt}" + (f" ({row.failures} failed)" if row.failures else ""),
-            (row.commit_sha or "")[:10],
-            f"${row.cost_usd:.2f}" if row.cost_usd else "",
-            (row.reason or "")[:80],
-        )
-    return table
-
-
-def _workers_line(store: StateStore) -> Text:
-    parts = []
-    for name, row in sorted(store.workers().items()):
-        style = "green" if row.status == "up" and not row.drained else "red"
-        drained = " (drained)" if row.drained else ""
-        parts.append(Text(f"{name}: {row.status}{drained}", style=style))
-    return Text("  ").join(parts) if parts else Text("no worker seen yet", style="dim")
-
-
-def _live_view(store: StateStore, run_id: str, started: float) -> Group:
-    phases = store.phases(run_id)
-    done = sum(1 for r in phases.values() if r.state == "done")
-    cost = sum(r.cost_usd for r in phases.values())
-    header = Text(
-        f"run {run_id}   {done}/{len(phases)} phases done   "
-        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}   "
-        f"{store.run_status(store.run(run_id))}",
-        style="bold",
-    )
-    return Group(header, _phase_table(store, run_id), _workers_line(store))
+app = typer.Typer()
 
 
 def _event_printer(as_json: bool) -> Callable[[str, dict[str, Any]], None]:
@@ -175,8 +81,9 @@ def _summary(outcome: RunOutcome, store: StateStore) -> dict[str, Any]:
 # -- commands ----------------------------------------------------------------------
 
 
+@app.command()
 def dispatch(
-    spec: Annotated[Path, typer.Argument(help="The spec file (JSON).")],
+    spec: SpecArgument,
     inventory: InventoryOption = None,
     state: StateOption = None,
     new_run: Annotated[
@@ -184,14 +91,16 @@ def dispatch(
     ] = False,
     agent: Annotated[
         str | None,
-        typer.Option(
-            "--agent",
-            envvar="SUPERAGENT_AGENT",
-            help="Use this agent backend for every phase (claude-code, command, replay).",
-        ),
+        agent_option("Use this agent backend for every phase.", envvar="SUPERAGENT_AGENT"),
     ] = None,
     replay_dir: Annotated[
-        Path | None, typer.Option("--replay-dir", help="Recordings per phase for the replay agent.")
+        Path | None,
+        typer.Option(
+            "--replay-dir",
+            envvar="SUPERAGENT_REPLAY_DIR",
+            show_envvar=True,
+            help="Recordings per phase for the replay agent.",
+        ),
     ] = None,
     repo: Annotated[
         str | None, typer.Option("--repo", help="Use this git remote instead of the spec's.")
@@ -218,7 +127,7 @@ def dispatch(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
     ] = None,
-    as_json: JsonOption = False,
+    as_json: JsonLinesOption = False,
 ) -> None:
     """Validate SPEC, then run it across the fleet to merged branches (or resume its run).
 
@@ -235,13 +144,13 @@ def dispatch(
     )
     live = sys.stdout.isatty() and not as_json
     printer = _event_printer(as_json)
-    state = state or default_state_db()
+    state = state_path(state)
     assert inventory is not None  # workers_from refused a missing one
     notifier = Notifier.for_fleet(inventory, workers, state)
     run = open_dispatch(
         spec,
         workers,
-        state,
+        state_path(state),
         new_run=new_run,
         settings=settings,
         repo_url=repo,
@@ -265,7 +174,7 @@ def dispatch(
     try:
         if live:
             with Live(
-                _live_view(run.store, run.run_id, started),
+                live_view(run.store, run.run_id, started),
                 console=console,
                 refresh_per_second=4,
                 transient=False,
@@ -273,9 +182,9 @@ def dispatch(
                 outcome = run.drive(
                     stop,
                     timeout_s=timeout,
-                    on_tick=lambda: view.update(_live_view(run.store, run.run_id, started)),
+                    on_tick=lambda: view.update(live_view(run.store, run.run_id, started)),
                 )
-                view.update(_live_view(run.store, run.run_id, started))
+                view.update(live_view(run.store, run.run_id, started))
         else:
             outcome = run.drive(stop, timeout_s=timeout)
         summary = _summary(outcome, run.store)
@@ -300,14 +209,67 @@ def dispatch(
         raise typer.Exit(int(ExitCode.FAILURE))
 
 
-def status(
-    run_id: RunArgument = None, state: StateOption = None, as_json: JsonOption = False
+@app.command()
+def runs(
+    state: StateOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
-    """Phases of a run: state, worker, attempts, commit, cost, why it failed."""
-    store = _open_store(state)
+    """The runs of the state database, newest first: status, phases done, the live
+    `control dispatch` driving each (process@host), spec. A running run that nothing
+    drives is `interrupted`: `control dispatch SPEC` resumes it."""
+    store = open_store(state)
     try:
-        run = _run(store, run_id)
-        phases = store.phases(run.id)
+        found = [(run, store.phases(run.id), store.live_driver(run)) for run in store.runs(limit)]
+    finally:
+        store.close()
+    data: list[dict[str, Any]] = [
+        {
+            "run": run.id,
+            "status": run.status,
+            "spec": run.spec_path,
+            "created_at": run.created_at,
+            "finished_at": run.finished_at,
+            "phases": len(phases),
+            "done": sum(1 for r in phases.values() if r.state == "done"),
+            "driver": driver,  # the `control dispatch` driving it now, if any
+            "reason": run.reason,
+        }
+        for run, phases, driver in found
+    ]
+
+    def render() -> None:
+        if not data:
+            console.print(f"{state_path(state)}: no run yet", highlight=False)
+            return
+        shown = table("run", "status", "done", "started", "driver", "spec")
+        for row in data:
+            driver = row["driver"]
+            interrupted = row["status"] == "running" and driver is None
+            shown.add_row(
+                row["run"],
+                "interrupted" if interrupted else row["status"],
+                f"{row['done']}/{row['phases']}",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])),
+                f"{driver.get('pid')}@{driver.get('host')}" if driver else "-",
+                row["spec"],
+            )
+        console.print(shown)
+
+    emit(data, as_json, render)
+
+
+@app.command()
+def status(
+    run_id: RunOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Phases of a run in dependency order: state, worker, attempts, commit, cost, and
+    why each waits or failed."""
+    store = open_store(state)
+    try:
+        run = pick_run(store, run_id)
         data = {
             "run": run.id,
             "status": run.status,
@@ -317,7 +279,7 @@ def status(
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
             "summary": run.summary,
-            "phases": {p: r.__dict__ for p, r in phases.items()},
+            "phases": phase_summary(store, run),
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }
 
@@ -325,10 +287,10 @@ def status(
             console.print(
                 f"run {run.id} ({store.run_status(run)}) of {run.spec_path}", highlight=False
             )
-            console.print(_phase_table(store, run.id))
-            console.print(_workers_line(store))
+            console.print(phase_table(store, run))
+            console.print(workers_line(store))
             if run.reason:
-                console.print(f"reason: {run.reason}", highlight=False)
+                console.print(f"reason: {run.reason}", highlight=False, markup=False)
             if run.merge_branch:
                 console.print(f"merged: {run.merge_branch} at {run.merge_commit}", highlight=False)
             if run.summary:
@@ -339,27 +301,29 @@ def status(
         store.close()
 
 
+@app.command()
 def watch(
-    run_id: RunArgument = None,
+    run_id: RunOption = None,
     state: StateOption = None,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Refresh seconds.")] = 1.0,
 ) -> None:
     """Follow a run live (read-only) until it ends; Ctrl-C stops watching, not the run."""
-    store = _open_store(state)
+    store = open_store(state)
     try:
-        run = _run(store, run_id)
+        run = pick_run(store, run_id)
         started = run.created_at
-        with Live(_live_view(store, run.id, started), console=console) as view:
+        with Live(live_view(store, run.id, started), console=console) as view:
             while store.run(run.id).status == "running":
                 time.sleep(interval)
-                view.update(_live_view(store, run.id, started))
-            view.update(_live_view(store, run.id, started))
+                view.update(live_view(store, run.id, started))
+            view.update(live_view(store, run.id, started))
     finally:
         store.close()
 
 
+@app.command()
 def merge(
-    run_id: RunArgument = None,
+    run_id: RunOption = None,
     inventory: InventoryOption = None,
     state: StateOption = None,
     no_verify: Annotated[
@@ -384,18 +348,20 @@ def merge(
     only checks the pushed branch on the remote. Nothing of the repository runs here.
     """
     workers = workers_from(inventory)
-    store = _open_store(state)
+    store = open_store(state)
     transports = Transports(inventory=inventory)
     try:
-        run = _run(store, run_id)
-        spec = _spec_of(run)
+        run = pick_run(store, run_id)
+        spec = load_spec(Path(run.spec_path))
+        url = repo or run_repo(run) or spec.repo.url
+        require_repo_url(url, "repo")
         orchestrator = Orchestrator(
             spec,
             workers,
             store,
             transports,
             Settings(poll_interval_s=poll_interval),
-            repo_url=repo or spec.repo.url,
+            repo_url=url,
         )
         orchestrator.attach(run.id)
         orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
@@ -423,26 +389,25 @@ def merge(
     )
 
 
+def run_repo(run: RunRow) -> str | None:
+    """The remote the run was dispatched against (its spec's, or `dispatch --repo`)."""
+    repo = run.spec.get("repo") if isinstance(run.spec, dict) else None
+    url = repo.get("url") if isinstance(repo, dict) else None
+    return url if isinstance(url, str) else None
+
+
+@app.command()
 def retry(
     phases: Annotated[list[str], typer.Argument(help="Phases to give fresh attempts.")],
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    run_id: RunOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Give dead or cancelled phases fresh attempts; the next `control dispatch` runs them."""
-    store = _open_store(state)
+    store = open_store(state)
     try:
-        run = _run(store, run_id)
-        rows = store.phases(run.id)
-        for phase_id in phases:
-            if phase_id not in rows:
-                raise NotFoundError(f"run {run.id} has no phase {phase_id!r}")
-            if rows[phase_id].state not in ("dead", "cancelled"):
-                raise UsageError(f"phase {phase_id!r} is {rows[phase_id].state}, not dead")
-        for phase_id in phases:
-            store.reset_phase(run.id, phase_id, "retry requested")
-        if run.status != "running":
-            store.reopen_run(run.id)
+        run = pick_run(store, run_id)
+        store.retry_phases(run.id, phases, "retry requested")
     finally:
         store.close()
     emit(
@@ -454,25 +419,22 @@ def retry(
     )
 
 
+@app.command()
 def cancel(
     phases: Annotated[
         list[str] | None, typer.Argument(help="Phases to cancel (default: the whole run).")
     ] = None,
-    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: latest).")] = None,
+    run_id: RunOption = None,
     inventory: InventoryOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel phases (or a whole run), stopping their agents on the workers."""
-    store = _open_store(state)
-    transports = Transports()
+    store = open_store(state)
+    transports = Transports(inventory=inventory)
     try:
-        run = _run(store, run_id)
-        rows = store.phases(run.id)
-        targets = phases or [p for p, r in rows.items() if r.state not in ("done", "cancelled")]
-        unknown = sorted(set(targets) - set(rows))
-        if unknown:
-            raise NotFoundError(f"run {run.id} has no phase {', '.join(unknown)}")
+        run = pick_run(store, run_id)
+        targets = store.cancel_targets(run.id, phases)
         workers = {w.name: w for w in workers_from(inventory)} if inventory else {}
         # Recorded first, with a cancel owed to each worker: no liveness rule undoes
         # it, and what cannot be delivered now is delivered by a later tick or command.
@@ -503,6 +465,7 @@ def cancel(
     )
 
 
+@app.command()
 def gc(
     older_than: Annotated[
         float,
@@ -518,7 +481,7 @@ def gc(
     """Prune the state database: finished runs past the age keep a summary (status,
     phase counts, cost, merge) and lose their phases, attempts and events. `control
     dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180)."""
-    store = _open_store(state)
+    store = open_store(state)
     try:
         pruned = store.gc(older_than)
     finally:
@@ -531,8 +494,3 @@ def gc(
             f"answer(s) older than {older_than:g} days"
         ),
     )
-
-
-def register(app: typer.Typer) -> None:
-    for command in (dispatch, status, watch, merge, retry, cancel, gc):
-        app.command()(command)

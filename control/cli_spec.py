@@ -6,31 +6,19 @@ the simulation in control.plan; these commands only parse, call and render.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from control.cli_io import JsonOption, console, emit
+from control.cli_io import InventoryOption, JsonOption, SpecArgument, console, emit
+from control.cli_view import table
 from control.errors import ExitCode, UsageError
 from control.inventory import load_inventory
 from control.plan import Plan, utilisation
 from control.plan import plan as make_plan
 from control.spec import Issue, check_file, load_spec
 
-SpecArgument = Annotated[
-    Path, typer.Argument(help="The spec file (JSON).", show_default=False, metavar="SPEC")
-]
-InventoryOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--inventory",
-        "-i",
-        help="Ansible inventory directory (inventory/<fleet>/); group 'workers' is the fleet.",
-        show_default=False,
-    ),
-]
+app = typer.Typer()
 
 
 def _say(text: str, style: str | None = None) -> None:
@@ -42,6 +30,7 @@ def _issue_line(issue: Issue) -> str:
     return f"{issue.severity:<8}{issue.path}: {issue.message}"
 
 
+@app.command()
 def validate(
     spec: SpecArgument,
     inventory: InventoryOption = None,
@@ -85,7 +74,9 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+@app.command()
 def plan(
+    ctx: typer.Context,
     spec: SpecArgument,
     workers: Annotated[
         int | None,
@@ -108,7 +99,10 @@ def plan(
     that has it. The table of 1, 2, ... machines shows where one more stops paying.
     """
     if workers is not None and inventory is not None:
-        raise UsageError("give --workers N or --inventory DIR, not both")
+        if getattr(ctx.get_parameter_source("inventory"), "name", "") == "ENVIRONMENT":
+            inventory = None  # --workers asks for a what-if fleet over $SUPERAGENT_INVENTORY's
+        else:
+            raise UsageError("give --workers N or --inventory DIR, not both")
     fleet = None if inventory is None else load_inventory(inventory)
     result = make_plan(load_spec(spec, fleet), fleet, workers or 1)
     emit(result.to_dict(), as_json, lambda: _render_plan(result))
@@ -160,12 +154,12 @@ def _render_plan(result: Plan) -> None:
     )
     _say(f"makespan / lower bound: {result.ratio:.3f}")
     busy = utilisation(result.simulation, list(result.workers))
-    table = Table("phase", "worker", "start", "end", title="simulated schedule (minutes)")
+    schedule = table("phase", "worker", "start", "end", title="simulated schedule (minutes)")
     for run in sorted(result.simulation.runs, key=lambda r: (r.start, r.worker)):
-        table.add_row(run.phase, run.worker, _amount(run.start), _amount(run.end))
-    console.print(table)
+        schedule.add_row(run.phase, run.worker, _amount(run.start), _amount(run.end))
+    console.print(schedule)
     _say("busy: " + ", ".join(f"{name} {share:.0%}" for name, share in busy.items()))
-    sweep = Table("machines", "makespan", "vs 1 machine", title="interchangeable machines")
+    sweep = table("machines", "makespan", "vs 1 machine", title="interchangeable machines")
     single = result.sweep[0][1] if result.sweep else 0.0
     for count, makespan in result.sweep:
         speedup = f"{single / makespan:.2f}x" if makespan else "-"

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from control.cli_io import JsonOption, console, emit
+from control.cli_view import table
 from control.errors import ExitCode, SuperagentError
 from control.queue import Queue
 from control.worker.checks import run_checks
@@ -18,7 +18,7 @@ from control.worker.config import WorkerConfig, load_config
 from control.worker.daemon import Worker
 from control.worker.phase import PhaseExecutor
 
-worker_app = typer.Typer(
+app = typer.Typer(
     help="This machine's worker: run it (systemd does) or check it.", no_args_is_help=True
 )
 
@@ -42,7 +42,7 @@ def _config(config: Path | None, **overrides: Any) -> WorkerConfig:
     return load_config(config, overrides)
 
 
-@worker_app.command()
+@app.command()
 def check(
     config: ConfigOption = None,
     worker_id: IdOption = None,
@@ -70,12 +70,12 @@ def check(
     }
 
     def render() -> None:
-        table = Table("component", "version", "pinned")
+        versions = table("component", "version", "pinned")
         pins = settings.pins
         pinned = {"node": pins.node, "claude_code": pins.claude_code, "superagent": pins.superagent}
         for name, version in report.versions.items():
-            table.add_row(name, version or "-", pinned.get(name) or "-")
-        console.print(table)
+            versions.add_row(name, version or "-", pinned.get(name) or "-")
+        console.print(versions)
         for problem in report.problems:
             console.print(f"[red]refusing:[/red] {problem}", highlight=False)
         if report.ok:
@@ -86,7 +86,7 @@ def check(
         raise typer.Exit(int(ExitCode.FAILURE))
 
 
-@worker_app.command()
+@app.command()
 def run(
     config: ConfigOption = None,
     worker_id: IdOption = None,

@@ -127,6 +127,10 @@ def connect(
         )
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if problem := access_problem(path, what):
+            raise UnavailableError(problem) from exc
+        raise UsageError(f"{path}: not a SQLite {what} ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{path}: not a SQLite {what} ({exc})") from exc
     if str(mode).lower() != "wal":
@@ -134,6 +138,42 @@ def connect(
         raise UnavailableError(f"{path}: could not switch the {what} to WAL (got {mode})")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def access_problem(path: Path, what: str = "database") -> str | None:
+    """Why this process cannot open `path` for writing, in words to act on, or None.
+
+    SQLite says only "unable to open database file" or "attempt to write a readonly
+    database"; in WAL mode it must also create `-wal` and `-shm` files beside the
+    database, so the directory must be writable too.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        return f"{directory}: directory does not exist"
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return (
+            f"{path}: the {what} is on a read-only filesystem; SQLite writes to it and "
+            "beside it (-wal, -shm): put it on a writable one"
+        )
+    user = f"uid {os.geteuid()}"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        info = path.stat()
+        return (
+            f"{path}: permission denied: {user} cannot write the {what} "
+            f"(owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o})"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        info = directory.stat()
+        return (
+            f"{directory}: permission denied: {user} cannot create files in the {what}'s "
+            f"directory (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}); SQLite "
+            "needs to write -wal and -shm files beside it"
+        )
+    return None
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

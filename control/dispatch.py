@@ -25,6 +25,7 @@ from control.errors import ConflictError, SuperagentError, UsageError
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
+from control.names import require_repo_url
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
 from control.state import StateStore
@@ -135,6 +136,8 @@ def open_dispatch(
     """Validate, then create a run or resume the latest one of this spec."""
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
+    if repo_url is not None:
+        require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
     retention = retention_days()
     store = StateStore(state_path)
@@ -150,9 +153,10 @@ def open_dispatch(
             "start over with --new-run"
         )
     if latest is None:
-        run_id = store.create_run(
-            key, digest, spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
-        )
+        document = spec.to_dict()
+        if repo_url is not None:  # `control merge` later builds on the remote the run used
+            document["repo"]["url"] = repo_url
+        run_id = store.create_run(key, digest, document, [(p.id, p.branch) for p in spec.phases])
         resumed = False
     else:
         run_id, resumed = latest.id, True

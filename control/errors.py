@@ -19,7 +19,8 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3  # a database, message or phase that does not exist
     CONFLICT = 4  # a stale fence, a reused idempotency key, a state that forbids the change
     UNAVAILABLE = 5  # the environment refuses: network filesystem, schema from the future, busy
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM (kill, systemd stop)
 
 
 class SuperagentError(Exception):

@@ -7,6 +7,7 @@ host_vars and children mean here exactly what they mean to the playbooks.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +42,25 @@ _MAGIC_VARS = frozenset(
         "inventory_hostname_short",
         "omit",
         "playbook_dir",
+    }
+)
+
+# Every `superagent_*` variable the code and the roles read. Any other is a typo that
+# would be silently ignored (a test checks that the code and roles spell no other).
+KNOWN_VARIABLES = frozenset(
+    {
+        "superagent_capabilities",
+        "superagent_slots",
+        "superagent_slot_cost",
+        "superagent_transport",
+        "superagent_reach",
+        "superagent_queue_db",
+        "superagent_control",
+        "superagent_known_hosts",
+        "superagent_known_hosts_file",
+        "superagent_trusted_host",
+        "superagent_notify",
+        "superagent_notify_file",
     }
 )
 
@@ -136,6 +156,7 @@ def load_inventory(directory: str | Path) -> list[Worker]:
         except AnsibleError as exc:
             raise UsageError(f"{root}: host '{host.name}': {_first_line(exc)}") from exc
         raw = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC_VARS}
+        _check_names(root, host.name, raw)
         workers.append(_worker(root, host.name, wanted, raw))
     return workers
 
@@ -189,6 +210,19 @@ def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any
             f"(how much each agent slows the others there): {slot_cost!r}"
         )
     return Worker(name, frozenset(capabilities), slots, transport, reach, raw, float(slot_cost))
+
+
+def _check_names(root: Path, host: str, variables: Mapping[str, Any]) -> None:
+    """A `superagent_*` variable nothing reads is a typo: refuse it, with the likely name."""
+    for name in sorted(variables):
+        if name.startswith("superagent_") and name not in KNOWN_VARIABLES:
+            close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.6)
+            fix = (
+                f"did you mean {close[0]}?"
+                if close
+                else f"known: {', '.join(sorted(KNOWN_VARIABLES))}"
+            )
+            raise UsageError(f"{root}: host '{host}': unknown variable {name}; {fix}")
 
 
 def generic_workers(count: int, capabilities: Iterable[str] = (), slots: int = 1) -> list[Worker]:

@@ -8,17 +8,43 @@ from typing import Any
 from control.errors import UsageError
 
 
-def parse_json(raw: bytes, label: str, what: str) -> Any:
-    """The JSON value in `raw`; UsageError naming `label` (a file, or stdin) and the spot."""
+def parse_json(raw: bytes, label: str, what: str, *, unique_keys: bool = False) -> Any:
+    """The JSON value in `raw`; UsageError naming `label` (a file, or stdin) and the spot.
+
+    `unique_keys` refuses an object that names a key twice (JSON keeps the last one
+    silently, dropping the other: two "phases" lists would lose one).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{label}: the {what} is not UTF-8 (byte {exc.start})") from exc
     if not text.strip():
         raise UsageError(f"{label}: the {what} is empty; expected JSON")
+    hook = _unique if unique_keys else None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=hook)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{label}: the {what} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
+    except RecursionError:
+        raise UsageError(f"{label}: the {what} is nested too deeply to read") from None
+    except _DuplicateKey as exc:
+        raise UsageError(f"{label}: the {what} {exc}") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            keys = ", ".join(dict.fromkeys(k for k, _ in pairs))
+            raise _DuplicateKey(
+                f"names the key {key!r} twice in one object (keys: {keys}); "
+                "JSON would keep only the last: merge them into one"
+            )
+        seen[key] = value
+    return seen

@@ -10,6 +10,8 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from control.errors import UsageError
+
 _HOST_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _URL_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -142,3 +144,31 @@ def _scp_url_problem(url: str) -> str | None:
     if at and not _URL_USER.fullmatch(user):
         return f"the user {user!r} is not a plain name (no leading '-', no '%'-escapes)"
     return None
+
+
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SCP_LIKE = re.compile(r"[^/:]+:")  # [user@]host:path, git's own reading (a ':' before any '/')
+
+
+def repo_url_problem(url: str) -> str | None:
+    """Why every worker could not clone `url` the same way, or None.
+
+    The answer reads after the quoted URL. Workers clone from their own
+    directories, so a relative path would name a different place on each.
+    """
+    if url.startswith("-"):
+        return "starts with '-', which git would read as an option"
+    if _URL_SCHEME.match(url) or url.startswith("/"):
+        return None
+    if _SCP_LIKE.match(url) and not url.startswith("./"):
+        return None
+    return (
+        "is a relative path, which each worker would read from its own directory; "
+        "give a URL (git@host:team/project.git, https://...) or an absolute path"
+    )
+
+
+def require_repo_url(url: str, what: str) -> None:
+    """UsageError unless every worker could clone `url` the same way (`what` names it)."""
+    if problem := repo_url_problem(url):
+        raise UsageError(f"{what} {url!r} {problem}")

@@ -16,3 +16,7 @@ def default_home() -> Path:
 
 def default_queue_db() -> Path:
     return Path(os.environ.get("SUPERAGENT_QUEUE_DB") or default_home() / "queue.db")
+
+
+def default_state_db() -> Path:
+    return Path(os.environ.get("SUPERAGENT_STATE_DB") or default_home() / "state.db")

@@ -188,6 +188,9 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
+_STOPPED = ("dead", "cancelled")
+
+
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
     """Sortable and unique: `r20261128-102433-3fa2`."""
     return time.strftime("r%Y%m%d-%H%M%S", time.gmtime(clock())) + "-" + secrets.token_hex(2)
@@ -612,6 +615,36 @@ class StateStore:
                 (reason, self.clock(), run_id, phase_id),
             )
             self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+
+    def named_phases(self, run_id: str, phase_ids: Iterable[str]) -> dict[str, PhaseRow]:
+        """The named phases of a run; NotFoundError naming every unknown one."""
+        rows = self.phases(run_id)
+        wanted = list(dict.fromkeys(phase_ids))
+        if unknown := [p for p in wanted if p not in rows]:
+            listed = ", ".join(repr(p) for p in unknown)
+            raise NotFoundError(
+                f"run {run_id} has no phase {listed} (its phases: {', '.join(sorted(rows))})"
+            )
+        return {p: rows[p] for p in wanted}
+
+    def retry_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
+        """`control retry`: dead or cancelled phases get a fresh set of attempts.
+
+        Only a phase that has stopped can be retried; the run reopens if it had ended.
+        """
+        named = self.named_phases(run_id, phase_ids)
+        if live := [f"{p} is {r.state}" for p, r in named.items() if r.state not in _STOPPED]:
+            raise ConflictError(f"only dead or cancelled phases can be retried: {'; '.join(live)}")
+        for phase_id in named:
+            self.reset_phase(run_id, phase_id, reason)
+        if self.run(run_id).status != "running":
+            self.reopen_run(run_id)
+
+    def cancel_targets(self, run_id: str, phase_ids: Iterable[str] | None) -> list[str]:
+        """The phases `control cancel` acts on: those named, or every open one of the run."""
+        if phase_ids:
+            return list(self.named_phases(run_id, phase_ids))
+        return [p for p, r in self.phases(run_id).items() if r.state not in ("done", "cancelled")]
 
     def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> list[str]:
         """The operator's cancel, recorded before anything is sent: the phases end

@@ -16,6 +16,7 @@ from control.errors import UsageError
 from control.inventory import Worker
 from control.jsontext import parse_json
 from control.spec.model import (
+    AGENT_BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
@@ -37,6 +38,7 @@ from control.spec.rules import Checker, deliverable_problem
 from control.spec.schema_errors import path_key, schema, schema_issues
 
 __all__ = [
+    "AGENT_BACKENDS",
     "DEFAULT_BACKEND",
     "DEFAULT_BASE_BRANCH",
     "DEFAULT_BRANCH_PREFIX",
@@ -73,7 +75,49 @@ def read_spec_file(path: str | Path) -> Any:
         raise UsageError(f"{source}: no such spec file") from None
     except OSError as exc:
         raise UsageError(f"{source}: cannot read the spec ({exc.strerror})") from exc
-    return parse_json(raw, str(source), "spec")
+    if source.suffix.lower() in (".yml", ".yaml"):
+        raise UsageError(f"{source}: specs are JSON, not YAML; write it as a .json file")
+    try:
+        document = parse_json(raw, str(source), "spec", unique_keys=True)
+    except UsageError as exc:
+        if "is not JSON" in str(exc) and _looks_like_yaml(raw):
+            raise UsageError(f"{exc}; specs are JSON, and this looks like YAML") from None
+        raise
+    if _depth(document) > MAX_DEPTH:
+        raise UsageError(
+            f"{source}: the spec is nested more than {MAX_DEPTH} levels deep; "
+            "a valid spec is at most 6"
+        )
+    return document
+
+
+# A valid spec is at most 6 levels deep ($.phases[0].agent.allowed_tools[0]); past this
+# the schema's validator would exhaust Python's recursion before saying anything useful.
+MAX_DEPTH = 32
+
+
+def _depth(document: Any) -> int:
+    """How deeply lists and objects nest in `document`, without recursion."""
+    deepest, stack = 0, [(document, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level + 1)
+            if level + 1 <= MAX_DEPTH:
+                stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def _looks_like_yaml(raw: bytes) -> bool:
+    import yaml  # noqa: PLC0415  only on this error path
+
+    try:
+        parsed = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return False
+    return isinstance(parsed, dict)
 
 
 def check_file(path: str | Path, workers: Sequence[Worker] | None = None) -> Report:

@@ -19,6 +19,8 @@ Severity = Literal["error", "warning"]
 DEFAULT_BASE_BRANCH = "main"
 DEFAULT_BRANCH_PREFIX = "superagent"
 DEFAULT_BACKEND = "claude-code"
+# The schema's enum and the worker's backends; a test keeps the three the same.
+AGENT_BACKENDS: tuple[str, ...] = ("claude-code", "command", "replay")
 DEFAULT_ESTIMATE_MINUTES = 30.0
 DEFAULT_TIMEOUT_MINUTES = 120.0
 DEFAULT_SILENCE_MINUTES = 15.0

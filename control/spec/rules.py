@@ -15,7 +15,12 @@ from typing import Any
 
 from control.dag import find_cycles
 from control.inventory import Worker
-from control.names import branch_name_problem, host_name_problem, remote_url_problem
+from control.names import (
+    branch_name_problem,
+    host_name_problem,
+    remote_url_problem,
+    repo_url_problem,
+)
 from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
@@ -113,7 +118,14 @@ class Checker:
         self._check_cycles(phases, ids)
 
     def _check_repo(self) -> str | None:
-        """Check the base branch and prefix; return the prefix when phase branches may use it."""
+        """Check the URL, base branch and prefix; return the prefix when branches may use it."""
+        url = self.repo.get("url")
+        if not isinstance(url, str) or not url.strip() or url.startswith("-"):
+            pass  # the schema has said why
+        elif problem := repo_url_problem(url):
+            self.error("$.repo.url", f"{url!r} {problem}")
+        elif problem := remote_url_problem(url, relative_ok=True):
+            self.error("$.repo.url", f"the remote URL is refused: {problem}")
         for key, default in (
             ("base_branch", DEFAULT_BASE_BRANCH),
             ("branch_prefix", DEFAULT_BRANCH_PREFIX),
@@ -121,15 +133,6 @@ class Checker:
             value = self.repo.get(key, default)
             if isinstance(value, str) and value and (problem := branch_name_problem(value)):
                 self.error(f"$.repo.{key}", f"{value!r} is not a valid git branch name: {problem}")
-        url = self.repo.get("url")
-        # A URL starting with '-' or not text: the schema has said why.
-        problem = (
-            remote_url_problem(url, relative_ok=True)
-            if isinstance(url, str) and url and not url.startswith("-")
-            else None
-        )
-        if problem:
-            self.error("$.repo.url", f"the remote URL is refused: {problem}")
         prefix = self.repo.get("branch_prefix", DEFAULT_BRANCH_PREFIX)
         if not isinstance(prefix, str) or not prefix or branch_name_problem(prefix):
             return None

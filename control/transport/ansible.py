@@ -52,7 +52,7 @@ class AnsibleTransport(InboxCalls):
         self, inventory: str | Path | None = None, *, runner: AdHocRunner | None = None
     ) -> None:
         source = inventory or os.environ.get(INVENTORY_ENV)
-        self.inventory = Path(source) if source else None
+        self.inventory = Path(source).absolute() if source else None
         self.runner = runner or AdHocRunner()
 
     def _inventory(self, workers: Sequence[Worker]) -> Path | dict[str, Any]:

@@ -99,6 +99,10 @@ class AdHocResult:
     log: Sequence[str] = ()
 
 
+def _not_cancelled() -> bool:
+    return False
+
+
 def default_control_path_dir() -> Path:
     """A fixed, private directory for SSH ControlPersist sockets, so calls reuse connections."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -203,7 +207,8 @@ class AdHocRunner:
                 inventory_path = private / "inventory.json"
                 inventory_path.write_text(json.dumps(inventory), encoding="utf-8")
             else:
-                inventory_path = Path(inventory)
+                # ansible-runner runs from its private dir: a relative path would miss.
+                inventory_path = Path(inventory).absolute()
             extravars = None
             if data:
                 extravars = private / "extravars.yml"
@@ -226,7 +231,9 @@ class AdHocRunner:
                 json_mode=True,
                 suppress_env_files=True,
                 event_handler=on_event,
-                cancel_callback=cancel,
+                # Never None: without a callback ansible-runner installs its own SIGINT and
+                # SIGTERM handlers for good, and Ctrl-C no longer stops the command.
+                cancel_callback=cancel or _not_cancelled,
             )
             status, rc = str(runner.status), runner.rc
         finally:

@@ -199,7 +199,11 @@ def test_a_host_powered_off_mid_phase_has_its_phase_finished_on_another(
             {
                 "version": 1,
                 "name": "power-off",
-                "repo": {"url": "placeholder.git", "base_branch": "main", "branch_prefix": "sa"},
+                "repo": {
+                    "url": "git@example.invalid:x.git",
+                    "base_branch": "main",
+                    "branch_prefix": "sa",
+                },
                 "defaults": {"max_attempts": 3, "estimate_minutes": 1, "timeout_minutes": 10},
                 "phases": [
                     {

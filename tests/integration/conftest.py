@@ -28,7 +28,11 @@ def write_spec(path: Path, phases: list[dict[str, Any]], **defaults: Any) -> Pat
     document = {
         "version": 1,
         "name": "pipeline-test",
-        "repo": {"url": "placeholder.git", "base_branch": "main", "branch_prefix": "sa"},
+        "repo": {
+            "url": "git@example.invalid:x.git",
+            "base_branch": "main",
+            "branch_prefix": "sa",
+        },
         "defaults": {
             "agent": {"backend": "command", "command": [sys.executable, str(SCRIPTED_AGENT)]},
             "max_attempts": 2,

@@ -142,6 +142,7 @@ def test_is_error_is_a_failure(tmp_path: Path) -> None:
     result = BACKEND.run(claude_request(tmp_path, "is_error"))
     assert result.status == "failed"
     assert "API Error: 500" in result.reason
+    assert "(success)" not in result.reason  # the subtype of an error result says nothing
     assert result.exit_code == 1
 
 
@@ -239,6 +240,8 @@ def test_not_logged_in_is_a_failure(tmp_path: Path) -> None:
     result = BACKEND.run(request)
     assert result.status == "failed"
     assert "Not logged in" in result.reason
+    assert "(success)" not in result.reason
+    assert "ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN" in result.reason  # what to set
 
 
 def test_a_hang_is_ended_by_the_wall_clock(tmp_path: Path) -> None:

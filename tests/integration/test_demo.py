@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def test_the_demo_runs_to_a_merged_branch_and_says_where_everything_is(tmp_path:
     assert "phase_done phase=greeting" in out and "phase_done phase=shout" in out
     assert "where everything is:" in out
     # the final check (merge, then each distinct verify command once) ran on a worker
-    assert re.search(r"merged branch=\S+ commit=\S+ worker=(alpha|beta|gamma) checks=2", out), out
+    assert re.search(r"merged branch=\S+ commit=\S+ worker=(server|laptop|wsl) checks=2", out), out
     remote = tmp_path / "demo" / "origin.git"
     found = re.search(r"done; merged into (\S+) at", out)
     assert found, out[-2000:]
@@ -43,3 +44,16 @@ def test_the_demo_runs_to_a_merged_branch_and_says_where_everything_is(tmp_path:
         check=True,
     ).stdout
     assert "greeting" in status and "done" in status
+    # Every command the demo prints works as printed, with the control of this environment.
+    printed = re.findall(r"^  (control \S+ --state \S+)$", out, re.MULTILINE)
+    assert len(printed) == 2, out
+    bindir = str(Path(sys.executable).parent)
+    for command in printed:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")},
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stderr)

@@ -125,7 +125,7 @@ def test_logs_shows_the_workers_log_of_a_phase(pipeline: Pipeline, tmp_path: Pat
     missing = control(
         "logs", "nope", "--inventory", str(fleet.inventory), "--state", str(pipeline.state)
     )
-    assert missing.returncode == 3 and "no dispatched attempt of phase 'nope'" in missing.stderr
+    assert missing.returncode == 3 and "has no phase 'nope' (its phases: only)" in missing.stderr
 
 
 def test_enqueue_sends_free_form_text_from_stdin_to_one_worker(

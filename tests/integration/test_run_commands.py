@@ -46,20 +46,44 @@ def test_status_shows_every_phase_of_the_latest_run(pipeline: Pipeline, tmp_path
         "second": "done",
     }
     assert status["merge_branch"].startswith("sa/integration/")
-    code, _, err = control(pipeline, "status", "r-no-such-run")
+    code, _, err = control(pipeline, "status", "--run", "r-no-such-run")
     assert code == 3 and "no run 'r-no-such-run'" in err
+    code, runs, _ = control(pipeline, "runs")
+    assert code == 0
+    assert [(r["run"], r["status"], r["done"], r["phases"]) for r in runs] == [
+        (status["run"], "done", 2, 2)
+    ]
 
 
 def test_retry_revives_a_dead_phase_and_the_same_dispatch_finishes_the_run(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"first": {"files": {"first.txt": "wrong\n"}}, **{"second": PLAN["second"]}})
-    pipeline.start_fleet(WorkerSpec("w1"))
-    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", list(reversed(TWO_PHASES)))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1 and events[-1]["dead"].keys() == {"first"}
+    code, status, _ = control(pipeline, "status")
+    assert list(status["phases"]) == ["first", "second"]  # dependency order, not the spec's
+    assert status["phases"]["second"]["state"] == "waiting"
+    assert status["phases"]["second"]["waits_for"] == "blocked: first is dead"
+    text = subprocess.run(
+        [sys.executable, "-m", "control", "status", "--state", str(pipeline.state)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        check=True,
+    ).stdout
+    assert "blocked: first is dead" in text
+    inventory = ["--inventory", str(fleet.inventory)]
+    code, _, err = control(pipeline, "logs", "first", "--attempt", "9", *inventory)
+    assert code == 3 and "phase 'first' has no dispatched attempt 9 (its attempts: 1, 2)" in err
+    code, _, err = control(pipeline, "logs", "third", *inventory)
+    assert code == 3 and "has no phase 'third' (its phases: first, second)" in err
     code, _, err = control(pipeline, "retry", "second")
-    assert code == 2 and "is waiting, not dead" in err
+    assert code == 4 and "only dead or cancelled phases can be retried: second is waiting" in err
+    code, _, err = control(pipeline, "retry", "first", "nope")
+    assert code == 3 and "has no phase 'nope'" in err
     pipeline.plan(PLAN)  # the agent does better now
     code, data, _ = control(pipeline, "retry", "first")
     assert code == 0 and data["retried"] == ["first"]
@@ -100,8 +124,9 @@ def test_merge_builds_the_integration_branch_of_a_run_dispatched_without_it(
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     code, events, _ = pipeline.dispatch(spec, "--no-merge")
     assert code == 0 and events[-1]["merge_branch"] is None
+    # No --repo: the run remembers the remote `dispatch --repo` gave it.
     inventory = str(fleet.inventory)
-    code, data, err = control(pipeline, "merge", "--repo", str(pipeline.remote), "-i", inventory)
+    code, data, err = control(pipeline, "merge", "-i", inventory)
     assert code == 0, err
     assert [m["phase"] for m in data["merged"]] == ["first", "second"]
     assert pipeline.branch_file(data["branch"], "second.txt") == "two\n"

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from control.demo import EXAMPLES, seed_remote
-from control.localfleet import LocalFleet, WorkerSpec
+from control.demo import EXAMPLES, example_fleet, seed_remote
 from control.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -25,22 +24,8 @@ pytestmark = pytest.mark.slow
 def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
     remote = tmp_path / "origin.git"
     seed_remote(remote, EXAMPLES / "seed" / "webapp")
-    env = {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # the example project uses no pytest plugin
-    }
-    fleet = LocalFleet(
-        tmp_path / "fleet",
-        [
-            WorkerSpec("server", ("linux", "docker", "gpu"), slots=2),
-            WorkerSpec("laptop", ("linux",)),
-            WorkerSpec("wsl", ("linux", "windows-files")),
-        ],
-        heartbeat_seconds=1,
-        lease_seconds=60,
-        env=env,
-    )
-    fleet.create()
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # the example project uses no pytest plugin
+    fleet = example_fleet(tmp_path / "fleet", env=env, heartbeat_seconds=1)
     fleet.start()
     try:
         fleet.wait_ready()
@@ -70,7 +55,7 @@ def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=1000,
-            env={**os.environ, **env},
+            env={**os.environ, **fleet.env},
         )
     finally:
         fleet.stop()
@@ -86,7 +71,7 @@ def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
     assert merged_event["checks"] == len({c for p in spec.phases for c in p.verify})
     assert set(summary["phases"]) == set(spec.by_id)
     assert summary["phases"]["windows-paths"]["worker"] == "wsl"  # only it can
-    # The demo's fleet in other names: the linux-only laptop takes work too, it does not
+    # The demo's own fleet: the linux-only laptop takes work too, it does not
     # idle while the server's second slot runs it (issue 20).
     assert any(p["worker"] == "laptop" for p in summary["phases"].values()), summary["phases"]
     for phase in spec.phases:

@@ -215,3 +215,72 @@ def test_an_inbox_we_may_not_reach_is_a_clear_error(tmp_path: Path) -> None:
     )
     locked.chmod(0o700)
     assert "permission denied" in done.stdout, done.stderr
+
+
+# -- access: say what it is, not "unable to open database file" ----------------------------
+
+CONTROL = [sys.executable, "-m", "control"]
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory user nobody can reach (pytest's own tmp dirs are private to root)."""
+    import tempfile  # noqa: PLC0415
+
+    path = Path(tempfile.mkdtemp(prefix="sa-access-"))
+    path.chmod(0o755)
+    yield path
+    path.chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as another user")
+    return subprocess.run(
+        [*NOBODY, *CONTROL, *args], capture_output=True, text=True, check=False, cwd="/"
+    )
+
+
+def test_an_inbox_the_user_cannot_write_says_permission_denied(shared_dir: Path) -> None:
+    Queue(shared_dir / "q.db").close()
+    (shared_dir / "q.db").chmod(0o644)
+    done = _as_nobody("queue", "stats", "--db", str(shared_dir / "q.db"))
+    assert done.returncode == 5
+    assert "permission denied: uid 65534 cannot write the inbox (owner uid 0, mode 0644)" in (
+        done.stderr
+    )
+    assert "not a SQLite" not in done.stderr and "unable to open" not in done.stderr
+
+
+def test_a_directory_the_user_cannot_write_says_so(shared_dir: Path) -> None:
+    inbox = shared_dir / "d"
+    inbox.mkdir(mode=0o555)
+    inbox.chmod(0o555)
+    done = _as_nobody("queue", "init", "--db", str(inbox / "q.db"))
+    assert done.returncode == 5
+    assert f"{inbox}: permission denied: uid 65534 cannot create files" in done.stderr
+    assert "-wal and -shm" in done.stderr
+
+
+def test_an_inbox_on_a_read_only_filesystem_says_so(shared_dir: Path) -> None:
+    mount = shared_dir / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        Queue(mount / "q.db").close()
+        for leftover in mount.glob("q.db-*"):
+            leftover.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        done = subprocess.run(
+            [*CONTROL, "queue", "stats", "--db", str(mount / "q.db")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 5, done.stderr
+        assert f"{mount / 'q.db'}: the inbox is on a read-only filesystem" in done.stderr
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

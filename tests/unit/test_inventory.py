@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from control.errors import UsageError
-from control.inventory import Worker, generic_workers, load_inventory
+from control.inventory import KNOWN_VARIABLES, Worker, generic_workers, load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,6 +170,51 @@ def test_generic_workers() -> None:
     assert all(w.capabilities == {"gpu"} and w.slots == 1 for w in workers)
     with pytest.raises(UsageError, match="at least 1"):
         generic_workers(0)
+
+
+def test_a_misspelt_superagent_variable_is_refused_with_the_likely_name(tmp_path: Path) -> None:
+    root = write(
+        tmp_path, {"hosts.yml": HOSTS, "host_vars/beta.yml": "superagent_transprot: ssh\n"}
+    )
+    with pytest.raises(UsageError) as caught:
+        load_inventory(root)
+    assert str(caught.value) == (
+        f"{root}: host 'beta': unknown variable superagent_transprot; "
+        "did you mean superagent_transport?"
+    )
+
+
+def test_validate_and_dispatch_refuse_the_misspelt_variable(tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from control.cli import app  # noqa: PLC0415
+
+    root = write(
+        tmp_path / "fleet", {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_slotz: 2\n"}
+    )
+    spec = ROOT / "specs" / "examples" / "tiny.json"
+    for command in (
+        ["validate", str(spec)],
+        ["dispatch", str(spec), "--state", str(tmp_path / "s.db")],
+    ):
+        result = CliRunner().invoke(app, [*command, "--inventory", str(root)])
+        assert result.exit_code == 2, result.output
+        assert "unknown variable superagent_slotz; did you mean superagent_slots?" in result.output
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_every_superagent_variable_the_code_and_roles_read_is_known() -> None:
+    """A variable added to a role or to the code must be added to KNOWN_VARIABLES, or
+    every inventory that sets it would be refused as a typo."""
+    spelt: set[str] = set()
+    for folder in ("roles", "playbooks", "control", "inventory", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".yml", ".yaml", ".j2", ".md", ""):
+                spelt |= set(
+                    re.findall(r"\bsuperagent_[a-z0-9_]*[a-z0-9]", path.read_text(errors="replace"))
+                )
+    assert spelt - KNOWN_VARIABLES == set()
+    assert "superagent_transport" in spelt
 
 
 def test_slot_cost_per_host(tmp_path: Path) -> None:

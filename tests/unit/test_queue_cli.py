@@ -84,7 +84,7 @@ def test_fail_cancel_requeue_list_show_prune(db: str) -> None:
     assert json.loads(out) == {"state": "cancelled"}
     _, out, _ = run("requeue", "--db", db, "1", "--json")
     assert json.loads(out) == {"requeued": 1}
-    _, out, _ = run("list", "--db", db, "--state", "pending", "--json")
+    _, out, _ = run("list", "--db", db, "--only", "pending", "--json")
     assert [m["id"] for m in json.loads(out)] == [1]
     _, out, _ = run("show", "--db", db, "2", "--json")
     assert json.loads(out)["reason"] == "cancelled while pending"
@@ -128,7 +128,7 @@ def test_human_output_renders(db: str) -> None:
         (["show", "9"], None, ExitCode.NOT_FOUND, "no message 9"),
         (["ack", "9"], None, ExitCode.NOT_FOUND, "no message 9"),
         (["requeue"], None, ExitCode.USAGE, "requeue needs message ids or --expired"),
-        (["list", "--state", "odd"], None, ExitCode.USAGE, "state must be one of"),
+        (["list", "--only", "odd"], None, ExitCode.USAGE, "state must be one of"),
         (["claim", "--worker", ""], None, ExitCode.USAGE, "worker id"),
     ],
 )

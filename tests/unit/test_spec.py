@@ -105,6 +105,7 @@ INVALID: dict[str, tuple[str, str]] = {
     "pin-lacks-capability": ("$.phases[1].worker", "pinned to 'laptop', which lacks docker"),
     "verify-blank-command": ("$.phases[1].verify[1]", "must not be blank"),
     "title-too-long": ("$.phases[1].title", "too long: 201 characters, at most 200"),
+    "repo-url-relative": ("$.repo.url", "'demo/origin.git' is a relative path"),
 }
 
 
@@ -261,6 +262,10 @@ def test_every_cycle_is_reported_once() -> None:
         ("latin1", "the spec is not UTF-8 (byte 21)"),
         ("directory", "is a directory, not a spec file"),
         ("absent", "no such spec file"),
+        ("nested-1000", "the spec is nested too deeply to read"),
+        ("nested-40", "nested more than 32 levels deep; a valid spec is at most 6"),
+        ("two-phases-keys", "names the key 'phases' twice in one object (keys: version,"),
+        ("yaml-as-json", "not JSON: line 1 column 1: Expecting value; specs are JSON, and this"),
     ],
 )
 def test_a_spec_that_is_not_a_json_file_is_a_usage_error(
@@ -275,7 +280,21 @@ def test_a_spec_that_is_not_a_json_file_is_a_usage_error(
         path.write_bytes(b'{"version": 1, "x": "\xe9"}')
     elif source == "directory":
         path.mkdir()
+    elif source.startswith("nested-"):
+        depth = int(source.split("-")[1])
+        path.write_text('{"version": 1, "phases": ' + "[" * depth + "]" * depth + "}")
+    elif source == "two-phases-keys":
+        path.write_text('{"version": 1, "phases": [], "name": "x", "phases": [{"id": "a"}]}')
+    elif source == "yaml-as-json":
+        path.write_text("version: 1\nname: shop\nphases:\n  - id: api\n")
     with pytest.raises(UsageError, match=re.escape(words)):
+        check_file(path)
+
+
+def test_a_yaml_spec_is_told_that_specs_are_json(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nname: shop\n")
+    with pytest.raises(UsageError, match="specs are JSON, not YAML"):
         check_file(path)
 
 

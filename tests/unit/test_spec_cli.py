@@ -71,7 +71,10 @@ def test_not_json_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path.write_text("version: 1\nname: yaml-is-not-json\n")
     code, out, err = run("validate", str(path))
     assert code == 2 and out == ""
-    assert err == f"error: {path}: the spec is not JSON: line 1 column 1: Expecting value\n"
+    assert err == (
+        f"error: {path}: the spec is not JSON: line 1 column 1: Expecting value; "
+        "specs are JSON, and this looks like YAML\n"
+    )
 
 
 def test_not_a_file_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -299,10 +299,18 @@ def _no_result_reason(reader: StreamReader, outcome: ProcessOutcome) -> str:
 
 
 def _error_reason(result: Mapping[str, Any], subtype: str | None, text: str) -> str:
-    why = _FAILED_SUBTYPES.get(subtype or "", f"Claude Code reported an error ({subtype})")
+    # An error result can carry the subtype "success": saying so would read as a contradiction.
+    named = f" ({subtype})" if subtype and subtype != "success" else ""
+    why = _FAILED_SUBTYPES.get(subtype or "", f"Claude Code reported an error{named}")
     details = result.get("errors")
     if isinstance(details, list) and details:
         return why + ": " + excerpt("; ".join(str(d) for d in details), 200)
+    if "not logged in" in text.lower():
+        return (
+            f"{why}: {excerpt(text, 200)}: give the worker a credential "
+            f"({' or '.join(AUTH_VARIABLES[:2])} in its credential file) or run `claude /login` "
+            "as its user"
+        )
     return why + (": " + excerpt(text, 200) if text else "")
 
 
