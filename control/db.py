@@ -116,7 +116,8 @@ def connect(
     refuse_network_filesystem(path)
     if create:
         # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
-        with contextlib.suppress(FileExistsError):
+        # Where it cannot be made, SQLite fails below and access_problem says why.
+        with contextlib.suppress(OSError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = sqlite3.connect(
