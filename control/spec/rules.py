@@ -122,10 +122,10 @@ class Checker:
         url = self.repo.get("url")
         if not isinstance(url, str) or not url.strip() or url.startswith("-"):
             pass  # the schema has said why
-        elif problem := repo_url_problem(url):
-            self.error("$.repo.url", f"{url!r} {problem}")
         elif problem := remote_url_problem(url, relative_ok=True):
             self.error("$.repo.url", f"the remote URL is refused: {problem}")
+        elif problem := repo_url_problem(url):
+            self.error("$.repo.url", f"{url!r} {problem}")
         for key, default in (
             ("base_branch", DEFAULT_BASE_BRANCH),
             ("branch_prefix", DEFAULT_BRANCH_PREFIX),
