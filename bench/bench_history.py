@@ -168,15 +168,12 @@ class TickRig:
         )
         self.orchestrator.attach(run_id)
 
-    def tick_ms(self, samples: int) -> float:
-        times = []
-        for _ in range(samples):
-            for name, queue in self.queues.items():
-                queue.beat(name, "busy")
-            started = time.perf_counter()
-            self.orchestrator.tick()
-            times.append((time.perf_counter() - started) * 1000)
-        return statistics.median(times[1:] if len(times) > 1 else times)
+    def tick_once_ms(self) -> float:
+        for name, queue in self.queues.items():
+            queue.beat(name, "busy")
+        started = time.perf_counter()
+        self.orchestrator.tick()
+        return (time.perf_counter() - started) * 1000
 
     def close(self) -> None:
         self.orchestrator.transports.close()
@@ -219,9 +216,6 @@ def main() -> None:
     try:
         now = time.time()
         empty = TickRig(root / "empty", root / "empty" / "state.db", 0)
-        empty_tick = empty.tick_ms(args.samples)
-        empty.close()
-
         state = root / "year" / "state.db"
         state.parent.mkdir(parents=True)
         started = time.perf_counter()
@@ -231,7 +225,13 @@ def main() -> None:
         # The fixture was written without fsync: flush it now, or the first checkpoint's
         # fsync would pay for writing the whole history and be counted as a tick.
         os.sync()
-        tick = year.tick_ms(args.samples)
+        # Ticks on the empty and on the year-old database alternate, so that whatever
+        # else the machine does weighs on both alike; the first (dispatching) is skipped.
+        year.tick_once_ms(), empty.tick_once_ms()
+        pairs = [(year.tick_once_ms(), empty.tick_once_ms()) for _ in range(args.samples)]
+        tick = statistics.median(p[0] for p in pairs)
+        empty_tick = statistics.median(p[1] for p in pairs)
+        empty.close()
         status_ms = timed_ms(cli("status", "--state", str(state), "--json"), args.samples)
         runs_ms = timed_ms(
             lambda: [year.store.run_status(r) for r in year.store.runs(20)], args.samples

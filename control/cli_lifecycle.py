@@ -1,4 +1,5 @@
-"""A machine's life in the fleet: `control drain`, `undrain` and `remove`.
+"""A machine's life in the fleet: `control drain`, `undrain`, `remove`, and `repin`
+(a run moved to the versions the fleet was upgraded to).
 
 Thin: each parses, calls `control.lifecycle`, and renders what it did.
 """
@@ -14,16 +15,19 @@ import typer
 from control.cli_io import (
     InventoryOption,
     JsonOption,
+    RunOption,
     StateOption,
     console,
     emit,
     open_store,
+    pick_run,
     workers_from,
 )
 from control.errors import NotFoundError
 from control.lifecycle import drain as drain_worker
 from control.lifecycle import fleet_worker
 from control.lifecycle import remove as remove_host
+from control.lifecycle import repin as repin_run
 from control.lifecycle import undrain as undrain_worker
 from control.state import StateStore
 from control.transport import Transports
@@ -137,3 +141,29 @@ def remove(
             console.print(f"now delete {host} from the inventory", highlight=False)
 
     emit(done.to_dict(), as_json, render)
+
+
+@app.command()
+def repin(
+    run_id: RunOption = None,
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a run to the versions the inventory pins now (after upgrading the fleet under
+    it): until then it gives no work to hosts that report other versions than its own."""
+    workers = workers_from(inventory)
+    store = open_store(state)
+    try:
+        run = pick_run(store, run_id)
+        pins = repin_run(store, run.id, workers)
+    finally:
+        store.close()
+    emit(
+        {"run": run.id, "pins": pins},
+        as_json,
+        lambda: console.print(
+            f"run {run.id} now runs on " + ", ".join(f"{k} {v}" for k, v in sorted(pins.items())),
+            highlight=False,
+        ),
+    )

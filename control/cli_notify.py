@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from control import slack_agent
 from control.cli_io import (
     InventoryOption,
     JsonOption,
@@ -19,6 +20,7 @@ from control.cli_io import (
     console,
     emit,
     open_store,
+    state_path,
     workers_from,
 )
 from control.inventory import Worker
@@ -78,3 +80,16 @@ def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
     workers = workers_from(inventory)
     assert inventory is not None
     return inventory, workers
+
+
+@app.command("slack")
+def slack(inventory: InventoryOption = None, state: StateOption = None) -> None:
+    """Run the Slack agent (Socket Mode, no open port) until Ctrl-C (docs/slack.md)."""
+    path = state_path(state)
+    config = slack_agent.from_inventory(*_fleet(inventory))
+    handler = slack_agent.build(config, path)
+    handler.connect()
+    try:
+        threading.Event().wait()
+    finally:
+        handler.close()

@@ -279,6 +279,7 @@ def status(
             "merge_branch": run.merge_branch,
             "merge_commit": run.merge_commit,
             "summary": run.summary,
+            "pins": run.pins,
             "phases": phase_summary(store, run),
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
         }

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConflictError, SuperagentError, UsageError
+from control.health import fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
@@ -156,7 +157,13 @@ def open_dispatch(
         document = spec.to_dict()
         if repo_url is not None:  # `control merge` later builds on the remote the run used
             document["repo"]["url"] = repo_url
-        run_id = store.create_run(key, digest, document, [(p.id, p.branch) for p in spec.phases])
+        run_id = store.create_run(
+            key,
+            digest,
+            document,
+            [(p.id, p.branch) for p in spec.phases],
+            pins=fleet_pins(workers),
+        )
         resumed = False
     else:
         run_id, resumed = latest.id, True

@@ -46,6 +46,7 @@ KINDS: dict[str, Kind] = {
     "run_failed": Kind("state", ("reason",), "the run ended with dead phases, or timed out"),
     "run_cancelled": Kind("state", ("reason",), "the operator cancelled the run"),
     "merged": Kind("state", ("branch", "commit"), "the integration branch was built and checked"),
+    "run_repinned": Kind("state", ("pins",), "`control repin` moved the run to other versions"),
     "merge_failed": Kind("orchestrator", ("reason",), "the integration branch could not be built"),
     "integration_sending": Kind("state", ("attempt",), "the final check recorded before its send"),
     "integration_dispatched": Kind(

@@ -5,6 +5,7 @@ heartbeat, shared by `control health` (a one-shot look) and the orchestrator's l
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from control import __version__
@@ -38,6 +39,26 @@ def pins_of(worker: Worker) -> dict[str, str]:
     if worker.vars.get("claude_code_version"):
         pins["claude_code"] = str(worker.vars["claude_code_version"])
     return pins
+
+
+def fleet_pins(workers: Sequence[Worker]) -> dict[str, str]:
+    """The pins every worker of the inventory shares: what a run started now runs on
+    (a pin the hosts disagree on is left to each worker's own check)."""
+    each = [pins_of(w) for w in workers]
+    if not each:
+        return {}
+    return {k: v for k, v in each[0].items() if all(p.get(k) == v for p in each[1:])}
+
+
+def off_pins(versions: Mapping[str, Any] | None, pins: Mapping[str, str] | None) -> list[str]:
+    """How a worker's reported versions differ from `pins` ("node 22.11.0, pinned
+    20.18.1"); a version it does not report is not held against it."""
+    found = versions or {}
+    return [
+        f"{name} {found[name]}, pinned {pinned}"
+        for name, pinned in (pins or {}).items()
+        if found.get(name) is not None and str(found[name]).removeprefix("v") != pinned
+    ]
 
 
 def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, Any]:
@@ -81,10 +102,7 @@ def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, A
         problems.append("the worker is stopped")
     elif age > HEARTBEAT_TIMEOUT_S:
         problems.append(f"heartbeat {age:.0f}s old")
-    for name, pinned in pins_of(worker).items():
-        found = versions.get(name)
-        if found is not None and str(found).removeprefix("v") != pinned:
-            problems.append(f"{name} {found}, pinned {pinned}")
+    problems.extend(off_pins(versions, pins_of(worker)))
     oldest = report.get("oldest_pending_s")
     if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
         problems.append(f"a message has been pending for {oldest:.0f}s")

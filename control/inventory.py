@@ -61,6 +61,7 @@ KNOWN_VARIABLES = frozenset(
         "superagent_trusted_host",
         "superagent_notify",
         "superagent_notify_file",
+        "superagent_slack_agent",
     }
 )
 

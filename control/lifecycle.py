@@ -2,7 +2,8 @@
 
 The drain is a flag in the worker's own inbox (set through the inbox protocol), so it
 holds across restarts of the worker and of the orchestrator; the state database only
-mirrors it for `status` and `workers`. Removal writes the host's attempts off as
+mirrors it for `status` and `workers`. A run keeps the versions it started with (its
+pins) until `repin` moves it to the inventory's. Removal writes the host's attempts off as
 machine losses (reassigned at once, never counted against a phase) and drops the
 cancels it is owed once nothing more can be delivered to it.
 """
@@ -10,11 +11,12 @@ cancels it is owed once nothing more can be delivered to it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from control.errors import NotFoundError, SuperagentError
+from control.health import fleet_pins
 from control.inventory import Worker
 from control.state import StateStore
 from control.transport import Transports
@@ -107,6 +109,14 @@ def remove(
     store.forget_worker(host)
     log.info("removed %s: %s", host, removal.to_dict())
     return removal
+
+
+def repin(store: StateStore, run_id: str, workers: Sequence[Worker]) -> dict[str, str]:
+    """Move a run to the versions the inventory pins now (after an upgrade under it):
+    the hosts reporting them take its work again. Returns the new pins."""
+    pins = fleet_pins(workers)
+    store.set_pins(run_id, pins)
+    return pins
 
 
 def gone_hosts(store: StateStore, fleet: Mapping[str, Worker]) -> list[str]:

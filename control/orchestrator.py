@@ -20,7 +20,14 @@ from typing import Any
 from control import events
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
-from control.health import HEARTBEAT_TIMEOUT_S, NOT_WORKING, PENDING_ALERT_S, REFUSING, beat_of
+from control.health import (
+    HEARTBEAT_TIMEOUT_S,
+    NOT_WORKING,
+    PENDING_ALERT_S,
+    REFUSING,
+    beat_of,
+    off_pins,
+)
 from control.inventory import Worker
 from control.messages import (
     INTEGRATION_KEY_PREFIX,
@@ -115,11 +122,13 @@ class Orchestrator:
         self._last_dispatch = 0.0
         self._first_seen: dict[str, float] = {}
         self._stuck: dict[str, str | None] = {}
+        self._pins: dict[str, str] | None = None  # the run's own, read every tick
 
     # -- runs ----------------------------------------------------------------------
 
     def attach(self, run_id: str) -> None:
         self.run_id = run_id
+        self._pins = self.store.run(run_id).pins
 
     def _phase(self, phase_id: str) -> Phase:
         return self.spec.phase(phase_id)
@@ -131,6 +140,7 @@ class Orchestrator:
         deliver owed cancels, dispatch. A failed call is logged and tried again next
         tick; it never ends the run."""
         now = self.clock()
+        self._pins = self.store.run(self.run_id).pins  # `control repin` may move them
         watched = self._watched_keys()
         results = self.transports.poll(
             list(self.workers.values()),
@@ -214,7 +224,8 @@ class Orchestrator:
         self.store.update_worker(name, **fields)
 
     def up_workers(self) -> list[Worker]:
-        """Workers that take new work: up, beating, reachable at the last poll, not drained."""
+        """Workers that take this run's new work: up, beating, reachable at the last poll,
+        not drained, and reporting the versions the run was started with."""
         rows = self.store.workers()
         return [
             w
@@ -224,6 +235,7 @@ class Orchestrator:
             and rows[name].beat_seen_at is not None
             and rows[name].unreachable == 0
             and rows[name].drained is None
+            and not off_pins(rows[name].versions, self._pins)
         ]
 
     def _abandon_lost(self) -> None:
@@ -273,19 +285,28 @@ class Orchestrator:
                 )
 
     def _handed_back_by_drained(self, results: dict[str, PollResult]) -> None:
-        """A drained worker claims nothing: an attempt waiting unclaimed in its inbox (or
-        never sent), or handed back by `drain --now`, is reassigned at once as a machine
-        loss; the cancel owed takes the message out of that inbox."""
+        """A worker that may not take this run's work (drained, or reporting other versions
+        than the run's pins) gets none: an attempt waiting unclaimed in its inbox (or never
+        sent), or handed back by `drain --now`, is reassigned at once as a machine loss;
+        the cancel owed takes the message out of that inbox."""
         phases = self.store.phases(self.run_id)
         for attempt in self.store.attempts(self.run_id):
             result = results.get(attempt.worker)
-            if result is None or not result.reachable or result.drain is None:
+            if result is None or not result.reachable:
+                continue
+            if result.drain is not None:
+                reason = f"worker {attempt.worker} is drained"
+            elif off := off_pins(
+                (beat_of(attempt.worker, result) or {}).get("versions"), self._pins
+            ):
+                reason = f"worker {attempt.worker} is off this run's pins ({'; '.join(off)})"
+            else:
                 continue
             phase = phases[attempt.phase_id]
             if phase.attempt != attempt.attempt or attempt.state not in IN_FLIGHT:
                 continue
             if attempt.state == "sending" or result.known.get(attempt.key) == "pending":
-                self._lose_attempt(attempt, phase, f"worker {attempt.worker} is drained")
+                self._lose_attempt(attempt, phase, reason)
 
     def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
@@ -640,11 +661,21 @@ class Orchestrator:
                     if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
                 drained = [w.name for w in capable if w.name in rows and rows[w.name].drained]
+                off = [
+                    f"{w.name}: {', '.join(found)}"
+                    for w in capable
+                    if w.name in rows and (found := off_pins(rows[w.name].versions, self._pins))
+                ]
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
                 if refusing and len(refusing) == len(capable):
                     reason = "every capable worker refuses work (" + "; ".join(refusing) + ")"
                 elif drained and len(drained) == len(capable):
                     reason = f"every capable worker is drained ({', '.join(drained)})"
+                elif off and len(off) + len(drained) >= len(capable):
+                    reason = (
+                        "every capable worker is drained or runs other versions than this "
+                        f"run's pins ({'; '.join(off)})"
+                    )
                 else:
                     reason = f"no live worker{need} (capable: {', '.join(w.name for w in capable)})"
             if self._stuck.get(phase.id) != reason:

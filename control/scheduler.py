@@ -24,10 +24,12 @@ WARM_CHECKOUT_MINUTES = 0.25
 # loads the machines having it at least this much, against the fleet's average load
 # (bench-schedule: lower keeps rare machines idler, higher lets scarce work wait).
 RESERVE = 0.5
+# ... and whatever the load, when at most this share of the fleet's throughput has it.
+RARE = 0.15
 # No second agent joins a machine whose running phase matters more than this many times
 # the newcomer (priorities: the chain each leads): it would slow the more urgent chain.
 GUARDED = 2.0
-RARE = 0.34
+RARE = 0.15
 
 
 def speed(running: int, slot_cost: float) -> float:
@@ -198,8 +200,9 @@ def assign(
     then the most free slots, then the order given. A machine is kept from a phase
     altogether (the phase waits, if no other machine takes it):
     - while it would still hold the machine when work that needs its other capability
-      could be ready and that work loads the machines having it at least RESERVE times
-      the average, unless every machine the phase could use is kept so;
+      could be ready, if that work loads the machines having it at least RESERVE times
+      the average or the capability is RARE (at most that share of the fleet has it),
+      unless every machine the phase could use is kept so;
     - when its slots interfere and it runs (or this call gives it) a phase whose
       priority is over GUARDED times the phase's: the lesser phase would slow the
       chain the end depends on.
@@ -311,6 +314,8 @@ class _Costs:
         # (then it can wait its turn).
         self.scarce = {c: min(1.0, self.load[c]) / n for c, n in supply.items()}
         self.pin_scarce = {w.name: min(1.0, self.pin_load[w.name]) / w.throughput for w in workers}
+        fleet = sum(w.throughput for w in workers)
+        self.share = {c: n / fleet for c, n in supply.items()}
         self.needs_from = outlook.needs_from
         self.pinned_from = outlook.pinned_from
         self.taken = {w.name: 0 for w in workers}  # slots this call has filled
@@ -336,7 +341,8 @@ class _Costs:
         """Whether `worker` is kept from `phase` for loaded work that could need it first."""
         _, held = self._held(phase, worker)
         return any(
-            self.load[c] >= RESERVE and held > self.needs_from.get(c, 0.0)
+            (self.load[c] >= RESERVE or (self.share[c] <= RARE and self.load[c] > 0))
+            and held > self.needs_from.get(c, 0.0)
             for c in worker.capabilities - phase.requires
         ) or (
             phase.pin != worker.name

@@ -185,6 +185,22 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, run_id)
     );
     """,
+    # 7: every command the Slack agent received: who, when, what, the outcome.
+    """
+    CREATE TABLE slack_audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      REAL NOT NULL,
+        user    TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        command TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    """,
+    # 8: the versions a run was started with ({node, claude_code, superagent}): it gives
+    # no work to a host that reports others (a host half-way through an upgrade).
+    """
+    ALTER TABLE runs ADD COLUMN pins TEXT;
+    """,
 )
 
 
@@ -264,6 +280,7 @@ class RunRow:
     driver: Any = None
     driver_expires_at: float | None = None
     summary: Any = None  # set when `gc` pruned the run's phases, attempts and events
+    pins: Any = None  # {node, claude_code, superagent}: hosts reporting others get no work
 
 
 @dataclass(frozen=True)
@@ -332,16 +349,30 @@ class StateStore:
     # -- runs ------------------------------------------------------------------
 
     def create_run(
-        self, spec_path: str, spec_hash: str, spec: Any, phases: Iterable[tuple[str, str]]
+        self,
+        spec_path: str,
+        spec_hash: str,
+        spec: Any,
+        phases: Iterable[tuple[str, str]],
+        *,
+        pins: dict[str, str] | None = None,
     ) -> str:
-        """A new run with every phase waiting; `phases` are (phase id, branch) pairs."""
+        """A new run with every phase waiting; `phases` are (phase id, branch) pairs;
+        `pins` the versions it runs on."""
         run_id = new_run_id(self.clock)
         now = self.clock()
         with self.write() as conn:
             conn.execute(
-                "INSERT INTO runs (id, spec_path, spec_hash, spec, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'running', ?)",
-                (run_id, spec_path, spec_hash, canonical_json(spec), now),
+                "INSERT INTO runs (id, spec_path, spec_hash, spec, status, created_at, pins) "
+                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    run_id,
+                    spec_path,
+                    spec_hash,
+                    canonical_json(spec),
+                    now,
+                    None if pins is None else canonical_json(pins),
+                ),
             )
             conn.executemany(
                 "INSERT INTO phases (run_id, phase_id, state, branch, updated_at) "
@@ -376,6 +407,7 @@ class StateStore:
         data["spec"] = json.loads(data["spec"])
         data["driver"] = _loads(data["driver"])
         data["summary"] = _loads(data["summary"])
+        data["pins"] = _loads(data["pins"])
         return RunRow(**data)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
@@ -393,6 +425,17 @@ class StateStore:
                 "WHERE id = ?",
                 (run_id,),
             )
+
+    def set_pins(self, run_id: str, pins: dict[str, str]) -> None:
+        """Move a run to other versions (after the fleet was upgraded under it)."""
+        with self.write() as conn:
+            found = conn.execute(
+                "UPDATE runs SET pins = ? WHERE id = ? RETURNING id",
+                (canonical_json(pins), run_id),
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"no run {run_id!r}")
+            self._event(conn, run_id, "run_repinned", detail={"pins": pins})
 
     def set_merge(self, run_id: str, branch: str, commit: str) -> None:
         with self.write() as conn:

@@ -109,13 +109,25 @@ class FakeSlack(_Server):
     """Slack's Web API `chat.postMessage` (JSON or form body, bearer token, the
     documented `ok`/`error` answers) and an incoming webhook at `/services/...`."""
 
-    def __init__(self, token: str, channel: str, hook_path: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        token: str,
+        channel: str,
+        hook_path: str,
+        port: int = 0,
+        *,
+        app_token: str | None = None,
+        socket: Any = None,
+    ) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket = socket  # a FakeSocketMode: apps.connections.open hands out its URL
         self.channel = channel
         self.hook_path = hook_path
         self.posts: list[dict[str, Any]] = []  # every accepted chat.postMessage
         self.hook_posts: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.people_said: set[str] = set()  # ts of people's messages (threads to answer in)
         self._seq = 0
         super().__init__(port)
 
@@ -131,6 +143,9 @@ class FakeSlack(_Server):
                 with slack.lock:
                     if self.path == "/api/chat.postMessage":
                         answer = slack.post_message(self.headers, body)
+                        _answer(self, 200, json.dumps(answer).encode(), "application/json")
+                    elif self.path in ("/api/auth.test", "/api/apps.connections.open"):
+                        answer = slack.session(self.path, self.headers)
                         _answer(self, 200, json.dumps(answer).encode(), "application/json")
                     elif self.path.startswith("/services/"):
                         code, text = slack.incoming(self.path, body)
@@ -157,8 +172,10 @@ class FakeSlack(_Server):
         if not args.get("text") and not args.get("blocks"):
             return self._error("no_text")
         thread = args.get("thread_ts")
-        if thread is not None and not any(
-            p["ts"] == thread and "thread_ts" not in p for p in self.posts
+        if (
+            thread is not None
+            and thread not in self.people_said
+            and not any(p["ts"] == thread and "thread_ts" not in p for p in self.posts)
         ):
             return self._error("thread_not_found")
         self._seq += 1
@@ -168,6 +185,21 @@ class FakeSlack(_Server):
             message["thread_ts"] = thread
         self.posts.append({**message, "reply_broadcast": bool(args.get("reply_broadcast"))})
         return {"ok": True, "channel": self.channel, "ts": ts, "message": message}
+
+    def session(self, path: str, headers: Any) -> dict[str, Any]:
+        """auth.test with the bot token; apps.connections.open with the app-level token."""
+        auth = (headers.get("Authorization") or "").removeprefix("Bearer ")
+        if not auth:
+            return self._error("not_authed")
+        if path == "/api/auth.test":
+            if auth != self.token:
+                return self._error("invalid_auth")
+            return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake",
+                    "user": "superagent", "team_id": "T0TEST", "user_id": "U0BOT",
+                    "bot_id": "B0BOT", "is_enterprise_install": False}  # fmt: skip
+        if auth != self.app_token or self.socket is None:
+            return self._error("invalid_auth")
+        return {"ok": True, "url": self.socket.url}
 
     def incoming(self, path: str, body: bytes) -> tuple[int, str]:
         if path != self.hook_path:

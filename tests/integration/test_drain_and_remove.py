@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from control.lifecycle import drain, gone_hosts, remove, undrain
+from control import __version__
+from control.dispatch import open_dispatch
+from control.lifecycle import drain, gone_hosts, remove, repin, undrain
 from control.transport import Transports
 from control.transport.local import LocalTransport
 from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
@@ -163,3 +165,74 @@ def test_removing_a_host_gone_from_the_inventory_drops_what_it_is_owed(rig: Rig)
     assert (done.drained, done.reassigned, done.cancels_dropped) == (False, [], 1)
     assert rig.store.owed_cancels() == []
     assert gone_hosts(rig.store, fleet) == []
+
+
+# -- a run keeps to the versions it started with ---------------------------------------
+
+
+def beat_versions(rig: Rig, name: str, node: str) -> None:
+    rig.queues[name].beat(name, "idle", versions={"node": node, "claude_code": "9.9.9"})
+
+
+def test_a_run_gives_no_work_to_a_host_off_its_pins_until_it_matches(rig: Rig) -> None:
+    rig.store.set_pins(rig.run_id, {"node": "20.0.1", "claude_code": "9.9.9"})
+    beat_versions(rig, "w1", "22.0.9")  # half-way through an upgrade
+    beat_versions(rig, "w2", "22.0.9")
+    rig.orchestrator.tick()
+    assert attempts(rig) == []
+    reason = rig.store.phases(rig.run_id)["api"].reason or ""
+    assert "other versions than this run's pins" in reason
+    assert "w1: node 22.0.9, pinned 20.0.1" in reason
+    beat_versions(rig, "w2", "v20.0.1")  # w2 matches again
+    rig.orchestrator.tick()
+    assert attempts(rig) == [("w2", "dispatched")]
+
+
+def test_a_phase_waiting_on_a_host_that_left_the_runs_pins_moves_as_a_loss(rig: Rig) -> None:
+    rig.store.set_pins(rig.run_id, {"node": "20.0.1"})
+    beat_versions(rig, "w1", "20.0.1")
+    beat_versions(rig, "w2", "20.0.1")
+    rig.orchestrator.tick()
+    holder = rig.store.attempts(rig.run_id, "api")[0].worker
+    other = "w2" if holder == "w1" else "w1"
+    beat_versions(rig, holder, "22.0.9")  # upgraded before it claimed the phase
+    beat_versions(rig, other, "20.0.1")
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
+    assert "off this run's pins" in (rig.store.attempts(rig.run_id, "api")[0].reason or "")
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.failures, phase.losses) == (0, 1)
+
+
+def test_repin_moves_a_run_to_the_inventorys_versions(rig: Rig) -> None:
+    rig.store.set_pins(rig.run_id, {"node": "20.0.1"})
+    for worker in rig.workers:
+        worker.vars["nodejs_version"] = "22.0.9"
+    beat_versions(rig, "w1", "22.0.9")
+    beat_versions(rig, "w2", "22.0.9")
+    rig.orchestrator.tick()
+    assert attempts(rig) == []
+    pins = repin(rig.store, rig.run_id, rig.workers)
+    assert pins["node"] == "22.0.9"
+    assert rig.store.run(rig.run_id).pins == pins
+    rig.orchestrator.tick()  # a live orchestrator reads the run's pins every tick
+    assert [state for _, state in attempts(rig)] == ["dispatched"]
+
+
+def test_a_new_run_records_the_pins_its_inventory_shares(rig: Rig) -> None:
+    for worker in rig.workers:
+        worker.vars.update(nodejs_version="20.0.1", claude_code_version="9.9.9")
+    rig.workers[1].vars["claude_code_version"] = "9.9.10"  # the hosts disagree: not pinned
+    opened = open_dispatch(
+        rig.spec_path,
+        rig.workers,
+        rig.root / "fresh-state.db",
+        repo_url=str(rig.remote),
+        transports=Transports({"local": lambda: LocalTransport(clock=rig.clock)}),
+    )
+    try:
+        pins = opened.store.run(opened.run_id).pins
+    finally:
+        opened.orchestrator.transports.close()
+        opened.store.close()
+    assert pins == {"superagent": __version__, "node": "20.0.1"}

@@ -320,3 +320,18 @@ def test_a_lesser_phase_does_not_slow_a_much_more_urgent_one() -> None:
     # Slots that do not interfere: no reason to wait.
     free_slots = WorkerState("box", frozenset(), 1, slots=2, slot_cost=0, running_priority=300)
     assert assign(ready, [free_slots]) == [Assignment("minor", "box")]
+
+
+def test_a_machine_few_have_is_kept_even_for_a_little_work() -> None:
+    """One Windows machine among eight: its phase is a small share of the work, yet it
+    would wait behind a long generic phase, so the generic one goes elsewhere."""
+    wsl = WorkerState("wsl", frozenset({"linux", "windows-files"}), 1, slots=1)
+    others = [WorkerState(f"pc{i}", frozenset({"linux"}), 0, slots=1) for i in range(7)]
+    long_one = phase("long", 200, "linux", minutes=120)
+    generic = [phase(f"g{i}", 100, "linux", minutes=60) for i in range(10)]
+    windows = phase("windows", 50, "windows-files", minutes=10)
+    outlook = Outlook.of([long_one, *generic, windows], soonest={"windows": 30.0})
+    assert assign([long_one], [wsl, *others], outlook) == []
+    # Ready only after the long phase would end: the machine takes it.
+    later = Outlook.of([long_one, *generic, windows], soonest={"windows": 130.0})
+    assert assign([long_one], [wsl, *others], later) == [Assignment("long", "wsl")]

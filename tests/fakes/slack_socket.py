@@ -1,0 +1,95 @@
+"""Slack's Socket Mode, served locally as Slack documents it: `apps.connections.open`
+(app-level token) hands out a WebSocket URL; the server greets with `hello`, sends
+`events_api` envelopes and expects each acknowledged by its `envelope_id`. Together
+with FakeSlack's Web API (auth.test, chat.postMessage) the real slack_bolt app runs
+against it unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+
+class FakeSocketMode:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connections: list[ServerConnection] = []
+        self.acks: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.port = 0
+        self._stopped = asyncio.Event()
+        threading.Thread(
+            target=self.loop.run_until_complete, args=(self._main(),), daemon=True
+        ).start()
+        if not self.ready.wait(10):
+            raise RuntimeError("socket mode server did not start")
+
+    async def _main(self) -> None:
+        async with serve(self._session, "127.0.0.1", 0) as server:
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            self.ready.set()
+            await self._stopped.wait()
+
+    async def _session(self, connection: ServerConnection) -> None:
+        self.connections.append(connection)
+        await connection.send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self.connections),
+                    "debug_info": {"host": "fake-socket-mode", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": "A0TEST"},
+                }
+            )
+        )
+        async for raw in connection:
+            data = json.loads(raw)
+            if "envelope_id" in data:
+                self.acks.append(data)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/link/?ticket={secrets.token_hex(8)}&app_id=A0TEST"
+
+    def wait_connected(self, timeout_s: float = 15) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.connections:
+            if time.monotonic() > deadline:
+                raise AssertionError("the app never connected")
+            time.sleep(0.05)
+
+    def send_event(self, event: dict[str, Any]) -> str:
+        """Deliver one Events API event (an app_mention or a message) as an envelope."""
+        envelope_id = secrets.token_hex(8)
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+            "payload": {
+                "token": "legacy-verification-token",
+                "team_id": "T0TEST",
+                "api_app_id": "A0TEST",
+                "event": event,
+                "type": "event_callback",
+                "event_id": "Ev" + secrets.token_hex(5).upper(),
+                "event_time": int(time.time()),
+                "authorizations": [
+                    {"team_id": "T0TEST", "user_id": "U0BOT", "is_bot": True,
+                     "is_enterprise_install": False}
+                ],
+            },
+        }  # fmt: skip
+        connection = self.connections[-1]
+        asyncio.run_coroutine_threadsafe(connection.send(json.dumps(envelope)), self.loop).result(5)
+        return envelope_id
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._stopped.set)
