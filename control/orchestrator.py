@@ -749,6 +749,7 @@ class Orchestrator:
             timeout_s=phase.timeout_minutes * 60,
             silence_s=phase.silence_minutes * 60,
             verify_timeout_s=min(phase.timeout_minutes * 60, 1800.0),
+            verify_network=phase.verify_network,
             project=self.spec.name,
             replay_files_b64=replay_files,
             replay_patch_b64=replay_patch,
