@@ -15,6 +15,7 @@ SEED ?=
 INVENTORY ?= inventory/example
 LIMIT ?=
 EXTRA ?=
+CHECK ?=
 VAULT_PASSWORD_FILE ?=
 FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
@@ -54,10 +55,11 @@ test: setup system-deps real-claude ## Run the whole test suite
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m 'not slow'
 
-lint: setup ## ruff, mypy, yamllint, ansible-lint
+lint: setup ## ruff, mypy, import contracts (lint-imports), yamllint, ansible-lint
 	$(BIN)/ruff check control tests bench
 	$(BIN)/ruff format --check control tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint -q
 
@@ -110,8 +112,9 @@ wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels
 known-hosts: setup ## Record the SSH host keys of hosts met for the first time (INVENTORY=, LIMIT=)
 	$(ANSIBLE_PLAYBOOK) playbooks/known_hosts.yml $(if $(LIMIT),--limit '$(LIMIT)') $(EXTRA)
 
-provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=)
-	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') $(EXTRA)
+provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=; CHECK=1: dry run)
+	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') \
+		$(if $(CHECK),--check --diff) $(EXTRA)
 
 upgrade: wheels ## Rolling upgrade to the inventory's pins, BATCH hosts at a time (INVENTORY=, BATCH=1)
 	$(BIN)/control upgrade --inventory $(INVENTORY) --batch $(or $(BATCH),1)

@@ -9,6 +9,7 @@ import pytest
 
 from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
 from tests.fleet.conftest import HOSTS, Provisioning, heartbeat, report, unit_property, worker_check
+from tests.fleet.harness import REPO, parse_recap, run
 
 pytestmark = pytest.mark.fleet
 
@@ -29,6 +30,42 @@ def test_a_second_run_changes_nothing(provisioned: Provisioning) -> None:
     second = provisioned.second
     assert second.changed() == 0, f"changed on the second run: {second.changed_tasks()}"
     assert sorted(second.recap) == sorted(HOSTS)
+
+
+def test_make_provision_check_is_a_dry_run(provisioned: Provisioning) -> None:
+    """`make provision CHECK=1` on the provisioned fleet: every role runs in check mode,
+    reports (with a diff) the one setting edited by hand, and changes nothing."""
+    fleet = provisioned.fleet
+    config = "/etc/superagent/worker.toml"
+    fleet.exec("host1", ["sed", "-i", "s/^keep_logs = .*/keep_logs = 7/", config])
+    edited = fleet.exec("host1", ["cat", config]).stdout
+    assert "keep_logs = 7" in edited
+    invocations = {host: unit_property(fleet, host, "InvocationID") for host in HOSTS}
+    env = fleet.ansible_env()
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE")
+    try:
+        done = run(
+            ["make", "--no-print-directory", "provision", f"INVENTORY={fleet.inventory_dir}",
+             f"VAULT_PASSWORD_FILE={fleet.vault_password_file}", "CHECK=1"],
+            check=False, env=env, cwd=REPO, timeout=1200,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        (fleet.logs / "provision-check.log").write_text(output)
+        assert done.returncode == 0, output[-4000:]
+        recap = parse_recap(output)
+        assert sorted(recap) == sorted(HOSTS), recap
+        assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
+        assert recap["host1"]["changed"] == 1, output[-4000:]
+        assert recap["host2"]["changed"] == recap["host3"]["changed"] == 0, recap
+        assert "-keep_logs = 7" in output and "+keep_logs = 200" in output  # the diff
+        assert fleet.api_key and fleet.api_key not in output
+        # Nothing changed: the hand edit is still there, no worker was restarted.
+        assert fleet.exec("host1", ["cat", config]).stdout == edited
+        assert {host: unit_property(fleet, host, "InvocationID") for host in HOSTS} == invocations
+    finally:
+        restore = fleet.playbook(limit="host1", label="after-check")
+    assert restore.rc == 0, restore.tail()
+    assert "keep_logs = 200" in fleet.exec("host1", ["cat", config]).stdout
 
 
 def test_first_contact_recorded_the_real_host_keys(provisioned: Provisioning) -> None:

@@ -1,0 +1,101 @@
+"""The fleet's Ansible inventory (.fleet/inventory): hosts.yml by kind, the group
+variables that say how to reach the hosts and where Node and Claude Code come from, and a
+vault with the stand-in API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.fleet.harness.artifacts import node_tarball
+from tests.fleet.harness.config import PROXY_URL, REPO
+from tests.fleet.harness.host import Host
+from tests.fleet.harness.system import run
+
+HEADER = "---\n# Written by tests/fleet/harness for the test fleet; do not edit.\n"
+
+
+def group_vars(key: Path, known_hosts: Path) -> dict[str, Any]:
+    """Variables of the fleet's group `all`: how to reach the hosts, where things come from."""
+    tarball, digest = node_tarball()
+    return {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={known_hosts} -o IdentitiesOnly=yes "
+            "-o KexAlgorithms=curve25519-sha256"
+        ),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "superagent_known_hosts_file": str(known_hosts),
+        "nodejs_source": "controller_tarball",
+        "nodejs_controller_tarball": str(tarball),
+        "nodejs_tarball_sha256": digest,
+        "claude_code_source": "npm",
+        "claude_code_npm_environment": {
+            "npm_config_https_proxy": PROXY_URL,
+            "npm_config_proxy": PROXY_URL,
+            "npm_config_cafile": "/etc/ssl/certs/ca-certificates.crt",
+        },
+        "worker_authorized_keys": [key.with_suffix(".pub").read_text().strip()],
+        "worker_poll_seconds": 10,
+        "reverse_tunnel_endpoint": "gateway",
+    }
+
+
+def hosts_yml(hosts: list[Host]) -> dict[str, Any]:
+    """hosts.yml: the workers (direct or behind NAT) and the tunnel endpoint."""
+    workers: dict[str, Any] = {}
+    endpoints: dict[str, Any] = {}
+    for host in sorted(hosts, key=lambda h: h.index):
+        entry: dict[str, Any] = {"ansible_host": host.address}
+        if host.ssh_port != 22:
+            entry["ansible_port"] = host.ssh_port
+        if host.kind == "gateway":
+            endpoints[host.name] = entry
+            continue
+        entry.update(
+            superagent_capabilities=["linux"],
+            superagent_slots=1,
+            superagent_transport="ssh",
+            superagent_reach="direct",
+        )
+        entry.update(host.vars)
+        workers[host.name] = entry
+    return {
+        "all": {
+            "children": {
+                "workers": {"hosts": workers or None},
+                "tunnel_endpoints": {"hosts": endpoints or None},
+            }
+        }
+    }
+
+
+def write_inventory(
+    inventory_dir: Path, hosts: list[Host], variables: dict[str, Any], api_key: str,
+    ansible_env: dict[str, str],
+) -> None:  # fmt: skip
+    """hosts.yml, group_vars/all/{main,vault}.yml (the vault once: its key never changes)."""
+    directory = inventory_dir / "group_vars/all"
+    directory.mkdir(parents=True, exist_ok=True)
+    (inventory_dir / "hosts.yml").write_text(
+        HEADER + yaml.safe_dump(hosts_yml(hosts), sort_keys=False, width=1000)
+    )
+    (directory / "main.yml").write_text(
+        HEADER + yaml.safe_dump(variables, sort_keys=False, width=1000)
+    )
+    vault = directory / "vault.yml"
+    if not vault.exists():
+        encrypted = run(
+            [
+                REPO / ".venv/bin/ansible-vault",
+                "encrypt_string",
+                "--stdin-name",
+                "claude_code_api_key",
+            ],
+            input=api_key,
+            env=ansible_env,
+        ).stdout
+        vault.write_text(HEADER + encrypted)
