@@ -39,7 +39,12 @@ from control.transport import Transports
 from control.upkeep import answer_text, collect_answers, deliver_cancels
 
 app = typer.Typer()
-_VERSIONS = (("node", "node"), ("claude_code", "claude"), ("superagent", "sa"))
+_VERSIONS = (
+    ("node", "node"),
+    ("claude_code", "claude"),
+    ("superagent", "sa"),
+    ("sandbox", "sandbox"),
+)
 
 
 @app.command()
@@ -90,7 +95,8 @@ def health(
                 status,
                 f"{r['heartbeat_age_s']:.0f}s" if "heartbeat_age_s" in r else "-",
                 f"{r.get('pending', '-')} pending\n{running} running",
-                "\n".join(f"{label} {versions.get(key) or '-'}" for key, label in _VERSIONS),
+                "\n".join(f"{label} {versions.get(key) or '-'}" for key, label in _VERSIONS)
+                + ("\nsandbox TRUSTED (none)" if r["trusted_host"] else ""),
                 Text("; ".join(r["problems"]) or "ok", style="red" if r["problems"] else "green"),
             )
         console.print(shown)

@@ -65,7 +65,7 @@ def _messages_table(messages: list[Message]) -> Table:
 @app.command()
 def init(db: DbOption, as_json: JsonOption = False) -> None:
     """Create the inbox (or migrate an existing one to this version's schema)."""
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _open(db, create=True) as queue:
         result = {"db": str(queue.path), "schema_version": SCHEMA_VERSION}
     emit(result, as_json, lambda: console.print(f"inbox ready at {result['db']}"))

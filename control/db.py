@@ -8,6 +8,7 @@ Schemas are versioned with `PRAGMA user_version` and migrated forward only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -113,6 +114,11 @@ def connect(
     except PermissionError as exc:
         raise UnavailableError(f"{path}: permission denied ({exc.strerror})") from exc
     refuse_network_filesystem(path)
+    if create:
+        # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+        # Where it cannot be made, SQLite fails below and access_problem says why.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = sqlite3.connect(
             os.fspath(path),

@@ -1,10 +1,14 @@
-"""The git workspace of one worker: one local clone, one worktree per slot.
+"""The git workspace of one machine: one local clone, one worktree per slot.
 
 A phase gets a clean detached checkout of its base, the prerequisites merged at the
 exact commits the orchestrator verified, and after the agent one commit by the
 worker pushed with a lease on the branch's previous value. Git runs from argv lists
-with a timeout, no prompts and no repository hooks; refs and URLs are validated and
-come after `--`. Credentials are the machine's own (SSH key, credential helper).
+with a timeout, no prompts, and nothing the repository controls: no hooks, fsmonitor,
+filters, sshCommand or includes. The system config is skipped, the global one is a
+fixed file, the clone's own config is rewritten to a known text before every call,
+and a checkout's git directory is named explicitly (never found through the
+checkout's `.git`, which the agent can replace). Refs and URLs are validated and come
+after `--`. Credentials are the machine's own (SSH key, credential helper).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from control.errors import (
     ConflictError,
@@ -36,7 +39,7 @@ from control.errors import (
     UsageError,
 )
 from control.messages import PrerequisiteRef
-from control.names import branch_name_problem
+from control.names import branch_name_problem, remote_url_problem
 
 __all__ = [
     "GitError",
@@ -45,6 +48,7 @@ __all__ = [
     "PrerequisiteRef",
     "PushRejected",
     "Workspace",
+    "remove_tree",
     "validate_branch",
     "validate_remote_url",
     "workspace_root",
@@ -61,9 +65,7 @@ _STDERR_TAIL_CHARS = 400
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _SLOT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HELPER_SYNTAX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git", "https", "http", "git", "file"})
 # What git itself may speak to a remote: never `ext::` (runs a command) or other helpers.
 _ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 # From the worker's environment, only what says how to reach remotes and where the
@@ -74,8 +76,6 @@ _ENV_KEEP = frozenset(
         "GIT_SSH_COMMAND",
         "GIT_SSH_VARIANT",
         "GIT_CONFIG_GLOBAL",
-        "GIT_CONFIG_SYSTEM",
-        "GIT_CONFIG_NOSYSTEM",
         "GIT_EXEC_PATH",
         "GIT_SSL_CAINFO",
         "GIT_SSL_CAPATH",
@@ -84,6 +84,10 @@ _ENV_KEEP = frozenset(
 )
 _CONFIG = (
     "core.hooksPath=/dev/null",  # the repository's hooks are code from the repository
+    "core.fsmonitor=false",  # a program git would start on every status
+    "core.untrackedCache=false",
+    "protocol.ext.allow=never",  # belt and braces beside GIT_ALLOW_PROTOCOL
+    "protocol.fd.allow=never",
     "core.askPass=",  # no askpass program: a missing credential fails instead of waiting
     "gc.auto=0",  # gc runs once per prepare, under the lock (see _maintain)
     "maintenance.auto=false",
@@ -91,6 +95,11 @@ _CONFIG = (
     "rerere.enabled=false",  # a conflict is reported, never resolved from a recording
     "advice.detachedHead=false",
 )
+
+
+# The whole config of the shared clone; anything else in it (written by an agent on a
+# trusted host, say) is replaced before the next git call.
+_REPO_CONFIG = b"[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"
 
 
 class GitError(SuperagentError):
@@ -173,44 +182,15 @@ def validate_branch(name: str) -> str:
 def validate_remote_url(url: str) -> str:
     """`url` if it names a git remote over ssh, https, http, git or a local path.
 
-    Refused: a leading '-', control characters, remote helpers (`ext::`, `fd::`, unknown
-    schemes), relative paths, and passwords: access uses the machine's own credentials.
+    The rules are `control.names.remote_url_problem`: nothing git or ssh could read as
+    an option or a command, no remote helpers, no passwords.
     """
-    if not isinstance(url, str) or not url:
-        raise UsageError("the remote URL cannot be empty")
-    if url.startswith("-"):
-        raise UsageError(f"invalid remote URL {url!r}: it cannot start with '-'")
-    if _CONTROL.search(url):
-        raise UsageError("invalid remote URL: it contains control characters")
-    if _HELPER_SYNTAX.match(url):
-        raise UsageError(
-            f"invalid remote URL {_display_url(url)!r}: remote helpers ('<transport>::') "
-            "are refused"
-        )
-    if scheme := _SCHEME.match(url):
-        name = scheme.group(1).lower()
-        if name not in _SCHEMES:
-            raise UsageError(
-                f"invalid remote URL {_display_url(url)!r}: the scheme {name!r} is not one of "
-                f"{', '.join(sorted(_SCHEMES))}"
-            )
-        parts = urlsplit(url)
-        if parts.password is not None:
-            raise UsageError(
-                f"the remote URL {_display_url(url)!r} carries a password; the worker uses "
-                "its machine's SSH key or credential helper, never credentials from the spec"
-            )
-        if name != "file" and (not parts.hostname or parts.hostname.startswith("-")):
-            raise UsageError(f"invalid remote URL {_display_url(url)!r}: bad host")
-        return url
-    before_colon = url.partition(":")[0]
-    if ":" in url and "/" not in before_colon:  # scp-like: [user@]host:path
-        host = before_colon.rpartition("@")[2]
-        if not host or host.startswith("-"):
-            raise UsageError(f"invalid remote URL {url!r}: bad host")
-        return url
-    if not os.path.isabs(url):
-        raise UsageError(f"invalid remote URL {url!r}: a local repository must be an absolute path")
+    problem = remote_url_problem(url)
+    if problem is not None:
+        shown = _display_url(url) if isinstance(url, str) and url else ""
+        if not isinstance(url, str) or not url or "control characters" in problem:
+            raise UsageError(f"invalid remote URL: {problem}")
+        raise UsageError(f"invalid remote URL {shown!r}: {problem}")
     return url
 
 
@@ -278,7 +258,7 @@ def _tail(text: str) -> str:
     return joined
 
 
-def _rmtree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a tree the agent wrote, read-only directories included; never follows links."""
 
     def retry(func: Callable[..., Any], name: str, _exc: object) -> None:
@@ -371,6 +351,12 @@ class Workspace:
                 "--", str(path), base_commit,
                 cwd=self.repo_path,
             )  # fmt: skip
+            if not (self.repo_path / "worktrees" / slot / "gitdir").is_file():
+                raise GitError(
+                    f"git made the worktree of slot {slot!r} under another name than "
+                    f"worktrees/{slot} (a leftover of another slot?)",
+                    command="git worktree add",
+                )
             self._maintain()
         merged = [self._merge(path, prerequisite) for prerequisite in wanted]
         return Prepared(
@@ -404,6 +390,18 @@ class Workspace:
             return head
         self._git("commit", "--no-verify", "--quiet", "--file=-", cwd=path, stdin=message)
         return self._rev_parse(path, "HEAD")
+
+    def changed_files(self, prepared: Prepared) -> list[str]:
+        """Every path added or changed since the prepared commit (committed by the agent
+        or not), relative to the checkout: what `commit_all` would push."""
+        path = self._checkout(prepared)
+        self._git("add", "--all", "--", ".", cwd=path)
+        done = self._git(
+            "diff", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d",
+            "--end-of-options", prepared.head, "--",
+            cwd=path,
+        )  # fmt: skip
+        return sorted({name for name in done.stdout.split("\0") if name})
 
     def push(self, prepared: Prepared, ref: str | None = None) -> str:
         """Push the checkout's HEAD; the pushed commit, as `git ls-remote` reports it.
@@ -535,7 +533,7 @@ class Workspace:
             if (self.repo_path / "HEAD").is_file():
                 self._clean_slot(path)
             elif path.exists() or path.is_symlink():
-                _rmtree(path)
+                remove_tree(path)
 
     def ignored(self, prepared: Prepared, paths: Sequence[str]) -> list[str]:
         """Those of `paths` (relative to the checkout) that git ignores: they exist on disk
@@ -591,11 +589,11 @@ class Workspace:
             self._git("init", "--bare", "--quiet", "--", str(scratch), cwd=self.root)
             (scratch / _REMOTE_MARKER).write_text(self.remote_url + "\n", encoding="utf-8")
             if self.repo_path.exists():
-                _rmtree(self.repo_path)
+                remove_tree(self.repo_path)
             scratch.rename(self.repo_path)
         finally:
             if scratch.exists():
-                _rmtree(scratch)
+                remove_tree(scratch)
 
     def _fetch(self) -> None:
         # A fetch killed mid-way (worker crash) leaves ref lock files that would fail
@@ -647,7 +645,7 @@ class Workspace:
                 cwd=self.repo_path, ok_codes=None,
             )  # fmt: skip
             if path.exists() or path.is_symlink():
-                _rmtree(path)
+                remove_tree(path)
         self._git("worktree", "prune", cwd=self.repo_path)
 
     def _maintain(self) -> None:
@@ -710,10 +708,23 @@ class Workspace:
 
     # --- running git ----------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, checkout: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _ENV_KEEP}
         env.pop("SSH_ASKPASS", None)
+        if "GIT_CONFIG_GLOBAL" not in env:
+            # The machine's own file (credential helpers live there), never a path that
+            # depends on a variable set later; absent HOME, none at all.
+            home = env.get("HOME")
+            env["GIT_CONFIG_GLOBAL"] = f"{home}/.gitconfig" if home else os.devnull
+        if checkout is not None:
+            # Named, never discovered: the checkout's `.git` is the agent's to replace.
+            env.update(
+                GIT_DIR=str(self.repo_path / "worktrees" / checkout.name),
+                GIT_COMMON_DIR=str(self.repo_path),
+                GIT_WORK_TREE=str(checkout),
+            )
         env.update(
+            GIT_CONFIG_NOSYSTEM="1",
             GIT_TERMINAL_PROMPT="0",
             GIT_ALLOW_PROTOCOL=_ALLOWED_PROTOCOLS,
             GIT_AUTHOR_NAME=self.author_name,
@@ -736,13 +747,15 @@ class Workspace:
         for setting in _CONFIG:
             argv += ["-c", setting]
         argv += args
+        self._pin_config()
+        checkout = cwd if cwd.parent == self.slots_path and cwd.name != "" else None
         try:
             # Its own session: no terminal to prompt on, and a timeout kills the whole
             # group (ssh and the helpers git starts), not just git.
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=self._env(),
+                env=self._env(checkout),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -776,6 +789,22 @@ class Workspace:
         if ok_codes is not None and done.returncode not in ok_codes:
             raise self._error(args, done.returncode, done.stderr or done.stdout)
         return done
+
+    def _pin_config(self) -> None:
+        """Put back the shared clone's config if anything changed it; drop per-worktree
+        config files (honoured only with an extension this config never sets, but gone
+        is simpler to reason about)."""
+        config = self.repo_path / "config"
+        try:
+            current = config.read_bytes()
+        except FileNotFoundError:
+            return  # no clone yet: `git init` writes it
+        if current != _REPO_CONFIG:
+            scratch = config.with_name(".config.superagent")
+            scratch.write_bytes(_REPO_CONFIG)
+            os.replace(scratch, config)
+        for extra in (self.repo_path / "worktrees").glob("*/config.worktree"):
+            extra.unlink(missing_ok=True)
 
     def _error(self, args: Sequence[str], code: int, output: str, *, context: str = "") -> GitError:
         command = f"git {_subcommand(args)}"

@@ -67,6 +67,8 @@ def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, A
         "worker": worker.name,
         "transport": worker.transport,
         "reachable": result.reachable,
+        # Agents run unsandboxed there, as the worker: shown, never silent.
+        "trusted_host": bool(worker.vars.get("superagent_trusted_host", False)),
         "problems": [],
     }
     problems: list[str] = report["problems"]

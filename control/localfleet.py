@@ -8,6 +8,7 @@ SIGTERM or killed with SIGKILL like any worker.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,6 +57,16 @@ def _toml_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
+def _toml_value(value: float | bool | str | Sequence[str]) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps([str(v) for v in value])  # a JSON list of strings is TOML too
+
+
 class LocalFleet:
     """Create, start and stop N workers under `root`."""
 
@@ -68,7 +79,7 @@ class LocalFleet:
         heartbeat_seconds: float = 2.0,
         env: Mapping[str, str] | None = None,
         pins: Mapping[str, Mapping[str, str]] | None = None,
-        settings: Mapping[str, float | bool] | None = None,
+        settings: Mapping[str, float | bool | str | Sequence[str]] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.workers = {w.name: LocalWorker(w, self.root / "workers" / w.name) for w in workers}
@@ -77,6 +88,9 @@ class LocalFleet:
         self.env = dict(env or {})
         self.pins = {name: dict(p) for name, p in (pins or {}).items()}  # worker -> [pins]
         self.settings = dict(settings or {})  # more worker.toml settings, for every worker
+        # The sandboxed agents and verify commands of a one-box fleet run the Python that
+        # runs superagent (its venv and base installation, read-only), as `make demo` does.
+        self.settings.setdefault("sandbox_read_only", [sys.prefix, sys.base_prefix])
 
     @property
     def inventory(self) -> Path:
@@ -87,7 +101,7 @@ class LocalFleet:
         for worker in self.workers.values():
             home = worker.home
             for sub in ("work", "logs"):
-                (home / sub).mkdir(parents=True, exist_ok=True)
+                (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
             Queue(worker.queue_db).close()
             worker.config.write_text(
                 f'worker_id = "{worker.name}"\n'
@@ -99,7 +113,7 @@ class LocalFleet:
                 f"heartbeat_seconds = {self.heartbeat_seconds}\n"
                 f'git_author_name = "superagent worker {worker.name}"\n'
                 f'git_author_email = "{worker.name}@superagent.local"\n'
-                + "".join(f"{k} = {str(v).lower()}\n" for k, v in self.settings.items())
+                + "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.settings.items())
                 + "".join(
                     ["[pins]\n"]
                     + [f'{k} = "{v}"\n' for k, v in self.pins.get(worker.name, {}).items()]

@@ -46,6 +46,7 @@ class PhaseTask:
     timeout_s: float = 3600.0
     silence_s: float = 1200.0
     verify_timeout_s: float = 900.0
+    verify_network: bool = True  # False: the verify commands run with no network at all
     project: str = ""
     # Recorded changes for the replay agent, shipped inside the message so the replay
     # works on any worker, over any transport: files (path -> base64 of their bytes) and

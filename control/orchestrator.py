@@ -194,9 +194,16 @@ class Orchestrator:
                 **({"now": result.drain.get("now")} if result.drain else {}),
             )
         if beat is not None:
-            if row is None or beat["beat_at"] != row.beat_at:
-                # A changed beat is fresh by our clock; on first sight trust it only if
-                # the worker's own clock says it is recent (skew is judged once).
+            if result.inbox_now is not None:
+                # The beat's age read on the clock that wrote it (the inbox answers with
+                # its time): skew-proof, and a beat written just before the worker died
+                # reads old however late it is first seen (after an outage, a restart).
+                age = max(0.0, result.inbox_now - float(beat["beat_at"]))
+                if age < self.settings.heartbeat_timeout_s:
+                    beat_seen_at = max(beat_seen_at or 0.0, now - age)
+            elif row is None or beat["beat_at"] != row.beat_at:
+                # An inbox that does not say its time: a changed beat is fresh by our
+                # clock; on first sight trust it only if the worker's clock says so.
                 fresh = row is not None or now - beat["beat_at"] < self.settings.heartbeat_timeout_s
                 beat_seen_at = now if fresh else beat_seen_at
             fields.update(
@@ -742,6 +749,7 @@ class Orchestrator:
             timeout_s=phase.timeout_minutes * 60,
             silence_s=phase.silence_minutes * 60,
             verify_timeout_s=min(phase.timeout_minutes * 60, 1800.0),
+            verify_network=phase.verify_network,
             project=self.spec.name,
             replay_files_b64=replay_files,
             replay_patch_b64=replay_patch,

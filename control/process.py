@@ -24,6 +24,9 @@ from typing import IO, Literal
 from control.errors import UsageError
 
 CancelCheck = Callable[[], bool]
+# Turns the argv and environment to run into those that run it confined (see
+# control.worker.sandbox).
+Wrap = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 LineHandler = Callable[[str], None]
 Stream = Literal["stdout", "stderr"]
 
@@ -226,6 +229,7 @@ def run_watched(
     finished: Callable[[], bool] | None = None,
     linger_s: float = DEFAULT_LINGER_S,
     merge_stderr: bool = False,
+    wrap: Wrap | None = None,
 ) -> ProcessOutcome:
     """Run `argv` in `cwd` until it exits, a watchdog fires or `cancel` says stop.
 
@@ -238,7 +242,8 @@ def run_watched(
     in the log and in the returned tails. `on_stdout_line` sees each stdout line as it
     arrives (without its newline), in the reader thread. With `merge_stderr`, stderr
     goes to the stdout pipe, interleaved as printed, and `stderr_tail` stays empty.
-    `log_path` None: nothing is logged.
+    `log_path` None: nothing is logged. `wrap`, when given, turns argv into the command
+    that runs it in a sandbox; the watchdogs and the group kill then apply to that.
     """
     if not argv:
         raise UsageError("an agent command needs at least the program to run")
@@ -249,17 +254,21 @@ def run_watched(
     should_stop = as_cancel_check(cancel)
     redact = Redactor(secrets)
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(os.devnull if log_path is None else log_path, "a", encoding="utf-8") as handle:
+    target = os.devnull if log_path is None else log_path
+    # A new log is 0600: it holds what the agent printed, which may be sensitive.
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         log = _Log(handle, redact)
         for line in log_header:
             log.note(line)
         try:
+            run_argv, run_env = wrap(argv, env) if wrap is not None else (list(argv), dict(env))
             proc = subprocess.Popen(
-                list(argv),
+                run_argv,
                 cwd=cwd,
-                env=dict(env),
+                env=run_env,
                 stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,

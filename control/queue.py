@@ -483,6 +483,11 @@ class Queue:
             ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def now(self) -> float:
+        """This inbox's clock (the worker machine's): a poll answers with it, so the
+        age of a heartbeat is read on the clock that wrote it."""
+        return float(self._clock())
+
     def data_version(self) -> int:
         """Changes whenever another connection commits to the inbox (PRAGMA data_version)."""
         with self._lock:

@@ -133,6 +133,7 @@ def _poll(queue: Queue, request: dict[str, Any]) -> dict[str, Any]:
             k: v for k, v in queue.stats(live_only=True).to_dict().items() if k != "heartbeats"
         },
         "known": queue.known(keys),
+        "now": queue.now(),
         "drain": None if (drain := queue.drained()) is None else drain.to_dict(),
     }
 

@@ -333,7 +333,7 @@ class StateStore:
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.clock = clock
         self.conn = db.connect(self.path, create=True, what="state database")
         db.migrate(self.conn, _MIGRATIONS, what=f"state database {self.path}")

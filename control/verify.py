@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from control.errors import NotFoundError, UnavailableError, UsageError
-from control.process import run_watched
+from control.process import Wrap, run_watched
 
 TAIL_CHARS = 2000
 KILL_GRACE_S = 2.0
@@ -112,6 +112,7 @@ def run_verify(
     stop_on_failure: bool = False,
     env: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
+    wrap: Wrap | None = None,
 ) -> list[VerifyResult]:
     """Run each command with `bash -c` in the checkout; one result per command run.
 
@@ -119,7 +120,8 @@ def run_verify(
     is killed when the command times out and when it exits (nothing it started in the
     background outlives it). Its output is appended to `log_path` as it comes. All
     commands run unless `stop_on_failure`. `env` replaces the worker's environment when
-    given. `secrets` are masked in the log and in the output tails.
+    given. `secrets` are masked in the log and in the output tails. `wrap` runs each
+    command in a sandbox (see control.worker.sandbox).
     """
     if not timeout_s > 0:
         raise UsageError(f"the verify timeout must be positive, not {timeout_s}")
@@ -145,6 +147,7 @@ def run_verify(
             kill_grace_s=KILL_GRACE_S,
             log_header=[f"verify: {command}"],
             merge_stderr=True,
+            wrap=wrap,
         )
         exit_code = outcome.exit_code
         result = VerifyResult(

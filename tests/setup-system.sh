@@ -4,6 +4,8 @@
 # fail in CI, where this script must succeed).
 set -euo pipefail
 packages=(bindfs git openssh-server sqlite3)
+# The phase sandbox (control/worker/sandbox.py).
+packages+=(bubblewrap)
 # The test fleet (tests/fleet): containers, the base image, its proxy, its network.
 packages+=(systemd-container debootstrap tinyproxy-bin zstd iproute2 openssh-client nftables)
 missing=()

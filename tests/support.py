@@ -64,6 +64,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (a dead process whose parent,
+    here often the container's PID 1, has not reaped it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """`sig` to a process and everything below it, as a powered-off machine would."""
     for target in [pid, *descendants(pid)]:

@@ -86,6 +86,7 @@ class Phase:
     estimate_minutes: float = DEFAULT_ESTIMATE_MINUTES
     timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
     silence_minutes: float = DEFAULT_SILENCE_MINUTES
+    verify_network: bool = True  # False: verify commands run with no network
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     agent: AgentOptions = field(default_factory=AgentOptions)
 

@@ -15,7 +15,12 @@ from typing import Any
 
 from control.dag import find_cycles
 from control.inventory import Worker
-from control.names import branch_name_problem, host_name_problem, repo_url_problem
+from control.names import (
+    branch_name_problem,
+    host_name_problem,
+    remote_url_problem,
+    repo_url_problem,
+)
 from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
@@ -117,6 +122,8 @@ class Checker:
         url = self.repo.get("url")
         if not isinstance(url, str) or not url.strip() or url.startswith("-"):
             pass  # the schema has said why
+        elif problem := remote_url_problem(url, relative_ok=True):
+            self.error("$.repo.url", f"the remote URL is refused: {problem}")
         elif problem := repo_url_problem(url):
             self.error("$.repo.url", f"{url!r} {problem}")
         for key, default in (
@@ -359,6 +366,7 @@ class Checker:
                     estimate_minutes=float(pick("estimate_minutes", DEFAULT_ESTIMATE_MINUTES)),
                     timeout_minutes=float(pick("timeout_minutes", DEFAULT_TIMEOUT_MINUTES)),
                     silence_minutes=float(pick("silence_minutes", DEFAULT_SILENCE_MINUTES)),
+                    verify_network=bool(pick("verify_network", True)),
                     max_attempts=int(pick("max_attempts", DEFAULT_MAX_ATTEMPTS)),
                     agent=AgentOptions(
                         backend=agent.get("backend", DEFAULT_BACKEND),

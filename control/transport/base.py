@@ -45,6 +45,8 @@ class PollResult:
     stats: dict[str, Any] = field(default_factory=dict)
     # The inbox's state of each key the poll asked about (None: never seen there).
     known: dict[str, str | None] = field(default_factory=dict)
+    # The inbox's clock when it answered (the worker machine's), to age heartbeats by.
+    inbox_now: float | None = None
     # The inbox's drain flag ({"now", "reason", "since"}), None when not drained.
     drain: dict[str, Any] | None = None
 
@@ -172,6 +174,7 @@ def poll_result(worker: str, answer: dict[str, Any]) -> PollResult:
         heartbeats=list(answer.get("heartbeats", [])),
         stats=dict(answer.get("stats", {})),
         known=dict(answer.get("known", {})),
+        inbox_now=float(answer["now"]) if isinstance(answer.get("now"), int | float) else None,
         drain=answer.get("drain") or None,
     )
 

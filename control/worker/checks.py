@@ -17,6 +17,7 @@ from control import __version__
 from control.errors import SuperagentError
 from control.queue import Queue
 from control.worker.config import WorkerConfig
+from control.worker.sandbox import sandbox_for
 
 _TIMEOUT_S = 30.0
 
@@ -101,4 +102,22 @@ def run_checks(config: WorkerConfig) -> CheckReport:
     for directory in (config.work_dir, config.logs_dir):
         if problem := _writable(directory):
             report.problems.append(problem)
+    _check_sandbox(report, config)
     return report
+
+
+def _check_sandbox(report: CheckReport, config: WorkerConfig) -> None:
+    """Phases run sandboxed, or the host is trusted by the inventory; never silently neither."""
+    if config.trusted_host:
+        report.versions["sandbox"] = "none (trusted host)"
+        return
+    try:
+        sandbox = sandbox_for(config)
+    except SuperagentError as exc:
+        report.versions["sandbox"] = None
+        report.problems.append(
+            f"{exc}; phases run only sandboxed unless the inventory marks this host "
+            "trusted (superagent_trusted_host: true)"
+        )
+        return
+    report.versions["sandbox"] = "bubblewrap" if sandbox is not None else None

@@ -52,6 +52,12 @@ class WorkerConfig:
     claude: str = "claude"
     git_author_name: str = "superagent worker"
     git_author_email: str = "superagent@localhost"
+    # The inventory's `superagent_trusted_host`: agents run as the worker, unsandboxed.
+    trusted_host: bool = False
+    # More paths the sandbox shows read-only (an agent's install directory), and, for
+    # tests' instrumentation only, writable; never the inbox, work, logs or a home.
+    sandbox_read_only: tuple[Path, ...] = ()
+    sandbox_writable: tuple[Path, ...] = ()
     pins: Pins = field(default_factory=Pins)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,15 @@ class WorkerConfig:
             )
         if not 1 <= self.slots <= 64:
             raise UsageError(f"slots must be between 1 and 64, got {self.slots}")
+        for path in self.sandbox_writable:
+            guarded = (self.queue_db.parent, self.work_dir, self.logs_dir, Path.home())
+            if not path.is_absolute() or any(
+                g == path or g.is_relative_to(path) or path.is_relative_to(g) for g in guarded
+            ):
+                raise UsageError(
+                    f"sandbox_writable {str(path)!r} must be an absolute path apart from the "
+                    "inbox, work and log directories and the worker's home"
+                )
         if not self.lease_seconds > 3 * self.heartbeat_seconds:
             raise UsageError(
                 f"lease_seconds ({self.lease_seconds:g}) must exceed three heartbeats "
@@ -81,6 +96,11 @@ def _from_mapping(data: dict[str, Any], source: str) -> WorkerConfig:
     for name in ("queue_db", "work_dir", "logs_dir", "credential_file"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
+    for name in ("sandbox_read_only", "sandbox_writable"):
+        value = data.get(name, ())
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str | Path) for v in value):
+            raise UsageError(f"{source}: {name} must be a list of paths")
+        data[name] = tuple(Path(v) for v in value)
     try:
         return WorkerConfig(**data, pins=Pins(**pins_data))
     except TypeError as exc:

@@ -14,24 +14,33 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import SuperagentError
-from control.git import MergeConflict, Workspace, workspace_root
+from control.git import MergeConflict, Workspace, remove_tree, workspace_root
 from control.messages import (
     CheckResult,
     IntegrationResult,
     IntegrationTask,
     PrerequisiteRef,
 )
+from control.process import Wrap
 from control.queue import Claimed
 from control.verify import run_verify
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.logs import log_path_for
+from control.worker.sandbox import Jail, Sandbox
+from control.worker.secrets import known_secrets
 
 
 def run_integration(
-    config: WorkerConfig, task: IntegrationTask, claimed: Claimed, control: RunControl, slot: str
+    config: WorkerConfig,
+    task: IntegrationTask,
+    claimed: Claimed,
+    control: RunControl,
+    slot: str,
+    sandbox: Sandbox | None = None,
 ) -> Outcome:
-    """Do `task` in `slot`; the outcome's response is an `IntegrationResult` as a dict."""
+    """Do `task` in `slot`; the outcome's response is an `IntegrationResult` as a dict.
+    The checks run in `sandbox` as a phase's verify commands do (None: a trusted host)."""
     log_path = log_path_for(config.logs_dir, claimed.id, "integration", task.attempt)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     control.log_path = str(log_path)
@@ -70,7 +79,23 @@ def run_integration(
     except SuperagentError as exc:
         return end("failed", f"merging the phases failed: {exc}")
     merged = tuple(m["phase"] for m in prepared.merged)
-    checks = _run_checks(task, prepared.path, log_path, control)
+    scratch = config.work_dir / "scratch" / slot
+    remove_tree(scratch)
+    scratch.mkdir(mode=0o700, parents=True)
+    wrap = None
+    if sandbox is not None:
+        wrap = sandbox.wrapper(
+            Jail(
+                checkout=prepared.path,
+                scratch=scratch,
+                git_dir=workspace.repo_path / "worktrees" / slot,
+                shared_clone=workspace.repo_path,
+            )
+        )
+    try:
+        checks = _run_checks(task, prepared.path, log_path, control, wrap, known_secrets(config))
+    finally:
+        remove_tree(scratch)
     if control.stopped:
         return end("cancelled", control.reason, merged=merged, checks=checks)
     failed = [c for c in checks if not c.ok]
@@ -105,7 +130,12 @@ def run_integration(
 
 
 def _run_checks(
-    task: IntegrationTask, checkout: Path, log_path: Path, control: RunControl
+    task: IntegrationTask,
+    checkout: Path,
+    log_path: Path,
+    control: RunControl,
+    wrap: Wrap | None,
+    secrets: list[str],
 ) -> tuple[CheckResult, ...]:
     """Each distinct command once, with the runner a phase's verify uses, within the
     task's overall time; stops early (the rest not run) when the run is stopped."""
@@ -118,7 +148,14 @@ def _run_checks(
         if left <= 0:
             checks.append(CheckResult(check.command, check.phases, -1, "not run", 0.0, True))
             continue
-        (ran,) = run_verify(checkout, [check.command], min(task.verify_timeout_s, left), log_path)
+        (ran,) = run_verify(
+            checkout,
+            [check.command],
+            min(task.verify_timeout_s, left),
+            log_path,
+            secrets=secrets,
+            wrap=wrap,
+        )
         checks.append(
             CheckResult(
                 check.command,

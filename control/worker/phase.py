@@ -8,19 +8,21 @@ failed, and names the log of the run.
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from control.errors import SuperagentError, UsageError
-from control.git import MergeConflict, Workspace, workspace_root
+from control.errors import SuperagentError, UnavailableError, UsageError
+from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
 from control.messages import (
     IntegrationTask,
     PhaseTask,
     is_integration_payload,
     is_phase_payload,
 )
+from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
@@ -29,6 +31,8 @@ from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import Snapshot, snapshot, writes_outside
+from control.worker.sandbox import Jail, Sandbox, sandbox_for
+from control.worker.secrets import known_secrets, redact_tree, secrets_in_files
 
 
 def _is_glob(pattern: str) -> bool:
@@ -58,17 +62,29 @@ class PhaseExecutor:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        self._sandbox_lock = threading.Lock()
+        self._sandbox: Sandbox | None = None
+        self._sandbox_checked = False
+
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox phases run in (found once); None on a trusted host.
+        UnavailableError when this host cannot provide it."""
+        with self._sandbox_lock:
+            if not self._sandbox_checked:
+                self._sandbox = sandbox_for(self.config)
+                self._sandbox_checked = True
+            return self._sandbox
 
     def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> Outcome:
         payload = claimed.payload
+        try:
+            sandbox = self.sandbox()
+        except UnavailableError as exc:
+            return Outcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
         if isinstance(payload, dict) and payload.get("type") == "freeform":
-            return self._freeform(claimed, control)
+            return self._freeform(claimed, control, sandbox)
         if is_integration_payload(payload):
-            try:
-                integration = IntegrationTask.from_payload(payload)
-            except UsageError as exc:
-                return Outcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
-            return run_integration(self.config, integration, claimed, control, slot)
+            return self._integration(claimed, control, slot, sandbox)
         if not is_phase_payload(payload):
             return Outcome(
                 "failed",
@@ -80,9 +96,18 @@ class PhaseExecutor:
             task = PhaseTask.from_payload(claimed.payload)
         except UsageError as exc:
             return Outcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
-        return _Attempt(self.config, task, claimed, control, slot).run()
+        return _Attempt(self.config, task, claimed, control, slot, sandbox).run()
 
-    def _freeform(self, claimed: Claimed, control: RunControl) -> Outcome:
+    def _integration(
+        self, claimed: Claimed, control: RunControl, slot: str, sandbox: Sandbox | None
+    ) -> Outcome:
+        try:
+            integration = IntegrationTask.from_payload(claimed.payload)
+        except UsageError as exc:
+            return Outcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
+        return run_integration(self.config, integration, claimed, control, slot, sandbox)
+
+    def _freeform(self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None) -> Outcome:
         """A free-form task (`control enqueue HOST`): the agent in a scratch directory."""
         payload = claimed.payload
         text = payload.get("text")
@@ -91,7 +116,8 @@ class PhaseExecutor:
         if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
             return Outcome("failed", response, "a free-form task needs text (and an agent object)")
         scratch = self.config.work_dir / "freeform" / str(claimed.id)
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
         log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
         control.log_path = str(log)
         try:
@@ -103,6 +129,8 @@ class PhaseExecutor:
                 options=AgentOptions.from_dict({k: v for k, v in agent.items() if k != "backend"}),
                 credential_file=self.config.credential_file,
                 cancel=control.event,
+                wrap=wrap,
+                scratch=scratch if wrap else None,
             )
             result = run_agent(
                 str(agent.get("backend") or "claude-code"), request, keep_logs=self.config.keep_logs
@@ -130,6 +158,7 @@ class _Attempt:
         claimed: Claimed,
         control: RunControl,
         slot: str,
+        sandbox: Sandbox | None,
     ) -> None:
         self.config, self.task, self.claimed, self.control, self.slot = (
             config,
@@ -138,6 +167,10 @@ class _Attempt:
             control,
             slot,
         )
+        self.sandbox = sandbox
+        self.secrets = known_secrets(config)
+        self.redact = Redactor(self.secrets)
+        self.scratch = config.work_dir / "scratch" / slot
         self.clock = _Clock()
         self.log_path = log_path_for(config.logs_dir, claimed.id, task.phase_id, task.attempt)
         control.log_path = str(self.log_path)
@@ -159,11 +192,36 @@ class _Attempt:
             status = "cancelled"
             reason = self.control.reason if self.control.reason != SHUTDOWN else reason
         self.response.update(extra, status=status, reason=reason, durations=self.clock.report())
-        return Outcome(status, self.response, reason)
+        response = redact_tree(self.response, self.redact)
+        return Outcome(status, response, None if reason is None else self.redact(reason))
 
-    def run(self) -> Outcome:  # noqa: PLR0911  one early return per way an attempt fails
+    def run(self) -> Outcome:
+        try:
+            return self._run()
+        finally:
+            remove_tree(self.scratch)
+
+    def _wraps(self, workspace: Workspace, checkout: Path) -> tuple[Wrap | None, Wrap | None]:
+        """The sandbox of the agent and that of the verify commands (no network when the
+        spec says so); (None, None) on a trusted host."""
+        remove_tree(self.scratch)
+        self.scratch.mkdir(mode=0o700, parents=True)
+        if self.sandbox is None:
+            return None, None
+        jail = Jail(
+            checkout=checkout,
+            scratch=self.scratch,
+            git_dir=workspace.repo_path / "worktrees" / self.slot,
+            shared_clone=workspace.repo_path,
+        )
+        return (
+            self.sandbox.wrapper(jail),
+            self.sandbox.wrapper(replace(jail, network=self.task.verify_network)),
+        )
+
+    def _run(self) -> Outcome:  # noqa: PLR0911  one early return per way an attempt fails
         task = self.task
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             workspace = Workspace(
                 workspace_root(self.config.work_dir, task.repo_url),
@@ -187,6 +245,7 @@ class _Attempt:
         self.clock.mark("prepare")
         self.response.update(base_commit=prepared.base_commit, merged=prepared.merged)
 
+        agent_wrap, verify_wrap = self._wraps(workspace, prepared.path)
         try:
             backend, request = request_for_task(
                 task,
@@ -197,7 +256,9 @@ class _Attempt:
             )
         except UsageError as exc:
             return self._end("failed", str(exc))
-        before = self._snapshot(prepared.path)
+        request = replace(request, wrap=agent_wrap, scratch=self.scratch)
+        # Sandboxed, the agent cannot reach beside its checkout; trusted, we look.
+        before = self._snapshot(prepared.path) if agent_wrap is None else None
         result = run_agent(backend, request, keep_logs=self.config.keep_logs)
         self.clock.mark("agent")
         self.response["agent"] = {
@@ -213,7 +274,7 @@ class _Attempt:
         if result.status != "ok":
             return self._end("failed", f"agent {result.status}: {result.reason}")
 
-        outside = writes_outside(before, self._snapshot(prepared.path))
+        outside = [] if before is None else writes_outside(before, self._snapshot(prepared.path))
         if outside:
             return self._end(
                 "failed", "the agent wrote outside its checkout: " + ", ".join(outside[:10])
@@ -231,7 +292,14 @@ class _Attempt:
                 "failed",
                 "deliverables ignored by git (they would not be pushed): " + ", ".join(ignored),
             )
-        results = run_verify(prepared.path, task.verify, task.verify_timeout_s, self.log_path)
+        results = run_verify(
+            prepared.path,
+            task.verify,
+            task.verify_timeout_s,
+            self.log_path,
+            secrets=self.secrets,
+            wrap=verify_wrap,
+        )
         self.clock.mark("verify")
         self.response["verify"] = [r.to_dict() for r in results]
         failed = [r for r in results if r.exit_code != 0]
@@ -244,7 +312,21 @@ class _Attempt:
             )
         if self.control.stopped:
             return self._end("cancelled", self.control.reason)
+        return self._commit_and_push(workspace, prepared)
+
+    def _commit_and_push(self, workspace: Workspace, prepared: Prepared) -> Outcome:
+        """Commit as the worker and push, unless the change holds a secret (then nothing
+        is committed; the reason names the files, never the secret)."""
+        task = self.task
         try:
+            leaks = secrets_in_files(prepared.path, workspace.changed_files(prepared), self.secrets)
+            if leaks:
+                return self._end(
+                    "failed",
+                    "the change holds a secret, so nothing was committed or pushed: "
+                    + ", ".join(leaks[:10]),
+                    secrets_found=[leak.partition(" (")[0] for leak in leaks],
+                )
             head = workspace.commit_all(
                 prepared, f"superagent: {task.phase_id} ({task.run_id}, attempt {task.attempt})"
             )
@@ -258,4 +340,4 @@ class _Attempt:
         return self._end("done", None, commit=pushed)
 
     def _snapshot(self, checkout: Path) -> Snapshot:
-        return snapshot(self.config.work_dir, checkout)
+        return snapshot(self.config.work_dir, checkout, ignore=[self.scratch.parent])

@@ -60,9 +60,10 @@ def fleet() -> Iterator[Fleet]:
 def _fleet() -> Iterator[Fleet]:
     fleet = Fleet()
     reuse = os.environ.get("FLEET_REUSE") == "1" and fleet.is_up(HOSTS)
-    if not reuse:
-        for name in list(fleet.hosts):
-            fleet.remove_host(name)
+    if not reuse and fleet.hosts:
+        # What an interrupted session left (hosts, bridge, proxy): taken down whole, as
+        # `fleet-down` does, without the inventory or the key a fresh checkout lacks.
+        fleet.down()
     build_wheels()
     node_tarball()
     fleet.up(names=HOSTS)

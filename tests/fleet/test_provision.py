@@ -114,9 +114,9 @@ def test_the_worker_is_unprivileged_with_tight_directories(provisioned: Provisio
                                  "/etc/superagent/claude-code.env"]).stdout.split("\n")  # fmt: skip
     assert modes[:6] == [
         "/var/lib/superagent superagent 750",
-        "/var/lib/superagent/inbox superagent 750",
+        "/var/lib/superagent/inbox superagent 700",
         "/var/lib/superagent/work superagent 700",
-        "/var/log/superagent superagent 750",
+        "/var/log/superagent superagent 700",
         "/etc/superagent/worker.toml root 640",
         "/etc/superagent/claude-code.env root 600",
     ]

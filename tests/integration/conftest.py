@@ -53,8 +53,12 @@ class Pipeline:
         self.root = root
         self.remote = root / "origin.git"
         self.state = root / "state.db"
-        self.plan_file = root / "agent-plan.json"
-        self.agent_log = root / "agent-runs.jsonl"
+        # The scripted agent's plan and record: the one place beside its checkout the
+        # sandbox lets it write (never the remote, the state or the workers' homes).
+        self.agent_io = root / "agent-io"
+        self.agent_io.mkdir()
+        self.plan_file = self.agent_io / "agent-plan.json"
+        self.agent_log = self.agent_io / "agent-runs.jsonl"
         self.fleet: LocalFleet | None = None
         self.dispatches: list[subprocess.Popen[str]] = []
         seed = root / "seed"
@@ -74,6 +78,12 @@ class Pipeline:
         }
         options.setdefault("heartbeat_seconds", 0.5)
         options.setdefault("lease_seconds", 5.0)
+        settings = dict(options.pop("settings", {}) or {})
+        # The fake claude reads the pins beside the package.
+        read_only = [sys.prefix, sys.base_prefix, str(FAKES), str(REPO / "control" / "pins.json")]
+        settings.setdefault("sandbox_read_only", read_only)
+        settings.setdefault("sandbox_writable", [str(self.agent_io)])
+        options["settings"] = settings
         self.fleet = LocalFleet(self.root / "fleet", workers, env=env, **options)
         self.fleet.create()
         self.fleet.start()

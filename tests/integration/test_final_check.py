@@ -193,7 +193,7 @@ def two_sharing(command: str) -> list[dict[str, Any]]:
 def test_a_verify_command_shared_by_phases_runs_once_on_the_integrated_tree(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    counter = tmp_path / "integrated-runs"
+    counter = pipeline.agent_io / "integrated-runs"  # the one place the sandbox may write
     shared = f"if [ -f left.txt ] && [ -f right.txt ]; then echo run >> {counter}; fi"
     pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
     pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))

@@ -133,7 +133,7 @@ def test_enqueue_sends_free_form_text_from_stdin_to_one_worker(
 ) -> None:
     canary = tmp_path / "canary"
     text = f"Summarise the repo. $(touch {canary}) `touch {canary}` {{{{ lookup('pipe','id') }}}}"
-    scenario = tmp_path / "scenario.json"
+    scenario = pipeline.agent_io / "scenario.json"  # where the sandboxed agent can read it
     scenario.write_text(json.dumps({"scenario": "success", "files": {"notes.md": "ok\n"}}))
     fleet = pipeline.start_fleet(WorkerSpec("w1"))
     # The fake claude plays this scenario; it wants a key, as the real one does.

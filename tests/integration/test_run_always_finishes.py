@@ -438,3 +438,29 @@ def test_a_ready_phase_no_live_worker_can_take_says_why_once(rig: Rig) -> None:
     rig.clock.advance(1)
     rig.orchestrator.tick()
     assert rig.store.phases(rig.run_id)["api"].state == "dispatched"
+
+
+def test_a_beat_written_before_a_worker_died_does_not_bring_it_back(rig: Rig) -> None:
+    """A heartbeat first read late (after an outage, or by a restarted orchestrator) is
+    aged on the clock that wrote it, not taken as fresh because it changed."""
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    holder = rig.store.attempts(rig.run_id, "api")[0].worker
+    other = "w2" if holder == "w1" else "w1"
+    rig.clock.advance(1)
+    rig.beat(holder)  # its last beat: then the machine dies, and its inbox is cut off
+    rig.orchestrator.transports.close()
+    db = inbox(rig, holder)
+    hidden = db.with_name("dead.db")
+    db.rename(hidden)
+    rig.clock.advance(40)
+    rig.beat(other)
+    rig.orchestrator.tick()
+    assert rig.store.workers()[holder].status == "down"
+    rig.orchestrator.transports.close()
+    hidden.rename(db)  # the disk is back; the worker is not
+    rig.orchestrator = rig.new_orchestrator()  # and the orchestrator was restarted
+    rig.beat(other)
+    rig.orchestrator.tick()
+    assert rig.store.workers()[holder].status == "down"
+    assert [a.worker for a in rig.store.attempts(rig.run_id, "api")] == [holder, other]

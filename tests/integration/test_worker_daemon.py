@@ -18,7 +18,7 @@ from control.localfleet import LocalFleet, WorkerSpec
 from control.messages import PhaseTask, PrerequisiteRef
 from control.queue import Message, Queue
 from tests.integration.conftest import SCRIPTED_AGENT, Pipeline
-from tests.support import descendants, kill_tree
+from tests.support import alive, descendants, kill_tree
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_sigterm_hands_the_message_back_and_leaves_no_agent_behind(pipeline: Pip
     assert process.wait(30) == 0
     message = queue.show(sent.id)
     assert (message.state, message.reason) == ("pending", "worker stopped before finishing")
-    assert not [pid for pid in agents if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in agents if alive(pid)]
     (beat,) = queue.heartbeats()
     assert beat.status == "stopped"
 
@@ -196,9 +196,22 @@ def test_two_slots_run_two_phases_at_once_in_separate_worktrees(pipeline: Pipeli
         pipeline.branch_file("sa/two", "one.txt")  # separate checkouts, separate branches
 
 
-def test_an_agent_that_writes_outside_its_checkout_fails_the_phase(pipeline: Pipeline) -> None:
+def test_a_sandboxed_agent_cannot_write_outside_its_checkout(pipeline: Pipeline) -> None:
     pipeline.plan({"rogue": {"files": {"rogue.txt": "x\n", "../escaped.txt": "gotcha\n"}}})
-    _, queue = one_worker(pipeline)
+    fleet, queue = one_worker(pipeline)
+    sent = queue.enqueue(task(pipeline, "rogue"), key="run1/rogue/1")
+    message = wait_finished(queue, sent.id)
+    # The write landed in the sandbox's own throw-away root, never beside the checkout.
+    assert message.state == "done", message.reason
+    assert not list(fleet.workers["w1"].home.rglob("escaped.txt"))
+    assert not list(pipeline.root.rglob("escaped.txt"))
+
+
+def test_on_a_trusted_host_a_write_outside_the_checkout_fails_the_phase(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.plan({"rogue": {"files": {"rogue.txt": "x\n", "../escaped.txt": "gotcha\n"}}})
+    _, queue = one_worker(pipeline, settings={"trusted_host": True})
     sent = queue.enqueue(task(pipeline, "rogue"), key="run1/rogue/1")
     message = wait_finished(queue, sent.id)
     assert message.state == "failed"
@@ -228,6 +241,20 @@ def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
         time.sleep(0.1)
         seen |= {beat.beat_at for beat in queue.heartbeats()}
     assert queue.heartbeats()[0].status == "idle"
+
+
+def test_verify_commands_run_without_network_when_the_task_says_so(pipeline: Pipeline) -> None:
+    interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,"
+    pipeline.plan({"off": {"files": {"off.txt": "x\n"}}, "on": {"files": {"on.txt": "x\n"}}})
+    _, queue = one_worker(pipeline)
+    offline = queue.enqueue(
+        task(pipeline, "off", verify=(interfaces,), verify_network=False), key="run1/off/1"
+    )
+    online = queue.enqueue(task(pipeline, "on", verify=(interfaces,)), key="run1/on/1")
+    off, on = wait_finished(queue, offline.id), wait_finished(queue, online.id)
+    assert off.state == "done" and on.state == "done", (off.reason, on.reason)
+    assert off.response["verify"][0]["output_tail"] == "lo,"
+    assert on.response["verify"][0]["output_tail"] != "lo,"  # the host's own interfaces
 
 
 def test_the_worker_prunes_old_acknowledged_messages_from_its_inbox(

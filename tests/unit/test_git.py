@@ -588,6 +588,10 @@ def test_branch_names_stricter_than_git() -> None:
         "git://example.com/widget",
         "file:///srv/git/widget.git",
         "/srv/git/widget.git",
+        "ssh://git@git.example.com:2222/widget.git",
+        "ssh://git@[::1]:22/widget.git",
+        "[::1]:widget.git",
+        "git@[fe80::1]:widget.git",
     ],
 )
 def test_remote_urls_that_are_accepted(url: str) -> None:
@@ -611,6 +615,21 @@ def test_remote_urls_that_are_accepted(url: str) -> None:
         ("@:path", "bad host"),
         ("relative/path.git", "absolute path"),
         ("/srv/git\nx", "control characters"),
+        ("/srv/git x", "spaces"),
+        ("[-oProxyCommand=touch /tmp/pwned]:a", "spaces"),
+        ("[-oProxyCommand=touch%20/tmp/pwned]:a", "brackets may hold only an IPv6"),
+        ("[::1]", "must be followed by ':'"),
+        ("ssh://-oProxyCommand=x@host/a", "not a plain name"),
+        ("ssh://%2DoProxyCommand=x@host/a", "not a plain name"),
+        ("git+ssh://[-oProxyCommand=x]/a", "bad host"),
+        ("ssh://host:-1/a", "bad host or port"),
+        ("-oProxyCommand=x@host:a", "cannot start with '-'"),
+        ("git@-oProxyCommand=x:a", "bad host"),
+        ("-@host:a", "cannot start with '-'"),
+        ("a-@[-oX]:a", "brackets may hold only"),
+        ("file://attacker/x.git", "cannot name a host"),
+        ("ext::ssh -oProxyCommand=x h", "remote helpers"),
+        ("EXT::x", "remote helpers"),
     ],
 )
 def test_remote_urls_that_are_refused(url: str, why: str) -> None:

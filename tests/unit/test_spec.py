@@ -40,6 +40,10 @@ INVALID: dict[str, tuple[str, str]] = {
     "bad-name": ("$.name", "'-fixture' is not allowed: the project name"),
     "missing-repo": ("$.repo", "required field is missing: say where the code lives"),
     "repo-url-option": ("$.repo.url", "not starting with '-'"),
+    "repo-url-bracket-option": ("$.repo.url", "brackets may hold only an IPv6 address"),
+    "repo-url-ssh-user-option": ("$.repo.url", "the user '-oProxyCommand=x' is not a plain name"),
+    "repo-url-ext-helper": ("$.repo.url", "remote helpers"),
+    "repo-url-fd-helper": ("$.repo.url", "remote helpers"),
     "base-branch-invalid": ("$.repo.base_branch", "cannot contain '..'"),
     "branch-prefix-space": ("$.repo.branch_prefix", "cannot contain U+0020"),
     "unknown-top-field": ("$.phase", "unknown field 'phase'; did you mean 'phases'?"),
@@ -168,6 +172,7 @@ def test_defaults_apply_and_phase_values_override(fleet: list[Worker]) -> None:
     assert (build.estimate_minutes, docs.estimate_minutes) == (45.5, 20.0)
     assert (build.max_attempts, docs.max_attempts) == (1, 3)
     assert (build.silence_minutes, docs.timeout_minutes) == (20.0, 60.0)
+    assert (build.verify_network, docs.verify_network) == (False, True)
     assert build.agent.model == "opus" and build.agent.max_turns == 120
     assert build.agent.permission_mode == "acceptEdits"  # merged key by key
     assert docs.agent.backend == "command" and docs.agent.command == ("my-agent", "--headless")
@@ -183,6 +188,7 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
     assert phase.branch == "superagent/readme"
     assert phase.max_attempts == DEFAULT_MAX_ATTEMPTS
     assert phase.agent.backend == "claude-code" and phase.requires == ()
+    assert phase.verify_network is True
     with pytest.raises(UsageError, match="no phase 'nope'"):
         spec.phase("nope")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from control.errors import UsageError
-from control.process import ProcessOutcome
+from control.process import ProcessOutcome, Wrap
 from control.worker.prompt import Prerequisite, build_prompt
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
@@ -105,6 +105,10 @@ class AgentRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     project: str | None = None
     kill_grace_s: float = 5.0
+    # The sandbox every command of the agent runs in (None: as the worker, a trusted
+    # host), and the directory it may write beside the checkout (prompt files, HOME).
+    wrap: Wrap | None = None
+    scratch: Path | None = None
 
     def prompt(self) -> str:
         return build_prompt(

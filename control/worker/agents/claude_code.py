@@ -211,6 +211,7 @@ class ClaudeCodeBackend:
             silence_timeout_s=request.silence_timeout_s,
             cancel=request.cancel,
             secrets=secrets,
+            wrap=request.wrap,
             on_stdout_line=reader.feed,
             kill_grace_s=request.kill_grace_s,
             finished=lambda: reader.result is not None,

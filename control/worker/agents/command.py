@@ -116,7 +116,7 @@ class CommandBackend:
             stdin = prompt.encode("utf-8")
         elif prompt_via == "json":
             stdin = json.dumps(task_json(request, prompt)).encode("utf-8")
-        with tempfile.TemporaryDirectory(prefix="superagent-prompt-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="superagent-prompt-", dir=request.scratch) as tmp:
             prompt_file = None
             if prompt_via == "file":
                 prompt_file = Path(tmp) / "prompt.md"
@@ -144,6 +144,7 @@ class CommandBackend:
                 silence_timeout_s=request.silence_timeout_s,
                 cancel=request.cancel,
                 secrets=secrets,
+                wrap=request.wrap,
                 kill_grace_s=request.kill_grace_s,
                 log_header=[
                     f"backend {NAME}, phase {request.phase_id}",

@@ -41,7 +41,9 @@ class ReplayCancelled(Exception):
 
 
 def _log(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         handle.write(f"# {line}\n")
 
 
@@ -104,12 +106,17 @@ def write_files(files: Mapping[str, str | bytes], checkout: Path) -> list[str]:
 
 
 def _git_apply(request: AgentRequest, patch: Path) -> None:
+    if request.scratch is not None:  # the sandbox sees the scratch directory, not the recording
+        copy = request.scratch / f"replay-{patch.name}"
+        shutil.copyfile(patch, copy)
+        patch = copy
     outcome = run_watched(
         ["git", "apply", "--", str(patch.resolve())],
         cwd=request.checkout,
         env=dict(os.environ),
         log_path=request.log_path,
         wall_timeout_s=min(request.wall_timeout_s, _GIT_APPLY_TIMEOUT_S),
+        wrap=request.wrap,
         cancel=request.cancel,
         log_header=[f"git apply {patch.name}"],
     )
