@@ -22,7 +22,7 @@ ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
 .PHONY: help setup system-deps real-claude test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify chaos-queue chaos-dispatch clean \
-	wheels known-hosts provision fleet-up fleet-down bench-fleet
+	wheels known-hosts provision upgrade fleet-up fleet-down bench-fleet
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -118,6 +118,9 @@ known-hosts: setup ## Record the SSH host keys of hosts met for the first time (
 provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=host, EXTRA=; CHECK=1: dry run)
 	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') \
 		$(if $(CHECK),--check --diff) $(EXTRA)
+
+upgrade: wheels ## Rolling upgrade to the inventory's pins, BATCH hosts at a time (INVENTORY=, BATCH=1)
+	$(BIN)/control upgrade --inventory $(INVENTORY) --batch $(or $(BATCH),1)
 
 fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (root), .fleet/inventory
 	tests/fleet/fleet.sh up --hosts $(FLEET_HOSTS)

@@ -1,5 +1,5 @@
-"""A machine's life in the fleet: `control drain`, `undrain`, `remove`, and `repin`
-(a run moved to the versions the fleet was upgraded to).
+"""A machine's life in the fleet: `control drain`, `undrain`, `remove`, `upgrade` (a
+rolling one), and `repin` (a run moved to the versions the fleet was upgraded to).
 
 Thin: each parses, calls `control.lifecycle`, and renders what it did.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,7 +24,7 @@ from control.cli_io import (
     pick_run,
     workers_from,
 )
-from control.errors import NotFoundError
+from control.errors import ExitCode, NotFoundError, UsageError
 from control.lifecycle import drain as drain_worker
 from control.lifecycle import fleet_worker
 from control.lifecycle import remove as remove_host
@@ -31,6 +32,7 @@ from control.lifecycle import repin as repin_run
 from control.lifecycle import undrain as undrain_worker
 from control.state import StateStore
 from control.transport import Transports
+from control.upgrade import RolloutSettings, ansible_provision, rolling_upgrade
 
 HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory name.")]
 
@@ -167,3 +169,55 @@ def repin(
             highlight=False,
         ),
     )
+
+
+@app.command()
+def upgrade(
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Hosts upgraded at a time.")] = 1,
+    playbook: Annotated[
+        Path, typer.Option("--playbook", help="The playbook that provisions a host.")
+    ] = Path("playbooks/site.yml"),
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", min=1, help="Seconds a drained host may run on.")
+    ] = 3600.0,
+    health_timeout: Annotated[
+        float,
+        typer.Option("--health-timeout", min=1, help="Seconds a host may take to come back."),
+    ] = 300.0,
+    inventory: InventoryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rolling upgrade to the inventory's pins, a batch at a time: drain, wait until idle,
+    provision (ansible-playbook --limit), check the new versions, undrain, next.
+
+    A host that fails stops the rollout and stays drained with the reason (exit 1)."""
+    workers = workers_from(inventory)
+    if inventory is None:  # workers_from refused it already; this tells mypy
+        raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
+    transports = Transports(inventory=inventory)
+    try:
+        rollout = rolling_upgrade(
+            workers,
+            transports,
+            ansible_provision(inventory, playbook),
+            RolloutSettings(
+                batch=batch, idle_timeout_s=idle_timeout, health_timeout_s=health_timeout
+            ),
+        )
+    finally:
+        transports.close()
+
+    def render() -> None:
+        for step in rollout.steps:
+            console.print(
+                f"{step.host}: {'upgraded' if step.ok else 'FAILED'} in {step.seconds:g}s"
+                + (f" ({step.reason})" if step.reason else ""),
+                highlight=False,
+                markup=False,
+            )
+        if rollout.stopped:
+            console.print(f"rollout stopped: {rollout.stopped}", highlight=False, markup=False)
+
+    emit(rollout.to_dict(), as_json, render)
+    if not rollout.ok:
+        raise typer.Exit(int(ExitCode.FAILURE))
