@@ -100,8 +100,12 @@ def test_the_worker_runs_under_a_hardened_unit(provisioned: Provisioning) -> Non
     report("worker_exposure", exposure)
     report("worker_exposure_level", match.group(2))
     print(f"systemd-analyze security: {exposure} {match.group(2)}")
-    # 10 is an unconfined service; the unit was measured at 1.5 ("OK"). Fail if it regresses.
-    assert exposure <= 2.0, analysis[-3000:]
+    # 10 is an unconfined service. The unit measured 1.5 ("OK") before the agent sandbox;
+    # bubblewrap needs the worker to create user, mount, PID, IPC, UTS and network
+    # namespaces and to mount (RestrictNamespaces, SystemCallFilter=@mount): 2.4, still
+    # "OK", the price of an agent that cannot see the worker's keys, inbox or home.
+    # Fail if it regresses past that.
+    assert exposure <= 2.5, analysis[-3000:]
 
 
 def test_the_worker_is_unprivileged_with_tight_directories(provisioned: Provisioning) -> None:
