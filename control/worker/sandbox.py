@@ -79,8 +79,11 @@ def sandbox_for(config: WorkerConfig) -> Sandbox | None:
         return None
     read_only = list(config.sandbox_read_only)
     for program in (config.node, config.claude):
-        if os.sep in program:  # /opt/superagent/node/bin/node: the whole install
+        if os.sep in program:  # /opt/superagent/node/bin/node: the whole install, where
+            # it really is and where PATH names it (a symlink to a versioned directory:
+            # without it, `npm` in a verify command is not found)
             read_only.append(Path(os.path.realpath(program)).parent.parent)
+            read_only.append(Path(program).parent.parent)
     return Sandbox.find(read_only, writable=config.sandbox_writable)
 
 

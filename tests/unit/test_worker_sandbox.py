@@ -19,7 +19,7 @@ from control.process import run_watched
 from control.transport.base import PollResult
 from control.worker.checks import run_checks
 from control.worker.config import default_config
-from control.worker.sandbox import Jail, Sandbox
+from control.worker.sandbox import Jail, Sandbox, sandbox_for
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 
@@ -129,3 +129,27 @@ def test_a_working_sandbox_is_reported(tmp_path: Path) -> None:
     report = run_checks(default_config(tmp_path / "home", "w1"))
     assert report.versions["sandbox"] == "bubblewrap"
     assert not [p for p in report.problems if "bubblewrap" in p]
+
+
+def test_tools_installed_behind_a_symlink_are_found_by_the_path_the_worker_uses(
+    tmp_path: Path,
+) -> None:
+    """As the nodejs role installs Node: /opt/superagent/node -> node-v20..., PATH
+    naming the symlink. A verify command's `npm` must be found inside the sandbox."""
+    real = tmp_path / "node-v20" / "bin"
+    real.mkdir(parents=True)
+    (real / "npm").write_text("#!/bin/sh\necho npm here\n")
+    (real / "npm").chmod(0o755)
+    shutil.copy("/bin/true", real / "node")
+    (tmp_path / "node").symlink_to(tmp_path / "node-v20")
+    config = replace(default_config(tmp_path / "home", "w1"), node=str(tmp_path / "node/bin/node"))
+    sandbox = sandbox_for(config)
+    assert sandbox is not None
+    jail = Jail(checkout=tmp_path / "checkout", scratch=tmp_path / "scratch")
+    jail.checkout.mkdir()
+    jail.scratch.mkdir()
+    argv, env = sandbox.wrapper(jail)(
+        ["/bin/sh", "-c", "npm"], {"PATH": f"{tmp_path}/node/bin:/usr/bin:/bin"}
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert (done.returncode, done.stdout) == (0, "npm here\n"), done.stderr
