@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import LocalFleet, WorkerSpec
 from control.queue import Queue
 from control.state import StateStore
 from tests.integration.conftest import Pipeline, parse_events, write_spec
@@ -69,6 +69,39 @@ def wait_for_event(process: Any, kind: str, timeout_s: float = 60) -> dict[str, 
     raise AssertionError(f"no {kind} event; stderr: {process.stderr.read()}")
 
 
+def kill_a_worker_mid_phase(
+    pipeline: Pipeline, tmp_path: Path
+) -> tuple[LocalFleet, subprocess.Popen[str], str]:
+    """Two workers, one slow phase dispatched; once its agent has started, its worker
+    (daemon and agent alike) is SIGKILLed. Returns the fleet, the running dispatch
+    and the killed worker's name."""
+    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
+    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(
+        tmp_path / "spec.json",
+        [
+            {
+                "id": "slow",
+                "title": "Slow",
+                "task": "Take a while, then write slow.txt saying done.",
+                "deliverables": ["slow.txt"],
+                "verify": ["grep -qx done slow.txt"],
+            }
+        ],
+    )
+    process = pipeline.start_dispatch(spec)
+    victim = str(wait_for_event(process, "dispatched")["worker"])
+    deadline = time.monotonic() + 20
+    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.05)
+    worker = fleet.workers[victim].process
+    assert worker is not None
+    kill_tree(worker.pid)  # the machine is gone: daemon and agent alike
+    worker.wait()
+    return fleet, process, victim
+
+
 def test_two_phases_run_in_order_and_merge(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan(PLAN)
     pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
@@ -92,31 +125,7 @@ def test_two_phases_run_in_order_and_merge(pipeline: Pipeline, tmp_path: Path) -
 def test_a_worker_killed_mid_phase_has_its_phase_finished_elsewhere_once(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
-    spec = write_spec(
-        tmp_path / "spec.json",
-        [
-            {
-                "id": "slow",
-                "title": "Slow",
-                "task": "Take a while, then write slow.txt saying done.",
-                "deliverables": ["slow.txt"],
-                "verify": ["grep -qx done slow.txt"],
-            }
-        ],
-    )
-    process = pipeline.start_dispatch(spec)
-    first = wait_for_event(process, "dispatched")
-    victim = first["worker"]
-    deadline = time.monotonic() + 20
-    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
-        assert time.monotonic() < deadline, "the agent never started"
-        time.sleep(0.05)
-    worker = fleet.workers[victim].process
-    assert worker is not None
-    kill_tree(worker.pid)  # the machine is gone: daemon and agent alike, never restarted
-    worker.wait()
+    _, process, victim = kill_a_worker_mid_phase(pipeline, tmp_path)  # never restarted
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     events = parse_events(out)
@@ -220,30 +229,7 @@ def test_a_worker_killed_then_restarted_after_its_phase_was_accepted_elsewhere(
     """Issue 9's scenario end to end: the written-off worker comes back; the run
     finishes, and the phase's branch and the integration branch hold the accepted
     commit (each attempt pushes to its own ref; only the orchestrator moves branches)."""
-    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
-    spec = write_spec(
-        tmp_path / "spec.json",
-        [
-            {
-                "id": "slow",
-                "title": "Slow",
-                "task": "Take a while, then write slow.txt saying done.",
-                "deliverables": ["slow.txt"],
-                "verify": ["grep -qx done slow.txt"],
-            }
-        ],
-    )
-    process = pipeline.start_dispatch(spec)
-    victim = wait_for_event(process, "dispatched")["worker"]
-    deadline = time.monotonic() + 20
-    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
-        assert time.monotonic() < deadline, "the agent never started"
-        time.sleep(0.05)
-    worker = fleet.workers[victim].process
-    assert worker is not None
-    kill_tree(worker.pid)
-    worker.wait()
+    fleet, process, victim = kill_a_worker_mid_phase(pipeline, tmp_path)
     wait_for_event(process, "phase_done")
     fleet.start(victim)  # back from the dead, after its phase was accepted elsewhere
     out, err = process.communicate(timeout=120)
