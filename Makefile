@@ -21,7 +21,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude real-agents test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-accounts chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision upgrade fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -48,7 +48,16 @@ real-claude: ## Install the pinned Claude Code under .cache/ (the real-CLI tests
 	     @anthropic-ai/claude-code@$(CLAUDE_CODE_PIN) \
 	  || echo "real-claude: could not install it; the real-CLI tests will skip"; }
 
-test: setup system-deps real-claude ## Run the whole test suite
+# codex, gemini and opencode at their pins (control/pins.json `agents`), each under .cache/.
+AGENT_PINS := $(shell $(PYTHON) -c 'import json; a = json.load(open("control/pins.json"))["agents"]; print(" ".join(k + "=" + v["package"] + "@" + v["version"] for k, v in a.items()))')
+
+real-agents: ## Install the pinned codex, gemini and opencode CLIs under .cache/ (real-CLI tests)
+	@for pin in $(AGENT_PINS); do name=$${pin%%=*}; spec=$${pin#*=}; dir=.cache/agents/$$name-$${spec##*@}; \
+	  test -d $$dir/node_modules/.bin || { command -v npm >/dev/null \
+	    && npm install --silent --no-audit --no-fund --prefix $$dir $$spec \
+	    || echo "real-agents: could not install $$spec; its real-CLI tests will skip"; }; done
+
+test: setup system-deps real-claude real-agents ## Run the whole test suite
 	SUPERAGENT_REAL_CLAUDE="$${SUPERAGENT_REAL_CLAUDE:-$$(test -x $(REAL_CLAUDE) && echo $(CURDIR)/$(REAL_CLAUDE))}" \
 	  $(BIN)/python -m pytest
 
@@ -72,7 +81,7 @@ install: setup ## Put `control` on PATH: a link in ~/.local/bin to .venv/bin/con
 	@case ":$$PATH:" in *":$(HOME)/.local/bin:"*) echo "control is on PATH";; \
 	  *) echo "add ~/.local/bin to PATH (e.g. in ~/.profile) to run control";; esac
 
-bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-accounts ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -94,6 +103,9 @@ bench-notify: setup ## Event-to-delivery latency to a local webhook; what notifi
 
 bench-history: setup ## A year of history (10k runs, 5M events): status, runs, tick, gc (JSON last line)
 	$(BIN)/python bench/bench_history.py
+
+bench-accounts: setup ## A simulated day: 200 phases on 3 accounts vs 1 and vs no fallback (JSON last line)
+	$(BIN)/python bench/bench_accounts.py
 
 chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print the checker's JSON
 	$(BIN)/python tests/chaos/queue_chaos.py --seconds $(SECONDS_CHAOS)

@@ -20,7 +20,14 @@ DEFAULT_BASE_BRANCH = "main"
 DEFAULT_BRANCH_PREFIX = "superagent"
 DEFAULT_BACKEND = "claude-code"
 # The schema's enum and the worker's backends; a test keeps the three the same.
-AGENT_BACKENDS: tuple[str, ...] = ("claude-code", "command", "replay")
+AGENT_BACKENDS: tuple[str, ...] = (
+    "claude-code",
+    "codex",
+    "command",
+    "gemini",
+    "opencode",
+    "replay",
+)
 DEFAULT_ESTIMATE_MINUTES = 30.0
 DEFAULT_TIMEOUT_MINUTES = 120.0
 DEFAULT_SILENCE_MINUTES = 15.0

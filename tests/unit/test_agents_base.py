@@ -21,9 +21,9 @@ from tests.fakes.agents import credential_file
 
 
 def test_registry() -> None:
-    assert backend_names() == ["claude-code", "command", "replay"]
+    assert backend_names() == ["claude-code", "codex", "command", "gemini", "opencode", "replay"]
     assert get_backend("replay").name == "replay"
-    with pytest.raises(UsageError, match="known: claude-code, command, replay"):
+    with pytest.raises(UsageError, match="known: claude-code, codex, command, gemini, opencode"):
         get_backend("gpt")
 
 

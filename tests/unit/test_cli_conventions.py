@@ -114,7 +114,8 @@ def test_validate_and_plan_read_the_inventory_variable() -> None:
 def test_an_unknown_agent_is_refused_at_once(args: list[str], tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--state", str(tmp_path / "state.db")], input="task\n")
     assert result.exit_code == 2
-    assert "unknown agent backend 'claude'; known: claude-code, command, replay" in result.output
+    known = "claude-code, codex, command, gemini, opencode, replay"
+    assert f"unknown agent backend 'claude'; known: {known}" in result.output
     assert not (tmp_path / "state.db").exists()  # nothing was started
 
 

@@ -23,14 +23,20 @@ from control.worker.agents.base import (
     load_credentials,
 )
 from control.worker.agents.claude_code import ClaudeCodeBackend
+from control.worker.agents.codex import CodexBackend
 from control.worker.agents.command import CommandBackend
+from control.worker.agents.gemini import GeminiBackend
+from control.worker.agents.opencode import OpencodeBackend
 from control.worker.agents.replay import ReplayBackend
 from control.worker.logs import DEFAULT_KEEP, rotate_logs
 from control.worker.prompt import Prerequisite
 
 _BACKENDS: dict[str, Callable[[], AgentBackend]] = {
     ClaudeCodeBackend.name: ClaudeCodeBackend,
+    CodexBackend.name: CodexBackend,
     CommandBackend.name: CommandBackend,
+    GeminiBackend.name: GeminiBackend,
+    OpencodeBackend.name: OpencodeBackend,
     ReplayBackend.name: ReplayBackend,
 }
 

@@ -132,6 +132,7 @@ class AgentResult:
     log_path: Path
     exit_code: int | None = None
     cost_usd: float | None = None
+    cost_estimated: bool = False  # from the price table: the CLI reported only tokens
     usage: Mapping[str, int] = field(default_factory=dict)
     num_turns: int | None = None
     session_id: str | None = None

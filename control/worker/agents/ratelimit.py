@@ -50,6 +50,13 @@ _RESET_IN = re.compile(
 )
 
 
+# Codex: "... or try again at Mar 17th, 2030 5:46 PM." (the worker's local time).
+_TRY_AGAIN_AT = re.compile(
+    r"\btry again at (?P<mon>[A-Za-z]{3})[a-z]*\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? "
+    r"(?P<year>\d{4}),? (?P<hour>\d{1,2}):(?P<minute>\d{2}) ?(?P<ampm>[AaPp]\.?[Mm]\.?)"
+)
+
+
 def looks_rate_limited(text: str) -> bool:
     """Whether `text` says a usage or rate limit stopped the agent."""
     return any(p.search(text) for p in _PATTERNS)
@@ -83,12 +90,28 @@ def reset_epoch(text: str, now: float | None = None) -> float | None:
     now = time.time() if now is None else now
     if found := _EPOCH.search(text):
         return float(found.group(1))
+    if found := _TRY_AGAIN_AT.search(text):
+        return _dated_reset(found)
     if found := _RESET_IN.search(text):
         hours, minutes = found.group("h"), found.group("m")
         if hours or minutes:
             return now + 3600 * int(hours or 0) + 60 * int(minutes or 0)
     found = _RESET.search(text)
     return None if found is None else _clock_reset(found, now)
+
+
+def _dated_reset(found: re.Match[str]) -> float | None:
+    """Epoch seconds of a full local date and time ("Mar 17th, 2030 5:46 PM")."""
+    hour, minute = int(found.group("hour")), int(found.group("minute"))
+    month = _MONTHS.get(found.group("mon").lower())
+    if month is None or not 1 <= hour <= 12 or minute > 59:
+        return None
+    hour = hour % 12 + (12 if found.group("ampm").lower().startswith("p") else 0)
+    try:
+        when = datetime(int(found.group("year")), month, int(found.group("day")), hour, minute)
+    except ValueError:
+        return None
+    return when.timestamp()
 
 
 def _clock_reset(found: re.Match[str], now: float) -> float | None:

@@ -1,0 +1,102 @@
+"""The codex backend: `codex exec --json` headless in the checkout (OpenAI's Codex CLI).
+
+Its JSONL events (codex-rs/exec/src/exec_events.rs, checked against recordings of the
+pinned release): `thread.started` {thread_id}, `turn.started`, `item.started|updated|
+completed` {item: {id, type, ...}}, `turn.completed` {usage: {input_tokens,
+cached_input_tokens, output_tokens, ...}}, `turn.failed` {error: {message}}, and `error`
+{message} (also its retries: "Reconnecting... 2/5"). A turn.completed is its last word;
+the final `agent_message` item is the agent's answer. It reports tokens, not money.
+`exec` asks nobody for approval (`approval_policy="never"`); its own sandbox is
+`workspace-write` unless the spec says otherwise. A session resumes by thread id.
+"""
+
+from __future__ import annotations
+
+from control.pins import load
+from control.worker.agents.base import AgentRequest, AgentResult
+from control.worker.agents.headless import (
+    Cli,
+    Reading,
+    count,
+    flags,
+    json_event,
+    obj,
+    run_cli,
+)
+from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
+
+NAME = "codex"
+PINNED_VERSION: str = load()["agents"]["codex"]["version"]
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+AUTH_VARIABLES = ("CODEX_API_KEY", "OPENAI_API_KEY")
+
+
+def build_argv(executable: str, request: AgentRequest) -> list[str]:
+    """`codex exec` with flags only: the prompt is `-`, read from stdin."""
+    extra = request.options.extra
+    sandbox = str(extra.get("sandbox") or "workspace-write")
+    if sandbox not in SANDBOX_MODES:
+        sandbox = "workspace-write"  # the spec's schema refuses others; be safe anyway
+    argv = [executable, "exec", "--json", "--color", "never"]
+    argv += ["--sandbox", sandbox, "-c", 'approval_policy="never"']
+    argv += flags([("--model", request.options.model)])
+    resume = extra.get("resume_session")
+    if isinstance(resume, str) and resume and not resume.startswith("-"):
+        argv += ["resume", resume]
+    return [*argv, "-"]
+
+
+class CodexReader:
+    def __init__(self, request: AgentRequest) -> None:
+        self.reading = Reading(model=request.options.model)
+
+    def feed(self, line: str) -> None:
+        event = json_event(line)
+        reading = self.reading
+        if event is None:
+            if line.strip():
+                reading.note_other(line.strip())
+            return
+        reading.events += 1
+        kind = event["type"]
+        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+            reading.session_id = event["thread_id"]
+        elif kind == "turn.completed":
+            usage = obj(event.get("usage"))
+            reading.input_tokens += count(usage.get("input_tokens"))
+            reading.cached_input_tokens += count(usage.get("cached_input_tokens"))
+            reading.output_tokens += count(usage.get("output_tokens"))
+            reading.done = True
+        elif kind == "turn.failed":
+            error = obj(event.get("error"))
+            message = str(error.get("message") or "the turn failed")
+            reading.failed = message
+            if looks_rate_limited(message):
+                reading.rate_limited = True
+                reading.rate_limit_reset = reset_epoch(message)
+        elif kind == "error":
+            reading.note_error(str(event.get("message") or ""))
+        elif kind == "item.completed":
+            item = obj(event.get("item"))
+            if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
+                reading.final_text = item["text"]
+
+
+CODEX = Cli(
+    name=NAME,
+    title="Codex",
+    executable="codex",
+    auth_variables=AUTH_VARIABLES,
+    argv=build_argv,
+    reader=CodexReader,
+    exit_reasons={2: "it refused its command line"},
+)
+
+
+class CodexBackend:
+    """`codex exec --json` in the checkout; see the module docstring."""
+
+    name = NAME
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        return run_cli(CODEX, request)
