@@ -1107,6 +1107,15 @@ class StateStore:
         ).fetchall()
         return [self._attempt(r) for r in rows]
 
+    def accounts_in_use(self) -> dict[str, int]:
+        """Agent runs in flight per account, over every open run of this database."""
+        rows = self.conn.execute(
+            "SELECT a.account, COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id "
+            "WHERE a.account IS NOT NULL AND a.state IN ('sending', 'dispatched') "
+            "AND r.status = 'running' GROUP BY a.account"
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def hosts_with_state(self) -> set[str]:
         """Every host this database holds something live about: a worker row, an attempt
         in flight in an open run, a cancel owed."""
