@@ -241,3 +241,29 @@ def test_a_conflict_at_the_final_check_names_the_phase_and_the_files(
     assert code == 1
     reason = events[-1]["reason"]
     assert "'right'" in reason and "same.txt" in reason, reason
+
+
+def test_a_credential_printed_by_the_final_check_is_masked_everywhere(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Two phases each deliver half of the worker's API key (neither half is a secret, so
+    both are committed); only the integrated tree holds it whole, and its check prints it.
+    The value never reaches the response, the worker's logs or the state database."""
+    key = "sk-ant-api03-FINALCHECK-" + os.urandom(16).hex()
+    creds = tmp_path / "credentials.env"
+    creds.write_text(f"ANTHROPIC_API_KEY={key}\n")
+    creds.chmod(0o600)
+    halves = {"left": key[:10], "right": key[10:]}
+    pipeline.plan({p: {"files": {f"{p}.txt": half}} for p, half in halves.items()})
+    pipeline.start_fleet(WorkerSpec("w1"), settings={"credential_file": str(creds)})
+    printed = 'echo "joined: $(cat left.txt 2>/dev/null)$(cat right.txt 2>/dev/null)"'
+    spec = write_spec(tmp_path / "spec.json", two_sharing(printed))
+    code, events, err = pipeline.dispatch(spec)
+    assert code == 0, err
+    (row,) = integrations(pipeline)
+    checks = {c["command"]: c for c in row["response"]["response"]["checks"]}
+    assert "joined: [REDACTED]" in checks[printed]["output_tail"]
+    assert key not in json.dumps(events) + err
+    for path in pipeline.root.rglob("*"):
+        if path.is_file() and path != creds:
+            assert key.encode() not in path.read_bytes(), path
