@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,8 @@ class Dispatch:
     resumed: bool
     merge: bool = True
     verify_merge: bool = True
-    # This process as the run's driver (host, pid, a token): see `StateStore.acquire_driver`.
-    driver: dict[str, Any] = field(default_factory=dict)
-    driver_ttl_s: float = 30.0
+    # This process as the run's one live driver, taken by `open_dispatch`.
+    lease: DriverLease | None = None
 
     def drive(
         self,
@@ -84,13 +83,12 @@ class Dispatch:
                 if orchestrator.outcome() is None:
                     stop.wait(orchestrator.settings.poll_interval_s)
         finally:
-            self.store.release_driver(self.run_id, self.driver["token"])
+            if self.lease is not None:
+                self.lease.release()
 
     def _renew_driver(self) -> None:
-        if not self.store.renew_driver(self.run_id, self.driver["token"], self.driver_ttl_s):
-            raise ConflictError(
-                f"run {self.run_id}: another orchestrator took it over; this one stops"
-            )
+        if self.lease is not None:
+            self.lease.renew()
 
     def _finish(
         self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
@@ -167,10 +165,9 @@ def open_dispatch(
         resumed = False
     else:
         run_id, resumed = latest.id, True
-    driver = driver_identity()
-    ttl = driver_ttl(settings or Settings())
+    lease = DriverLease(store, run_id, driver_ttl(settings or Settings()))
     try:
-        store.acquire_driver(run_id, driver, ttl)
+        lease.acquire()
     except ConflictError:
         store.close()
         raise
@@ -190,9 +187,7 @@ def open_dispatch(
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words
         store.event(run_id, "run_resumed", detail={"spec": key})
-    return Dispatch(
-        orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
-    )
+    return Dispatch(orchestrator, store, run_id, resumed, merge=merge, lease=lease)
 
 
 DEFAULT_RETENTION_DAYS = 180.0
@@ -222,6 +217,39 @@ def driver_identity() -> dict[str, Any]:
         "token": secrets.token_hex(8),
         "since": time.time(),
     }
+
+
+class DriverLease:
+    """This process as a run's one live driver (a lease in the state database: see
+    `StateStore.acquire_driver`): `control dispatch` and `control merge` both hold it, so
+    a merge never races a dispatch of the same run. A context manager, or acquire,
+    renew (every tick) and release."""
+
+    def __init__(self, store: StateStore, run_id: str, ttl_s: float) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.ttl_s = ttl_s
+        self.holder = driver_identity()
+
+    def acquire(self) -> None:
+        """ConflictError, naming the live driver, when another process drives the run."""
+        self.store.acquire_driver(self.run_id, self.holder, self.ttl_s)
+
+    def renew(self) -> None:
+        if not self.store.renew_driver(self.run_id, self.holder["token"], self.ttl_s):
+            raise ConflictError(
+                f"run {self.run_id}: another orchestrator took it over; this one stops"
+            )
+
+    def release(self) -> None:
+        self.store.release_driver(self.run_id, self.holder["token"])
+
+    def __enter__(self) -> DriverLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def driver_ttl(settings: Settings) -> float:

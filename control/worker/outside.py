@@ -88,15 +88,8 @@ class _Walker:
         self.seen: set[Path] = set()
 
     def walk(self, root: Path, *, top: bool = False) -> None:
-        if top:  # an `also` path: itself first (a file, or a directory to list)
-            try:
-                info = root.lstat()
-            except OSError:
-                return  # absent: its creation shows as a new entry
-            if not root.is_dir() or root.is_symlink():
-                self.entries[str(root)] = (info.st_mtime_ns, info.st_size, info.st_ino)
-                return
-            self.entries[str(root)] = _LISTED
+        if top and not self._top(root):
+            return
         stack: list[tuple[Path, Path | None, str]] = [(root, None, "")]
         while stack:
             directory, git_dir, inside = stack.pop()
@@ -105,35 +98,52 @@ class _Walker:
             self.seen.add(directory)
             if git_dir is None and _is_git_dir(directory):
                 git_dir, inside = directory, ""
-            workspace = git_dir is None and (directory / _WORKSPACE_MARK).is_file()
-            if workspace:
+            if git_dir is None and (directory / _WORKSPACE_MARK).is_file():
                 self.workspaces.add(str(directory))
             try:
                 children = list(os.scandir(directory))
             except OSError:
                 continue  # gone or unreadable while we looked
             for child in children:
-                path = Path(child.path)
-                if path in self.skip:
-                    continue
-                relative = f"{inside}/{child.name}" if inside else child.name
                 if git_dir is not None and not _git_watched(inside, child.name):
                     continue
-                try:
-                    is_dir = child.is_dir(follow_symlinks=False)
-                    if is_dir and self._other_slot(directory, path):
-                        continue
-                    info = child.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # gone while we looked
-                if is_dir:
-                    # Listed: its own mtime only repeats what its entries show.
-                    self.entries[child.path] = _LISTED
-                    stack.append((path, git_dir, relative if git_dir is not None else ""))
-                else:
-                    self.entries[child.path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+                if self._record(directory, child):
+                    # `inside`: where in the git directory (only read within one)
+                    below = f"{inside}/{child.name}" if inside else child.name
+                    stack.append((Path(child.path), git_dir, below if git_dir else ""))
 
-    def _other_slot(self, directory: Path, path: Path) -> bool:
+    def _top(self, root: Path) -> bool:
+        """An `also` path itself: recorded; True when it is a directory to walk."""
+        try:
+            info = root.lstat()
+        except OSError:
+            return False  # absent: its creation shows as a new entry
+        if not root.is_dir() or root.is_symlink():
+            self.entries[str(root)] = (info.st_mtime_ns, info.st_size, info.st_ino)
+            return False
+        self.entries[str(root)] = _LISTED
+        return True
+
+    def _record(self, directory: Path, child: os.DirEntry[str]) -> bool:
+        """Record one entry; True when it is a directory to walk."""
+        path = Path(child.path)
+        if path in self.skip:
+            return False
+        try:
+            is_dir = child.is_dir(follow_symlinks=False)
+            if is_dir and self._other_slot(directory):
+                return False
+            info = child.stat(follow_symlinks=False)
+        except OSError:
+            return False  # gone while we looked
+        if is_dir:
+            # Listed: its own mtime only repeats what its entries show.
+            self.entries[child.path] = _LISTED
+            return True
+        self.entries[child.path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+        return False
+
+    def _other_slot(self, directory: Path) -> bool:
         """A directory beside the checkout, or a slot of any workspace: another slot's
         checkout, which its own agent changes."""
         if directory == self.checkout.parent:

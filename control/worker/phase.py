@@ -34,7 +34,6 @@ from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_ou
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
 from control.worker.secrets import known_secrets, redact_tree, secrets_in_files
 
-
 FREEFORM_DIR = "freeform"  # under the work directory: one scratch directory per free-form task
 
 
