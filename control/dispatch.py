@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control.errors import ConflictError, SuperagentError, UsageError
-from control.health import fleet_pins
+from control.errors import ConflictError, SuperagentError, UnavailableError, UsageError
+from control.health import beat_of, claude_code_problem, fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
@@ -138,6 +138,12 @@ def open_dispatch(
     if repo_url is not None:
         require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
+    transports = transports or Transports()
+    try:
+        check_claude_code(spec, workers, transports, agent)
+    except SuperagentError:
+        transports.close()
+        raise
     retention = retention_days()
     store = StateStore(state_path)
     if retention > 0:
@@ -177,7 +183,7 @@ def open_dispatch(
         spec,
         workers,
         store,
-        transports or Transports(),
+        transports,
         settings,
         repo_url=repo_url,
         agent=agent,
@@ -217,6 +223,39 @@ def driver_identity() -> dict[str, Any]:
         "token": secrets.token_hex(8),
         "since": time.time(),
     }
+
+
+def check_claude_code(
+    spec: Spec,
+    workers: Sequence[Worker],
+    transports: Transports,
+    agent: dict[str, Any] | None = None,
+) -> None:
+    """Before a run starts: each live worker that may be sent a Claude Code phase has
+    `claude` and a credential, so a missing one is one clear line now and not a failed
+    attempt after minutes. UnavailableError names each such host and what to do.
+
+    One poll of the fleet, only when some phase runs Claude Code; a worker that cannot
+    be reached or has never beaten is left to the run's own liveness."""
+    backend = (agent or {}).get("backend")
+    needs = [p.requires for p in spec.phases if (backend or p.agent.backend) == "claude-code"]
+    capable = [w for w in workers if any(set(r) <= w.capabilities for r in needs)]
+    if not capable:
+        return
+    results = transports.poll(capable, limit=0)
+    problems = []
+    for worker in capable:
+        result = results.get(worker.name)
+        beat = beat_of(worker.name, result) if result is not None and result.reachable else None
+        problem = claude_code_problem((beat or {}).get("versions") or {})
+        if problem is not None:
+            problems.append(f"{worker.name}: {problem}")
+    if problems:
+        raise UnavailableError(
+            "Claude Code cannot run on "
+            + "; ".join(problems)
+            + " (fix it, take the host out of the inventory, or choose another --agent)"
+        )
 
 
 class DriverLease:
