@@ -113,9 +113,7 @@ def claude_code_problem(versions: Mapping[str, Any]) -> str | None:
     """Why Claude Code cannot run on a worker, by its heartbeat's versions, with what to
     do; None when it can, or when the worker does not say (an older worker)."""
     if "claude_code" in versions and not versions["claude_code"]:
-        return (
-            "`claude` is not installed (`make provision` installs it: the claude_code role)"
-        )
+        return "`claude` is not installed (`make provision` installs it: the claude_code role)"
     if "claude_auth" in versions and not versions["claude_auth"]:
         return (
             "Claude Code has no credential (a provisioned host: set claude_code_api_key or "
@@ -125,4 +123,3 @@ def claude_code_problem(versions: Mapping[str, Any]) -> str | None:
             "agent)"
         )
     return None
-
