@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from control.accounts import from_workers
 from control.errors import ConflictError, SuperagentError, UnavailableError, UsageError
 from control.health import beat_of, claude_code_problem, fleet_pins
 from control.integration import FinalCheck
@@ -143,9 +144,16 @@ def open_dispatch(
     if repo_url is not None:
         require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
+    accounts = from_workers(workers)
     transports = transports or Transports()
     try:
-        check_claude_code(spec, workers, transports, agent)
+        check_claude_code(
+            spec,
+            workers,
+            transports,
+            agent,
+            accounts=any(a.agent == "claude-code" for a in accounts),
+        )
     except SuperagentError:
         transports.close()
         raise
@@ -197,6 +205,7 @@ def open_dispatch(
         agent=agent,
         replay_dir=replay_dir,
         emit=emit,
+        accounts=accounts,
     )
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words
@@ -238,13 +247,17 @@ def check_claude_code(
     workers: Sequence[Worker],
     transports: Transports,
     agent: dict[str, Any] | None = None,
+    *,
+    accounts: bool = False,
 ) -> None:
     """Before a run starts: each live worker that may be sent a Claude Code phase has
     `claude` and a credential, so a missing one is one clear line now and not a failed
     attempt after minutes. UnavailableError names each such host and what to do.
 
     One poll of the fleet, only when some phase runs Claude Code; a worker that cannot
-    be reached or has never beaten is left to the run's own liveness."""
+    be reached or has never beaten is left to the run's own liveness. With Claude Code
+    `accounts` in the inventory, credentials are the accounts' (the scheduler sends a
+    phase only where one is usable): only `claude` itself is checked."""
     backend = (agent or {}).get("backend")
     needs = [p.requires for p in spec.phases if (backend or p.agent.backend) == "claude-code"]
     capable = [w for w in workers if any(set(r) <= w.capabilities for r in needs)]
@@ -255,7 +268,10 @@ def check_claude_code(
     for worker in capable:
         result = results.get(worker.name)
         beat = beat_of(worker.name, result) if result is not None and result.reachable else None
-        problem = claude_code_problem((beat or {}).get("versions") or {})
+        versions = dict((beat or {}).get("versions") or {})
+        if accounts:
+            versions.pop("claude_auth", None)
+        problem = claude_code_problem(versions)
         if problem is not None:
             problems.append(f"{worker.name}: {problem}")
     if problems:
