@@ -51,6 +51,19 @@ def test_a_worker_without_a_credential_stops_the_dispatch_naming_it(
     assert err.startswith("error: Claude Code cannot run on w1: Claude Code has no credential")
     assert "; w2: Claude Code has no credential" in err
     assert "claude_code_api_key" in err and "ANTHROPIC_API_KEY" in err  # what to do
+    # With Claude Code accounts in the inventory the credentials are the accounts' (sent
+    # only where one is usable): then only `claude` itself is asked for.
+    assert pipeline.fleet is not None
+    transports = Transports(inventory=pipeline.fleet.inventory)
+    try:
+        check_claude_code(
+            load_spec(claude_spec(tmp_path / "spec.json")),
+            load_inventory(pipeline.fleet.inventory),
+            transports,
+            accounts=True,
+        )
+    finally:
+        transports.close()
     # Another agent needs no credential: the same fleet runs a spec of it.
     pipeline.plan({"api": {"files": {"api.txt": "ready\n"}}})
     code, events, err = pipeline.dispatch(write_spec(tmp_path / "command.json", PHASES))
