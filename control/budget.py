@@ -81,3 +81,55 @@ def burn_pause_until(
         if total <= allowed:
             return spend.at + window_s
     return now + window_s  # not reached: the last cost alone is over the limit
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """What `control plan` knows of one phase's money."""
+
+    phase: str
+    estimate_usd: float | None  # the spec's estimate of one attempt
+    cap_usd: float | None  # the spec's cap of one attempt
+    history_usd: tuple[float, ...] = ()  # what it cost in past runs of the spec (all attempts)
+
+
+@dataclass(frozen=True)
+class CostForecast:
+    """The expected cost of a run, and where each phase's figure came from."""
+
+    expected_usd: float
+    at_most_usd: float | None  # every attempt at its cap; None when a phase has no cap
+    sources: dict[str, str]  # phase -> "history" | "estimate" | "cap" | "unknown"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "expected_usd": round(self.expected_usd, 4),
+            "at_most_usd": None if self.at_most_usd is None else round(self.at_most_usd, 4),
+            "sources": dict(self.sources),
+        }
+
+
+def forecast(phases: Iterable[PhaseCost], max_attempts: dict[str, int]) -> CostForecast:
+    """Expected cost: per phase its mean over past runs (history wins: it counts the
+    retries real runs needed), else the spec's estimate, else its cap; at most: every
+    attempt of every phase spending its whole cap."""
+    expected = 0.0
+    at_most: float | None = 0.0
+    sources: dict[str, str] = {}
+    for phase in phases:
+        if phase.history_usd:
+            expected += sum(phase.history_usd) / len(phase.history_usd)
+            sources[phase.phase] = "history"
+        elif phase.estimate_usd is not None:
+            expected += phase.estimate_usd
+            sources[phase.phase] = "estimate"
+        elif phase.cap_usd is not None:
+            expected += phase.cap_usd
+            sources[phase.phase] = "cap"
+        else:
+            sources[phase.phase] = "unknown"
+        if phase.cap_usd is None or at_most is None:
+            at_most = None
+        else:
+            at_most += phase.cap_usd * max_attempts.get(phase.phase, 1)
+    return CostForecast(expected, at_most, sources)

@@ -6,17 +6,28 @@ the simulation in control.plan; these commands only parse, call and render.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from control.cli_io import InventoryOption, JsonOption, SpecArgument, console, emit
+from control.budget import CostForecast, PhaseCost, forecast
+from control.cli_io import (
+    InventoryOption,
+    JsonOption,
+    SpecArgument,
+    StateOption,
+    console,
+    emit,
+    state_path,
+)
 from control.cli_view import table
 from control.errors import ExitCode, UsageError
 from control.inventory import load_inventory
 from control.plan import Plan, utilisation
 from control.plan import plan as make_plan
-from control.spec import Issue, check_file, load_spec
+from control.spec import Issue, Spec, check_file, load_spec
+from control.state import StateStore
 
 app = typer.Typer()
 
@@ -89,9 +100,10 @@ def plan(
         ),
     ] = None,
     inventory: InventoryOption = None,
+    state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Foresee a run: waves, critical path, simulated makespan, and the lower bound.
+    """Foresee a run: waves, critical path, simulated makespan, the lower bound, the cost.
 
     The makespan comes from a simulation that drives the real scheduler with the
     phases' estimates; the lower bound is the largest of the critical path, the
@@ -104,8 +116,45 @@ def plan(
         else:
             raise UsageError("give --workers N or --inventory DIR, not both")
     fleet = None if inventory is None else load_inventory(inventory)
-    result = make_plan(load_spec(spec, fleet), fleet, workers or 1)
-    emit(result.to_dict(), as_json, lambda: _render_plan(result))
+    loaded = load_spec(spec, fleet)
+    result = make_plan(loaded, fleet, workers or 1)
+    cost = _forecast(loaded, spec, state_path(state))
+
+    def render() -> None:
+        _render_plan(result)
+        _render_cost(cost)
+
+    emit(result.to_dict() | {"cost": cost.to_dict()}, as_json, render)
+
+
+def _forecast(spec: Spec, path: Path, state: Path) -> CostForecast:
+    """The run's expected cost: past runs of this spec (when the state database has
+    some), else the spec's estimates and caps."""
+    history: dict[str, list[float]] = {}
+    if state.exists():
+        store = StateStore(state)
+        try:
+            history = store.cost_history(str(path.resolve()))
+        finally:
+            store.close()
+    phases = [
+        PhaseCost(p.id, p.estimate_usd, p.budget_usd, tuple(history.get(p.id, ())))
+        for p in spec.phases
+    ]
+    return forecast(phases, {p.id: p.max_attempts for p in spec.phases})
+
+
+def _render_cost(cost: CostForecast) -> None:
+    counts: dict[str, int] = {}
+    for source in cost.sources.values():
+        counts[source] = counts.get(source, 0) + 1
+    said = ", ".join(f"{n} from {s}" for s, n in sorted(counts.items()))
+    bound = (
+        ""
+        if cost.at_most_usd is None
+        else f"; at most ${cost.at_most_usd:,.2f} (every try at its cap)"
+    )
+    _say(f"expected cost: ${cost.expected_usd:,.2f} ({said}){bound}", "bold")
 
 
 def _minutes(value: float) -> str:

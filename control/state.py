@@ -541,6 +541,21 @@ class StateStore:
         rows = self.conn.execute(query + " GROUP BY who ORDER BY who", params).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}
 
+    def cost_history(self, spec_path: str, runs: int = 20) -> dict[str, list[float]]:
+        """What each phase cost (all its attempts) in the last `runs` runs of a spec where
+        it was done: the history `control plan` forecasts from."""
+        rows = self.conn.execute(
+            "SELECT a.phase_id, a.run_id, SUM(COALESCE(a.cost_usd, 0)) FROM attempts a "
+            "JOIN phases p ON p.run_id = a.run_id AND p.phase_id = a.phase_id AND p.state = 'done' "
+            "WHERE a.run_id IN (SELECT id FROM runs WHERE spec_path = ? "
+            "ORDER BY created_at DESC LIMIT ?) GROUP BY a.phase_id, a.run_id",
+            (spec_path, runs),
+        ).fetchall()
+        history: dict[str, list[float]] = {}
+        for phase_id, _, cost in rows:
+            history.setdefault(str(phase_id), []).append(float(cost))
+        return history
+
     def set_merge(self, run_id: str, branch: str, commit: str) -> None:
         with self.write() as conn:
             conn.execute(

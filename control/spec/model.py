@@ -105,6 +105,7 @@ class Phase:
     # The cap of one attempt: reserved from the run's budget before dispatch, and the
     # agent's own limit (its `budget_usd`, else the defaults', else the agent's max_budget_usd).
     budget_usd: float | None = None
+    estimate_usd: float | None = None  # one attempt's expected cost, for `control plan`
 
 
 @dataclass(frozen=True)

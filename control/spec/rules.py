@@ -436,6 +436,7 @@ class Checker:
                         ),
                     ),
                     budget_usd=self._phase_cap(raw),
+                    estimate_usd=pick("estimate_usd", None),
                 )
             )
         return Spec(

@@ -292,3 +292,39 @@ def test_status_shows_the_runs_money_per_worker(three: Rig) -> None:
     assert money["reserved_usd"] == 4.0 and money["by_worker"] == {worker: 2.25}
     text = CliRunner().invoke(app, ["status", "--state", str(rig.store.path)])
     assert "cost $2.25 of $10.00, $4.00 reserved in flight" in text.stdout
+
+
+def test_plan_forecasts_cost_from_history_then_estimates_then_caps(tmp_path: Path) -> None:
+    document = {
+        "version": 1,
+        "name": "forecast",
+        "repo": {"url": "git@example.invalid:x.git"},
+        "defaults": {"verify": ["true"], "max_attempts": 2},
+        "phases": [
+            {**phases("seen")[0], "budget_usd": 5.0, "estimate_usd": 3.0},
+            {**phases("new")[0], "budget_usd": 4.0, "estimate_usd": 1.5},
+            {**phases("capped")[0], "budget_usd": 2.0},
+            {k: v for k, v in phases("open")[0].items() if k != "budget_usd"},
+        ],
+    }
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(document))
+    store = StateStore(tmp_path / "state.db")
+    for cost in (1.0, 2.0):  # two past runs in which `seen` was done
+        run_id = store.create_run(str(spec.resolve()), "h", {}, [("seen", "sa/seen")])
+        attempt = store.record_sending(run_id, "seen", "w1")
+        store.settle_attempt(attempt, attempt_state="done", phase_state="done", reason=None,
+                             cost_usd=cost, event="phase_done")  # fmt: skip
+    store.close()
+    result = CliRunner().invoke(
+        app, ["plan", str(spec), "--state", str(tmp_path / "state.db"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    cost = json.loads(result.stdout)["cost"]
+    assert cost["sources"] == {
+        "seen": "history", "new": "estimate", "capped": "cap", "open": "unknown",
+    }  # fmt: skip
+    assert cost["expected_usd"] == pytest.approx(1.5 + 1.5 + 2.0)
+    assert cost["at_most_usd"] is None  # `open` has no cap
+    text = CliRunner().invoke(app, ["plan", str(spec), "--state", str(tmp_path / "none.db")])
+    assert "expected cost: $6.50 (1 from cap, 2 from estimate, 1 from unknown)" in text.stdout
