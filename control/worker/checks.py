@@ -1,6 +1,7 @@
 """`control worker check`: is this machine fit to take work?
 
-Node, Claude Code and superagent must be exactly the pinned versions, git must
+Node, Claude Code, superagent and every other agent CLI pinned on this host (codex,
+gemini, opencode) must be exactly the pinned versions, git must
 run, the inbox must open and the work and log directories must be writable. A
 task that passes on one machine and fails on another because of a different Node
 is the failure this prevents: a mismatched worker refuses work and says why.
@@ -106,7 +107,16 @@ def installed(config: WorkerConfig) -> Fingerprint:
             return None
         return real, st.st_ino, st.st_size, st.st_mtime_ns
 
-    return one(config.node), one(config.claude)
+    return tuple(one(executable) for executable in (config.node, config.claude, *_agents(config)))
+
+
+# Each other agent CLI: how `--version` answers ("codex-cli 0.169.0": the second word).
+_AGENT_VERSION_WORD = {"codex": 1, "gemini": 0, "opencode": 0}
+
+
+def _agents(config: WorkerConfig) -> list[str]:
+    """The executables of the other agent CLIs this worker is pinned to (installed)."""
+    return [getattr(config, name) for name in _AGENT_VERSION_WORD if getattr(config.pins, name)]
 
 
 def run_checks(config: WorkerConfig) -> CheckReport:
@@ -116,6 +126,10 @@ def run_checks(config: WorkerConfig) -> CheckReport:
     _compare(
         report, "claude_code", *_version_of([config.claude, "--version"]), config.pins.claude_code
     )
+    for name, word in _AGENT_VERSION_WORD.items():
+        pin = getattr(config.pins, name)
+        if pin is not None:  # installed here: it must answer at its pin, or no work comes
+            _compare(report, name, *_version_of([getattr(config, name), "--version"], word), pin)
     # Not a reason to refuse work (other agents need none), but `control dispatch` refuses
     # to send Claude Code phases to a worker that reports none.
     report.versions["claude_auth"] = claude_auth(config)

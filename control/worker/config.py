@@ -30,6 +30,10 @@ class Pins:
     node: str | None = None
     claude_code: str | None = None
     superagent: str | None = __version__
+    # The other agent CLIs, pinned only where the host has them installed.
+    codex: str | None = None
+    gemini: str | None = None
+    opencode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class WorkerConfig:
     accounts_dir: Path | None = None
     node: str = "node"  # executables, found on PATH unless given as paths
     claude: str = "claude"
+    codex: str = "codex"
+    gemini: str = "gemini"
+    opencode: str = "opencode"
     git_author_name: str = "superagent worker"
     git_author_email: str = "superagent@localhost"
     # The inventory's `superagent_trusted_host`: agents run as the worker, unsandboxed.
