@@ -133,8 +133,13 @@ def open_dispatch(
     transports: Transports | None = None,
     emit: Emit | None = None,
     merge: bool = True,
+    budget_usd: float | None = None,
 ) -> Dispatch:
-    """Validate, then create a run or resume the latest one of this spec."""
+    """Validate, then create a run or resume the latest one of this spec.
+
+    `budget_usd` (`--budget`) overrides the spec's; given on a resume, it replaces the
+    run's (a run stopped by its budget goes on with a raised one).
+    """
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
     if repo_url is not None:
@@ -163,6 +168,7 @@ def open_dispatch(
             document,
             [(p.id, p.branch) for p in spec.phases],
             pins=fleet_pins(workers),
+            budget_usd=budget_usd if budget_usd is not None else spec.budget_usd,
         )
         resumed = False
     else:
@@ -174,6 +180,8 @@ def open_dispatch(
     except ConflictError:
         store.close()
         raise
+    if latest is not None and budget_usd is not None and budget_usd != latest.budget_usd:
+        store.set_budget(run_id, budget_usd)
     if latest is not None and latest.status == "failed":
         store.reopen_run(run_id)
     orchestrator = Orchestrator(

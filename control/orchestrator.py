@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from control import events
+from control.budget import OverBudget, Spend, burn_pause_until, usd
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.health import (
@@ -126,6 +127,9 @@ class Orchestrator:
         self._first_seen: dict[str, float] = {}
         self._stuck: dict[str, str | None] = {}
         self._pins: dict[str, str] | None = None  # the run's own, read every tick
+        # Why the run cannot go on within its budget (set by `_dispatch` when a ready
+        # phase does not fit and nothing is in flight that could free money): the run ends.
+        self._over_budget: str | None = None
 
     # -- runs ----------------------------------------------------------------------
 
@@ -377,7 +381,7 @@ class Orchestrator:
             if self.store.run(attempt.run_id).status == "running":
                 return False
             if attempt.response is None and attempt.late_response is None:
-                self.store.record_late_response(attempt, message)
+                self.store.record_late_response(attempt, message, _cost(message))
             return True
         return self._apply(attempt, PhaseResponse.from_message(message), message)
 
@@ -391,7 +395,7 @@ class Orchestrator:
         )
         if not current:
             if attempt.response is None:
-                self.store.record_late_response(attempt, message)
+                self.store.record_late_response(attempt, message, _cost(message))
                 self._say(
                     "late_result_ignored",
                     phase=attempt.phase_id,
@@ -403,12 +407,14 @@ class Orchestrator:
         if response.state == "done" and response.status == "done":
             return self._accept_done(attempt, phase, response, message)
         reason = response.reason or f"message {response.state}"
+        cost = response.cost_usd if response.cost_known else None
         if response.lease_lost or response.status == "cancelled":
             # The worker vanished mid-run (its inbox gave up) or the message was
             # cancelled under us: a loss, not the phase's failure.
             self._fail_attempt(
-                attempt, phase, f"{response.status}: {reason}", response=message, loss=True
-            )
+                attempt, phase, f"{response.status}: {reason}", response=message, loss=True,
+                cost=cost,
+            )  # fmt: skip
             return True
         if response.status == "rate_limited":
             until = response.rate_limit_reset or self.clock() + self.settings.rate_limit_wait_s
@@ -420,13 +426,13 @@ class Orchestrator:
                 reason=reason,
                 response=message,
                 not_before=until,
-                cost_usd=response.cost_usd,
+                cost_usd=cost,
                 event="rate_limited",
             )
             self._say("rate_limited", phase=attempt.phase_id, worker=attempt.worker, until=until)
             return True
         self._fail_attempt(
-            attempt, phase, f"{response.status}: {reason}", response=message, cost=response.cost_usd
+            attempt, phase, f"{response.status}: {reason}", response=message, cost=cost
         )
         return True
 
@@ -464,7 +470,7 @@ class Orchestrator:
                 f"reported {ref or phase.branch} at {commit} but the remote has "
                 f"{found or 'nothing'}",
                 response=message,
-                cost=response.cost_usd,
+                cost=response.cost_usd if response.cost_known else None,
             )
             return True
         if ref:
@@ -480,7 +486,7 @@ class Orchestrator:
             reason=None,
             response=message,
             commit=commit,
-            cost_usd=response.cost_usd,
+            cost_usd=response.cost_usd if response.cost_known else None,
             summary=response.summary[:2000],
             event="phase_done",
         )
@@ -529,7 +535,7 @@ class Orchestrator:
         reason: str,
         *,
         response: Any = None,
-        cost: float = 0.0,
+        cost: float | None = None,
         attempt_state: str = "failed",
         loss: bool = False,
         final: bool = False,
@@ -602,13 +608,41 @@ class Orchestrator:
             if attempt.state == "sending" and attempt.worker in up:
                 self._send(attempt)
 
-    def _dispatch(self) -> None:
-        now = self.clock()
+    def _burning(self, now: float) -> bool:
+        """Whether the run spends faster than its burn-rate alarm: dispatching pauses
+        (a hold that survives a restart, and a notice) until the rate falls back."""
+        limit = self.spec.burn_rate_usd_per_hour
+        name = f"burn:{self.run_id}"
+        held = self.store.held_until(name)
+        if now < held:
+            return True
+        if held:
+            self.store.release_hold(name, self.run_id, event="budget_resumed")
+        if limit is None:
+            return False
+        spends = [Spend(at, cost) for at, cost in self.store.costs(self.run_id)]
+        until = burn_pause_until(spends, now, limit)
+        if until is None:
+            return False
+        spent = sum(s.usd for s in spends if s.at >= now - 3600)
+        reason = f"spent {usd(spent)} in the last hour; the alarm is at {usd(limit)} per hour"
+        self.store.hold(name, until, reason, self.run_id, event="budget_alarm")
+        self._say("budget_alarm", until=until, reason=reason)
+        return True
+
+    def _paused(self, now: float) -> bool:
+        """Whether dispatching waits: a fleet-wide rate-limit hold, or the burn-rate alarm."""
         held = self.store.held_until("fleet")
         if now < held:
-            return
+            return True
         if held:
             self.store.release_hold("fleet", self.run_id)
+        return self._burning(now)
+
+    def _dispatch(self) -> None:
+        now = self.clock()
+        if self._paused(now):
+            return
         phases = self.store.phases(self.run_id)
         done = {p for p, row in phases.items() if row.state == "done"}
         in_flight = [row for row in phases.values() if row.state in IN_FLIGHT]
@@ -664,12 +698,46 @@ class Orchestrator:
         not_started = [p for p, row in phases.items() if row.state == "waiting"]
         outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
         assignments = assign(ready, states, outlook)[:room]
+        assigned: set[str] = set()
+        over: dict[str, str] = {}
         for assignment in assignments:
-            attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
+            try:
+                attempt = self.store.record_sending(
+                    self.run_id,
+                    assignment.phase_id,
+                    assignment.worker,
+                    cap_usd=self._phase(assignment.phase_id).budget_usd,
+                )
+            except OverBudget as exc:
+                over[assignment.phase_id] = str(exc)
+                continue
+            assigned.add(assignment.phase_id)
             self._send(attempt)
             self._last_dispatch = self.clock()
-        assigned = {a.phase_id for a in assignments}
-        self._say_stuck([r for r in ready if r.id not in assigned], states)
+        self._note_over_budget(over, in_flight=bool(in_flight or assigned))
+        self._say_stuck([r for r in ready if r.id not in assigned and r.id not in over], states)
+
+    def _note_over_budget(self, over: dict[str, str], *, in_flight: bool) -> None:
+        """Ready phases that do not fit in what is left of the budget wait, saying why;
+        with nothing in flight to free money, nothing more can ever fit: the run stops."""
+        for phase_id, reason in over.items():
+            why = f"over budget: {reason}"
+            if self._stuck.get(phase_id) != why:
+                self._stuck[phase_id] = why
+                self.store.note_waiting(self.run_id, phase_id, why)
+        if not over or in_flight:
+            self._over_budget = None
+            return
+        budget = self.store.run(self.run_id).budget_usd or 0.0
+        spent = self.store.spending(self.run_id)["spent"]
+        first = sorted(over)[0]
+        reason = (
+            f"stopped by its budget: {first} {over[first].split(' needs ', 1)[-1]}; resume "
+            "with a raised budget (`control dispatch --budget`)"
+        )
+        if self._over_budget != reason:
+            self._say("budget_stop", reason=reason, spent_usd=round(spent, 6), budget_usd=budget)
+        self._over_budget = reason
 
     def _say_stuck(self, waiting: list[ReadyPhase], states: list[WorkerState]) -> None:
         """A ready phase that no live worker can take: say why, once per change (in the
@@ -756,6 +824,8 @@ class Orchestrator:
         after = continuation(
             self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
         )
+        if attempt.reserved_usd > 0:  # the agent's own limit is what the run reserved for it
+            agent["max_budget_usd"] = round(attempt.reserved_usd, 6)
         replay_files: dict[str, str] = {}
         replay_patch = None
         if agent.get("backend") == "replay":
@@ -838,6 +908,8 @@ class Orchestrator:
         states = {p: row.state for p, row in phases.items()}
         if all(s == "done" for s in states.values()):
             return RunOutcome(self.run_id, "done", phases)
+        if self._over_budget is not None and not any(s in IN_FLIGHT for s in states.values()):
+            return RunOutcome(self.run_id, "failed", phases, self._over_budget)
         dead = {p for p, s in states.items() if s in ("dead", "cancelled")}
         if not dead:
             return None
@@ -869,6 +941,12 @@ class Orchestrator:
         self.emit(kind, data)
 
     _say = say
+
+
+def _cost(message: dict[str, Any]) -> float | None:
+    """What a response says its attempt cost, or None when it does not say."""
+    response = PhaseResponse.from_message(message)
+    return response.cost_usd if response.cost_known else None
 
 
 def _agent_dict(phase: Phase) -> dict[str, Any]:

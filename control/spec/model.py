@@ -97,6 +97,9 @@ class Phase:
     feedback_rounds: int = DEFAULT_FEEDBACK_ROUNDS
     checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     agent: AgentOptions = field(default_factory=AgentOptions)
+    # The cap of one attempt: reserved from the run's budget before dispatch, and the
+    # agent's own limit (its `budget_usd`, else the defaults', else the agent's max_budget_usd).
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Spec:
     phases: tuple[Phase, ...]
     description: str = ""
     path: Path | None = None
+    budget_usd: float | None = None  # the whole run's cap (control.budget)
+    burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 
     @cached_property
     def by_id(self) -> dict[str, Phase]:

@@ -44,6 +44,14 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 def _is_slug(value: Any) -> bool:
     return isinstance(value, str) and _SLUG.fullmatch(value) is not None
 
@@ -121,6 +129,32 @@ class Checker:
             self._check_session_pattern(f"$.phases[{index}].agent", phase.get("agent"))
         self._check_branch_collisions()
         self._check_cycles(phases, ids)
+        self._check_budgets(phases)
+
+    def _phase_cap(self, phase: dict[str, Any]) -> Any:
+        agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+        return phase.get("budget_usd", self.defaults.get("budget_usd", agent.get("max_budget_usd")))
+
+    def _check_budgets(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A phase whose cap is over the run's budget could never be dispatched; one with
+        no cap under a run budget reserves all that is left, so it runs alone."""
+        budget = self.doc.get("budget_usd")
+        if not _is_amount(budget):
+            return
+        for index, phase in phases:
+            cap = self._phase_cap(phase)
+            if _is_amount(cap) and cap > budget:
+                self.error(
+                    f"$.phases[{index}].budget_usd",
+                    f"the phase's cap ${cap:g} is more than the run's budget_usd ${budget:g}; "
+                    "it could never be dispatched",
+                )
+            elif cap is None:
+                self.warn(
+                    f"$.phases[{index}]",
+                    "no budget_usd (nor agent max_budget_usd) under the run's budget_usd: each "
+                    "attempt reserves all that is left of the budget, so it runs alone",
+                )
 
     def _check_session_pattern(self, where: str, agent: Any) -> None:
         """The command backend finds a session id with it: it must compile, with a group."""
@@ -401,6 +435,11 @@ class Checker:
                         resume_command=tuple(agent.get("resume_command", ())),
                         session_pattern=agent.get("session_pattern"),
                     ),
+                    budget_usd=self._phase_cap(raw),
                 )
             )
-        return Spec(doc["name"], repo, tuple(phases), doc.get("description", ""), path)
+        return Spec(
+            doc["name"], repo, tuple(phases), doc.get("description", ""), path,
+            budget_usd=doc.get("budget_usd"),
+            burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
+        )  # fmt: skip
