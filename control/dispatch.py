@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control.accounts import from_workers
 from control.errors import ConflictError, SuperagentError, UsageError
 from control.health import fleet_pins
 from control.integration import FinalCheck
@@ -145,6 +146,7 @@ def open_dispatch(
     if repo_url is not None:
         require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
+    accounts = from_workers(workers)
     retention = retention_days()
     store = StateStore(state_path)
     if retention > 0:
@@ -194,6 +196,7 @@ def open_dispatch(
         agent=agent,
         replay_dir=replay_dir,
         emit=emit,
+        accounts=accounts,
     )
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words

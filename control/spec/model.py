@@ -66,6 +66,12 @@ class AgentOptions:
     max_budget_usd: float | None = None
     resume_command: tuple[str, ...] = ()
     session_pattern: str | None = None
+    # (backend, model) of the agents that take over when every account of this one is held.
+    fallback: tuple[tuple[str, str | None], ...] = ()
+
+    def chain(self) -> tuple[tuple[str, str | None], ...]:
+        """The phase's agent and model, then its fallbacks, in order."""
+        return ((self.backend, self.model), *self.fallback)
 
 
 @dataclass(frozen=True)

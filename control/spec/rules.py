@@ -130,6 +130,27 @@ class Checker:
         self._check_branch_collisions()
         self._check_cycles(phases, ids)
         self._check_budgets(phases)
+        self._check_fallbacks(phases)
+
+    def _check_fallbacks(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A fallback that is the phase's own agent would never take anything over."""
+        said: set[str] = set()
+        for index, phase in phases:
+            agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+            own = agent.get("backend", DEFAULT_BACKEND)
+            fallbacks = agent.get("fallback")
+            if not isinstance(fallbacks, list):
+                continue
+            where = "agent" if "fallback" in _dict(phase.get("agent")) else None
+            base = f"$.phases[{index}].agent" if where else "$.defaults.agent"
+            for position, entry in enumerate(fallbacks):
+                path = f"{base}.fallback[{position}].backend"
+                if isinstance(entry, dict) and entry.get("backend") == own and path not in said:
+                    said.add(path)
+                    self.error(
+                        path,
+                        f"{own!r} is the phase's own agent; a fallback must be another one",
+                    )
 
     def _phase_cap(self, phase: dict[str, Any]) -> Any:
         agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
@@ -434,6 +455,9 @@ class Checker:
                         max_budget_usd=agent.get("max_budget_usd"),
                         resume_command=tuple(agent.get("resume_command", ())),
                         session_pattern=agent.get("session_pattern"),
+                        fallback=tuple(
+                            (f["backend"], f.get("model")) for f in agent.get("fallback", ())
+                        ),
                     ),
                     budget_usd=self._phase_cap(raw),
                 )
