@@ -220,7 +220,8 @@ class Dashboard:
         def take() -> Any:
             return self.reading(lambda s: model.snapshot(s, run_id, time.time()))
 
-        return _event_stream(snapshots(self.hub, take, request.is_disconnected))
+        what = "fleet" if run_id is None else f"run:{run_id}"
+        return _event_stream(snapshots(self.hub, what, take, request.is_disconnected))
 
     def _fetch(self, attempt: AttemptRow) -> dict[str, Any]:
         with self.transport_lock:  # one connection per worker, shared by the pages
