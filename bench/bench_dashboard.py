@@ -19,10 +19,12 @@ Figures, never asserts. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -53,7 +55,9 @@ def build_state(path: Path, seed: int = 7) -> str:
     """100 finished runs of 8 phases, then the big run: 1,000 phases in a random DAG
     (each needs up to 3 earlier ones), a third done, 50 in flight on 50 workers."""
     rng = random.Random(seed)
-    store = StateStore(path)
+    ticks = iter(range(10**9))
+    start = time.time() - 100 * 3600  # a run an hour, each its own second-stamped id
+    store = StateStore(path, clock=lambda: start + next(ticks) * 37.0)
     small = {
         "phases": [{"id": f"p{i}", "depends_on": [f"p{i - 1}"] if i else []} for i in range(8)]
     }
@@ -71,6 +75,7 @@ def build_state(path: Path, seed: int = 7) -> str:
     for i in range(PHASES):
         deps = sorted({f"p{rng.randrange(i)}" for _ in range(rng.randint(0, 3))}) if i else []
         phases.append({"id": f"p{i}", "depends_on": deps, "estimate_minutes": rng.randint(5, 60)})
+    store.clock = time.time
     run_id = store.create_run(
         "specs/big.json", "h", {"phases": phases}, [(p["id"], f"sa/{p['id']}") for p in phases]
     )
@@ -169,23 +174,18 @@ def event_to_screen_ms(server: Server, state: Path, run_id: str, count: int) -> 
     return latencies
 
 
-def _client(url: str, stop: threading.Event, counts: list[int]) -> None:
+def _client(url: str, conns: list[http.client.HTTPConnection], counts: list[int]) -> None:
+    """One page's live stream, read until the connection is shut from outside."""
     parts = url.split("/", 3)
     host, port = parts[2].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port))
+    conns.append(conn)
     conn.request("GET", "/" + parts[3])
     answer = conn.getresponse()
-    answer.fp.raw._sock.settimeout(1.0)  # type: ignore[attr-defined]
-    while not stop.is_set():
-        try:
-            line = answer.fp.readline()
-        except TimeoutError:
-            continue
-        if line.startswith(b"event: snapshot"):
-            counts.append(1)
-        if not line:
-            break
-    conn.close()
+    with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+        while line := answer.fp.readline():
+            if line.startswith(b"event: snapshot"):
+                counts.append(1)
 
 
 def cpu_per_client(
@@ -197,14 +197,11 @@ def cpu_per_client(
     reader.close()
 
     def window(n: int) -> tuple[float, int]:
-        stop = threading.Event()
+        conns: list[http.client.HTTPConnection] = []
         counts: list[int] = []
+        url = f"{server.url}/stream?run={run_id}"
         threads = [
-            threading.Thread(
-                target=_client,
-                args=(f"{server.url}/stream?run={run_id}", stop, counts),
-                daemon=True,
-            )
+            threading.Thread(target=_client, args=(url, conns, counts), daemon=True)
             for _ in range(n)
         ]
         for t in threads:
@@ -216,7 +213,9 @@ def cpu_per_client(
             writer.record_sending(run_id, waiting.pop(), "w01")  # one event a second
             time.sleep(1.0)
         used = cpu_ms(server.process.pid) - start
-        stop.set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
         for t in threads:
             t.join(5)
         return used, len(counts)
