@@ -120,7 +120,8 @@ provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=
 		$(if $(CHECK),--check --diff) $(EXTRA)
 
 upgrade: wheels ## Rolling upgrade to the inventory's pins, BATCH hosts at a time (INVENTORY=, BATCH=1)
-	$(BIN)/control upgrade --inventory $(INVENTORY) --batch $(or $(BATCH),1)
+	$(BIN)/control upgrade --inventory $(INVENTORY) --batch $(or $(BATCH),1) \
+		$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
 fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (root), .fleet/inventory
 	tests/fleet/fleet.sh up --hosts $(FLEET_HOSTS)

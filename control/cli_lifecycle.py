@@ -184,6 +184,10 @@ def upgrade(
         float,
         typer.Option("--health-timeout", min=1, help="Seconds a host may take to come back."),
     ] = 300.0,
+    vault_password_file: Annotated[
+        Path | None,
+        typer.Option("--vault-password-file", help="For an inventory with vaulted secrets."),
+    ] = None,
     inventory: InventoryOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -199,7 +203,7 @@ def upgrade(
         rollout = rolling_upgrade(
             workers,
             transports,
-            ansible_provision(inventory, playbook),
+            ansible_provision(inventory, playbook, vault_password_file=vault_password_file),
             RolloutSettings(
                 batch=batch, idle_timeout_s=idle_timeout, health_timeout_s=health_timeout
             ),

@@ -62,7 +62,11 @@ class Rollout:
 
 
 def ansible_provision(
-    inventory: Path, playbook: Path, *, ansible_playbook: str | None = None
+    inventory: Path,
+    playbook: Path,
+    *,
+    ansible_playbook: str | None = None,
+    vault_password_file: Path | None = None,
 ) -> Provision:
     """Provision hosts with `ansible-playbook --limit` (and their tunnel endpoints); the
     one installed beside this Python by default (ansible is an orchestrator dependency)."""
@@ -72,7 +76,8 @@ def ansible_provision(
     def provision(hosts: Sequence[Worker]) -> None:
         limit = ",".join(w.name for w in hosts) + ":tunnel_endpoints"
         done = subprocess.run(
-            [command, "-i", str(inventory), str(playbook), "--limit", limit],
+            [command, "-i", str(inventory), str(playbook), "--limit", limit]
+            + (["--vault-password-file", str(vault_password_file)] if vault_password_file else []),
             capture_output=True,
             text=True,
             check=False,
