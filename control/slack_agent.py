@@ -24,7 +24,7 @@ from control.slack_commands import Commands, Reply
 from control.slack_config import AgentConfig
 
 log = logging.getLogger("superagent.slack")
-CONFIRM, ABORT = "superagent_confirm", "superagent_abort"
+CONFIRM, ABORT = "command-confirm", "command-abort"
 REPLAY_WINDOW_S = 300.0  # slack_bolt refuses older timestamps; a repeat within is refused here
 
 
