@@ -35,7 +35,15 @@ from control.cli_io import (
     state_path,
     workers_from,
 )
-from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
+from control.cli_view import (
+    live_view,
+    money,
+    money_line,
+    phase_summary,
+    phase_table,
+    table,
+    workers_line,
+)
 from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
 from control.errors import ExitCode
 from control.integration import FinalCheck
@@ -76,6 +84,7 @@ def _summary(outcome: RunOutcome, store: StateStore) -> dict[str, Any]:
             for p, r in outcome.phases.items()
         },
         "cost_usd": round(sum(r.cost_usd for r in outcome.phases.values()), 4),
+        "budget_usd": run.budget_usd,
     }
 
 
@@ -128,6 +137,15 @@ def dispatch(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
     ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            min=0.01,
+            help="The most the run may spend, in US dollars (overrides the spec's budget_usd; "
+            "raise it to resume a run its budget stopped).",
+        ),
+    ] = None,
     as_json: JsonLinesOption = False,
 ) -> None:
     """Validate SPEC, then run it across the fleet to merged branches (or resume its run).
@@ -160,6 +178,7 @@ def dispatch(
         transports=Transports(inventory=inventory),
         emit=None if live else printer,
         merge=not no_merge,
+        budget_usd=budget,
     )
     if notifier is not None:
         notifier.start()
@@ -283,6 +302,7 @@ def status(
             "pins": run.pins,
             "phases": phase_summary(store, run),
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
+            "money": money(store, run),
         }
 
         def render() -> None:
@@ -291,6 +311,7 @@ def status(
             )
             console.print(phase_table(store, run))
             console.print(workers_line(store))
+            console.print(money_line(data["money"]), highlight=False, markup=False)
             if run.reason:
                 console.print(f"reason: {run.reason}", highlight=False, markup=False)
             if run.merge_branch:

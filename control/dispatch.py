@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control.accounts import from_workers
 from control.errors import ConflictError, SuperagentError, UsageError
 from control.health import fleet_pins
 from control.integration import FinalCheck
@@ -133,13 +134,19 @@ def open_dispatch(
     transports: Transports | None = None,
     emit: Emit | None = None,
     merge: bool = True,
+    budget_usd: float | None = None,
 ) -> Dispatch:
-    """Validate, then create a run or resume the latest one of this spec."""
+    """Validate, then create a run or resume the latest one of this spec.
+
+    `budget_usd` (`--budget`) overrides the spec's; given on a resume, it replaces the
+    run's (a run stopped by its budget goes on with a raised one).
+    """
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
     if repo_url is not None:
         require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
+    accounts = from_workers(workers)
     retention = retention_days()
     store = StateStore(state_path)
     if retention > 0:
@@ -163,6 +170,7 @@ def open_dispatch(
             document,
             [(p.id, p.branch) for p in spec.phases],
             pins=fleet_pins(workers),
+            budget_usd=budget_usd if budget_usd is not None else spec.budget_usd,
         )
         resumed = False
     else:
@@ -174,6 +182,8 @@ def open_dispatch(
     except ConflictError:
         store.close()
         raise
+    if latest is not None and budget_usd is not None and budget_usd != latest.budget_usd:
+        store.set_budget(run_id, budget_usd)
     if latest is not None and latest.status == "failed":
         store.reopen_run(run_id)
     orchestrator = Orchestrator(
@@ -186,6 +196,7 @@ def open_dispatch(
         agent=agent,
         replay_dir=replay_dir,
         emit=emit,
+        accounts=accounts,
     )
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words

@@ -62,6 +62,7 @@ KNOWN_VARIABLES = frozenset(
         "superagent_notify",
         "superagent_notify_file",
         "superagent_slack_agent",
+        "superagent_accounts",
     }
 )
 

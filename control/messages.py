@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -153,6 +154,7 @@ class PhaseResponse:
     push_ref: str | None = None
     summary: str = ""
     cost_usd: float = 0.0
+    cost_known: bool = False  # the agent said what it cost (else the reservation stands)
     rate_limit_reset: float | None = None
     worker: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -184,6 +186,7 @@ class PhaseResponse:
             push_ref=_text_or_none(body.get("push_ref")),
             summary=summary if isinstance(summary, str) else "",
             cost_usd=_number(agent.get("cost_usd")),
+            cost_known=_is_number(agent.get("cost_usd")),
             rate_limit_reset=float(reset) if isinstance(reset, int | float) and reset else None,
             worker=_text_or_none(body.get("worker")),
             extra=body,
@@ -205,8 +208,16 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _is_number(value: Any) -> bool:
+    """A cost a worker may report: a finite number, not negative (that would refund)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) and value >= 0
+    )  # fmt: skip
+
+
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if _is_number(value) else 0.0
 
 
 INTEGRATION_KEY_PREFIX = "integration/"

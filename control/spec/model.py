@@ -60,6 +60,12 @@ class AgentOptions:
     permission_mode: str | None = None
     max_turns: int | None = None
     max_budget_usd: float | None = None
+    # (backend, model) of the agents that take over when every account of this one is held.
+    fallback: tuple[tuple[str, str | None], ...] = ()
+
+    def chain(self) -> tuple[tuple[str, str | None], ...]:
+        """The phase's agent and model, then its fallbacks, in order."""
+        return ((self.backend, self.model), *self.fallback)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class Phase:
     verify_network: bool = True  # False: verify commands run with no network
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     agent: AgentOptions = field(default_factory=AgentOptions)
+    # The cap of one attempt: reserved from the run's budget before dispatch, and the
+    # agent's own limit (its `budget_usd`, else the defaults', else the agent's max_budget_usd).
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,8 @@ class Spec:
     phases: tuple[Phase, ...]
     description: str = ""
     path: Path | None = None
+    budget_usd: float | None = None  # the whole run's cap (control.budget)
+    burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 
     @cached_property
     def by_id(self) -> dict[str, Phase]:

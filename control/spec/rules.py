@@ -42,6 +42,14 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 def _is_slug(value: Any) -> bool:
     return isinstance(value, str) and _SLUG.fullmatch(value) is not None
 
@@ -116,6 +124,53 @@ class Checker:
                 self._check_fleet(where, phase)
         self._check_branch_collisions()
         self._check_cycles(phases, ids)
+        self._check_budgets(phases)
+        self._check_fallbacks(phases)
+
+    def _check_fallbacks(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A fallback that is the phase's own agent would never take anything over."""
+        said: set[str] = set()
+        for index, phase in phases:
+            agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+            own = agent.get("backend", DEFAULT_BACKEND)
+            fallbacks = agent.get("fallback")
+            if not isinstance(fallbacks, list):
+                continue
+            where = "agent" if "fallback" in _dict(phase.get("agent")) else None
+            base = f"$.phases[{index}].agent" if where else "$.defaults.agent"
+            for position, entry in enumerate(fallbacks):
+                path = f"{base}.fallback[{position}].backend"
+                if isinstance(entry, dict) and entry.get("backend") == own and path not in said:
+                    said.add(path)
+                    self.error(
+                        path,
+                        f"{own!r} is the phase's own agent; a fallback must be another one",
+                    )
+
+    def _phase_cap(self, phase: dict[str, Any]) -> Any:
+        agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+        return phase.get("budget_usd", self.defaults.get("budget_usd", agent.get("max_budget_usd")))
+
+    def _check_budgets(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A phase whose cap is over the run's budget could never be dispatched; one with
+        no cap under a run budget reserves all that is left, so it runs alone."""
+        budget = self.doc.get("budget_usd")
+        if not _is_amount(budget):
+            return
+        for index, phase in phases:
+            cap = self._phase_cap(phase)
+            if _is_amount(cap) and cap > budget:
+                self.error(
+                    f"$.phases[{index}].budget_usd",
+                    f"the phase's cap ${cap:g} is more than the run's budget_usd ${budget:g}; "
+                    "it could never be dispatched",
+                )
+            elif cap is None:
+                self.warn(
+                    f"$.phases[{index}]",
+                    "no budget_usd (nor agent max_budget_usd) under the run's budget_usd: each "
+                    "attempt reserves all that is left of the budget, so it runs alone",
+                )
 
     def _check_repo(self) -> str | None:
         """Check the URL, base branch and prefix; return the prefix when branches may use it."""
@@ -376,7 +431,15 @@ class Checker:
                         permission_mode=agent.get("permission_mode"),
                         max_turns=agent.get("max_turns"),
                         max_budget_usd=agent.get("max_budget_usd"),
+                        fallback=tuple(
+                            (f["backend"], f.get("model")) for f in agent.get("fallback", ())
+                        ),
                     ),
+                    budget_usd=self._phase_cap(raw),
                 )
             )
-        return Spec(doc["name"], repo, tuple(phases), doc.get("description", ""), path)
+        return Spec(
+            doc["name"], repo, tuple(phases), doc.get("description", ""), path,
+            budget_usd=doc.get("budget_usd"),
+            burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
+        )  # fmt: skip

@@ -8,6 +8,8 @@ is the failure this prevents: a mismatched worker refuses work and says why.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -81,6 +83,28 @@ def _writable(directory: Path) -> str | None:
     except OSError as exc:
         return f"{directory} is not writable ({exc.strerror})"
     return None
+
+
+Fingerprint = tuple[tuple[str, int, int, int] | None, ...]
+
+
+def installed(config: WorkerConfig) -> Fingerprint:
+    """What is installed where the pinned tools are found: each one's real path, inode,
+    size and mtime. Cheap (a few stats), so the daemon can ask on every wake and run the
+    checks again as soon as someone installs another Node or Claude Code under it."""
+
+    def one(executable: str) -> tuple[str, int, int, int] | None:
+        found = shutil.which(executable)
+        if found is None:
+            return None
+        real = os.path.realpath(found)
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        return real, st.st_ino, st.st_size, st.st_mtime_ns
+
+    return one(config.node), one(config.claude)
 
 
 def run_checks(config: WorkerConfig) -> CheckReport:

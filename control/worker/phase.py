@@ -32,7 +32,12 @@ from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import Snapshot, snapshot, writes_outside
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
-from control.worker.secrets import known_secrets, redact_tree, secrets_in_files
+from control.worker.secrets import (
+    account_credential,
+    known_secrets,
+    redact_tree,
+    secrets_in_files,
+)
 
 
 def _is_glob(pattern: str) -> bool:
@@ -251,7 +256,7 @@ class _Attempt:
                 task,
                 checkout=prepared.path,
                 log_path=self.log_path,
-                credential_file=self.config.credential_file,
+                credential_file=account_credential(self.config, task.agent.get("account")),
                 cancel=self.control.event,
             )
         except UsageError as exc:

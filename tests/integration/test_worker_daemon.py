@@ -243,6 +243,49 @@ def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
     assert queue.heartbeats()[0].status == "idle"
 
 
+def install_node(path: Path, version: str) -> None:
+    """A stand-in `node` that prints `version`, installed as a package manager would:
+    a new file renamed over the old one."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(f"#!/bin/sh\necho v{version}\n")
+    staged.chmod(0o755)
+    staged.replace(path)
+
+
+def wait_beat(queue: Queue, status: str, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while (beat := queue.heartbeats()[0]).status != status:
+        assert time.monotonic() < deadline, f"heartbeat still {beat.status}: {beat}"
+        time.sleep(0.1)
+    return beat
+
+
+def test_a_node_reinstalled_under_a_running_worker_makes_it_refuse_work_until_restored(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Seen on the fleet: Node changed under a running worker, which went on beating
+    `idle` with the versions it started with, and would have taken work."""
+    node = tmp_path / "node"
+    install_node(node, "20.1.0")
+    pipeline.plan({"api": {"files": {"api.txt": "ready\n"}}})
+    _, queue = one_worker(pipeline, settings={"node": str(node)}, pins={"w1": {"node": "20.1.0"}})
+    assert wait_beat(queue, "idle").versions["node"] == "20.1.0"
+
+    install_node(node, "20.9.9")
+    beat = wait_beat(queue, "refusing")
+    assert beat.versions["node"] == "20.9.9"
+    assert "node is 20.9.9, pinned 20.1.0" in (beat.reason or "")
+    sent = queue.enqueue(task(pipeline, "api"), key="run1/api/1")
+    time.sleep(1.5)  # three heartbeats: a fit worker would have claimed it by now
+    assert queue.show(sent.id).state == "pending"
+    assert queue.heartbeats()[0].status == "refusing"
+
+    install_node(node, "20.1.0")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "done", message.reason
+    assert queue.heartbeats()[0].reason is None
+
+
 def test_verify_commands_run_without_network_when_the_task_says_so(pipeline: Pipeline) -> None:
     interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,"
     pipeline.plan({"off": {"files": {"off.txt": "x\n"}}, "on": {"files": {"on.txt": "x\n"}}})
