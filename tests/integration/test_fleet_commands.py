@@ -30,7 +30,8 @@ def control(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 def health(pipeline: Pipeline) -> tuple[int, dict[str, Any]]:
     assert pipeline.fleet is not None
-    result = control("health", "--inventory", str(pipeline.fleet.inventory), "--json")
+    inventory = str(pipeline.fleet.inventory)
+    result = control("health", "--inventory", inventory, "--state", str(pipeline.state), "--json")
     return result.returncode, json.loads(result.stdout)
 
 
