@@ -31,6 +31,7 @@ from control.cli_io import (
 from control.cli_view import table
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.operations import fleet_health, send_freeform
+from control.phase_log import fetch_log, sent_attempt
 from control.state import StateStore
 from control.transport import Transports
 from control.upkeep import answer_text
@@ -141,28 +142,13 @@ def logs(
     store: StateStore = open_store(state)
     try:
         run = pick_run(store, run_id)
-        store.named_phases(run.id, [phase])
-        sent = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
-        chosen_ones = [a for a in sent if attempt is None or a.attempt == attempt]
-        if not chosen_ones:
-            which = "" if attempt is None else f" {attempt}"
-            exist = ", ".join(str(a.attempt) for a in sent)
-            raise NotFoundError(
-                f"run {run.id}: phase {phase!r} has no dispatched attempt{which}"
-                + (f" (its attempts: {exist})" if exist else " (it was never sent to a worker)")
-            )
-        chosen = chosen_ones[-1]
+        chosen = sent_attempt(store, run.id, phase, attempt)
     finally:
         store.close()
     fleet = {w.name: w for w in workers_from(inventory)}
-    if chosen.worker not in fleet:
-        raise NotFoundError(f"worker {chosen.worker!r} is not in the inventory")
     transports = Transports(inventory=inventory)
     try:
-        answer = transports.call(
-            fleet[chosen.worker],
-            {"op": "log", "id": chosen.message_id, "tail_bytes": tail_kb * 1024},
-        )
+        answer = fetch_log(transports, fleet, chosen, tail_kb * 1024)
     finally:
         transports.close()
     data = {
@@ -170,7 +156,7 @@ def logs(
         "phase": phase,
         "attempt": chosen.attempt,
         "worker": chosen.worker,
-        **{k: answer[k] for k in ("path", "size", "state", "text")},
+        **answer,
     }
 
     def render() -> None:

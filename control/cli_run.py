@@ -44,7 +44,7 @@ from control.cli_view import (
     table,
     workers_line,
 )
-from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
+from control.dispatch import DEFAULT_RETENTION_DAYS, DriverLease, driver_ttl, open_dispatch
 from control.errors import ExitCode
 from control.integration import FinalCheck
 from control.names import require_repo_url
@@ -378,20 +378,18 @@ def merge(
         spec = load_spec(Path(run.spec_path))
         url = repo or run_repo(run) or spec.repo.url
         require_repo_url(url, "repo")
-        orchestrator = Orchestrator(
-            spec,
-            workers,
-            store,
-            transports,
-            Settings(poll_interval_s=poll_interval),
-            repo_url=url,
-        )
-        orchestrator.attach(run.id)
-        orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
-        result = FinalCheck(orchestrator, verify=not no_verify).run(
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            wait_for_worker_s=wait,
-        )
+        settings = Settings(poll_interval_s=poll_interval)
+        # As the run's one live driver: a dispatch of the same run refuses to start
+        # meanwhile, and this merge refuses while one runs.
+        with DriverLease(store, run.id, driver_ttl(settings)) as lease:
+            orchestrator = Orchestrator(spec, workers, store, transports, settings, repo_url=url)
+            orchestrator.attach(run.id)
+            orchestrator.repair_branches()  # merge what the run accepted, wherever it moved
+            result = FinalCheck(orchestrator, verify=not no_verify).run(
+                deadline=None if timeout is None else time.monotonic() + timeout,
+                wait_for_worker_s=wait,
+                on_step=lease.renew,
+            )
     finally:
         transports.close()
         store.close()

@@ -48,14 +48,6 @@ def table(*columns: str, title: str | None = None) -> Table:
     return made
 
 
-def dependencies(run: RunRow) -> dict[str, tuple[str, ...]]:
-    """Each phase's prerequisites, from the spec the run was created with."""
-    phases = (run.spec or {}).get("phases", []) if isinstance(run.spec, Mapping) else []
-    return {
-        str(p.get("id")): tuple(p.get("depends_on") or ()) for p in phases if isinstance(p, dict)
-    }
-
-
 def dependency_order(
     rows: Mapping[str, PhaseRow], depends_on: Mapping[str, Sequence[str]]
 ) -> list[str]:
@@ -115,7 +107,7 @@ def _blocked_by(
 
 def phase_table(store: StateStore, run: RunRow) -> Table:
     rows = store.phases(run.id)
-    depends_on = dependencies(run)
+    depends_on = run.depends_on()
     now = time.time()
     made = table("phase", "state", "worker", "try", "detail")
     for phase_id in dependency_order(rows, depends_on):
@@ -147,7 +139,7 @@ def _detail(row: PhaseRow, waiting: str) -> str:
 def phase_summary(store: StateStore, run: RunRow) -> dict[str, dict[str, Any]]:
     """The phases for `status --json`, in dependency order, each with what it waits for."""
     rows = store.phases(run.id)
-    depends_on = dependencies(run)
+    depends_on = run.depends_on()
     now = time.time()
     return {
         p: {**rows[p].__dict__, "waits_for": waits_for(p, rows, depends_on, now) or None}

@@ -20,7 +20,7 @@ from typing import Any
 
 from control import db
 from control.budget import reserve
-from control.errors import ConflictError, NotFoundError, UsageError
+from control.errors import ConflictError, NotFoundError, UnavailableError, UsageError
 from control.events import read as read_events
 from control.events import write as write_event
 from control.messages import attempt_ref, integration_key
@@ -317,6 +317,15 @@ class RunRow:
     pins: Any = None  # {node, claude_code, superagent}: hosts reporting others get no work
     budget_usd: float | None = None  # the run's cap (control.budget); None: no cap
 
+    def spec_phases(self) -> list[dict[str, Any]]:
+        """The phases of the spec the run was created with (what a view draws)."""
+        phases = self.spec.get("phases", []) if isinstance(self.spec, dict) else []
+        return [p for p in phases if isinstance(p, dict)]
+
+    def depends_on(self) -> dict[str, tuple[str, ...]]:
+        """Each phase's prerequisites, from the spec the run was created with."""
+        return {str(p.get("id")): tuple(p.get("depends_on") or ()) for p in self.spec_phases()}
+
 
 @dataclass(frozen=True)
 class WorkerRow:
@@ -372,6 +381,24 @@ class StateStore:
         self.clock = clock
         self.conn = db.connect(self.path, create=True, what="state database")
         db.migrate(self.conn, _MIGRATIONS, what=f"state database {self.path}")
+
+    @classmethod
+    def read_only(cls, path: Path, *, clock: Callable[[], float] = time.time) -> StateStore:
+        """The state database opened for reading only (the web dashboard): no migration,
+        no file created, and every write refused by SQLite itself."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        store.clock = clock
+        store.conn = db.connect_read_only(store.path, what="state database")
+        version = int(store.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version != len(_MIGRATIONS):
+            store.conn.close()
+            newer = "newer than this superagent knows" if version > len(_MIGRATIONS) else "older"
+            raise UnavailableError(
+                f"{store.path}: state database schema version {version} is {newer} "
+                f"(expected {len(_MIGRATIONS)}); any `control` command that writes it migrates it"
+            )
+        return store
 
     def close(self) -> None:
         self.conn.close()
@@ -546,6 +573,39 @@ class StateStore:
     def phases(self, run_id: str) -> dict[str, PhaseRow]:
         rows = self.conn.execute("SELECT * FROM phases WHERE run_id = ?", (run_id,)).fetchall()
         return {r["phase_id"]: PhaseRow(**dict(r)) for r in rows}
+
+    def phase_totals(self) -> dict[str, tuple[int, int, float]]:
+        """Every run's (phases, phases done, cost) in one scan, for a list of runs."""
+        rows = self.conn.execute(
+            "SELECT run_id, COUNT(*), SUM(state = 'done'), COALESCE(SUM(cost_usd), 0) "
+            "FROM phases GROUP BY run_id"
+        ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2] or 0), float(r[3])) for r in rows}
+
+    def attempts_since(self, since: float) -> list[AttemptRow]:
+        """Every attempt of every run started at or after `since` (a worker's activity)."""
+        rows = self.conn.execute(
+            "SELECT * FROM attempts WHERE created_at >= ? ORDER BY created_at", (since,)
+        ).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def costliest_phases(self, limit: int) -> list[tuple[str, str, float]]:
+        """(run, phase, cost) of the phases that cost the most, of every run."""
+        rows = self.conn.execute(
+            "SELECT run_id, phase_id, cost_usd FROM phases WHERE cost_usd > 0 "
+            "ORDER BY cost_usd DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+    def run_costs_since(self, since: float) -> list[tuple[float, float]]:
+        """(created_at, cost) of every run created at or after `since`."""
+        rows = self.conn.execute(
+            "SELECT r.created_at, COALESCE(SUM(p.cost_usd), 0) FROM runs r "
+            "LEFT JOIN phases p ON p.run_id = r.id WHERE r.created_at >= ? GROUP BY r.id",
+            (since,),
+        ).fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
 
     def attempts(self, run_id: str, phase_id: str | None = None) -> list[AttemptRow]:
         query, params = "SELECT * FROM attempts WHERE run_id = ?", [run_id]

@@ -18,6 +18,8 @@ from pathlib import Path
 from control import __version__
 from control.errors import SuperagentError
 from control.queue import Queue
+from control.worker.agents.base import load_credentials
+from control.worker.agents.claude_code import AUTH_VARIABLES
 from control.worker.config import WorkerConfig
 from control.worker.sandbox import sandbox_for
 
@@ -114,6 +116,9 @@ def run_checks(config: WorkerConfig) -> CheckReport:
     _compare(
         report, "claude_code", *_version_of([config.claude, "--version"]), config.pins.claude_code
     )
+    # Not a reason to refuse work (other agents need none), but `control dispatch` refuses
+    # to send Claude Code phases to a worker that reports none.
+    report.versions["claude_auth"] = claude_auth(config)
     _compare(report, "superagent", __version__, None, config.pins.superagent)
     git, git_error = _version_of(["git", "--version"], word=2)  # "git version 2.39.5"
     report.versions["git"] = git
@@ -128,6 +133,30 @@ def run_checks(config: WorkerConfig) -> CheckReport:
             report.problems.append(problem)
     _check_sandbox(report, config)
     return report
+
+
+def claude_auth(config: WorkerConfig, env: dict[str, str] | None = None) -> str | None:
+    """Where Claude Code run by this worker finds a credential, never the value: its
+    credential file (which wins over the environment), the worker's environment, or a
+    `claude /login` in the worker's home (seen only unsandboxed: a sandboxed agent's
+    HOME is its scratch directory). None when there is none."""
+    env = dict(os.environ) if env is None else env
+    if config.credential_file is not None:
+        try:
+            creds = load_credentials(config.credential_file)
+        except SuperagentError:
+            creds = {}
+        env = {k: v for k, v in env.items() if k not in AUTH_VARIABLES} | creds
+        source = "credential file"
+    else:
+        source = "environment"
+    named = [name for name in AUTH_VARIABLES if env.get(name)]
+    if named:
+        return f"{source} ({named[0]})"
+    login = Path(env.get("HOME") or Path.home()) / ".claude" / ".credentials.json"
+    if config.trusted_host and login.is_file():
+        return "login (~/.claude/.credentials.json)"
+    return None
 
 
 def _check_sandbox(report: CheckReport, config: WorkerConfig) -> None:

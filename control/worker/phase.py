@@ -30,7 +30,7 @@ from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
-from control.worker.outside import Snapshot, snapshot, writes_outside
+from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
 from control.worker.secrets import (
     account_credential,
@@ -38,6 +38,8 @@ from control.worker.secrets import (
     redact_tree,
     secrets_in_files,
 )
+
+FREEFORM_DIR = "freeform"  # under the work directory: one scratch directory per free-form task
 
 
 def _is_glob(pattern: str) -> bool:
@@ -120,7 +122,7 @@ class PhaseExecutor:
         response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
         if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
             return Outcome("failed", response, "a free-form task needs text (and an agent object)")
-        scratch = self.config.work_dir / "freeform" / str(claimed.id)
+        scratch = self.config.work_dir / FREEFORM_DIR / str(claimed.id)
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
         log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
@@ -345,4 +347,12 @@ class _Attempt:
         return self._end("done", None, commit=pushed)
 
     def _snapshot(self, checkout: Path) -> Snapshot:
-        return snapshot(self.config.work_dir, checkout, ignore=[self.scratch.parent])
+        """The work directory at any depth and the worker's sensitive home files; not
+        the scratch directories of the slots or the free-form tasks' directories."""
+        home = Path.home()
+        return snapshot(
+            self.config.work_dir,
+            checkout,
+            ignore=[self.scratch.parent, self.config.work_dir / FREEFORM_DIR],
+            also=[home / name for name in HOME_SENSITIVE],
+        )

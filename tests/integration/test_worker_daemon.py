@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from control.demo import GIT_ID
+from control.git import workspace_root
 from control.localfleet import LocalFleet, WorkerSpec
 from control.messages import PhaseTask, PrerequisiteRef
 from control.queue import Message, Queue
@@ -219,6 +220,43 @@ def test_on_a_trusted_host_a_write_outside_the_checkout_fails_the_phase(
     assert "escaped.txt" in (message.reason or "")
     with pytest.raises(subprocess.CalledProcessError):
         remote_head(pipeline, "sa/rogue")  # nothing was pushed
+
+
+def test_on_a_trusted_host_hidden_writes_at_any_depth_fail_the_phase(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Writes an old two-level look missed: deep in the work directory, in the shared
+    clone's hooks and config, and in the worker's ~/.ssh. Each fails its phase, naming
+    the path, and nothing is pushed."""
+    home = tmp_path / "worker-home"
+    (home / ".ssh").mkdir(parents=True)
+    fleet, queue = one_worker(pipeline, settings={"trusted_host": True}, env={"HOME": str(home)})
+    work = fleet.workers["w1"].home / "work"
+    deep = work / "cache" / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    clone = workspace_root(work, str(pipeline.remote)) / "repo"
+    writes = {
+        "deep": (f"echo x > {deep}/canary", deep / "canary"),
+        "hook": (f"cp /bin/true {clone}/hooks/post-checkout", clone / "hooks" / "post-checkout"),
+        "config": (
+            f"printf '[core]\\n\\tfsmonitor = /tmp/evil\\n' >> {clone}/config",
+            clone / "config",
+        ),
+        "ssh": (f"echo attacker >> {home}/.ssh/authorized_keys", home / ".ssh" / "authorized_keys"),
+    }
+    for phase, (script, path) in writes.items():
+        agent = {
+            "backend": "command",
+            "command": ["/bin/bash", "-c", f"{script}; echo work > {phase}.txt"],
+            "success": "exit0",
+        }
+        payload = task(pipeline, phase, agent=agent, verify=())
+        message = wait_finished(queue, queue.enqueue(payload, key=f"run1/{phase}/1").id)
+        assert message.state == "failed", (phase, message.reason)
+        assert "the agent wrote outside its checkout" in (message.reason or "")
+        assert str(path) in (message.reason or ""), (phase, message.reason)
+        with pytest.raises(subprocess.CalledProcessError):
+            remote_head(pipeline, f"sa/{phase}")
 
 
 def test_a_malformed_task_fails_with_its_reason(pipeline: Pipeline) -> None:

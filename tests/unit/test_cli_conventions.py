@@ -238,8 +238,7 @@ def test_health_and_workers_read_at_80_columns(tmp_path: Path) -> None:
     from control.queue import Queue  # noqa: PLC0415
 
     Queue(tmp_path / "queue.db").close()
-    # --state: a database that does not exist (nothing dispatched), never the user's own.
-    health = _at_80("health", "--inventory", str(inventory), "--state", str(tmp_path / "no.db"))
+    health = _at_80("health", "--inventory", str(inventory), "--state", str(tmp_path / "x.db"))
     _reads_at_80(
         health,
         ["worker", "status", "beat", "queue", "versions", "problems"],
