@@ -490,6 +490,7 @@ class _Sweep:
 
     def starts(self, count: int) -> list[float]:
         priority, minutes, tail, kind = self.priority, self.minutes, self.tail, self.kind
+        heappush, heappop, dependents = heapq.heappush, heapq.heappop, self.dependents
         waiting = list(self.waiting)
         pool: list[list[tuple[float, int, int]]] = [[] for _ in range(self.kinds)]
         order = 0
@@ -506,14 +507,16 @@ class _Sweep:
         now = 0.0
         while unstarted or running:
             if unstarted and free == 1:  # most steps: only the last-slot rule applies
-                _, number, i = heapq.heappop(pool[kind[self._longest_tail(pool)]])
-                heapq.heappush(running, (now + minutes[i], number, i))
+                # (of one kind, the last slot goes to the best of it: its heap's top)
+                top = pool[0] if len(pool) == 1 else pool[kind[self._longest_tail(pool)]]
+                _, number, i = heappop(top)
+                heappush(running, (now + minutes[i], number, i))
                 start[i] = now
                 free = 0
                 unstarted -= 1
             elif unstarted and free:
                 shown = [
-                    heapq.heappop(heap)
+                    heappop(heap)
                     for heap in pool
                     if heap
                     for _ in range(min(free, len(heap)))
@@ -525,21 +528,21 @@ class _Sweep:
                     best = max(range(len(rest)), key=lambda k: (tail[rest[k][2]], -k))
                     chosen.append(rest.pop(best))
                     for item in rest:
-                        heapq.heappush(pool[kind[item[2]]], item)
+                        heappush(pool[kind[item[2]]], item)
                 for _, number, i in chosen:
-                    heapq.heappush(running, (now + minutes[i], number, i))
+                    heappush(running, (now + minutes[i], number, i))
                     start[i] = now
                 free -= len(chosen)
                 unstarted -= len(chosen)
             now = running[0][0]
             limit = now + _EPSILON * max(1.0, now)
             while running and running[0][0] <= limit:
-                i = heapq.heappop(running)[2]
+                i = heappop(running)[2]
                 free += 1
-                for child in self.dependents[i]:
+                for child in dependents[i]:
                     waiting[child] -= 1
                     if waiting[child] == 0:
-                        heapq.heappush(pool[kind[child]], (-priority[child], order, child))
+                        heappush(pool[kind[child]], (-priority[child], order, child))
                         order += 1
                         unstarted += 1
         return start
