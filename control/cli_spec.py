@@ -112,7 +112,10 @@ def plan(
             raise UsageError("give --workers N or --inventory DIR, not both")
     fleet = None if inventory is None else load_inventory(inventory)
     result = make_plan(load_spec(spec, fleet), fleet, workers or 1)
-    emit(result.to_dict(), as_json, lambda: _render_plan(result))
+    if as_json:  # the whole schedule as JSON costs time a person's report does not need
+        emit(result.to_dict(), as_json)
+    else:
+        _render_plan(result)
 
 
 def _minutes(value: float) -> str:

@@ -399,7 +399,8 @@ class Plan:
             "makespan_minutes": self.simulation.makespan,
             "lower_bound": asdict(self.bound),
             "ratio": round(self.ratio, 4),
-            "schedule": [asdict(r) for r in self.simulation.runs],
+            # Not asdict, which deep-copies: 10,000 runs took a third of a second.
+            "schedule": [dict(vars(r)) for r in self.simulation.runs],
             "by_workers": [{"workers": n, "makespan_minutes": m} for n, m in self.sweep],
         }
 
@@ -516,10 +517,7 @@ class _Sweep:
                 unstarted -= 1
             elif unstarted and free:
                 shown = [
-                    heappop(heap)
-                    for heap in pool
-                    if heap
-                    for _ in range(min(free, len(heap)))
+                    heappop(heap) for heap in pool if heap for _ in range(min(free, len(heap)))
                 ]
                 shown.sort()  # (-priority, order): `assign`'s priority order
                 chosen = shown[: free - 1]
