@@ -33,12 +33,15 @@ from control.health import (
 from control.inventory import Worker
 from control.messages import (
     INTEGRATION_KEY_PREFIX,
+    WIP_REF_PREFIX,
     PhaseResponse,
     PhaseTask,
     PrerequisiteRef,
     attempt_ref,
     to_b64,
+    wip_ref,
 )
+from control.recovery import continuation
 from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
@@ -454,7 +457,18 @@ class Orchestrator:
         """Accept a done report once its commit is on the remote where the attempt pushed
         it; the orchestrator then points the phase's branch at it (only it writes there)."""
         commit = response.commit
-        ref = response.push_ref or attempt.push_ref
+        ref = attempt.push_ref or response.push_ref
+        if attempt.push_ref and response.push_ref not in (None, attempt.push_ref):
+            # Only the ref this attempt was given is ever read as its result: never a
+            # checkpoint (refs/superagent/wip/), never another attempt's ref.
+            self._fail_attempt(
+                attempt,
+                phase,
+                f"reported a result at {response.push_ref}, not at its own {attempt.push_ref}",
+                response=message,
+                cost=response.cost_usd,
+            )
+            return True
         try:
             found = self.git.remote_ref(ref) if ref else self.git.remote_commit(phase.branch)
         except SuperagentError as exc:
@@ -514,6 +528,16 @@ class Orchestrator:
             self._say("branch_repaired", phase=phase_id, commit=row.commit_sha)
             repaired.append(phase_id)
         return repaired
+
+    def forget_checkpoints(self) -> list[str]:
+        """Delete the run's checkpoints from the remote once its result is merged: work
+        in progress of a finished run is worth nothing. Best effort: a failure is
+        logged, and the refs (never read as results) stay until the next merge."""
+        try:
+            return self.git.delete_remote_refs(f"{WIP_REF_PREFIX}{self.run_id}/")
+        except SuperagentError as exc:
+            log.warning("cannot delete the checkpoints of run %s: %s", self.run_id, exc)
+            return []
 
     def _fail_attempt(
         self,
@@ -862,6 +886,9 @@ class Orchestrator:
         )
         agent = {k: v for k, v in _agent_dict(phase).items() if v not in (None, (), [])}
         agent.update(self.agent_override)
+        after = continuation(
+            self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
+        )
         if attempt.reserved_usd > 0:  # the agent's own limit is what the run reserved for it
             agent["max_budget_usd"] = round(attempt.reserved_usd, 6)
         account = self.accounts.get(attempt.account or "")
@@ -877,7 +904,7 @@ class Orchestrator:
         replay_files: dict[str, str] = {}
         replay_patch = None
         if agent.get("backend") == "replay":
-            replay_files, replay_patch = self._recording(phase.id)
+            replay_files, replay_patch = self._recording(phase.id, after.feedback is not None)
         return PhaseTask(
             run_id=self.run_id,
             phase_id=phase.id,
@@ -899,16 +926,26 @@ class Orchestrator:
             replay_files_b64=replay_files,
             replay_patch_b64=replay_patch,
             push_ref=attempt.push_ref or attempt_ref(self.run_id, phase.id, attempt.attempt),
+            feedback=after.feedback,
+            resume_refs=after.resume_refs,
+            checkpoint_ref=wip_ref(self.run_id, phase.id, attempt.attempt),
+            checkpoint_interval_s=phase.checkpoint_minutes * 60,
         )
 
-    def _recording(self, phase_id: str) -> tuple[dict[str, str], str | None]:
+    def _recording(
+        self, phase_id: str, feedback: bool = False
+    ) -> tuple[dict[str, str], str | None]:
         """The replay recording of a phase (`files/` and a patch), shipped in the message
-        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly."""
+        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly. An
+        attempt told what failed gets `<phase>/feedback/` when there is one: what the
+        recorded agent did once it was told."""
         if self.replay_dir is None:
             raise UsageError("the replay agent needs --replay-dir (recordings per phase)")
         root = self.replay_dir / phase_id
         if not root.is_dir():
             raise UsageError(f"no replay recording for phase {phase_id!r} in {self.replay_dir}")
+        if feedback and (root / "feedback").is_dir():
+            root = root / "feedback"
         files = {
             str(path.relative_to(root / "files")): to_b64(path.read_bytes())
             for path in sorted((root / "files").rglob("*"))
@@ -997,4 +1034,6 @@ def _agent_dict(phase: Phase) -> dict[str, Any]:
         "permission_mode": options.permission_mode,
         "max_turns": options.max_turns,
         "max_budget_usd": options.max_budget_usd,
+        "resume_command": list(options.resume_command),
+        "session_pattern": options.session_pattern,
     }

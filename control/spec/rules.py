@@ -25,7 +25,9 @@ from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
+    DEFAULT_CHECKPOINT_MINUTES,
     DEFAULT_ESTIMATE_MINUTES,
+    DEFAULT_FEEDBACK_ROUNDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SILENCE_MINUTES,
     DEFAULT_TIMEOUT_MINUTES,
@@ -123,6 +125,9 @@ class Checker:
             self._check_verify(where, phase)
             if self.workers is not None:
                 self._check_fleet(where, phase)
+        self._check_session_pattern("$.defaults.agent", self.defaults.get("agent"))
+        for index, phase in phases:
+            self._check_session_pattern(f"$.phases[{index}].agent", phase.get("agent"))
         self._check_branch_collisions()
         self._check_cycles(phases, ids)
         self._check_budgets(phases)
@@ -172,6 +177,19 @@ class Checker:
                     "no budget_usd (nor agent max_budget_usd) under the run's budget_usd: each "
                     "attempt reserves all that is left of the budget, so it runs alone",
                 )
+
+    def _check_session_pattern(self, where: str, agent: Any) -> None:
+        """The command backend finds a session id with it: it must compile, with a group."""
+        pattern = agent.get("session_pattern") if isinstance(agent, dict) else None
+        if not isinstance(pattern, str):
+            return
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            self.error(f"{where}.session_pattern", f"not a regular expression: {exc}")
+            return
+        if groups < 1:
+            self.error(f"{where}.session_pattern", "needs a group, (...), around the session id")
 
     def _check_repo(self) -> str | None:
         """Check the URL, base branch and prefix; return the prefix when branches may use it."""
@@ -424,6 +442,10 @@ class Checker:
                     silence_minutes=float(pick("silence_minutes", DEFAULT_SILENCE_MINUTES)),
                     verify_network=bool(pick("verify_network", True)),
                     max_attempts=int(pick("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+                    feedback_rounds=int(pick("feedback_rounds", DEFAULT_FEEDBACK_ROUNDS)),
+                    checkpoint_minutes=float(
+                        pick("checkpoint_minutes", DEFAULT_CHECKPOINT_MINUTES)
+                    ),
                     agent=AgentOptions(
                         backend=agent.get("backend", DEFAULT_BACKEND),
                         command=tuple(agent.get("command", ())),
@@ -432,6 +454,8 @@ class Checker:
                         permission_mode=agent.get("permission_mode"),
                         max_turns=agent.get("max_turns"),
                         max_budget_usd=agent.get("max_budget_usd"),
+                        resume_command=tuple(agent.get("resume_command", ())),
+                        session_pattern=agent.get("session_pattern"),
                         fallback=tuple(
                             (f["backend"], f.get("model")) for f in agent.get("fallback", ())
                         ),
