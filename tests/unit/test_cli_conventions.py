@@ -238,7 +238,7 @@ def test_health_and_workers_read_at_80_columns(tmp_path: Path) -> None:
     from control.queue import Queue  # noqa: PLC0415
 
     Queue(tmp_path / "queue.db").close()
-    health = _at_80("health", "--inventory", str(inventory))
+    health = _at_80("health", "--inventory", str(inventory), "--state", str(tmp_path / "x.db"))
     _reads_at_80(
         health,
         ["worker", "status", "beat", "queue", "versions", "problems"],
