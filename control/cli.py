@@ -27,6 +27,7 @@ from control import (
     cli_queue,
     cli_run,
     cli_spec,
+    cli_web,
     cli_worker,
 )
 from control.cli_io import err_console
@@ -76,6 +77,7 @@ for commands in (
     cli_lifecycle.app,
     cli_events.app,
     cli_notify.app,
+    cli_web.app,
 ):
     app.add_typer(commands)
 app.add_typer(cli_queue.app, name="queue")

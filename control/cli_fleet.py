@@ -34,6 +34,7 @@ from control.errors import ExitCode, NotFoundError, UsageError
 from control.health import health_report
 from control.lifecycle import gone_hosts
 from control.messages import freeform_payload
+from control.phase_log import fetch_log, sent_attempt
 from control.state import StateStore
 from control.transport import Transports
 from control.upkeep import answer_text, collect_answers, deliver_cancels
@@ -159,28 +160,13 @@ def logs(
     store: StateStore = open_store(state)
     try:
         run = pick_run(store, run_id)
-        store.named_phases(run.id, [phase])
-        sent = [a for a in store.attempts(run.id, phase) if a.message_id is not None]
-        chosen_ones = [a for a in sent if attempt is None or a.attempt == attempt]
-        if not chosen_ones:
-            which = "" if attempt is None else f" {attempt}"
-            exist = ", ".join(str(a.attempt) for a in sent)
-            raise NotFoundError(
-                f"run {run.id}: phase {phase!r} has no dispatched attempt{which}"
-                + (f" (its attempts: {exist})" if exist else " (it was never sent to a worker)")
-            )
-        chosen = chosen_ones[-1]
+        chosen = sent_attempt(store, run.id, phase, attempt)
     finally:
         store.close()
     fleet = {w.name: w for w in workers_from(inventory)}
-    if chosen.worker not in fleet:
-        raise NotFoundError(f"worker {chosen.worker!r} is not in the inventory")
     transports = Transports(inventory=inventory)
     try:
-        answer = transports.call(
-            fleet[chosen.worker],
-            {"op": "log", "id": chosen.message_id, "tail_bytes": tail_kb * 1024},
-        )
+        answer = fetch_log(transports, fleet, chosen, tail_kb * 1024)
     finally:
         transports.close()
     data = {
@@ -188,7 +174,7 @@ def logs(
         "phase": phase,
         "attempt": chosen.attempt,
         "worker": chosen.worker,
-        **{k: answer[k] for k in ("path", "size", "state", "text")},
+        **answer,
     }
 
     def render() -> None:

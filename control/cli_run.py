@@ -34,8 +34,16 @@ from control.cli_io import (
     state_path,
     workers_from,
 )
-from control.cli_view import live_view, phase_summary, phase_table, table, workers_line
-from control.dispatch import DEFAULT_RETENTION_DAYS, open_dispatch
+from control.cli_view import (
+    live_view,
+    money,
+    money_line,
+    phase_summary,
+    phase_table,
+    table,
+    workers_line,
+)
+from control.dispatch import DEFAULT_RETENTION_DAYS, DriverLease, driver_ttl, open_dispatch
 from control.errors import ExitCode, SuperagentError
 from control.integration import FinalCheck
 from control.names import require_repo_url
@@ -75,6 +83,7 @@ def _summary(outcome: RunOutcome, store: StateStore) -> dict[str, Any]:
             for p, r in outcome.phases.items()
         },
         "cost_usd": round(sum(r.cost_usd for r in outcome.phases.values()), 4),
+        "budget_usd": run.budget_usd,
     }
 
 
@@ -127,6 +136,15 @@ def dispatch(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
     ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            min=0.01,
+            help="The most the run may spend, in US dollars (overrides the spec's budget_usd; "
+            "raise it to resume a run its budget stopped).",
+        ),
+    ] = None,
     as_json: JsonLinesOption = False,
 ) -> None:
     """Validate SPEC, then run it across the fleet to merged branches (or resume its run).
@@ -159,6 +177,7 @@ def dispatch(
         transports=Transports(inventory=inventory),
         emit=None if live else printer,
         merge=not no_merge,
+        budget_usd=budget,
     )
     if notifier is not None:
         notifier.start()
@@ -282,6 +301,7 @@ def status(
             "pins": run.pins,
             "phases": phase_summary(store, run),
             "workers": {n: w.__dict__ for n, w in store.workers().items()},
+            "money": money(store, run),
         }
 
         def render() -> None:
@@ -290,6 +310,7 @@ def status(
             )
             console.print(phase_table(store, run))
             console.print(workers_line(store))
+            console.print(money_line(data["money"]), highlight=False, markup=False)
             if run.reason:
                 console.print(f"reason: {run.reason}", highlight=False, markup=False)
             if run.merge_branch:
@@ -356,20 +377,18 @@ def merge(
         spec = load_spec(Path(run.spec_path))
         url = repo or run_repo(run) or spec.repo.url
         require_repo_url(url, "repo")
-        orchestrator = Orchestrator(
-            spec,
-            workers,
-            store,
-            transports,
-            Settings(poll_interval_s=poll_interval),
-            repo_url=url,
-        )
-        orchestrator.attach(run.id)
-        orchestrator.repair_branches()  # merge what the run accepted, wherever a branch moved
-        result = FinalCheck(orchestrator, verify=not no_verify).run(
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            wait_for_worker_s=wait,
-        )
+        settings = Settings(poll_interval_s=poll_interval)
+        # As the run's one live driver: a dispatch of the same run refuses to start
+        # meanwhile, and this merge refuses while one runs.
+        with DriverLease(store, run.id, driver_ttl(settings)) as lease:
+            orchestrator = Orchestrator(spec, workers, store, transports, settings, repo_url=url)
+            orchestrator.attach(run.id)
+            orchestrator.repair_branches()  # merge what the run accepted, wherever it moved
+            result = FinalCheck(orchestrator, verify=not no_verify).run(
+                deadline=None if timeout is None else time.monotonic() + timeout,
+                wait_for_worker_s=wait,
+                on_step=lease.renew,
+            )
     finally:
         transports.close()
         store.close()

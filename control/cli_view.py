@@ -48,14 +48,6 @@ def table(*columns: str, title: str | None = None) -> Table:
     return made
 
 
-def dependencies(run: RunRow) -> dict[str, tuple[str, ...]]:
-    """Each phase's prerequisites, from the spec the run was created with."""
-    phases = (run.spec or {}).get("phases", []) if isinstance(run.spec, Mapping) else []
-    return {
-        str(p.get("id")): tuple(p.get("depends_on") or ()) for p in phases if isinstance(p, dict)
-    }
-
-
 def dependency_order(
     rows: Mapping[str, PhaseRow], depends_on: Mapping[str, Sequence[str]]
 ) -> list[str]:
@@ -115,7 +107,7 @@ def _blocked_by(
 
 def phase_table(store: StateStore, run: RunRow) -> Table:
     rows = store.phases(run.id)
-    depends_on = dependencies(run)
+    depends_on = run.depends_on()
     now = time.time()
     made = table("phase", "state", "worker", "try", "detail")
     for phase_id in dependency_order(rows, depends_on):
@@ -147,7 +139,7 @@ def _detail(row: PhaseRow, waiting: str) -> str:
 def phase_summary(store: StateStore, run: RunRow) -> dict[str, dict[str, Any]]:
     """The phases for `status --json`, in dependency order, each with what it waits for."""
     rows = store.phases(run.id)
-    depends_on = dependencies(run)
+    depends_on = run.depends_on()
     now = time.time()
     return {
         p: {**rows[p].__dict__, "waits_for": waits_for(p, rows, depends_on, now) or None}
@@ -164,14 +156,44 @@ def workers_line(store: StateStore) -> Text:
     return Text("  ").join(parts) if parts else Text("no worker seen yet", style="dim")
 
 
+def money(store: StateStore, run: RunRow) -> dict[str, Any]:
+    """The run's money for `status`: budget, spent (and how much of it is estimated),
+    reserved by attempts in flight, cost per worker and per account."""
+    spending = store.spending(run.id)
+    return {
+        "budget_usd": run.budget_usd,
+        **{f"{k}_usd": round(v, 6) for k, v in spending.items()},
+        "by_worker": store.cost_by("worker", run.id),
+        "by_account": store.cost_by("account", run.id),
+    }
+
+
+def money_line(data: dict[str, Any]) -> str:
+    budget = data["budget_usd"]
+    head = f"cost ${data['spent_usd']:.2f}" + (f" of ${budget:.2f}" if budget else "")
+    if data["estimated_usd"]:
+        head += f" (${data['estimated_usd']:.2f} estimated: no cost came back)"
+    if data["reserved_usd"]:
+        head += f", ${data['reserved_usd']:.2f} reserved in flight"
+    workers = ", ".join(f"{w} ${c:.2f}" for w, c in data["by_worker"].items())
+    accounts = ", ".join(f"{a} ${c:.2f}" for a, c in data["by_account"].items() if a != "-")
+    return (
+        head
+        + (f"; per worker: {workers}" if workers else "")
+        + (f"; per account: {accounts}" if accounts else "")
+    )
+
+
 def live_view(store: StateStore, run_id: str, started: float) -> Group:
     run = store.run(run_id)
     phases = store.phases(run_id)
     done = sum(1 for r in phases.values() if r.state == "done")
     cost = sum(r.cost_usd for r in phases.values())
+    budget = f" of ${run.budget_usd:.2f}" if run.budget_usd else ""
     header = Text(
         f"run {run_id}   {done}/{len(phases)} phases done   "
-        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}   {store.run_status(run)}",
+        f"elapsed {time.time() - started:.0f}s   cost ${cost:.2f}{budget}   "
+        f"{store.run_status(run)}",
         style="bold",
     )
     return Group(header, phase_table(store, run), workers_line(store))

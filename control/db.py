@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,6 +138,30 @@ def connect(
     if str(mode).lower() != "wal":
         conn.close()
         raise UnavailableError(f"{path}: could not switch the {what} to WAL (got {mode})")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def connect_read_only(
+    path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, what: str = "database"
+) -> sqlite3.Connection:
+    """Open `path` so that nothing can be written through the connection (SQLite's
+    `mode=ro`, and `query_only` besides): for readers that must never change it,
+    such as the web dashboard. The file must exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no {what} here")
+    refuse_network_filesystem(path)
+    uri = "file:" + urllib.parse.quote(os.fspath(path.absolute())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise UnavailableError(f"{path}: cannot read the {what} ({exc})") from exc
     conn.row_factory = sqlite3.Row
     return conn
 

@@ -90,11 +90,13 @@ def check_agent(agent: str, env: Mapping[str, str]) -> None:
             f"SUPERAGENT_AGENT=claude-code needs the `{DEFAULT_EXECUTABLE}` command on PATH "
             "(install Claude Code: `npm install -g @anthropic-ai/claude-code`)"
         )
-    logged_in = Path(env.get("HOME") or Path.home()) / ".claude" / ".credentials.json"
-    if not any(env.get(name) for name in AUTH_VARIABLES) and not logged_in.is_file():
+    # The demo's agents run sandboxed, with a HOME of their own: a `claude /login` in
+    # yours is not seen there, only a variable the workers inherit.
+    if not any(env.get(name) for name in AUTH_VARIABLES):
         raise UsageError(
             "SUPERAGENT_AGENT=claude-code needs a credential: set "
-            f"{' or '.join(AUTH_VARIABLES[:2])}, or log in with `claude /login`"
+            f"{' or '.join(AUTH_VARIABLES[:2])} (the demo's sandboxed agents do not see a "
+            "`claude /login`)"
         )
 
 

@@ -17,12 +17,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control.errors import ConflictError, SuperagentError, UsageError
-from control.health import fleet_pins
+from control.accounts import from_workers
+from control.errors import ConflictError, SuperagentError, UnavailableError, UsageError
+from control.health import beat_of, claude_code_problem, fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
@@ -48,9 +49,8 @@ class Dispatch:
     resumed: bool
     merge: bool = True
     verify_merge: bool = True
-    # This process as the run's driver (host, pid, a token): see `StateStore.acquire_driver`.
-    driver: dict[str, Any] = field(default_factory=dict)
-    driver_ttl_s: float = 30.0
+    # This process as the run's one live driver, taken by `open_dispatch`.
+    lease: DriverLease | None = None
 
     def drive(
         self,
@@ -84,13 +84,12 @@ class Dispatch:
                 if orchestrator.outcome() is None:
                     stop.wait(orchestrator.settings.poll_interval_s)
         finally:
-            self.store.release_driver(self.run_id, self.driver["token"])
+            if self.lease is not None:
+                self.lease.release()
 
     def _renew_driver(self) -> None:
-        if not self.store.renew_driver(self.run_id, self.driver["token"], self.driver_ttl_s):
-            raise ConflictError(
-                f"run {self.run_id}: another orchestrator took it over; this one stops"
-            )
+        if self.lease is not None:
+            self.lease.renew()
 
     def _finish(
         self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
@@ -133,13 +132,31 @@ def open_dispatch(
     transports: Transports | None = None,
     emit: Emit | None = None,
     merge: bool = True,
+    budget_usd: float | None = None,
 ) -> Dispatch:
-    """Validate, then create a run or resume the latest one of this spec."""
+    """Validate, then create a run or resume the latest one of this spec.
+
+    `budget_usd` (`--budget`) overrides the spec's; given on a resume, it replaces the
+    run's (a run stopped by its budget goes on with a raised one).
+    """
     if not workers:
         raise UsageError("no workers: the inventory has no host in group `workers`")
     if repo_url is not None:
         require_repo_url(repo_url, "--repo")
     spec = load_spec(spec_path, workers)
+    accounts = from_workers(workers)
+    transports = transports or Transports()
+    try:
+        check_claude_code(
+            spec,
+            workers,
+            transports,
+            agent,
+            accounts=any(a.agent == "claude-code" for a in accounts),
+        )
+    except SuperagentError:
+        transports.close()
+        raise
     retention = retention_days()
     store = StateStore(state_path)
     if retention > 0:
@@ -163,36 +180,37 @@ def open_dispatch(
             document,
             [(p.id, p.branch) for p in spec.phases],
             pins=fleet_pins(workers),
+            budget_usd=budget_usd if budget_usd is not None else spec.budget_usd,
         )
         resumed = False
     else:
         run_id, resumed = latest.id, True
-    driver = driver_identity()
-    ttl = driver_ttl(settings or Settings())
+    lease = DriverLease(store, run_id, driver_ttl(settings or Settings()))
     try:
-        store.acquire_driver(run_id, driver, ttl)
+        lease.acquire()
     except ConflictError:
         store.close()
         raise
+    if latest is not None and budget_usd is not None and budget_usd != latest.budget_usd:
+        store.set_budget(run_id, budget_usd)
     if latest is not None and latest.status == "failed":
         store.reopen_run(run_id)
     orchestrator = Orchestrator(
         spec,
         workers,
         store,
-        transports or Transports(),
+        transports,
         settings,
         repo_url=repo_url,
         agent=agent,
         replay_dir=replay_dir,
         emit=emit,
+        accounts=accounts,
     )
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words
         store.event(run_id, "run_resumed", detail={"spec": key})
-    return Dispatch(
-        orchestrator, store, run_id, resumed, merge=merge, driver=driver, driver_ttl_s=ttl
-    )
+    return Dispatch(orchestrator, store, run_id, resumed, merge=merge, lease=lease)
 
 
 DEFAULT_RETENTION_DAYS = 180.0
@@ -222,6 +240,79 @@ def driver_identity() -> dict[str, Any]:
         "token": secrets.token_hex(8),
         "since": time.time(),
     }
+
+
+def check_claude_code(
+    spec: Spec,
+    workers: Sequence[Worker],
+    transports: Transports,
+    agent: dict[str, Any] | None = None,
+    *,
+    accounts: bool = False,
+) -> None:
+    """Before a run starts: each live worker that may be sent a Claude Code phase has
+    `claude` and a credential, so a missing one is one clear line now and not a failed
+    attempt after minutes. UnavailableError names each such host and what to do.
+
+    One poll of the fleet, only when some phase runs Claude Code; a worker that cannot
+    be reached or has never beaten is left to the run's own liveness. With Claude Code
+    `accounts` in the inventory, credentials are the accounts' (the scheduler sends a
+    phase only where one is usable): only `claude` itself is checked."""
+    backend = (agent or {}).get("backend")
+    needs = [p.requires for p in spec.phases if (backend or p.agent.backend) == "claude-code"]
+    capable = [w for w in workers if any(set(r) <= w.capabilities for r in needs)]
+    if not capable:
+        return
+    results = transports.poll(capable, limit=0)
+    problems = []
+    for worker in capable:
+        result = results.get(worker.name)
+        beat = beat_of(worker.name, result) if result is not None and result.reachable else None
+        versions = dict((beat or {}).get("versions") or {})
+        if accounts:
+            versions.pop("claude_auth", None)
+        problem = claude_code_problem(versions)
+        if problem is not None:
+            problems.append(f"{worker.name}: {problem}")
+    if problems:
+        raise UnavailableError(
+            "Claude Code cannot run on "
+            + "; ".join(problems)
+            + " (fix it, take the host out of the inventory, or choose another --agent)"
+        )
+
+
+class DriverLease:
+    """This process as a run's one live driver (a lease in the state database: see
+    `StateStore.acquire_driver`): `control dispatch` and `control merge` both hold it, so
+    a merge never races a dispatch of the same run. A context manager, or acquire,
+    renew (every tick) and release."""
+
+    def __init__(self, store: StateStore, run_id: str, ttl_s: float) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.ttl_s = ttl_s
+        self.holder = driver_identity()
+
+    def acquire(self) -> None:
+        """ConflictError, naming the live driver, when another process drives the run."""
+        self.store.acquire_driver(self.run_id, self.holder, self.ttl_s)
+
+    def renew(self) -> None:
+        if not self.store.renew_driver(self.run_id, self.holder["token"], self.ttl_s):
+            raise ConflictError(
+                f"run {self.run_id}: another orchestrator took it over; this one stops"
+            )
+
+    def release(self) -> None:
+        self.store.release_driver(self.run_id, self.holder["token"])
+
+    def __enter__(self) -> DriverLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def driver_ttl(settings: Settings) -> float:

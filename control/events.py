@@ -57,7 +57,11 @@ KINDS: dict[str, Kind] = {
     "integration_retry": Kind("orchestrator", ("reason",), "the final check failed; tried again"),
     "integration_abandoned": Kind("orchestrator", ("attempt",), "its worker went down; resent"),
     # phases
-    "sending": Kind("state", ("attempt",), "an attempt recorded before its enqueue"),
+    "sending": Kind(
+        "state",
+        ("attempt", "reserved_usd", "account"),
+        "an attempt recorded before its enqueue, with what it reserved of the budget",
+    ),
     "dispatched": Kind(
         "state", ("attempt", "message_id", "duplicate"), "the worker's inbox took the attempt"
     ),
@@ -84,6 +88,15 @@ KINDS: dict[str, Kind] = {
     ),
     "rate_limit_hold": Kind("state", ("until", "reason"), "dispatching held fleet-wide"),
     "rate_limit_resumed": Kind("state", ("reason",), "the hold ran out; dispatching resumes"),
+    # money (control.budget)
+    "budget_set": Kind("state", ("budget_usd",), "`control dispatch --budget` set the run's cap"),
+    "budget_stop": Kind(
+        "orchestrator",
+        ("reason", "spent_usd", "budget_usd"),
+        "nothing more fits in the run's budget: it stops, resumable with a raised one",
+    ),
+    "budget_alarm": Kind("state", ("until", "reason"), "spend per hour over the alarm: paused"),
+    "budget_resumed": Kind("state", ("reason",), "the burn-rate pause ran out"),
 }
 
 

@@ -38,7 +38,7 @@ from control.errors import (
     UnavailableError,
     UsageError,
 )
-from control.messages import PrerequisiteRef
+from control.messages import WIP_REF_PREFIX, PrerequisiteRef
 from control.names import branch_name_problem, remote_url_problem
 
 __all__ = [
@@ -226,6 +226,14 @@ def _attempt_ref(ref: str) -> str:
     return ref
 
 
+def _wip_ref(ref: str) -> str:
+    """A checkpoint's ref, checked like a branch name: never a result's or a branch."""
+    if not ref.startswith(WIP_REF_PREFIX):
+        raise UsageError(f"not a checkpoint ref: {ref!r}")
+    validate_branch(ref.removeprefix("refs/"))
+    return ref
+
+
 def _validate_commit(commit: str, what: str) -> str:
     value = commit.lower() if isinstance(commit, str) else ""
     if not _COMMIT.fullmatch(value):
@@ -370,10 +378,12 @@ class Workspace:
             old_remote_commit=old_remote,
         )
 
-    def commit_all(self, prepared: Prepared, message: str) -> str:
+    def commit_all(self, prepared: Prepared, message: str, *, after: str | None = None) -> str:
         """Commit everything in the checkout as the worker; the new HEAD (or the old one
         when the agent changed nothing). The agent's own commits are kept, but HEAD must
         still contain the prepared commit: a rewritten history would drop prerequisites.
+        With `after` (a restored checkpoint), a HEAD still at it gets a commit of the
+        worker's anyway: an attempt's result is its own commit, never a checkpoint.
         """
         if not isinstance(message, str) or not message.strip():
             raise UsageError("a commit message cannot be empty")
@@ -386,10 +396,102 @@ class Workspace:
             )
         self._git("add", "--all", "--", ".", cwd=path)
         staged = self._git("diff", "--cached", "--quiet", cwd=path, ok_codes=(0, 1))
-        if staged.returncode == 0:
+        if staged.returncode == 0 and head != after:
             return head
-        self._git("commit", "--no-verify", "--quiet", "--file=-", cwd=path, stdin=message)
+        self._git(
+            "commit", "--no-verify", "--quiet", "--allow-empty", "--file=-",
+            cwd=path, stdin=message,
+        )  # fmt: skip
         return self._rev_parse(path, "HEAD")
+
+    def checkpoint(self, prepared: Prepared, ref: str, message: str) -> str | None:
+        """Snapshot the checkout (every change, untracked files too, ignored ones not) as
+        a commit on top of HEAD and push it to the checkpoint `ref`; the commit, or None
+        when nothing changed since the prepared commit. Built in an index of its own:
+        the agent's index and files are left exactly as they are.
+        """
+        ref = _wip_ref(ref)
+        path = self._checkout(prepared)
+        head = self._rev_parse(path, "HEAD")
+        with self._snapshot_index(path, head) as index:
+            tree = self._git("write-tree", cwd=path, index=index).stdout.strip()
+        if head == prepared.head and tree == self._rev_parse(path, f"{head}^{{tree}}"):
+            return None
+        commit = self._git(
+            "commit-tree", "-p", head, "-F", "-", "--end-of-options", tree,
+            cwd=path, stdin=message,
+        ).stdout.strip()  # fmt: skip
+        self._git(
+            "push", "--porcelain", "--no-verify", "--quiet", "--force",
+            "--", self.remote_url, f"{commit}:{ref}",
+            cwd=path,
+        )  # fmt: skip
+        return commit
+
+    def checkpoint_files(self, prepared: Prepared) -> list[str]:
+        """The paths a checkpoint would hold changed since the prepared commit (what a
+        secret scan must see first), without touching the agent's index."""
+        path = self._checkout(prepared)
+        with self._snapshot_index(path, "HEAD") as index:
+            done = self._git(
+                "diff", "--cached", "--name-only", "-z", "--no-renames", "--diff-filter=d",
+                "--end-of-options", prepared.head, "--",
+                cwd=path, index=index,
+            )  # fmt: skip
+        return sorted({name for name in done.stdout.split("\0") if name})
+
+    @contextlib.contextmanager
+    def _snapshot_index(self, path: Path, head: str) -> Iterator[Path]:
+        """An index of the worker's own holding the checkout as it is now (ignored files
+        left out), so a snapshot never touches the agent's index."""
+        with tempfile.TemporaryDirectory(prefix="checkpoint-", dir=self.root) as scratch:
+            index = Path(scratch) / "index"
+            self._git("read-tree", "--end-of-options", head, cwd=path, index=index)
+            self._git("add", "--all", "--", ".", cwd=path, index=index)
+            yield index
+
+    def restore(self, prepared: Prepared, ref: str) -> str | None:
+        """Put the checkpoint at `ref` into the checkout (HEAD moves to it); its commit,
+        or None when the remote has no such ref or it was not made on top of this
+        checkout's prepared commit (the base or a prerequisite moved since)."""
+        ref = _wip_ref(ref)
+        path = self._checkout(prepared)
+        if self.remote_ref(ref) is None:
+            return None
+        local = f"refs/superagent/resume/{prepared.slot}"
+        with self._locked():
+            self._git(
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                "--", self.remote_url, f"+{ref}:{local}",
+                cwd=self.repo_path,
+            )  # fmt: skip
+            commit = self._rev_parse(self.repo_path, local)
+        if not self._is_ancestor(path, prepared.head, commit):
+            return None
+        self._git("reset", "--hard", "--quiet", commit, "--", cwd=path)
+        return commit
+
+    def delete_remote_refs(self, prefix: str) -> list[str]:
+        """Delete every ref under `prefix` (checkpoints or attempts of one run) on the
+        remote; the refs deleted."""
+        if not prefix.startswith("refs/superagent/") or not prefix.endswith("/"):
+            raise UsageError(f"not a superagent ref prefix: {prefix!r}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        done = self._git("ls-remote", "--", self.remote_url, f"{prefix}*", cwd=self.root)
+        refs = [
+            name
+            for line in done.stdout.splitlines()
+            if (name := line.partition("\t")[2]).startswith(prefix)
+        ]
+        if refs:
+            with self._locked():
+                self._ensure_repo()
+                self._git(
+                    "push", "--porcelain", "--no-verify", "--quiet",
+                    "--", self.remote_url, *(f":{r}" for r in refs),
+                    cwd=self.repo_path,
+                )  # fmt: skip
+        return refs
 
     def changed_files(self, prepared: Prepared) -> list[str]:
         """Every path added or changed since the prepared commit (committed by the agent
@@ -741,8 +843,10 @@ class Workspace:
         cwd: Path,
         stdin: str | None = None,
         ok_codes: tuple[int, ...] | None = (0,),
+        index: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run git; raise GitError unless its exit code is in `ok_codes` (None: any)."""
+        """Run git; raise GitError unless its exit code is in `ok_codes` (None: any).
+        `index`: an index file of the worker's own instead of the checkout's."""
         argv = ["git"]
         for setting in _CONFIG:
             argv += ["-c", setting]
@@ -755,7 +859,7 @@ class Workspace:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=self._env(checkout),
+                env=self._env(checkout) | ({} if index is None else {"GIT_INDEX_FILE": str(index)}),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

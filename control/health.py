@@ -114,3 +114,19 @@ def health_report(worker: Worker, result: PollResult, now: float) -> dict[str, A
     if oldest is not None and oldest > PENDING_ALERT_S and beat.get("status") != "busy":
         problems.append(f"a message has been pending for {oldest:.0f}s")
     return report
+
+
+def claude_code_problem(versions: Mapping[str, Any]) -> str | None:
+    """Why Claude Code cannot run on a worker, by its heartbeat's versions, with what to
+    do; None when it can, or when the worker does not say (an older worker)."""
+    if "claude_code" in versions and not versions["claude_code"]:
+        return "`claude` is not installed (`make provision` installs it: the claude_code role)"
+    if "claude_auth" in versions and not versions["claude_auth"]:
+        return (
+            "Claude Code has no credential (a provisioned host: set claude_code_api_key or "
+            "claude_code_oauth_token in the inventory, in Ansible Vault, then `make "
+            "provision`; a local worker: ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN in its "
+            "environment or credential file; a `claude /login` is not seen by a sandboxed "
+            "agent)"
+        )
+    return None

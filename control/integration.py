@@ -141,6 +141,7 @@ class FinalCheck:
             raise
         self.store.settle_integration(row.key, "done")
         self.store.set_merge(self.run_id, result.branch, result.commit)
+        self.orchestrator.forget_checkpoints()
         self._say(
             "merged",
             branch=result.branch,

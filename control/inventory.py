@@ -64,6 +64,7 @@ KNOWN_VARIABLES = frozenset(
         "superagent_notify_file",
         "superagent_slack_agent",
         "superagent_pins_profile",
+        "superagent_accounts",
     }
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +26,76 @@ class PrerequisiteRef:
     branch: str
     commit: str
     summary: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyFailure:
+    """One verify command that failed, as the agent is shown it (output is the tail)."""
+
+    command: str
+    exit_code: int
+    output_tail: str = ""
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What failed in an earlier attempt of a phase, for the attempt after it.
+
+    Everything here but `attempt` came from a worker and, through the output of the
+    verify commands, from the agent: it reaches the next agent only as framed data
+    (`control.worker.prompt`), never a command line. `session_id` is resumed only on
+    the worker and slot that ran it (where the agent's session is), when the backend can.
+    """
+
+    attempt: int
+    reason: str
+    worker: str = ""
+    slot: str = ""
+    backend: str = ""
+    session_id: str | None = None
+    verify: tuple[VerifyFailure, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verify"] = [asdict(v) for v in self.verify]
+        data["missing"] = list(self.missing)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Feedback:
+        """Parse; a UsageError names the first field that is wrong."""
+        if not isinstance(data, dict):
+            raise UsageError("phase task field 'feedback' must be an object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if not isinstance(known.get("attempt"), int) or isinstance(known["attempt"], bool):
+            raise UsageError("feedback field 'attempt' must be an integer")
+        for name in ("reason", "worker", "slot", "backend"):
+            if not isinstance(known.get(name, ""), str):
+                raise UsageError(f"feedback field {name!r} must be text")
+        if known.get("session_id") is not None and not isinstance(known["session_id"], str):
+            raise UsageError("feedback field 'session_id' must be text")
+        missing = known.get("missing", [])
+        if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+            raise UsageError("feedback field 'missing' must be a list of text")
+        known["missing"] = tuple(missing)
+        verify = known.get("verify", [])
+        if not isinstance(verify, list):
+            raise UsageError("feedback field 'verify' must be a list")
+        try:
+            known["verify"] = tuple(
+                VerifyFailure(
+                    command=str(v["command"]),
+                    exit_code=int(v["exit_code"]),
+                    output_tail=str(v.get("output_tail") or ""),
+                    timed_out=bool(v.get("timed_out", False)),
+                )
+                for v in verify
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise UsageError(f"feedback has a malformed verify entry: {exc}") from exc
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -57,9 +128,21 @@ class PhaseTask:
     # no attempt (a written-off one that comes back, least of all) can move another's
     # result. The orchestrator copies an accepted commit to `branch` itself.
     push_ref: str | None = None
+    # What failed in the attempt before this one (see `Feedback`): the agent is told,
+    # and resumes its session where it can, instead of starting blind.
+    feedback: Feedback | None = None
+    # Checkpoints this attempt may start from (refs under refs/superagent/wip/, newest
+    # first): the work in progress of the attempts it replaces. The first that exists
+    # and applies is restored; none is ever a result (this attempt verifies and commits).
+    resume_refs: tuple[str, ...] = ()
+    # Where this attempt pushes its own checkpoints, and how often while the agent works.
+    checkpoint_ref: str | None = None
+    checkpoint_interval_s: float = 300.0
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
+        data["feedback"] = None if self.feedback is None else self.feedback.to_dict()
+        data["resume_refs"] = list(self.resume_refs)
         data["prerequisites"] = [asdict(p) for p in self.prerequisites]
         data["deliverables"] = list(self.deliverables)
         data["verify"] = list(self.verify)
@@ -106,6 +189,7 @@ class PhaseTask:
             isinstance(push_ref, str) and push_ref.startswith(ATTEMPT_REF_PREFIX)
         ):
             raise UsageError(f"phase task field 'push_ref' must start with {ATTEMPT_REF_PREFIX}")
+        _continuation_fields(data)
         return cls(**data)
 
     def replay_files(self) -> dict[str, bytes]:
@@ -126,12 +210,42 @@ class PhaseTask:
         return f"{self.run_id}/{self.phase_id}/{self.attempt}"
 
 
+def _continuation_fields(data: dict[str, Any]) -> None:
+    """Check and convert, in place, what a phase task says about earlier attempts."""
+    refs = data.get("resume_refs", [])
+    if not isinstance(refs, list) or not all(
+        isinstance(r, str) and r.startswith(WIP_REF_PREFIX) for r in refs
+    ):
+        raise UsageError(f"phase task field 'resume_refs' must be refs under {WIP_REF_PREFIX}")
+    data["resume_refs"] = tuple(refs)
+    checkpoint_ref = data.get("checkpoint_ref")
+    if checkpoint_ref is not None and not (
+        isinstance(checkpoint_ref, str) and checkpoint_ref.startswith(WIP_REF_PREFIX)
+    ):
+        raise UsageError(f"phase task field 'checkpoint_ref' must start with {WIP_REF_PREFIX}")
+    interval = data.get("checkpoint_interval_s", 300.0)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise UsageError("phase task field 'checkpoint_interval_s' must be a positive number")
+    if data.get("feedback") is not None:
+        data["feedback"] = Feedback.from_dict(data["feedback"])
+
+
 ATTEMPT_REF_PREFIX = "refs/superagent/attempts/"
 
 
 def attempt_ref(run_id: str, phase_id: str, attempt: int) -> str:
     """The ref one attempt pushes to (outside refs/heads: no clone fetches it by default)."""
     return f"{ATTEMPT_REF_PREFIX}{run_id}/{phase_id}/{attempt}"
+
+
+# Work in progress: apart from results, so nothing that reads attempts or branches
+# takes a checkpoint for one; only the worker writes here, never the agent.
+WIP_REF_PREFIX = "refs/superagent/wip/"
+
+
+def wip_ref(run_id: str, phase_id: str, attempt: int) -> str:
+    """The ref one attempt's checkpoints go to (the last one wins)."""
+    return f"{WIP_REF_PREFIX}{run_id}/{phase_id}/{attempt}"
 
 
 @dataclass(frozen=True)
@@ -153,6 +267,7 @@ class PhaseResponse:
     push_ref: str | None = None
     summary: str = ""
     cost_usd: float = 0.0
+    cost_known: bool = False  # the agent said what it cost (else the reservation stands)
     rate_limit_reset: float | None = None
     worker: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -184,6 +299,7 @@ class PhaseResponse:
             push_ref=_text_or_none(body.get("push_ref")),
             summary=summary if isinstance(summary, str) else "",
             cost_usd=_number(agent.get("cost_usd")),
+            cost_known=_is_number(agent.get("cost_usd")),
             rate_limit_reset=float(reset) if isinstance(reset, int | float) and reset else None,
             worker=_text_or_none(body.get("worker")),
             extra=body,
@@ -205,8 +321,16 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _is_number(value: Any) -> bool:
+    """A cost a worker may report: a finite number, not negative (that would refund)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) and value >= 0
+    )  # fmt: skip
+
+
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if _is_number(value) else 0.0
 
 
 INTEGRATION_KEY_PREFIX = "integration/"

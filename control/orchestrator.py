@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from control import events
+from control.accounts import Account, Choice, pick
+from control.budget import OverBudget, Spend, burn_pause_until, usd
 from control.errors import SuperagentError, UsageError
 from control.git import Workspace, workspace_root
 from control.health import (
@@ -31,13 +33,16 @@ from control.health import (
 from control.inventory import Worker
 from control.messages import (
     INTEGRATION_KEY_PREFIX,
+    WIP_REF_PREFIX,
     PhaseResponse,
     PhaseTask,
     PrerequisiteRef,
     attempt_ref,
     to_b64,
+    wip_ref,
 )
-from control.scheduler import Outlook, ReadyPhase, WorkerState, assign
+from control.recovery import continuation
+from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -96,8 +101,10 @@ class Orchestrator:
         work_dir: Path | None = None,
         emit: Emit | None = None,
         clock: Callable[[], float] = time.time,
+        accounts: Sequence[Account] = (),
     ) -> None:
         self.spec = spec
+        self.accounts = {a.name: a for a in accounts}
         self.workers = {w.name: w for w in workers}
         self.store = store
         self.transports = transports
@@ -123,6 +130,9 @@ class Orchestrator:
         self._first_seen: dict[str, float] = {}
         self._stuck: dict[str, str | None] = {}
         self._pins: dict[str, str] | None = None  # the run's own, read every tick
+        # Why the run cannot go on within its budget (set by `_dispatch` when a ready
+        # phase does not fit and nothing is in flight that could free money): the run ends.
+        self._over_budget: str | None = None
 
     # -- runs ----------------------------------------------------------------------
 
@@ -374,7 +384,7 @@ class Orchestrator:
             if self.store.run(attempt.run_id).status == "running":
                 return False
             if attempt.response is None and attempt.late_response is None:
-                self.store.record_late_response(attempt, message)
+                self.store.record_late_response(attempt, message, _cost(message))
             return True
         return self._apply(attempt, PhaseResponse.from_message(message), message)
 
@@ -388,7 +398,7 @@ class Orchestrator:
         )
         if not current:
             if attempt.response is None:
-                self.store.record_late_response(attempt, message)
+                self.store.record_late_response(attempt, message, _cost(message))
                 self._say(
                     "late_result_ignored",
                     phase=attempt.phase_id,
@@ -400,30 +410,40 @@ class Orchestrator:
         if response.state == "done" and response.status == "done":
             return self._accept_done(attempt, phase, response, message)
         reason = response.reason or f"message {response.state}"
+        cost = response.cost_usd if response.cost_known else None
         if response.lease_lost or response.status == "cancelled":
             # The worker vanished mid-run (its inbox gave up) or the message was
             # cancelled under us: a loss, not the phase's failure.
             self._fail_attempt(
-                attempt, phase, f"{response.status}: {reason}", response=message, loss=True
-            )
+                attempt, phase, f"{response.status}: {reason}", response=message, loss=True,
+                cost=cost,
+            )  # fmt: skip
             return True
         if response.status == "rate_limited":
             until = response.rate_limit_reset or self.clock() + self.settings.rate_limit_wait_s
-            self.store.hold("fleet", until, f"rate limited on {attempt.worker}", self.run_id)
+            account = self.accounts.get(attempt.account or "")
+            if account is not None:
+                # Only this account waits: the phase goes to another one at once.
+                why = f"account {account.name} rate limited on {attempt.worker}"
+                self.store.hold(account.hold_name(), until, why, self.run_id)
+                not_before = self.clock()
+            else:
+                self.store.hold("fleet", until, f"rate limited on {attempt.worker}", self.run_id)
+                not_before = until
             self.store.settle_attempt(
                 attempt,
                 attempt_state="failed",
                 phase_state="waiting",
                 reason=reason,
                 response=message,
-                not_before=until,
-                cost_usd=response.cost_usd,
+                not_before=not_before,
+                cost_usd=cost,
                 event="rate_limited",
             )
             self._say("rate_limited", phase=attempt.phase_id, worker=attempt.worker, until=until)
             return True
         self._fail_attempt(
-            attempt, phase, f"{response.status}: {reason}", response=message, cost=response.cost_usd
+            attempt, phase, f"{response.status}: {reason}", response=message, cost=cost
         )
         return True
 
@@ -437,7 +457,18 @@ class Orchestrator:
         """Accept a done report once its commit is on the remote where the attempt pushed
         it; the orchestrator then points the phase's branch at it (only it writes there)."""
         commit = response.commit
-        ref = response.push_ref or attempt.push_ref
+        ref = attempt.push_ref or response.push_ref
+        if attempt.push_ref and response.push_ref not in (None, attempt.push_ref):
+            # Only the ref this attempt was given is ever read as its result: never a
+            # checkpoint (refs/superagent/wip/), never another attempt's ref.
+            self._fail_attempt(
+                attempt,
+                phase,
+                f"reported a result at {response.push_ref}, not at its own {attempt.push_ref}",
+                response=message,
+                cost=response.cost_usd,
+            )
+            return True
         try:
             found = self.git.remote_ref(ref) if ref else self.git.remote_commit(phase.branch)
         except SuperagentError as exc:
@@ -450,7 +481,7 @@ class Orchestrator:
                 f"reported {ref or phase.branch} at {commit} but the remote has "
                 f"{found or 'nothing'}",
                 response=message,
-                cost=response.cost_usd,
+                cost=response.cost_usd if response.cost_known else None,
             )
             return True
         if ref:
@@ -466,7 +497,7 @@ class Orchestrator:
             reason=None,
             response=message,
             commit=commit,
-            cost_usd=response.cost_usd,
+            cost_usd=response.cost_usd if response.cost_known else None,
             summary=response.summary[:2000],
             event="phase_done",
         )
@@ -498,6 +529,16 @@ class Orchestrator:
             repaired.append(phase_id)
         return repaired
 
+    def forget_checkpoints(self) -> list[str]:
+        """Delete the run's checkpoints from the remote once its result is merged: work
+        in progress of a finished run is worth nothing. Best effort: a failure is
+        logged, and the refs (never read as results) stay until the next merge."""
+        try:
+            return self.git.delete_remote_refs(f"{WIP_REF_PREFIX}{self.run_id}/")
+        except SuperagentError as exc:
+            log.warning("cannot delete the checkpoints of run %s: %s", self.run_id, exc)
+            return []
+
     def _fail_attempt(
         self,
         attempt: AttemptRow,
@@ -505,7 +546,7 @@ class Orchestrator:
         reason: str,
         *,
         response: Any = None,
-        cost: float = 0.0,
+        cost: float | None = None,
         attempt_state: str = "failed",
         loss: bool = False,
         final: bool = False,
@@ -578,13 +619,41 @@ class Orchestrator:
             if attempt.state == "sending" and attempt.worker in up:
                 self._send(attempt)
 
-    def _dispatch(self) -> None:
-        now = self.clock()
+    def _burning(self, now: float) -> bool:
+        """Whether the run spends faster than its burn-rate alarm: dispatching pauses
+        (a hold that survives a restart, and a notice) until the rate falls back."""
+        limit = self.spec.burn_rate_usd_per_hour
+        name = f"burn:{self.run_id}"
+        held = self.store.held_until(name)
+        if now < held:
+            return True
+        if held:
+            self.store.release_hold(name, self.run_id, event="budget_resumed")
+        if limit is None:
+            return False
+        spends = [Spend(at, cost) for at, cost in self.store.costs(self.run_id)]
+        until = burn_pause_until(spends, now, limit)
+        if until is None:
+            return False
+        spent = sum(s.usd for s in spends if s.at >= now - 3600)
+        reason = f"spent {usd(spent)} in the last hour; the alarm is at {usd(limit)} per hour"
+        self.store.hold(name, until, reason, self.run_id, event="budget_alarm")
+        self._say("budget_alarm", until=until, reason=reason)
+        return True
+
+    def _paused(self, now: float) -> bool:
+        """Whether dispatching waits: a fleet-wide rate-limit hold, or the burn-rate alarm."""
         held = self.store.held_until("fleet")
         if now < held:
-            return
+            return True
         if held:
             self.store.release_hold("fleet", self.run_id)
+        return self._burning(now)
+
+    def _dispatch(self) -> None:
+        now = self.clock()
+        if self._paused(now):
+            return
         phases = self.store.phases(self.run_id)
         done = {p for p, row in phases.items() if row.state == "done"}
         in_flight = [row for row in phases.values() if row.state in IN_FLIGHT]
@@ -615,7 +684,7 @@ class Orchestrator:
         states = [
             WorkerState(
                 w.name,
-                w.capabilities,
+                self._capabilities(w),
                 max(0, w.slots - busy.get(w.name, 0)),
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
@@ -628,7 +697,7 @@ class Orchestrator:
         def as_ready(p: str) -> ReadyPhase:
             return ReadyPhase(
                 id=p,
-                requires=frozenset(self._phase(p).requires),
+                requires=self._requires(p),
                 pin=self._phase(p).worker,
                 priority=self.bottom[p],
                 depends_on=frozenset(self._phase(p).depends_on),
@@ -639,13 +708,100 @@ class Orchestrator:
         # Rarity is judged against all the work not started, and when it could be ready.
         not_started = [p for p, row in phases.items() if row.state == "waiting"]
         outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
-        assignments = assign(ready, states, outlook)[:room]
+        assigned, over = self._start(assign(ready, states, outlook)[:room], now)
+        self._note_over_budget(over, in_flight=bool(in_flight or assigned))
+        self._say_stuck([r for r in ready if r.id not in assigned and r.id not in over], states)
+
+    def _start(self, assignments: list[Assignment], now: float) -> tuple[set[str], dict[str, str]]:
+        """Record and send each assignment on an account (when its agent has accounts)
+        with its cap reserved; returns the phases sent, and why each other one waits."""
+        assigned: set[str] = set()
+        over: dict[str, str] = {}
+        held = self._account_holds(now)
+        in_use = self.store.accounts_in_use()
         for assignment in assignments:
-            attempt = self.store.record_sending(self.run_id, assignment.phase_id, assignment.worker)
+            choice = self._account_for(assignment.phase_id, assignment.worker, in_use, held, now)
+            if isinstance(choice, str):
+                over[assignment.phase_id] = choice
+                continue
+            try:
+                attempt = self.store.record_sending(
+                    self.run_id,
+                    assignment.phase_id,
+                    assignment.worker,
+                    cap_usd=self._phase(assignment.phase_id).budget_usd,
+                    account=None if choice is None else choice.account.name,
+                )
+            except OverBudget as exc:
+                over[assignment.phase_id] = f"over budget: {exc}"
+                continue
+            if choice is not None:
+                in_use[choice.account.name] = in_use.get(choice.account.name, 0) + 1
+            assigned.add(assignment.phase_id)
             self._send(attempt)
             self._last_dispatch = self.clock()
-        assigned = {a.phase_id for a in assignments}
-        self._say_stuck([r for r in ready if r.id not in assigned], states)
+        return assigned, over
+
+    def _capabilities(self, worker: Worker) -> frozenset[str]:
+        """A worker's capabilities, plus `account:<agent>` for each agent it holds an
+        account of: a phase whose agent has accounts goes only where one is usable."""
+        held = {f"account:{a.agent}" for a in self.accounts.values() if a.usable_on(worker.name)}
+        return worker.capabilities | held
+
+    def _requires(self, phase_id: str) -> frozenset[str]:
+        phase = self._phase(phase_id)
+        own = phase.agent.backend
+        extra = {f"account:{own}"} if any(a.agent == own for a in self.accounts.values()) else set()
+        return frozenset(phase.requires) | extra
+
+    def _account_holds(self, now: float) -> dict[str, float]:
+        """Each account's rate-limit hold; one whose time has come is released (once)."""
+        held = {}
+        for name, account in self.accounts.items():
+            until = self.store.held_until(account.hold_name())
+            if until and until <= now:
+                self.store.release_hold(account.hold_name(), self.run_id)
+            elif until:
+                held[name] = until
+        return held
+
+    def _account_for(
+        self, phase_id: str, worker: str, in_use: dict[str, int], held: dict[str, float],
+        now: float,
+    ) -> Choice | str | None:  # fmt: skip
+        """The account a dispatch runs on (control.accounts.pick): the phase's agent, then
+        its fallbacks; None when its agent has no accounts (the worker's own credential);
+        the reason it waits when every account is held or busy."""
+        options = self._phase(phase_id).agent
+        if not any(a.agent == options.backend for a in self.accounts.values()):
+            return None
+        agents = [backend for backend, _ in options.chain()]
+        return pick(agents, worker, list(self.accounts.values()), in_use, held, now)
+
+    def _note_over_budget(self, over: dict[str, str], *, in_flight: bool) -> None:
+        """Ready phases that wait for money or an account say why (`status`, the live view,
+        a `phase_stuck` notice); with nothing in flight to free money, nothing more can
+        ever fit the budget: the run stops."""
+        for phase_id, why in over.items():
+            if self._stuck.get(phase_id) != why:
+                self._stuck[phase_id] = why
+                self.store.note_waiting(self.run_id, phase_id, why)
+                if not why.startswith("over budget"):
+                    self._say("phase_stuck", phase=phase_id, reason=why)
+        over = {p: r for p, r in over.items() if r.startswith("over budget")}
+        if not over or in_flight:
+            self._over_budget = None
+            return
+        budget = self.store.run(self.run_id).budget_usd or 0.0
+        spent = self.store.spending(self.run_id)["spent"]
+        first = sorted(over)[0]
+        reason = (
+            f"stopped by its budget: {first} needs {over[first].split(' needs ', 1)[-1]}; resume "
+            "with a raised budget (`control dispatch --budget`)"
+        )
+        if self._over_budget != reason:
+            self._say("budget_stop", reason=reason, spent_usd=round(spent, 6), budget_usd=budget)
+        self._over_budget = reason
 
     def _say_stuck(self, waiting: list[ReadyPhase], states: list[WorkerState]) -> None:
         """A ready phase that no live worker can take: say why, once per change (in the
@@ -654,7 +810,8 @@ class Orchestrator:
         for phase in waiting:
             capable = [
                 w for w in self.workers.values()
-                if phase.requires <= w.capabilities and (phase.pin is None or phase.pin == w.name)
+                if phase.requires <= self._capabilities(w)
+                and (phase.pin is None or phase.pin == w.name)
             ]  # fmt: skip
             live = {s.name for s in states}
             if not capable:
@@ -729,10 +886,25 @@ class Orchestrator:
         )
         agent = {k: v for k, v in _agent_dict(phase).items() if v not in (None, (), [])}
         agent.update(self.agent_override)
+        after = continuation(
+            self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
+        )
+        if attempt.reserved_usd > 0:  # the agent's own limit is what the run reserved for it
+            agent["max_budget_usd"] = round(attempt.reserved_usd, 6)
+        account = self.accounts.get(attempt.account or "")
+        if account is not None:
+            # The account decides the agent: the phase's own or one of its fallbacks.
+            models = dict(phase.agent.chain())
+            if account.agent != agent.get("backend"):
+                agent["model"] = models.get(account.agent)
+                for key in ("allowed_tools", "permission_mode", "command"):
+                    agent.pop(key, None)  # Claude Code's words mean nothing to another agent
+            agent = {k: v for k, v in agent.items() if v is not None}
+            agent.update(backend=account.agent, account=account.name)
         replay_files: dict[str, str] = {}
         replay_patch = None
         if agent.get("backend") == "replay":
-            replay_files, replay_patch = self._recording(phase.id)
+            replay_files, replay_patch = self._recording(phase.id, after.feedback is not None)
         return PhaseTask(
             run_id=self.run_id,
             phase_id=phase.id,
@@ -754,16 +926,26 @@ class Orchestrator:
             replay_files_b64=replay_files,
             replay_patch_b64=replay_patch,
             push_ref=attempt.push_ref or attempt_ref(self.run_id, phase.id, attempt.attempt),
+            feedback=after.feedback,
+            resume_refs=after.resume_refs,
+            checkpoint_ref=wip_ref(self.run_id, phase.id, attempt.attempt),
+            checkpoint_interval_s=phase.checkpoint_minutes * 60,
         )
 
-    def _recording(self, phase_id: str) -> tuple[dict[str, str], str | None]:
+    def _recording(
+        self, phase_id: str, feedback: bool = False
+    ) -> tuple[dict[str, str], str | None]:
         """The replay recording of a phase (`files/` and a patch), shipped in the message
-        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly."""
+        as the bytes they are (base64): CRLF and non-UTF-8 files arrive exactly. An
+        attempt told what failed gets `<phase>/feedback/` when there is one: what the
+        recorded agent did once it was told."""
         if self.replay_dir is None:
             raise UsageError("the replay agent needs --replay-dir (recordings per phase)")
         root = self.replay_dir / phase_id
         if not root.is_dir():
             raise UsageError(f"no replay recording for phase {phase_id!r} in {self.replay_dir}")
+        if feedback and (root / "feedback").is_dir():
+            root = root / "feedback"
         files = {
             str(path.relative_to(root / "files")): to_b64(path.read_bytes())
             for path in sorted((root / "files").rglob("*"))
@@ -801,6 +983,8 @@ class Orchestrator:
         states = {p: row.state for p, row in phases.items()}
         if all(s == "done" for s in states.values()):
             return RunOutcome(self.run_id, "done", phases)
+        if self._over_budget is not None and not any(s in IN_FLIGHT for s in states.values()):
+            return RunOutcome(self.run_id, "failed", phases, self._over_budget)
         dead = {p for p, s in states.items() if s in ("dead", "cancelled")}
         if not dead:
             return None
@@ -834,6 +1018,12 @@ class Orchestrator:
     _say = say
 
 
+def _cost(message: dict[str, Any]) -> float | None:
+    """What a response says its attempt cost, or None when it does not say."""
+    response = PhaseResponse.from_message(message)
+    return response.cost_usd if response.cost_known else None
+
+
 def _agent_dict(phase: Phase) -> dict[str, Any]:
     options = phase.agent
     return {
@@ -844,4 +1034,6 @@ def _agent_dict(phase: Phase) -> dict[str, Any]:
         "permission_mode": options.permission_mode,
         "max_turns": options.max_turns,
         "max_budget_usd": options.max_budget_usd,
+        "resume_command": list(options.resume_command),
+        "session_pattern": options.session_pattern,
     }

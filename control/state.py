@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from control import db
-from control.errors import ConflictError, NotFoundError, UsageError
+from control.budget import reserve
+from control.errors import ConflictError, NotFoundError, UnavailableError, UsageError
 from control.events import read as read_events
 from control.events import write as write_event
 from control.messages import attempt_ref, integration_key
@@ -201,6 +202,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN pins TEXT;
     """,
+    # 9: budgets that hold (control.budget): the run's cap; what each attempt reserved
+    # before its dispatch and what it cost (estimated: its reservation, when no cost came
+    # back); the account it ran on.
+    """
+    ALTER TABLE runs ADD COLUMN budget_usd REAL;
+    ALTER TABLE attempts ADD COLUMN reserved_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN cost_usd REAL;
+    ALTER TABLE attempts ADD COLUMN cost_estimated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN account TEXT;
+    """,
 )
 
 
@@ -248,6 +259,10 @@ class AttemptRow:
     cancel_sent: bool
     cancel_owed: bool = False
     push_ref: str | None = None
+    reserved_usd: float = 0.0  # taken from the run's budget while in flight
+    cost_usd: float | None = None  # once settled; None while in flight
+    cost_estimated: bool = False  # no cost came back: its reservation stands for it
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +296,16 @@ class RunRow:
     driver_expires_at: float | None = None
     summary: Any = None  # set when `gc` pruned the run's phases, attempts and events
     pins: Any = None  # {node, claude_code, superagent}: hosts reporting others get no work
+    budget_usd: float | None = None  # the run's cap (control.budget); None: no cap
+
+    def spec_phases(self) -> list[dict[str, Any]]:
+        """The phases of the spec the run was created with (what a view draws)."""
+        phases = self.spec.get("phases", []) if isinstance(self.spec, dict) else []
+        return [p for p in phases if isinstance(p, dict)]
+
+    def depends_on(self) -> dict[str, tuple[str, ...]]:
+        """Each phase's prerequisites, from the spec the run was created with."""
+        return {str(p.get("id")): tuple(p.get("depends_on") or ()) for p in self.spec_phases()}
 
 
 @dataclass(frozen=True)
@@ -338,6 +363,24 @@ class StateStore:
         self.conn = db.connect(self.path, create=True, what="state database")
         db.migrate(self.conn, _MIGRATIONS, what=f"state database {self.path}")
 
+    @classmethod
+    def read_only(cls, path: Path, *, clock: Callable[[], float] = time.time) -> StateStore:
+        """The state database opened for reading only (the web dashboard): no migration,
+        no file created, and every write refused by SQLite itself."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        store.clock = clock
+        store.conn = db.connect_read_only(store.path, what="state database")
+        version = int(store.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version != len(_MIGRATIONS):
+            store.conn.close()
+            newer = "newer than this superagent knows" if version > len(_MIGRATIONS) else "older"
+            raise UnavailableError(
+                f"{store.path}: state database schema version {version} is {newer} "
+                f"(expected {len(_MIGRATIONS)}); any `control` command that writes it migrates it"
+            )
+        return store
+
     def close(self) -> None:
         self.conn.close()
 
@@ -356,15 +399,16 @@ class StateStore:
         phases: Iterable[tuple[str, str]],
         *,
         pins: dict[str, str] | None = None,
+        budget_usd: float | None = None,
     ) -> str:
         """A new run with every phase waiting; `phases` are (phase id, branch) pairs;
-        `pins` the versions it runs on."""
+        `pins` the versions it runs on; `budget_usd` the most it may spend."""
         run_id = new_run_id(self.clock)
         now = self.clock()
         with self.write() as conn:
             conn.execute(
-                "INSERT INTO runs (id, spec_path, spec_hash, spec, status, created_at, pins) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                "INSERT INTO runs (id, spec_path, spec_hash, spec, status, created_at, pins, "
+                "budget_usd) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
                 (
                     run_id,
                     spec_path,
@@ -372,6 +416,7 @@ class StateStore:
                     canonical_json(spec),
                     now,
                     None if pins is None else canonical_json(pins),
+                    budget_usd,
                 ),
             )
             conn.executemany(
@@ -444,6 +489,65 @@ class StateStore:
                 raise NotFoundError(f"no run {run_id!r}")
             self._event(conn, run_id, "run_repinned", detail={"pins": pins})
 
+    def set_budget(self, run_id: str, budget_usd: float) -> None:
+        """Give a run another budget (`control dispatch --budget`): one stopped by its
+        budget goes on when resumed with a raised one."""
+        if not budget_usd > 0:
+            raise UsageError(f"a budget must be more than $0, not {budget_usd!r}")
+        with self.write() as conn:
+            found = conn.execute(
+                "UPDATE runs SET budget_usd = ? WHERE id = ? RETURNING id", (budget_usd, run_id)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"no run {run_id!r}")
+            self._event(conn, run_id, "budget_set", detail={"budget_usd": budget_usd})
+
+    @staticmethod
+    def _committed(conn: sqlite3.Connection, run_id: str) -> float:
+        """What a run spent plus what its attempts in flight reserved."""
+        row = conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN state IN ('sending', 'dispatched') THEN reserved_usd "
+            "ELSE COALESCE(cost_usd, 0) END), 0) FROM attempts WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        return float(row[0])
+
+    def spending(self, run_id: str) -> dict[str, float]:
+        """{spent, reserved, estimated}: settled costs, reservations in flight, and the
+        part of `spent` that is a reservation standing for a cost that never came back."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN state NOT IN ('sending', 'dispatched') "
+            "THEN COALESCE(cost_usd, 0) END), 0), "
+            "COALESCE(SUM(CASE WHEN state IN ('sending', 'dispatched') THEN reserved_usd END), 0), "
+            "COALESCE(SUM(CASE WHEN cost_estimated = 1 THEN cost_usd END), 0) "
+            "FROM attempts WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        return {"spent": float(row[0]), "reserved": float(row[1]), "estimated": float(row[2])}
+
+    def costs(self, run_id: str) -> list[tuple[float, float]]:
+        """(when settled, cost) of every settled attempt of a run, for the burn rate."""
+        rows = self.conn.execute(
+            "SELECT finished_at, cost_usd FROM attempts WHERE run_id = ? "
+            "AND cost_usd IS NOT NULL AND finished_at IS NOT NULL",
+            (run_id,),
+        ).fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
+
+    def cost_by(self, column: str, run_id: str | None = None) -> dict[str, float]:
+        """Settled cost per worker or per account (of one run, or of every run)."""
+        if column not in ("worker", "account"):
+            raise UsageError(f"cost is kept per worker or per account, not per {column!r}")
+        query = (
+            f"SELECT COALESCE({column}, '-') AS who, SUM(cost_usd) FROM attempts "
+            "WHERE cost_usd IS NOT NULL"
+        )
+        params: tuple[str, ...] = ()
+        if run_id is not None:
+            query, params = query + " AND run_id = ?", (run_id,)
+        rows = self.conn.execute(query + " GROUP BY who ORDER BY who", params).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
+
     def set_merge(self, run_id: str, branch: str, commit: str) -> None:
         with self.write() as conn:
             conn.execute(
@@ -457,6 +561,39 @@ class StateStore:
     def phases(self, run_id: str) -> dict[str, PhaseRow]:
         rows = self.conn.execute("SELECT * FROM phases WHERE run_id = ?", (run_id,)).fetchall()
         return {r["phase_id"]: PhaseRow(**dict(r)) for r in rows}
+
+    def phase_totals(self) -> dict[str, tuple[int, int, float]]:
+        """Every run's (phases, phases done, cost) in one scan, for a list of runs."""
+        rows = self.conn.execute(
+            "SELECT run_id, COUNT(*), SUM(state = 'done'), COALESCE(SUM(cost_usd), 0) "
+            "FROM phases GROUP BY run_id"
+        ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2] or 0), float(r[3])) for r in rows}
+
+    def attempts_since(self, since: float) -> list[AttemptRow]:
+        """Every attempt of every run started at or after `since` (a worker's activity)."""
+        rows = self.conn.execute(
+            "SELECT * FROM attempts WHERE created_at >= ? ORDER BY created_at", (since,)
+        ).fetchall()
+        return [self._attempt(r) for r in rows]
+
+    def costliest_phases(self, limit: int) -> list[tuple[str, str, float]]:
+        """(run, phase, cost) of the phases that cost the most, of every run."""
+        rows = self.conn.execute(
+            "SELECT run_id, phase_id, cost_usd FROM phases WHERE cost_usd > 0 "
+            "ORDER BY cost_usd DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+    def run_costs_since(self, since: float) -> list[tuple[float, float]]:
+        """(created_at, cost) of every run created at or after `since`."""
+        rows = self.conn.execute(
+            "SELECT r.created_at, COALESCE(SUM(p.cost_usd), 0) FROM runs r "
+            "LEFT JOIN phases p ON p.run_id = r.id WHERE r.created_at >= ? GROUP BY r.id",
+            (since,),
+        ).fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
 
     def attempts(self, run_id: str, phase_id: str | None = None) -> list[AttemptRow]:
         query, params = "SELECT * FROM attempts WHERE run_id = ?", [run_id]
@@ -478,10 +615,28 @@ class StateStore:
         data["cancel_owed"] = bool(data["cancel_owed"])
         return AttemptRow(**data)
 
-    def record_sending(self, run_id: str, phase_id: str, worker: str) -> AttemptRow:
-        """The dispatch intent, committed before the enqueue is sent."""
+    def record_sending(
+        self,
+        run_id: str,
+        phase_id: str,
+        worker: str,
+        *,
+        cap_usd: float | None = None,
+        account: str | None = None,
+    ) -> AttemptRow:
+        """The dispatch intent, committed before the enqueue is sent, with what the
+        attempt reserves from the run's budget (its cap, see `control.budget.reserve`)
+        decided in the same transaction: OverBudget, and nothing written, when it does
+        not fit."""
         now = self.clock()
         with self.write() as conn:
+            budget = conn.execute("SELECT budget_usd FROM runs WHERE id = ?", (run_id,)).fetchone()
+            reserved = reserve(
+                None if budget is None else budget[0],
+                self._committed(conn, run_id),
+                cap_usd,
+                f"phase {phase_id!r}",
+            )
             row = conn.execute(
                 "UPDATE phases SET state = 'sending', attempt = attempt + 1, worker = ?, "
                 "updated_at = ?, reason = NULL WHERE run_id = ? AND phase_id = ? "
@@ -494,7 +649,8 @@ class StateStore:
             key = f"{run_id}/{phase_id}/{attempt}"
             conn.execute(
                 "INSERT INTO attempts (run_id, phase_id, attempt, key, worker, state, "
-                "created_at, push_ref) VALUES (?, ?, ?, ?, ?, 'sending', ?, ?)",
+                "created_at, push_ref, reserved_usd, account) "
+                "VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
                 (
                     run_id,
                     phase_id,
@@ -503,9 +659,16 @@ class StateStore:
                     worker,
                     now,
                     attempt_ref(run_id, phase_id, attempt),
+                    reserved,
+                    account,
                 ),
             )
-            self._event(conn, run_id, "sending", phase_id, worker, {"attempt": attempt})
+            detail: dict[str, Any] = {"attempt": attempt}
+            if reserved:
+                detail["reserved_usd"] = round(reserved, 6)
+            if account:
+                detail["account"] = account
+            self._event(conn, run_id, "sending", phase_id, worker, detail)
         found = self.attempt_by_key(key)
         assert found is not None
         return found
@@ -544,7 +707,7 @@ class StateStore:
         count_failure: bool = False,
         count_loss: bool = False,
         owe_cancel: bool = False,
-        cost_usd: float = 0.0,
+        cost_usd: float | None = None,
         summary: str | None = None,
         event: str,
     ) -> bool:
@@ -553,23 +716,37 @@ class StateStore:
         Only an attempt still in flight moves its phase: what an operator decided
         (a cancel) or an earlier settlement stands. `owe_cancel` records, in the same
         transaction, that the worker must be told to drop the attempt (delivered until
-        it confirms). Returns whether the phase moved.
+        it confirms). The attempt's reservation gives way to its real cost in the same
+        transaction; with no cost (`None`: a machine lost, an agent that does not say)
+        the reservation stands for it, marked estimated. Returns whether the phase moved.
         """
         now = self.clock()
         with self.write() as conn:
-            conn.execute(
+            before = conn.execute("SELECT state FROM attempts WHERE key = ?", (attempt.key,))
+            found = before.fetchone()
+            in_flight = found is not None and found[0] in ("sending", "dispatched")
+            settled = conn.execute(
                 "UPDATE attempts SET state = ?, finished_at = ?, reason = ?, "
-                "response = COALESCE(?, response), cancel_owed = MAX(cancel_owed, ?) "
-                "WHERE key = ?",
+                "response = COALESCE(?, response), cancel_owed = MAX(cancel_owed, ?), "
+                "cost_estimated = CASE WHEN ? THEN (? IS NULL AND reserved_usd > 0) "
+                "ELSE cost_estimated END, "
+                "cost_usd = CASE WHEN ? THEN COALESCE(?, reserved_usd) ELSE cost_usd END "
+                "WHERE key = ? RETURNING cost_usd",
                 (
                     attempt_state,
                     now,
                     reason,
                     None if response is None else canonical_json(response),
                     int(owe_cancel),
+                    int(in_flight),
+                    cost_usd,
+                    int(in_flight),
+                    cost_usd,
                     attempt.key,
                 ),
-            )
+            ).fetchone()
+            # Charged to the phase once: an attempt settled before (a cancel) was charged then.
+            charged = float(settled[0] or 0.0) if settled is not None and in_flight else 0.0
             moved = conn.execute(
                 "UPDATE phases SET state = ?, reason = ?, commit_sha = COALESCE(?, commit_sha), "
                 "not_before = ?, failures = failures + ?, losses = losses + ?, "
@@ -583,7 +760,7 @@ class StateStore:
                     not_before,
                     int(count_failure),
                     int(count_loss),
-                    cost_usd,
+                    charged,
                     summary,
                     now,
                     attempt.run_id,
@@ -603,13 +780,23 @@ class StateStore:
             )
         return True
 
-    def record_late_response(self, attempt: AttemptRow, response: Any) -> None:
-        """A result from an abandoned attempt: kept for the record, changes nothing."""
+    def record_late_response(
+        self, attempt: AttemptRow, response: Any, cost_usd: float | None = None
+    ) -> None:
+        """A result from an abandoned attempt: kept for the record, changes nothing but
+        what the attempt cost (the real cost it reports replaces the estimate)."""
         with self.write() as conn:
             conn.execute(
                 "UPDATE attempts SET late_response = ? WHERE key = ? AND late_response IS NULL",
                 (canonical_json(response), attempt.key),
             )
+            if cost_usd is not None:
+                conn.execute(
+                    "UPDATE attempts SET cost_usd = ?, cost_estimated = 0 WHERE key = ? "
+                    "AND state NOT IN ('sending', 'dispatched') "
+                    "AND (cost_usd IS NULL OR cost_estimated = 1)",
+                    (cost_usd, attempt.key),
+                )
             self._event(
                 conn,
                 attempt.run_id,
@@ -713,7 +900,8 @@ class StateStore:
                     row["key"]
                     for row in conn.execute(
                         "UPDATE attempts SET state = 'cancelled', finished_at = ?, reason = ?, "
-                        "cancel_owed = 1 WHERE run_id = ? AND phase_id = ? "
+                        "cancel_owed = 1, cost_usd = reserved_usd, cost_estimated = "
+                        "reserved_usd > 0 WHERE run_id = ? AND phase_id = ? "
                         "AND state IN ('sending', 'dispatched') RETURNING key",
                         (now, reason, run_id, phase_id),
                     ).fetchall()
@@ -847,7 +1035,10 @@ class StateStore:
 
     # -- fleet-wide holds ---------------------------------------------------------------
 
-    def hold(self, name: str, until: float, reason: str, run_id: str | None = None) -> None:
+    def hold(
+        self, name: str, until: float, reason: str, run_id: str | None = None,
+        *, event: str = "rate_limit_hold",
+    ) -> None:  # fmt: skip
         """A hold on dispatching (e.g. an account's rate limit) that survives restarts;
         a later `until` extends it, an earlier one never shortens it."""
         with self.write() as conn:
@@ -857,9 +1048,11 @@ class StateStore:
                 (name, until, reason),
             )
             detail = {"until": until, "reason": reason}
-            self._event(conn, run_id, "rate_limit_hold", None, None, detail)
+            self._event(conn, run_id, event, None, None, detail)
 
-    def release_hold(self, name: str, run_id: str | None = None) -> bool:
+    def release_hold(
+        self, name: str, run_id: str | None = None, *, event: str = "rate_limit_resumed"
+    ) -> bool:
         """End a hold whose time has come, saying so once (whoever ends it first)."""
         with self.write() as conn:
             gone = conn.execute(
@@ -867,7 +1060,7 @@ class StateStore:
                 (name, self.clock()),
             ).fetchone()
             if gone is not None:
-                self._event(conn, run_id, "rate_limit_resumed", None, None, {"reason": gone[0]})
+                self._event(conn, run_id, event, None, None, {"reason": gone[0]})
         return gone is not None
 
     def held_until(self, name: str) -> float:
@@ -920,6 +1113,15 @@ class StateStore:
             (worker,),
         ).fetchall()
         return [self._attempt(r) for r in rows]
+
+    def accounts_in_use(self) -> dict[str, int]:
+        """Agent runs in flight per account, over every open run of this database."""
+        rows = self.conn.execute(
+            "SELECT a.account, COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id "
+            "WHERE a.account IS NOT NULL AND a.state IN ('sending', 'dispatched') "
+            "AND r.status = 'running' GROUP BY a.account"
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def hosts_with_state(self) -> set[str]:
         """Every host this database holds something live about: a worker row, an attempt

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(bindfs git openssh-server sqlite3)
 # The phase sandbox (control/worker/sandbox.py).
 packages+=(bubblewrap)
+# The dashboard's browser tests (tests/integration/test_dashboard_browser.py).
+packages+=(chromium chromium-driver)
 # The test fleet (tests/fleet): containers, the base image, its proxy, its network.
 packages+=(systemd-container debootstrap tinyproxy-bin zstd iproute2 openssh-client nftables)
 missing=()

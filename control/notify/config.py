@@ -37,6 +37,8 @@ DEFAULT_KINDS = (
     "alert_pending",
     "rate_limit_hold",
     "rate_limit_resumed",
+    "budget_stop",
+    "budget_alarm",
 )
 
 _COMMON = {"name", "type", "kinds", "group_s", "min_interval_s", "timeout_s"}

@@ -27,6 +27,9 @@ HEADLINES = {
     "alert_pending": "work pending too long",
     "rate_limit_hold": "rate limit: dispatching held",
     "rate_limit_resumed": "rate limit over: dispatching resumed",
+    "budget_stop": "run stopped by its budget",
+    "budget_alarm": "burn-rate alarm: dispatching paused",
+    "budget_resumed": "burn-rate pause over: dispatching resumed",
 }
 
 
@@ -110,6 +113,7 @@ _DETAILS = {
     "merge_failed": _run_failed,
     "alert_pending": _pending,
     "rate_limit_hold": _hold,
+    "budget_alarm": _hold,
     "worker_down": _worker,
     "worker_up": _worker,
 }

@@ -26,6 +26,10 @@ DEFAULT_TIMEOUT_MINUTES = 120.0
 DEFAULT_SILENCE_MINUTES = 15.0
 # An agent attempt is expensive; one retry covers a machine lost mid-phase.
 DEFAULT_MAX_ATTEMPTS = 2
+# Failed attempts sent back to the agent with what failed before a fresh start.
+DEFAULT_FEEDBACK_ROUNDS = 2
+# How often a worker snapshots an agent's work in progress (and pushes it aside).
+DEFAULT_CHECKPOINT_MINUTES = 5.0
 # A task shorter than this many words leaves the agent guessing.
 MIN_TASK_WORDS = 6
 
@@ -60,6 +64,14 @@ class AgentOptions:
     permission_mode: str | None = None
     max_turns: int | None = None
     max_budget_usd: float | None = None
+    resume_command: tuple[str, ...] = ()
+    session_pattern: str | None = None
+    # (backend, model) of the agents that take over when every account of this one is held.
+    fallback: tuple[tuple[str, str | None], ...] = ()
+
+    def chain(self) -> tuple[tuple[str, str | None], ...]:
+        """The phase's agent and model, then its fallbacks, in order."""
+        return ((self.backend, self.model), *self.fallback)
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,12 @@ class Phase:
     silence_minutes: float = DEFAULT_SILENCE_MINUTES
     verify_network: bool = True  # False: verify commands run with no network
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    feedback_rounds: int = DEFAULT_FEEDBACK_ROUNDS
+    checkpoint_minutes: float = DEFAULT_CHECKPOINT_MINUTES
     agent: AgentOptions = field(default_factory=AgentOptions)
+    # The cap of one attempt: reserved from the run's budget before dispatch, and the
+    # agent's own limit (its `budget_usd`, else the defaults', else the agent's max_budget_usd).
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,8 @@ class Spec:
     phases: tuple[Phase, ...]
     description: str = ""
     path: Path | None = None
+    budget_usd: float | None = None  # the whole run's cap (control.budget)
+    burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 
     @cached_property
     def by_id(self) -> dict[str, Phase]:

@@ -25,7 +25,9 @@ from control.spec.model import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
+    DEFAULT_CHECKPOINT_MINUTES,
     DEFAULT_ESTIMATE_MINUTES,
+    DEFAULT_FEEDBACK_ROUNDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SILENCE_MINUTES,
     DEFAULT_TIMEOUT_MINUTES,
@@ -40,6 +42,14 @@ from control.spec.schema_errors import REQUIRED_HINTS
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _is_slug(value: Any) -> bool:
@@ -114,8 +124,71 @@ class Checker:
             self._check_verify(where, phase)
             if self.workers is not None:
                 self._check_fleet(where, phase)
+        self._check_session_pattern("$.defaults.agent", self.defaults.get("agent"))
+        for index, phase in phases:
+            self._check_session_pattern(f"$.phases[{index}].agent", phase.get("agent"))
         self._check_branch_collisions()
         self._check_cycles(phases, ids)
+        self._check_budgets(phases)
+        self._check_fallbacks(phases)
+
+    def _check_fallbacks(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A fallback that is the phase's own agent would never take anything over."""
+        said: set[str] = set()
+        for index, phase in phases:
+            agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+            own = agent.get("backend", DEFAULT_BACKEND)
+            fallbacks = agent.get("fallback")
+            if not isinstance(fallbacks, list):
+                continue
+            where = "agent" if "fallback" in _dict(phase.get("agent")) else None
+            base = f"$.phases[{index}].agent" if where else "$.defaults.agent"
+            for position, entry in enumerate(fallbacks):
+                path = f"{base}.fallback[{position}].backend"
+                if isinstance(entry, dict) and entry.get("backend") == own and path not in said:
+                    said.add(path)
+                    self.error(
+                        path,
+                        f"{own!r} is the phase's own agent; a fallback must be another one",
+                    )
+
+    def _phase_cap(self, phase: dict[str, Any]) -> Any:
+        agent = {**_dict(self.defaults.get("agent")), **_dict(phase.get("agent"))}
+        return phase.get("budget_usd", self.defaults.get("budget_usd", agent.get("max_budget_usd")))
+
+    def _check_budgets(self, phases: list[tuple[int, dict[str, Any]]]) -> None:
+        """A phase whose cap is over the run's budget could never be dispatched; one with
+        no cap under a run budget reserves all that is left, so it runs alone."""
+        budget = self.doc.get("budget_usd")
+        if not _is_amount(budget):
+            return
+        for index, phase in phases:
+            cap = self._phase_cap(phase)
+            if _is_amount(cap) and cap > budget:
+                self.error(
+                    f"$.phases[{index}].budget_usd",
+                    f"the phase's cap ${cap:g} is more than the run's budget_usd ${budget:g}; "
+                    "it could never be dispatched",
+                )
+            elif cap is None:
+                self.warn(
+                    f"$.phases[{index}]",
+                    "no budget_usd (nor agent max_budget_usd) under the run's budget_usd: each "
+                    "attempt reserves all that is left of the budget, so it runs alone",
+                )
+
+    def _check_session_pattern(self, where: str, agent: Any) -> None:
+        """The command backend finds a session id with it: it must compile, with a group."""
+        pattern = agent.get("session_pattern") if isinstance(agent, dict) else None
+        if not isinstance(pattern, str):
+            return
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            self.error(f"{where}.session_pattern", f"not a regular expression: {exc}")
+            return
+        if groups < 1:
+            self.error(f"{where}.session_pattern", "needs a group, (...), around the session id")
 
     def _check_repo(self) -> str | None:
         """Check the URL, base branch and prefix; return the prefix when branches may use it."""
@@ -368,6 +441,10 @@ class Checker:
                     silence_minutes=float(pick("silence_minutes", DEFAULT_SILENCE_MINUTES)),
                     verify_network=bool(pick("verify_network", True)),
                     max_attempts=int(pick("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+                    feedback_rounds=int(pick("feedback_rounds", DEFAULT_FEEDBACK_ROUNDS)),
+                    checkpoint_minutes=float(
+                        pick("checkpoint_minutes", DEFAULT_CHECKPOINT_MINUTES)
+                    ),
                     agent=AgentOptions(
                         backend=agent.get("backend", DEFAULT_BACKEND),
                         command=tuple(agent.get("command", ())),
@@ -376,7 +453,17 @@ class Checker:
                         permission_mode=agent.get("permission_mode"),
                         max_turns=agent.get("max_turns"),
                         max_budget_usd=agent.get("max_budget_usd"),
+                        resume_command=tuple(agent.get("resume_command", ())),
+                        session_pattern=agent.get("session_pattern"),
+                        fallback=tuple(
+                            (f["backend"], f.get("model")) for f in agent.get("fallback", ())
+                        ),
                     ),
+                    budget_usd=self._phase_cap(raw),
                 )
             )
-        return Spec(doc["name"], repo, tuple(phases), doc.get("description", ""), path)
+        return Spec(
+            doc["name"], repo, tuple(phases), doc.get("description", ""), path,
+            budget_usd=doc.get("budget_usd"),
+            burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
+        )  # fmt: skip

@@ -8,6 +8,8 @@ is the failure this prevents: a mismatched worker refuses work and says why.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from pathlib import Path
 from control import __version__
 from control.errors import SuperagentError
 from control.queue import Queue
+from control.worker.agents.base import load_credentials
+from control.worker.agents.claude_code import AUTH_VARIABLES
 from control.worker.config import WorkerConfig
 from control.worker.sandbox import sandbox_for
 
@@ -83,6 +87,28 @@ def _writable(directory: Path) -> str | None:
     return None
 
 
+Fingerprint = tuple[tuple[str, int, int, int] | None, ...]
+
+
+def installed(config: WorkerConfig) -> Fingerprint:
+    """What is installed where the pinned tools are found: each one's real path, inode,
+    size and mtime. Cheap (a few stats), so the daemon can ask on every wake and run the
+    checks again as soon as someone installs another Node or Claude Code under it."""
+
+    def one(executable: str) -> tuple[str, int, int, int] | None:
+        found = shutil.which(executable)
+        if found is None:
+            return None
+        real = os.path.realpath(found)
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        return real, st.st_ino, st.st_size, st.st_mtime_ns
+
+    return one(config.node), one(config.claude)
+
+
 def run_checks(config: WorkerConfig) -> CheckReport:
     """Every check, all reported at once (never stops at the first problem)."""
     report = CheckReport()
@@ -90,6 +116,9 @@ def run_checks(config: WorkerConfig) -> CheckReport:
     _compare(
         report, "claude_code", *_version_of([config.claude, "--version"]), config.pins.claude_code
     )
+    # Not a reason to refuse work (other agents need none), but `control dispatch` refuses
+    # to send Claude Code phases to a worker that reports none.
+    report.versions["claude_auth"] = claude_auth(config)
     _compare(report, "superagent", __version__, None, config.pins.superagent)
     git, git_error = _version_of(["git", "--version"], word=2)  # "git version 2.39.5"
     report.versions["git"] = git
@@ -104,6 +133,30 @@ def run_checks(config: WorkerConfig) -> CheckReport:
             report.problems.append(problem)
     _check_sandbox(report, config)
     return report
+
+
+def claude_auth(config: WorkerConfig, env: dict[str, str] | None = None) -> str | None:
+    """Where Claude Code run by this worker finds a credential, never the value: its
+    credential file (which wins over the environment), the worker's environment, or a
+    `claude /login` in the worker's home (seen only unsandboxed: a sandboxed agent's
+    HOME is its scratch directory). None when there is none."""
+    env = dict(os.environ) if env is None else env
+    if config.credential_file is not None:
+        try:
+            creds = load_credentials(config.credential_file)
+        except SuperagentError:
+            creds = {}
+        env = {k: v for k, v in env.items() if k not in AUTH_VARIABLES} | creds
+        source = "credential file"
+    else:
+        source = "environment"
+    named = [name for name in AUTH_VARIABLES if env.get(name)]
+    if named:
+        return f"{source} ({named[0]})"
+    login = Path(env.get("HOME") or Path.home()) / ".claude" / ".credentials.json"
+    if config.trusted_host and login.is_file():
+        return "login (~/.claude/.credentials.json)"
+    return None
 
 
 def _check_sandbox(report: CheckReport, config: WorkerConfig) -> None:

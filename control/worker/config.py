@@ -53,6 +53,9 @@ class WorkerConfig:
     # $CREDENTIALS_DIRECTORY, which systemd gives the unit's processes only; it sets
     # credential_file when the worker runs there, and nothing elsewhere.
     credential: str | None = None
+    # One 0600 `<account>.env` per agent account this host may use (the inventory's
+    # superagent_accounts): a task names its account, never carries its secret.
+    accounts_dir: Path | None = None
     node: str = "node"  # executables, found on PATH unless given as paths
     claude: str = "claude"
     git_author_name: str = "superagent worker"
@@ -98,7 +101,7 @@ def _from_mapping(data: dict[str, Any], source: str) -> WorkerConfig:
     pin_names = {f.name for f in fields(Pins)}
     if not isinstance(pins_data, dict) or set(pins_data) - pin_names:
         raise UsageError(f"{source}: [pins] takes only {', '.join(sorted(pin_names))}")
-    for name in ("queue_db", "work_dir", "logs_dir", "credential_file"):
+    for name in ("queue_db", "work_dir", "logs_dir", "credential_file", "accounts_dir"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
     if (credential := data.get("credential")) is not None:

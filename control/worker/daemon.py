@@ -21,14 +21,16 @@ from typing import Any
 
 from control.errors import ConflictError, SuperagentError
 from control.queue import Claimed, Queue
-from control.worker.checks import CheckReport, run_checks
+from control.worker.checks import CheckReport, installed, run_checks
 from control.worker.config import WorkerConfig
-from control.worker.wake import InboxWatcher
+from control.worker.wake import InboxWatcher, await_commit
 
 log = logging.getLogger("superagent.worker")
 PRUNE_EVERY_S = 3600.0
+# The checks run again this often even when nothing seems reinstalled (a stat does not
+# see every change: a library under Node, a package manager that keeps the mtime).
+RECHECK_EVERY_S = 300.0
 
-_COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
 DRAINED_NOW = "worker drained --now"
 # The heartbeat's status while the inbox's drain flag is set (busy or idle).
@@ -86,11 +88,15 @@ class Worker:
         self._last_beat = 0.0
         self._drained = False
         self._last_prune = 0.0
+        self._installed = installed(config)
+        self._last_check = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
     def check(self) -> CheckReport:
         """Run the checks and, on a mismatch, say so in the heartbeat."""
+        self._installed = installed(self.config)
+        self._last_check = time.time()
         self.report = run_checks(self.config)
         if not self.report.ok:
             self.queue.beat(
@@ -137,12 +143,13 @@ class Worker:
                 if max_messages is not None and finished >= max_messages:
                     break
                 self._follow_drain()
+                self._recheck()
                 self._fill_slots()
                 self._renew_and_beat()
                 self._prune()
                 seen = self.queue.data_version()
                 if self.watcher.wait(self._wait_time()) == "changed":
-                    self._await_commit(seen)
+                    await_commit(self.queue.data_version, seen)
         finally:
             self._shutdown()
         return 0
@@ -160,16 +167,6 @@ class Worker:
                 pruned,
                 self.config.prune_days,
             )
-
-    def _await_commit(self, seen: int) -> None:
-        """inotify fires on a writer's first WAL write, a moment before its commit is
-        visible to readers (the WAL index is updated last, through shared memory, which
-        inotify does not see). Give that commit up to ~0.1 s to land before claiming;
-        otherwise the claim would look too early and the task wait for the slow poll."""
-        for delay in _COMMIT_WAITS:
-            if self.queue.data_version() != seen:
-                return
-            time.sleep(delay)
 
     def _wait_time(self) -> float:
         """Until the next heartbeat is due (idle or not: the orchestrator judges liveness by
@@ -196,9 +193,26 @@ class Worker:
                     log.info("message %d: drained --now; handing it back", slot.claimed.id)
                     slot.control.stop(DRAINED_NOW)
 
+    def _recheck(self) -> None:
+        """Run the checks again when Node or Claude Code was reinstalled under the running
+        daemon (or every RECHECK_EVERY_S): a worker that started fit and drifted refuses
+        new work and says why in its heartbeat, as one that started unfit does, and the
+        orchestrator moves its attempts elsewhere (a refusing worker is not healthy).
+        Fit again (the pins restored), it claims again."""
+        due = time.time() - self._last_check >= RECHECK_EVERY_S
+        if not due and installed(self.config) == self._installed:
+            return
+        was_ok = self.report.ok
+        if self.check().ok and not was_ok:
+            log.info("checks pass again: claiming again")
+            self._beat(force=True)
+
     def _fill_slots(self) -> None:
         while (
-            len(self.slots) < self.config.slots and not self.stopping.is_set() and not self._drained
+            len(self.slots) < self.config.slots
+            and not self.stopping.is_set()
+            and not self._drained
+            and self.report.ok
         ):
             if not self.queue.has_work():
                 return
@@ -304,10 +318,16 @@ class Worker:
         ]
         if self.stopping.is_set():
             status = "stopping"
+        elif not self.report.ok:
+            status = "refusing"
         else:
             status = DRAINED if self._drained else ("busy" if current else "idle")
         self.queue.beat(
-            self.config.worker_id, status, current=current, versions=self.report.versions
+            self.config.worker_id,
+            status,
+            current=current,
+            versions=self.report.versions,
+            reason=self.report.reason,
         )
         self._last_beat = now
 

@@ -21,14 +21,14 @@ from control.messages import (
     IntegrationTask,
     PrerequisiteRef,
 )
-from control.process import Wrap
+from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import run_verify
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.logs import log_path_for
 from control.worker.sandbox import Jail, Sandbox
-from control.worker.secrets import known_secrets
+from control.worker.secrets import known_secrets, redact_tree
 
 
 def run_integration(
@@ -53,12 +53,18 @@ def run_integration(
         log=str(log_path),
     )
 
+    secrets = known_secrets(config)
+    redact = Redactor(secrets)
+
     def end(status: str, reason: str | None = None, **fields: Any) -> Outcome:
+        """The outcome, with every known secret masked, as a phase's response is."""
         if control.stopped and status != "done":
             status = "cancelled"
             reason = control.reason if control.reason != SHUTDOWN else reason
+        if reason is not None:
+            reason = redact(reason)
         result = replace(base, status=status, reason=reason, **fields)
-        return Outcome(status, result.to_dict(), reason)
+        return Outcome(status, redact_tree(result.to_dict(), redact), reason)
 
     workspace = Workspace(
         workspace_root(config.work_dir, task.repo_url),
@@ -93,7 +99,7 @@ def run_integration(
             )
         )
     try:
-        checks = _run_checks(task, prepared.path, log_path, control, wrap, known_secrets(config))
+        checks = _run_checks(task, prepared.path, log_path, control, wrap, secrets)
     finally:
         remove_tree(scratch)
     if control.stopped:

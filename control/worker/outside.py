@@ -1,20 +1,47 @@
-"""Did the agent write beside its checkout? Snapshots of what surrounds a slot's checkout
-in the worker's work directory, taken before and after the agent, compared.
+"""Did the agent write beside its checkout? On a trusted host (no sandbox) the worker
+snapshots its whole work directory, at any depth, and the worker's own sensitive files
+(`~/.ssh`, shell start-up files, git config) before and after the agent, and compares.
+
+Left out are only the parts other slots and git change while an agent runs; inside a git
+directory, what makes git behave differently (config, hooks, info/, alternates, new files)
+is still watched.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from control.errors import UsageError
 
 _WORKSPACE_MARK = "workspace.lock"  # the root of a git workspace (see control.git)
+_SLOTS = "slots"  # a workspace's slot checkouts (see control.git.Workspace)
 
 Entry = tuple[int, int, int]  # (mtime_ns, size, inode)
 _LISTED: Entry = (0, 0, 0)  # a directory whose entries are in the snapshot themselves
+
+# In a git directory, what git itself changes while a slot fetches, commits, adds a
+# worktree or collects garbage (a worktree's config.worktree is never honoured: see
+# control.git._pin_config); everything else there (config, hooks, info/, any new file,
+# objects/info/alternates) is watched.
+_GIT_CHURN = frozenset(
+    {"HEAD", "FETCH_HEAD", "ORIG_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR",
+     "AUTO_MERGE", "CHERRY_PICK_HEAD", "REVERT_HEAD", "COMMIT_EDITMSG", "index",
+     "packed-refs", "shallow", "gc.log", "gc.pid", "refs", "logs", "rr-cache", "worktrees"}
+)  # fmt: skip
+_GIT_WATCHED_IN = {
+    "objects": frozenset({"info"}),  # objects/info/alternates borrows another store
+    "objects/info": frozenset({"alternates", "http-alternates"}),
+}
+
+# In the worker's home, what would run code or let someone in later.
+HOME_SENSITIVE = (
+    ".ssh", ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile",
+    ".zshrc", ".zshenv", ".zprofile", ".pam_environment", ".gitconfig", ".config/git",
+    ".config/systemd", ".config/autostart", ".config/environment.d",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -23,85 +50,124 @@ class Snapshot:
 
     checkout: Path
     entries: Mapping[str, Entry] = field(default_factory=dict)
+    # The git workspaces that existed: one another slot creates meanwhile is not a write.
+    workspaces: frozenset[str] = frozenset()
 
 
-def snapshot(work_root: Path, checkout: Path, *, ignore: Iterable[Path] = ()) -> Snapshot:
-    """What is around `checkout`: the top two levels of `work_root` and the entries of
-    each directory between the checkout and the work root (the checkout's parent at least).
+def snapshot(
+    work_root: Path, checkout: Path, *, ignore: Iterable[Path] = (), also: Iterable[Path] = ()
+) -> Snapshot:
+    """Everything under `work_root` at any depth, the directory holding `checkout`, and
+    the `also` paths (files, or directories at any depth).
 
     Left out, because other slots and git change them while an agent runs: the checkout,
-    the directories beside it (other slots' checkouts), git directories, other git
-    workspaces, and the `ignore` paths (logs, the inbox...).
+    the directories beside it and every workspace's slot checkouts (other slots' work),
+    git's moving parts inside git directories (objects, refs, logs, worktrees' state),
+    and the `ignore` paths (logs, scratch directories...).
     """
     checkout = Path(os.path.abspath(checkout))
-    work_root = Path(os.path.abspath(work_root))
-    skip = {checkout, *(Path(os.path.abspath(p)) for p in ignore)}
-    ancestors = []
-    parent = checkout.parent
-    while True:
-        ancestors.append(parent)
-        if parent == work_root or not parent.is_relative_to(work_root) or parent == parent.parent:
-            break
-        parent = parent.parent
-    entries: dict[str, Entry] = {}
-    for directory in ancestors:
-        _list(directory, entries, skip, ancestors, siblings=directory == checkout.parent)
-    if work_root not in ancestors:
-        _list(work_root, entries, skip, ancestors, siblings=False)
-    for child in list(entries):
-        path = Path(child)
-        # One level further down the work root, in directories no slot manages.
-        if (
-            path.parent == work_root
-            and path not in ancestors
-            and path.is_dir()
-            and not path.is_symlink()
-            and not _managed(path)
-        ):
-            # Listed: its own mtime only repeats what its entries show.
-            entries[child] = _LISTED
-            _list(path, entries, skip, ancestors, siblings=False)
-    return Snapshot(checkout=checkout, entries=entries)
+    walker = _Walker(checkout, {checkout, *(Path(os.path.abspath(p)) for p in ignore)})
+    walker.walk(Path(os.path.abspath(work_root)))
+    if not checkout.parent.is_relative_to(os.path.abspath(work_root)):
+        walker.walk(checkout.parent)
+    for path in also:
+        walker.walk(Path(os.path.abspath(path)), top=True)
+    return Snapshot(
+        checkout=checkout, entries=walker.entries, workspaces=frozenset(walker.workspaces)
+    )
 
 
-def _managed(path: Path) -> bool:
-    """A git directory or a git workspace: changed by git and other slots, not by agents."""
-    git_dir = (path / "HEAD").is_file() and (path / "objects").is_dir()
-    return git_dir or (path / _WORKSPACE_MARK).is_file()
+class _Walker:
+    """One snapshot's walk: an explicit stack (no recursion limit), lstat only."""
 
+    def __init__(self, checkout: Path, skip: set[Path]) -> None:
+        self.checkout = checkout
+        self.skip = skip
+        self.entries: dict[str, Entry] = {}
+        self.workspaces: set[str] = set()
+        self.seen: set[Path] = set()
 
-def _list(
-    directory: Path,
-    entries: dict[str, Entry],
-    skip: set[Path],
-    ancestors: Sequence[Path],
-    *,
-    siblings: bool,
-) -> None:
-    try:
-        children = list(os.scandir(directory))
-    except OSError:
-        return
-    for child in children:
+    def walk(self, root: Path, *, top: bool = False) -> None:
+        if top and not self._top(root):
+            return
+        stack: list[tuple[Path, Path | None, str]] = [(root, None, "")]
+        while stack:
+            directory, git_dir, inside = stack.pop()
+            if directory in self.seen:
+                continue
+            self.seen.add(directory)
+            if git_dir is None and _is_git_dir(directory):
+                git_dir, inside = directory, ""
+            if git_dir is None and (directory / _WORKSPACE_MARK).is_file():
+                self.workspaces.add(str(directory))
+            try:
+                children = list(os.scandir(directory))
+            except OSError:
+                continue  # gone or unreadable while we looked
+            for child in children:
+                if git_dir is not None and not _git_watched(inside, child.name):
+                    continue
+                if self._record(directory, child):
+                    # `inside`: where in the git directory (only read within one)
+                    below = f"{inside}/{child.name}" if inside else child.name
+                    stack.append((Path(child.path), git_dir, below if git_dir else ""))
+
+    def _top(self, root: Path) -> bool:
+        """An `also` path itself: recorded; True when it is a directory to walk."""
+        try:
+            info = root.lstat()
+        except OSError:
+            return False  # absent: its creation shows as a new entry
+        if not root.is_dir() or root.is_symlink():
+            self.entries[str(root)] = (info.st_mtime_ns, info.st_size, info.st_ino)
+            return False
+        self.entries[str(root)] = _LISTED
+        return True
+
+    def _record(self, directory: Path, child: os.DirEntry[str]) -> bool:
+        """Record one entry; True when it is a directory to walk."""
         path = Path(child.path)
-        if path in skip or path in ancestors:
-            continue
+        if path in self.skip:
+            return False
         try:
             is_dir = child.is_dir(follow_symlinks=False)
-            if is_dir and (siblings or _managed(path)):
-                continue  # beside the checkout, directories are other slots' checkouts
+            if is_dir and self._other_slot(directory):
+                return False
             info = child.stat(follow_symlinks=False)
         except OSError:
-            continue  # gone while we looked
-        entries[child.path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+            return False  # gone while we looked
+        if is_dir:
+            # Listed: its own mtime only repeats what its entries show.
+            self.entries[child.path] = _LISTED
+            return True
+        self.entries[child.path] = (info.st_mtime_ns, info.st_size, info.st_ino)
+        return False
+
+    def _other_slot(self, directory: Path) -> bool:
+        """A directory beside the checkout, or a slot of any workspace: another slot's
+        checkout, which its own agent changes."""
+        if directory == self.checkout.parent:
+            return True
+        return directory.name == _SLOTS and (directory.parent / _WORKSPACE_MARK).is_file()
+
+
+def _is_git_dir(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir()
+
+
+def _git_watched(inside: str, name: str) -> bool:
+    """Whether `name`, in the git directory's subdirectory `inside`, is watched."""
+    if name.endswith(".lock"):
+        return False
+    if inside == "":
+        return name not in _GIT_CHURN
+    if inside in _GIT_WATCHED_IN:
+        return name in _GIT_WATCHED_IN[inside]
+    return inside.split("/", 1)[0] != "objects"  # hooks/, info/, anything new, at any depth
 
 
 def writes_outside(before: Snapshot, after: Snapshot) -> list[str]:
-    """The paths created, changed or removed between two snapshots, sorted.
-
-    A directory's own entry changes when something is created or removed inside it,
-    so a write deeper than the snapshot looks shows as its directory.
-    """
+    """The paths created, changed or removed between two snapshots, sorted."""
     if before.checkout != after.checkout:
         raise UsageError(
             f"snapshots of different checkouts ({before.checkout}, {after.checkout}) "
@@ -112,5 +178,16 @@ def writes_outside(before: Snapshot, after: Snapshot) -> list[str]:
         for path in before.entries.keys() | after.entries.keys()
         if before.entries.get(path) != after.entries.get(path)
     }
+    # A workspace another slot created meanwhile (and the directories made for it) is
+    # git's doing, not this agent's.
+    created = [Path(w) for w in after.workspaces - before.workspaces]
     checkout = before.checkout
-    return sorted(p for p in changed if not Path(p).is_relative_to(checkout))
+    return sorted(
+        p
+        for p in changed
+        if not Path(p).is_relative_to(checkout)
+        and not any(
+            Path(p).is_relative_to(w) or (w.is_relative_to(p) and p not in before.entries)
+            for w in created
+        )
+    )

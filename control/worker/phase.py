@@ -26,13 +26,21 @@ from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import check_deliverables, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
+from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
 from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
-from control.worker.outside import Snapshot, snapshot, writes_outside
+from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
-from control.worker.secrets import known_secrets, redact_tree, secrets_in_files
+from control.worker.secrets import (
+    account_credential,
+    known_secrets,
+    redact_tree,
+    secrets_in_files,
+)
+
+FREEFORM_DIR = "freeform"  # under the work directory: one scratch directory per free-form task
 
 
 def _is_glob(pattern: str) -> bool:
@@ -115,7 +123,7 @@ class PhaseExecutor:
         response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
         if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
             return Outcome("failed", response, "a free-form task needs text (and an agent object)")
-        scratch = self.config.work_dir / "freeform" / str(claimed.id)
+        scratch = self.config.work_dir / FREEFORM_DIR / str(claimed.id)
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
         log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
@@ -186,11 +194,17 @@ class _Attempt:
             "commit": None,
             "log": str(self.log_path),
         }
+        self.sessions = SessionHomes(config.work_dir / "sessions", task.run_id, task.phase_id)
+        self.checkpoints: Checkpoints | None = None  # once the checkout is prepared
+        self._agent_ran = False
+        self._restored_commit: str | None = None
 
     def _end(self, status: str, reason: str | None = None, **extra: Any) -> Outcome:
         if self.control.stopped and status != "done":
             status = "cancelled"
             reason = self.control.reason if self.control.reason != SHUTDOWN else reason
+        if self._agent_ran:
+            self._keep_work(status)
         self.response.update(extra, status=status, reason=reason, durations=self.clock.report())
         response = redact_tree(self.response, self.redact)
         return Outcome(status, response, None if reason is None else self.redact(reason))
@@ -244,6 +258,15 @@ class _Attempt:
             return self._end("failed", f"preparing the checkout failed: {exc}")
         self.clock.mark("prepare")
         self.response.update(base_commit=prepared.base_commit, merged=prepared.merged)
+        checkpoints = self.checkpoints = Checkpoints(
+            workspace,
+            prepared,
+            task.checkpoint_ref,
+            self.secrets,
+            f"{task.phase_id} ({task.run_id}, attempt {task.attempt})",
+        )
+        restored = self._restore(workspace, prepared)
+        self.clock.mark("restore")
 
         agent_wrap, verify_wrap = self._wraps(workspace, prepared.path)
         try:
@@ -251,15 +274,37 @@ class _Attempt:
                 task,
                 checkout=prepared.path,
                 log_path=self.log_path,
-                credential_file=self.config.credential_file,
+                credential_file=account_credential(self.config, task.agent.get("account")),
                 cancel=self.control.event,
             )
         except UsageError as exc:
             return self._end("failed", str(exc))
-        request = replace(request, wrap=agent_wrap, scratch=self.scratch)
+        feedback = task.feedback
+        # A session is resumed where it lives: this worker and slot, the same backend,
+        # and the checkout holding its work again (restored from its checkpoint).
+        resume = (
+            feedback is not None
+            and feedback.session_id is not None
+            and feedback.worker == self.config.worker_id
+            and feedback.slot == self.slot
+            and feedback.backend == backend
+            and restored is not None
+        )
+        request = replace(
+            request,
+            wrap=agent_wrap,
+            scratch=self.scratch,
+            feedback=feedback,
+            resume_session=feedback.session_id if resume and feedback else None,
+            resumed_from=None if restored is None or feedback is not None else restored[0],
+        )
+        if resume:
+            self.sessions.restore(self.scratch)
         # Sandboxed, the agent cannot reach beside its checkout; trusted, we look.
         before = self._snapshot(prepared.path) if agent_wrap is None else None
-        result = run_agent(backend, request, keep_logs=self.config.keep_logs)
+        self._agent_ran = True
+        with checkpoints.every(task.checkpoint_interval_s):
+            result = run_agent(backend, request, keep_logs=self.config.keep_logs)
         self.clock.mark("agent")
         self.response["agent"] = {
             key: value
@@ -328,7 +373,9 @@ class _Attempt:
                     secrets_found=[leak.partition(" (")[0] for leak in leaks],
                 )
             head = workspace.commit_all(
-                prepared, f"superagent: {task.phase_id} ({task.run_id}, attempt {task.attempt})"
+                prepared,
+                f"superagent: {task.phase_id} ({task.run_id}, attempt {task.attempt})",
+                after=self._restored_commit,
             )
             if head == prepared.head:
                 return self._end("failed", "the agent changed nothing in the checkout")
@@ -339,5 +386,44 @@ class _Attempt:
         self.clock.mark("push")
         return self._end("done", None, commit=pushed)
 
+    def _keep_work(self, status: str) -> None:
+        """An unfinished attempt's work is pushed aside for the attempt after it, and its
+        session kept on this machine; a finished one's session is dropped."""
+        if status == "done":
+            self.sessions.drop()
+            return
+        if self.checkpoints is not None:
+            self.checkpoints.save(status)
+            self.response["checkpoint"] = self.checkpoints.to_dict()
+        if self.sandbox is not None:
+            try:
+                self.sessions.keep(self.scratch)
+            except OSError as exc:
+                self.response["session_kept"] = f"not kept: {exc.strerror}"
+
+    def _restore(self, workspace: Workspace, prepared: Prepared) -> tuple[str, str] | None:
+        """Start from the newest checkpoint offered that exists and applies to this
+        checkout; (ref, commit), or None for a start from the prepared commit."""
+        self.sessions.prune()
+        for ref in self.task.resume_refs:
+            try:
+                commit = workspace.restore(prepared, ref)
+            except SuperagentError as exc:
+                self.response.setdefault("resume_errors", []).append(f"{ref}: {exc}"[:300])
+                continue
+            if commit is not None:
+                self._restored_commit = commit
+                self.response["resumed_from"] = {"ref": ref, "commit": commit}
+                return ref, commit
+        return None
+
     def _snapshot(self, checkout: Path) -> Snapshot:
-        return snapshot(self.config.work_dir, checkout, ignore=[self.scratch.parent])
+        """The work directory at any depth and the worker's sensitive home files; not
+        the scratch directories of the slots or the free-form tasks' directories."""
+        home = Path.home()
+        return snapshot(
+            self.config.work_dir,
+            checkout,
+            ignore=[self.scratch.parent, self.config.work_dir / FREEFORM_DIR],
+            also=[home / name for name in HOME_SENSITIVE],
+        )

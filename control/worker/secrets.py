@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from control.errors import SuperagentError
+from control.errors import SuperagentError, UsageError
 from control.process import Redactor
 from control.worker.agents.base import load_credentials
 from control.worker.config import WorkerConfig
@@ -31,16 +31,47 @@ TOKEN_SHAPES: tuple[tuple[str, re.Pattern[bytes]], ...] = (
 )
 
 
+_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def account_credential(config: WorkerConfig, account: Any) -> Path | None:
+    """The credential file of the task's account (None: no account, the worker's own).
+
+    UsageError, naming the account and the file expected, when this host holds none:
+    the account's `hosts` say otherwise, or the role has not installed it yet.
+    """
+    if account is None:
+        return config.credential_file
+    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+        raise UsageError(f"the task names no valid account: {str(account)[:80]!r}")
+    if config.accounts_dir is None:
+        raise UsageError(
+            f"the task runs on account {account!r}, but worker {config.worker_id} has no "
+            "accounts_dir"
+        )
+    path = config.accounts_dir / f"{account}.env"
+    if not path.is_file():
+        raise UsageError(
+            f"worker {config.worker_id} holds no credential for account {account!r} ({path})"
+        )
+    return path
+
+
 def known_secrets(config: WorkerConfig) -> list[str]:
-    """The values of every credential this worker holds (its credential file), for
-    masking and for the diff check. An unreadable file holds none we could leak."""
-    if config.credential_file is None:
-        return []
-    try:
-        values = load_credentials(config.credential_file).values()
-    except SuperagentError:
-        return []
-    return [v for v in values if len(v) >= _MIN_SECRET_CHARS]
+    """The values of every credential this worker holds (its credential file and each
+    account's), for masking and for the diff check. An unreadable file holds none we
+    could leak."""
+    files = [] if config.credential_file is None else [config.credential_file]
+    if config.accounts_dir is not None and config.accounts_dir.is_dir():
+        files += sorted(config.accounts_dir.glob("*.env"))
+    found: list[str] = []
+    for path in files:
+        try:
+            values = load_credentials(path).values()
+        except SuperagentError:
+            continue
+        found += [v for v in values if len(v) >= _MIN_SECRET_CHARS and v not in found]
+    return found
 
 
 def secrets_in_files(root: Path, paths: Sequence[str], secrets: Iterable[str]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,23 @@ def heartbeat(fleet: Fleet, host: str) -> dict[str, Any]:
     beats = [b for b in json.loads(done.stdout)["heartbeats"] if b["worker_id"] == host]
     assert beats, f"no heartbeat from {host} in its inbox: {done.stdout}"
     return dict(beats[0])
+
+
+def wait_heartbeat(
+    fleet: Fleet,
+    host: str,
+    statuses: tuple[str, ...],
+    *,
+    after: float = 0.0,
+    timeout_s: float = 90,
+) -> dict[str, Any]:
+    """The host's first heartbeat newer than `after` whose status is one of `statuses`: the
+    daemon beats on its own clock, so a change on the host shows within a heartbeat or two."""
+    deadline = time.monotonic() + timeout_s
+    while (beat := heartbeat(fleet, host))["status"] not in statuses or beat["beat_at"] <= after:
+        assert time.monotonic() < deadline, f"{host}'s heartbeat is not {statuses}: {beat}"
+        time.sleep(1)
+    return beat
 
 
 def unit_property(fleet: Fleet, host: str, prop: str, unit: str = "superagent-worker") -> str:

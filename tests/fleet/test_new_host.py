@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from control.inventory import load_inventory
-from tests.fleet.conftest import Provisioning, heartbeat, unit_property, worker_check
+from tests.fleet.conftest import Provisioning, unit_property, wait_heartbeat, worker_check
 from tests.fleet.harness import REPO, parse_recap, run
 
 pytestmark = pytest.mark.fleet
@@ -34,6 +34,6 @@ def test_a_new_host_is_provisioned_alone(provisioned: Provisioning) -> None:
         code, report = worker_check(fleet, "host4")
         assert code == 0, report
         assert unit_property(fleet, "host4", "ActiveState") == "active"
-        assert heartbeat(fleet, "host4")["status"] == "idle"
+        wait_heartbeat(fleet, "host4", ("idle",))
     finally:
         fleet.remove_host("host4")

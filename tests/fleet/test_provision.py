@@ -14,7 +14,7 @@ from tests.fleet.harness import REPO, parse_recap, run
 pytestmark = pytest.mark.fleet
 # The orchestrator's extra (pyproject.toml): never on a worker.
 EXTRA = ("ansible", "ansible_core", "ansible_runner", "paramiko", "slack_sdk", "slack_bolt",
-         "apprise")  # fmt: skip
+         "apprise", "starlette", "uvicorn")  # fmt: skip
 WORKER_WHEELS = "/opt/superagent/wheels"
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
-from tests.fleet.conftest import Provisioning, heartbeat, unit_property, worker_check
+from tests.fleet.conftest import (
+    Provisioning,
+    heartbeat,
+    unit_property,
+    wait_heartbeat,
+    worker_check,
+)
 from tests.fleet.harness import claude_code_tarballs, node_tarball
 
 pytestmark = pytest.mark.fleet
@@ -34,9 +40,12 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
         assert report["versions"]["node"] == DRIFTED_NODE
         assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in report["problems"], report
 
-        beat = heartbeat(fleet, host)
-        assert beat["status"] == "refusing", beat
-        assert beat["versions"]["node"] == DRIFTED_NODE
+        # The check said so in the heartbeat; the running daemon sees Node reinstalled
+        # under it and goes on saying so (it used to beat "idle" with its old versions).
+        said = heartbeat(fleet, host)
+        assert said["status"] == "refusing", said
+        beat = wait_heartbeat(fleet, host, ("refusing",), after=said["beat_at"])
+        assert beat["versions"]["node"] == DRIFTED_NODE, beat
         assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in (beat["reason"] or "")
 
         # systemd will not run it either: ExecStartPre is the same check.
@@ -49,7 +58,7 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
     code, report = worker_check(fleet, host)
     assert code == 0, report
     assert unit_property(fleet, host, "ActiveState") == "active"
-    assert heartbeat(fleet, host)["status"] in ("idle", "busy")
+    assert wait_heartbeat(fleet, host, ("idle", "busy"))["versions"]["node"] == NODE_VERSION
 
 
 def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provisioning) -> None:

@@ -75,6 +75,7 @@ class Pipeline:
             + os.environ.get("PATH", ""),
             "SCRIPTED_AGENT_PLAN": str(self.plan_file),
             "SCRIPTED_AGENT_LOG": str(self.agent_log),
+            **options.pop("env", {}),
         }
         options.setdefault("heartbeat_seconds", 0.5)
         options.setdefault("lease_seconds", 5.0)

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,17 @@ def wait_for_event(process: Any, kind: str, timeout_s: float = 60) -> dict[str, 
 
 
 def kill_a_worker_mid_phase(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
+    tmp_path: Path,
+    step: dict[str, Any] | None = None,
+    verify: list[str] | None = None,
+    ready: Callable[[], bool] | None = None,
+    **defaults: Any,
 ) -> tuple[LocalFleet, subprocess.Popen[str], str]:
-    """Two workers, one slow phase dispatched; once its agent has started, its worker
-    (daemon and agent alike) is SIGKILLed. Returns the fleet, the running dispatch
-    and the killed worker's name."""
-    pipeline.plan({"slow": {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
+    """Two workers, one slow phase dispatched; once its agent has started (or `ready`
+    says so), its worker (daemon and agent alike) is SIGKILLed. Returns the fleet, the
+    running dispatch and the killed worker's name."""
+    pipeline.plan({"slow": step or {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
     fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
     spec = write_spec(
         tmp_path / "spec.json",
@@ -85,15 +91,17 @@ def kill_a_worker_mid_phase(
                 "title": "Slow",
                 "task": "Take a while, then write slow.txt saying done.",
                 "deliverables": ["slow.txt"],
-                "verify": ["grep -qx done slow.txt"],
+                "verify": verify or ["grep -qx done slow.txt"],
             }
         ],
+        **defaults,
     )
     process = pipeline.start_dispatch(spec)
     victim = str(wait_for_event(process, "dispatched")["worker"])
-    deadline = time.monotonic() + 20
-    while not any(r["event"] == "start" for r in pipeline.agent_runs()):
-        assert time.monotonic() < deadline, "the agent never started"
+    started = ready or (lambda: any(r["event"] == "start" for r in pipeline.agent_runs()))
+    deadline = time.monotonic() + 30
+    while not started():
+        assert time.monotonic() < deadline, "the agent never got there"
         time.sleep(0.05)
     worker = fleet.workers[victim].process
     assert worker is not None

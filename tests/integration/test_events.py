@@ -39,6 +39,7 @@ def written_kinds() -> set[str]:
     """Every kind the state database writes with a change, read from the source."""
     state = (ROOT / "control" / "state.py").read_text()
     found = set(re.findall(r"_event\(\s*conn,\s*[\w.]+,\s*f?\"(\w+)\"", state))
+    found |= set(re.findall(r"event: str = \"(\w+)\"", state))  # a hold's default kinds
     for name in ("orchestrator.py", "dispatch.py"):
         text = (ROOT / "control" / name).read_text()
         found |= set(re.findall(r"event=\"(\w+)\"", text))

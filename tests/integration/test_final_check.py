@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,68 @@ def test_a_conflict_at_the_final_check_names_the_phase_and_the_files(
     assert code == 1
     reason = events[-1]["reason"]
     assert "'right'" in reason and "same.txt" in reason, reason
+
+
+def test_a_credential_printed_by_the_final_check_is_masked_everywhere(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Two phases each deliver half of the worker's API key (neither half is a secret, so
+    both are committed); only the integrated tree holds it whole, and its check prints it.
+    The value never reaches the response, the worker's logs or the state database."""
+    key = "sk-ant-api03-FINALCHECK-" + os.urandom(16).hex()
+    creds = tmp_path / "credentials.env"
+    creds.write_text(f"ANTHROPIC_API_KEY={key}\n")
+    creds.chmod(0o600)
+    halves = {"left": key[:10], "right": key[10:]}
+    pipeline.plan({p: {"files": {f"{p}.txt": half}} for p, half in halves.items()})
+    pipeline.start_fleet(WorkerSpec("w1"), settings={"credential_file": str(creds)})
+    printed = 'echo "joined: $(cat left.txt 2>/dev/null)$(cat right.txt 2>/dev/null)"'
+    spec = write_spec(tmp_path / "spec.json", two_sharing(printed))
+    code, events, err = pipeline.dispatch(spec)
+    assert code == 0, err
+    (row,) = integrations(pipeline)
+    checks = {c["command"]: c for c in row["response"]["response"]["checks"]}
+    assert "joined: [REDACTED]" in checks[printed]["output_tail"]
+    assert key not in json.dumps(events) + err
+    for path in pipeline.root.rglob("*"):
+        if path.is_file() and path != creds:
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_control_merge_is_refused_while_a_dispatch_drives_the_same_run(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A resumed dispatch is in its final check (a slow check on a worker); a `control
+    merge` of that run meanwhile is refused in one line naming the driver, sends nothing,
+    and the dispatch ends with its one merge."""
+    gate = pipeline.agent_io / "release-check"  # the sandbox may write here
+    slow = f"while [ ! -f {gate} ] && [ -f left.txt ] && [ -f right.txt ]; do sleep 0.1; done"
+    pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
+    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing(slow))
+    code, _, err = run_control(dispatch_args(pipeline, spec, "--no-merge"))
+    assert code == 0, err
+    driving = subprocess.Popen(
+        [sys.executable, "-m", "control", *dispatch_args(pipeline, spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not [r for r in integrations(pipeline) if r["state"] == "dispatched"]:
+            assert driving.poll() is None and time.monotonic() < deadline, "no final check sent"
+            time.sleep(0.1)
+        state = ["--state", str(pipeline.state), "--inventory", str(fleet.inventory)]
+        code, out, err = run_control(["merge", *state, "--repo", str(pipeline.remote)])
+        assert code == 4, (code, out, err)  # ExitCode.CONFLICT
+        line = err.strip()
+        assert "\n" not in line and f"is driven by process {driving.pid}" in line, err
+        assert len(integrations(pipeline)) == 1  # the merge sent nothing
+    finally:
+        gate.write_text("go\n")
+        out, err = driving.communicate(timeout=120)
+    assert driving.returncode == 0, err
+    (row,) = integrations(pipeline)
+    assert row["state"] == "done"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from control.demo import GIT_ID
+from control.git import workspace_root
 from control.localfleet import LocalFleet, WorkerSpec
 from control.messages import PhaseTask, PrerequisiteRef
 from control.queue import Message, Queue
@@ -221,6 +222,43 @@ def test_on_a_trusted_host_a_write_outside_the_checkout_fails_the_phase(
         remote_head(pipeline, "sa/rogue")  # nothing was pushed
 
 
+def test_on_a_trusted_host_hidden_writes_at_any_depth_fail_the_phase(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Writes an old two-level look missed: deep in the work directory, in the shared
+    clone's hooks and config, and in the worker's ~/.ssh. Each fails its phase, naming
+    the path, and nothing is pushed."""
+    home = tmp_path / "worker-home"
+    (home / ".ssh").mkdir(parents=True)
+    fleet, queue = one_worker(pipeline, settings={"trusted_host": True}, env={"HOME": str(home)})
+    work = fleet.workers["w1"].home / "work"
+    deep = work / "cache" / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    clone = workspace_root(work, str(pipeline.remote)) / "repo"
+    writes = {
+        "deep": (f"echo x > {deep}/canary", deep / "canary"),
+        "hook": (f"cp /bin/true {clone}/hooks/post-checkout", clone / "hooks" / "post-checkout"),
+        "config": (
+            f"printf '[core]\\n\\tfsmonitor = /tmp/evil\\n' >> {clone}/config",
+            clone / "config",
+        ),
+        "ssh": (f"echo attacker >> {home}/.ssh/authorized_keys", home / ".ssh" / "authorized_keys"),
+    }
+    for phase, (script, path) in writes.items():
+        agent = {
+            "backend": "command",
+            "command": ["/bin/bash", "-c", f"{script}; echo work > {phase}.txt"],
+            "success": "exit0",
+        }
+        payload = task(pipeline, phase, agent=agent, verify=())
+        message = wait_finished(queue, queue.enqueue(payload, key=f"run1/{phase}/1").id)
+        assert message.state == "failed", (phase, message.reason)
+        assert "the agent wrote outside its checkout" in (message.reason or "")
+        assert str(path) in (message.reason or ""), (phase, message.reason)
+        with pytest.raises(subprocess.CalledProcessError):
+            remote_head(pipeline, f"sa/{phase}")
+
+
 def test_a_malformed_task_fails_with_its_reason(pipeline: Pipeline) -> None:
     _, queue = one_worker(pipeline)
     sent = queue.enqueue({"type": "phase", "version": 1, "phase_id": "x"}, key="bad")
@@ -241,6 +279,49 @@ def test_an_idle_worker_keeps_beating_its_heartbeat(pipeline: Pipeline) -> None:
         time.sleep(0.1)
         seen |= {beat.beat_at for beat in queue.heartbeats()}
     assert queue.heartbeats()[0].status == "idle"
+
+
+def install_node(path: Path, version: str) -> None:
+    """A stand-in `node` that prints `version`, installed as a package manager would:
+    a new file renamed over the old one."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(f"#!/bin/sh\necho v{version}\n")
+    staged.chmod(0o755)
+    staged.replace(path)
+
+
+def wait_beat(queue: Queue, status: str, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while (beat := queue.heartbeats()[0]).status != status:
+        assert time.monotonic() < deadline, f"heartbeat still {beat.status}: {beat}"
+        time.sleep(0.1)
+    return beat
+
+
+def test_a_node_reinstalled_under_a_running_worker_makes_it_refuse_work_until_restored(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Seen on the fleet: Node changed under a running worker, which went on beating
+    `idle` with the versions it started with, and would have taken work."""
+    node = tmp_path / "node"
+    install_node(node, "20.1.0")
+    pipeline.plan({"api": {"files": {"api.txt": "ready\n"}}})
+    _, queue = one_worker(pipeline, settings={"node": str(node)}, pins={"w1": {"node": "20.1.0"}})
+    assert wait_beat(queue, "idle").versions["node"] == "20.1.0"
+
+    install_node(node, "20.9.9")
+    beat = wait_beat(queue, "refusing")
+    assert beat.versions["node"] == "20.9.9"
+    assert "node is 20.9.9, pinned 20.1.0" in (beat.reason or "")
+    sent = queue.enqueue(task(pipeline, "api"), key="run1/api/1")
+    time.sleep(1.5)  # three heartbeats: a fit worker would have claimed it by now
+    assert queue.show(sent.id).state == "pending"
+    assert queue.heartbeats()[0].status == "refusing"
+
+    install_node(node, "20.1.0")
+    message = wait_finished(queue, sent.id)
+    assert message.state == "done", message.reason
+    assert queue.heartbeats()[0].reason is None
 
 
 def test_verify_commands_run_without_network_when_the_task_says_so(pipeline: Pipeline) -> None:

@@ -81,15 +81,33 @@ def test_claude_code_without_a_credential_names_the_variables(tmp_path: Path) ->
     env = {
         "SUPERAGENT_AGENT": "claude-code",
         "PATH": f"{FAKES}{os.pathsep}/usr/bin:/bin",
-        "HOME": str(tmp_path),  # no ~/.claude/.credentials.json: not logged in
+        "HOME": str(tmp_path),
         "ANTHROPIC_API_KEY": "",
         "CLAUDE_CODE_OAUTH_TOKEN": "",
         "ANTHROPIC_AUTH_TOKEN": "",
     }
     _refused(
         demo(cwd=tmp_path, env=env),
-        "needs a credential: set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN, or log in",
+        "needs a credential: set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN (the demo's "
+        "sandboxed agents do not see a `claude /login`)",
     )
+    assert not (tmp_path / "demo").exists()
+
+
+def test_claude_code_with_only_a_login_is_refused_as_the_sandbox_would_not_see_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / ".credentials.json").write_text("{}")
+    env = {
+        "SUPERAGENT_AGENT": "claude-code",
+        "PATH": f"{FAKES}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "",
+        "CLAUDE_CODE_OAUTH_TOKEN": "",
+        "ANTHROPIC_AUTH_TOKEN": "",
+    }
+    _refused(demo(cwd=tmp_path, env=env), "do not see a `claude /login`")
     assert not (tmp_path / "demo").exists()
 
 

@@ -14,7 +14,16 @@ from control.errors import UnavailableError
 from control.inventory import load_inventory
 from control.transport import Transports
 
-EXTRA = ("ansible", "ansible_runner", "paramiko", "slack_sdk", "slack_bolt", "apprise")
+EXTRA = (
+    "ansible",
+    "ansible_runner",
+    "paramiko",
+    "slack_sdk",
+    "slack_bolt",
+    "apprise",
+    "starlette",
+    "uvicorn",
+)
 
 
 def test_the_worker_side_imports_nothing_of_the_extra() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -85,6 +86,9 @@ INVALID: dict[str, tuple[str, str]] = {
     "estimate-zero": ("$.phases[1].estimate_minutes", "must be more than 0, got 0"),
     "max-attempts-text": ("$.phases[1].max_attempts", "expected a whole number, got text"),
     "timeout-too-long": ("$.phases[1].timeout_minutes", "must be at most 10080"),
+    "budget-phase-over-run": ("$.phases[1].budget_usd", "$12 is more than the run's budget_usd"),
+    "budget-zero": ("$.budget_usd", "must be more than 0, got 0"),
+    "budget-text": ("$.phases[1].budget_usd", "expected a number, got text"),
     "permission-mode-unknown": ("$.phases[1].agent.permission_mode", "'yolo' is not one of"),
     "agent-unknown-field": ("$.phases[1].agent.max_turn", "did you mean 'max_turns'?"),
     "unknown-phase-field": ("$.phases[1].dependson", "did you mean 'depends_on'?"),
@@ -207,6 +211,34 @@ def test_defaults_verify_silences_the_no_verify_warning() -> None:
     doc["defaults"] = {"verify": ["make test"]}
     doc["phases"][0]["task"] = "Write every module of the stuff package with tests."
     assert check_document(doc, FIXTURES / "valid").issues == []
+
+
+def test_budgets_apply_with_the_agent_cap_as_the_last_default() -> None:
+    doc = json.loads((FIXTURES / "invalid" / "budget-phase-over-run.json").read_text())
+    doc["phases"][1]["budget_usd"] = 3
+    doc["burn_rate_usd_per_hour"] = 4
+    spec = load_spec_document(doc)
+    assert (spec.budget_usd, spec.burn_rate_usd_per_hour) == (10, 4)
+    assert [p.budget_usd for p in spec.phases] == [2, 3]
+    del doc["defaults"]["budget_usd"]
+    doc["phases"][0]["agent"] = {"max_budget_usd": 1.5}
+    assert [p.budget_usd for p in load_spec_document(doc).phases] == [1.5, 3]
+
+
+def test_a_phase_without_a_cap_under_a_run_budget_is_warned_it_runs_alone() -> None:
+    doc = json.loads((FIXTURES / "invalid" / "budget-phase-over-run.json").read_text())
+    del doc["defaults"]["budget_usd"], doc["phases"][1]["budget_usd"]
+    report = check_document(doc, FIXTURES / "invalid")
+    assert report.ok() and [(w.path, w.message.split(":")[0]) for w in report.warnings] == [
+        ("$.phases[0]", "no budget_usd (nor agent max_budget_usd) under the run's budget_usd"),
+        ("$.phases[1]", "no budget_usd (nor agent max_budget_usd) under the run's budget_usd"),
+    ]
+
+
+def load_spec_document(doc: dict[str, Any]) -> Any:
+    report = check_document(doc, FIXTURES / "invalid")
+    assert report.ok(), report.issues
+    return report.spec
 
 
 def test_all_errors_at_once_in_document_order(fleet: list[Worker]) -> None:

@@ -87,6 +87,7 @@ def request_for_task(
     """
     agent = {k: v for k, v in task.agent.items() if v is not None}
     backend = str(agent.pop("backend", None) or ClaudeCodeBackend.name)
+    agent.pop("account", None)  # its credential file is the request's, chosen by the worker
     if task.replay_files_b64:
         agent.setdefault("replay_files", task.replay_files())
     replay_patch = task.replay_patch()

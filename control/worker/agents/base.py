@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from control.errors import UsageError
+from control.messages import Feedback
 from control.process import ProcessOutcome, Wrap
-from control.worker.prompt import Prerequisite, build_prompt
+from control.worker.prompt import Prerequisite, build_feedback_prompt, build_prompt
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "rate_limited", "cancelled", "timeout")
@@ -109,8 +110,18 @@ class AgentRequest:
     # host), and the directory it may write beside the checkout (prompt files, HOME).
     wrap: Wrap | None = None
     scratch: Path | None = None
+    # What failed in the attempt before, and the agent session to resume with it (only
+    # set where that session lives: the same worker and slot); a backend that cannot
+    # resume starts a fresh session told what failed.
+    feedback: Feedback | None = None
+    resume_session: str | None = None
+    resumed_from: str | None = None  # the checkpoint the checkout was restored from
 
-    def prompt(self) -> str:
+    def prompt(self, *, resuming: bool = False) -> str:
+        """The task's prompt; with `resuming` (the backend resumes `resume_session`),
+        only what failed: the session already knows the task."""
+        if resuming and self.feedback is not None:
+            return build_feedback_prompt(phase_id=self.phase_id, feedback=self.feedback)
         return build_prompt(
             phase_id=self.phase_id,
             task=self.task,
@@ -118,6 +129,8 @@ class AgentRequest:
             verify=self.verify,
             prerequisites=self.prerequisites,
             project=self.project,
+            feedback=self.feedback,
+            resumed_from=self.resumed_from,
         )
 
 
@@ -154,6 +167,19 @@ class AgentResult:
         data["permission_denials"] = [dict(d) for d in self.permission_denials]
         data["warnings"] = list(self.warnings)
         return data
+
+
+_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def resuming(request: AgentRequest) -> bool:
+    """A session to resume with feedback, whose id is safe as an argument (it came
+    from a worker's response, through the agent's output: never trusted to be one)."""
+    return (
+        request.feedback is not None
+        and request.resume_session is not None
+        and _SESSION.fullmatch(request.resume_session) is not None
+    )
 
 
 class AgentBackend(Protocol):

@@ -26,6 +26,7 @@ from control.worker.agents.base import (
     AgentResult,
     child_environment,
     excerpt,
+    resuming,
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, starts_rate_limited
@@ -110,6 +111,8 @@ def build_argv(executable: str, request: AgentRequest, output_format: str) -> li
         argv += ["--max-turns", str(int(options.max_turns))]
     if options.max_budget_usd is not None:
         argv += ["--max-budget-usd", repr(float(options.max_budget_usd))]
+    if resuming(request):
+        argv += ["--resume", str(request.resume_session)]
     return argv
 
 
@@ -206,7 +209,7 @@ class ClaudeCodeBackend:
             cwd=request.checkout,
             env=env,
             log_path=request.log_path,
-            stdin_data=request.prompt().encode("utf-8"),
+            stdin_data=request.prompt(resuming=resuming(request)).encode("utf-8"),
             wall_timeout_s=request.wall_timeout_s,
             silence_timeout_s=request.silence_timeout_s,
             cancel=request.cancel,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,13 @@ from control.worker.agents.base import (
     AgentResult,
     child_environment,
     excerpt,
+    resuming,
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
 
 NAME = "command"
-PLACEHOLDERS = ("{prompt_file}", "{checkout}", "{model}")
+PLACEHOLDERS = ("{prompt_file}", "{checkout}", "{model}", "{session_id}")
 PROMPT_VIA = ("stdin", "file", "json")
 SUCCESS_RULES = ("exit0_and_output", "exit0")
 
@@ -50,9 +53,11 @@ def _template(extra: dict[str, Any]) -> list[str]:
 
 
 def render(template: Sequence[str], *, prompt_file: Path | None, checkout: Path,
-           model: str | None) -> list[str]:  # fmt: skip
+           model: str | None, session_id: str | None = None) -> list[str]:  # fmt: skip
     """The argv from the template: each placeholder replaced inside each element."""
     values = {"{checkout}": str(checkout)}
+    if session_id is not None:
+        values["{session_id}"] = session_id
     if prompt_file is not None:
         values["{prompt_file}"] = str(prompt_file)
     if model is not None:
@@ -65,8 +70,9 @@ def render(template: Sequence[str], *, prompt_file: Path | None, checkout: Path,
                 if placeholder not in values:
                     raise UsageError(
                         f"the command template uses {placeholder} but "
-                        + ("no model is set" if placeholder == "{model}" else
-                           "the prompt goes on stdin")
+                        + {"{model}": "no model is set",
+                           "{session_id}": "there is no session to resume"}.get(
+                            placeholder, "the prompt goes on stdin")
                     )  # fmt: skip
                 part = part.replace(placeholder, values[placeholder])
         argv.append(part)
@@ -97,6 +103,9 @@ class CommandBackend:
     def run(self, request: AgentRequest) -> AgentResult:
         extra = dict(request.options.extra)
         template = _template(extra)
+        resume = resuming(request) and bool(extra.get("resume_command"))
+        if resume:
+            template = _template({"command": extra["resume_command"]})
         prompt_via = str(extra.get("prompt_via") or (
             "file" if any("{prompt_file}" in part for part in template) else "stdin"
         ))  # fmt: skip
@@ -110,7 +119,7 @@ class CommandBackend:
         except SuperagentError as exc:
             return AgentResult(status="failed", reason=str(exc), backend=NAME,
                                log_path=request.log_path)  # fmt: skip
-        prompt = request.prompt()
+        prompt = request.prompt(resuming=resume)
         stdin: bytes | None = None
         if prompt_via == "stdin":
             stdin = prompt.encode("utf-8")
@@ -124,7 +133,8 @@ class CommandBackend:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(prompt)
             argv = render(template, prompt_file=prompt_file, checkout=request.checkout,
-                          model=request.options.model)  # fmt: skip
+                          model=request.options.model,
+                          session_id=request.resume_session if resume else None)  # fmt: skip
             program = argv[0]
             if os.sep not in program:
                 found = shutil.which(program, path=env.get("PATH"))
@@ -150,10 +160,27 @@ class CommandBackend:
                     f"backend {NAME}, phase {request.phase_id}",
                     f"argv {json.dumps(argv)}",
                     f"cwd {request.checkout}",
-                    f"prompt via {prompt_via}",
+                    f"prompt via {prompt_via}" + (", resuming a session" if resume else ""),
                 ],
             )
-        return classify(request, outcome, success)
+        result = classify(request, outcome, success)
+        session = _session_id(extra.get("session_pattern"), outcome) or (
+            request.resume_session if resume else None
+        )
+        return replace(result, session_id=session) if session else result
+
+
+def _session_id(pattern: Any, outcome: ProcessOutcome) -> str | None:
+    """The agent's session id, found in its output with the spec's `session_pattern`."""
+    if not isinstance(pattern, str) or not pattern:
+        return None
+    try:
+        found = re.search(pattern, outcome.stdout_tail + "\n" + outcome.stderr_tail)
+    except re.error:
+        return None
+    if found is None or not found.groups():
+        return None
+    return found.group(1)
 
 
 def classify(request: AgentRequest, outcome: ProcessOutcome, success: str) -> AgentResult:
