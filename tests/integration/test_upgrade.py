@@ -168,6 +168,7 @@ def test_control_upgrade_stops_at_a_host_ansible_cannot_provision(
     assert answer.returncode == 1, answer.stderr
     report = json.loads(answer.stdout)
     assert report["ok"] is False and report["stopped"].startswith("w1: provisioning failed")
+    assert "missing.yml could not be found" in report["stopped"]  # ansible's own words
     assert report["repinned"] == []  # a fleet half upgraded: the runs keep their pins
     with Queue(fleet.workers["w1"].queue_db, create=False) as queue:
         flag = queue.drained()
