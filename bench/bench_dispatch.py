@@ -8,7 +8,8 @@ hosts. The tick cost is the CPU time of one `Transports.poll` of N local inboxes
 (heartbeats and a few responses each) plus reading the answers, per worker.
 
     .venv/bin/python bench/bench_dispatch.py [--samples 200] [--ssh-samples 50]
-        [--ansible-samples 3] [--fanout 5] [--workers 100,1000] [--dir PATH]
+        [--ansible-samples 3] [--fanout 5] [--ansible-hosts 50] [--workers 100,1000]
+        [--dir PATH]
         [--skip-ssh] [--skip-ansible]
 
 Figures, never asserts. The last line is one JSON object.
@@ -20,6 +21,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,10 +38,9 @@ from control.inventory import Worker  # noqa: E402
 from control.queue import Queue  # noqa: E402
 from control.transport import Transports  # noqa: E402
 from control.transport.base import Transport  # noqa: E402
-from control.worker.wake import InboxWatcher  # noqa: E402
+from control.worker.wake import InboxWatcher, await_commit  # noqa: E402
 
 CONTROL = Path(sys.executable).parent / "control"
-COMMIT_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)  # the daemon's
 
 
 class Claimer(threading.Thread):
@@ -55,7 +56,7 @@ class Claimer(threading.Thread):
 
     def run(self) -> None:
         # As the worker daemon does: inotify fires on the writer's first WAL write, a
-        # moment before the commit is visible, so a change is given a moment to land.
+        # moment before the commit is visible, so it looks for the commit to land.
         with Queue(self.db, create=False) as queue:
             while not self._stop_event.is_set():
                 if queue.has_work():
@@ -68,10 +69,7 @@ class Claimer(threading.Thread):
                         continue
                 seen = queue.data_version()
                 if self._watcher.wait(0.2) == "changed":
-                    for delay in COMMIT_WAITS:
-                        if queue.data_version() != seen:
-                            break
-                        time.sleep(delay)
+                    await_commit(queue.data_version, seen)
         self._watcher.close()
 
     def wait_for(self, key: str, timeout_s: float) -> float:
@@ -214,7 +212,35 @@ def measure_ssh(root: Path, samples: int, fanout: int) -> dict[str, Any]:
     return figures
 
 
-def measure_ansible(root: Path, samples: int, fanout: int) -> dict[str, Any]:
+def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env: dict[str, str],
+                   module: str = "ansible.builtin.command") -> float:  # fmt: skip
+    """Milliseconds of one plain `ansible HOST -m command` running the same rpc (or of
+    `-m ping`), with the environment superagent's runner gives Ansible."""
+    from control import rpc  # noqa: PLC0415
+
+    args = json.dumps(
+        {
+            "argv": [str(CONTROL), "queue", "rpc", "--db", worker.vars["superagent_queue_db"],
+                     "--base64"],
+            "stdin": rpc.encode(request),
+        }
+    )  # fmt: skip
+    ansible = str(Path(sys.executable).parent / "ansible")
+    command = [ansible, worker.name, "-i", str(inventory), "-m", module]
+    if module != "ansible.builtin.ping":
+        command += ["-a", args]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    elapsed = (time.perf_counter() - start) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"plain ansible failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+    return elapsed
+
+
+def measure_ansible(root: Path, samples: int, fanout: int, hosts: int) -> dict[str, Any]:
+    """Enqueue latency, then side by side (interleaved, medians): a one-host poll through
+    superagent's fan-out and a plain `ansible` ad-hoc call running the same rpc (and
+    `-m ping`) against the same host; then one poll of `hosts` hosts."""
     import ansible_runner  # noqa: PLC0415
 
     from control.transport.ansible import AnsibleTransport  # noqa: PLC0415
@@ -230,7 +256,8 @@ def measure_ansible(root: Path, samples: int, fanout: int) -> dict[str, Any]:
         return Worker(name, transport="ansible", vars=values)
 
     cp = Path(tempfile.mkdtemp(prefix="sa-cp-"))  # short: ssh socket paths are limited
-    transport = AnsibleTransport(runner=AdHocRunner(control_path_dir=cp))
+    runner = AdHocRunner(control_path_dir=cp)
+    transport = AnsibleTransport(runner=runner)
     invocations = []
     real: Callable[..., Any] = ansible_runner.run
 
@@ -238,20 +265,41 @@ def measure_ansible(root: Path, samples: int, fanout: int) -> dict[str, Any]:
         invocations.append(kwargs["host_pattern"])
         return real(**kwargs)
 
+    def one_poll(fleet: list[Worker]) -> tuple[float, int]:
+        before = len(invocations)
+        start = time.perf_counter()
+        polled = transport.poll(fleet)
+        wall = (time.perf_counter() - start) * 1000
+        assert all(r.reachable for r in polled.values()), polled
+        return wall, len(invocations) - before
+
     ansible_runner.run = counting
     try:
         db = _inbox(root / "ansible.db")
         figures = summary("ansible", latency(transport, local_host("a", db), db, samples, "a"))
-        fleet = [local_host(f"a{i}", _inbox(root / f"a{i}.db")) for i in range(fanout)]
-        before = len(invocations)
-        start = time.perf_counter()
-        polled = transport.poll(fleet)
-        wall = time.perf_counter() - start
-        assert all(r.reachable for r in polled.values()), polled
-        calls = len(invocations) - before
-        print(f"ansible  poll of {fanout} workers: {wall:.2f} s in {calls} ansible-runner call(s)")
-        figures[f"ansible_poll_s_{fanout}"] = round(wall, 3)
-        figures["ansible_calls_per_poll"] = calls
+        fleet = [local_host(f"a{i}", _inbox(root / f"a{i}.db")) for i in range(max(fanout, hosts))]
+        inventory = root / "ansible-hosts.json"
+        inventory.write_text(json.dumps({"all": {"hosts": {w.name: w.vars for w in fleet}}}))
+        env = runner.envvars()
+        ours, plain, ping = [], [], []
+        for _ in range(max(1, samples)):
+            ours.append(one_poll(fleet[:1])[0])
+            plain.append(_plain_ansible(inventory, fleet[0], {"op": "poll", "limit": 200}, env))
+            ping.append(_plain_ansible(inventory, fleet[0], {}, env, "ansible.builtin.ping"))
+        print(
+            f"ansible  one host: superagent's fan-out {statistics.median(ours):.0f} ms, plain "
+            f"ansible (same rpc) {statistics.median(plain):.0f} ms, ping "
+            f"{statistics.median(ping):.0f} ms (medians of {len(ours)}, interleaved)"
+        )
+        figures["ansible_fanout_1_ms"] = round(statistics.median(ours), 1)
+        figures["plain_ansible_1_ms"] = round(statistics.median(plain), 1)
+        figures["plain_ansible_ping_1_ms"] = round(statistics.median(ping), 1)
+        for size in sorted({fanout, hosts}):
+            wall, calls = one_poll(fleet[:size])
+            print(f"ansible  poll of {size} workers: {wall / 1000:.2f} s in {calls} ansible-runner "
+                  "call(s)")  # fmt: skip
+            figures[f"ansible_fanout_{size}_ms"] = round(wall, 1)
+            figures["ansible_calls_per_poll"] = calls
     finally:
         ansible_runner.run = real
         shutil.rmtree(cp, ignore_errors=True)
@@ -264,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ssh-samples", type=int, default=50)
     parser.add_argument("--ansible-samples", type=int, default=3)
     parser.add_argument("--fanout", type=int, default=5, help="workers in the remote polls")
+    parser.add_argument("--ansible-hosts", type=int, default=50, help="hosts in the big fan-out")
     parser.add_argument("--workers", default="100,1000", help="fleet sizes for the tick cost")
     parser.add_argument("--dir", type=Path, default=None, help="where the inboxes go")
     parser.add_argument("--skip-ssh", action="store_true")
@@ -298,7 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_ssh:
             figures.update(measure_ssh(root, args.ssh_samples, args.fanout))
         if not args.skip_ansible:
-            figures.update(measure_ansible(root, args.ansible_samples, args.fanout))
+            figures.update(
+                measure_ansible(root, args.ansible_samples, args.fanout, args.ansible_hosts)
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(figures, sort_keys=True))

@@ -55,9 +55,13 @@ def serve(
     path = store.path
     store.close()
     fleet = workers_from(inventory) if inventory is not None else []
-    hosts = [host, *(allowed_host or [])]
+    # On loopback, only loopback names: a page elsewhere whose name resolves to
+    # 127.0.0.1 (DNS rebinding) gets 400. Elsewhere the token guards every page, and the
+    # names people use are not known here unless given.
     if is_loopback(host):
-        hosts += ["127.0.0.1", "localhost", "[::1]"]
+        hosts = [host, "127.0.0.1", "localhost", "[::1]", *(allowed_host or [])]
+    else:
+        hosts = [host, *allowed_host] if allowed_host else ["*"]
     # The web stack loads only when serving: every other command starts faster.
     import uvicorn  # noqa: PLC0415
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from control.errors import UsageError
 from control.localfleet import LocalFleet, WorkerSpec
 from control.spec import AGENT_BACKENDS
+from control.treetar import import_tarball
 from control.worker.agents.claude_code import AUTH_VARIABLES, DEFAULT_EXECUTABLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +63,20 @@ def example_fleet(
     return fleet
 
 
+def seed_of(name: str) -> Path:
+    """An example's seed: the directory seed/<name>/, or the tarball seed/<name>.tar.xz
+    (an upstream tree whose bytes must stay exactly as they are)."""
+    tarball = EXAMPLES / "seed" / f"{name}.tar.xz"
+    return tarball if tarball.is_file() else EXAMPLES / "seed" / name
+
+
 def seed_remote(remote: Path, seed: Path, base: str = "main") -> None:
-    """A bare repository whose `base` branch holds the files of `seed`."""
+    """A bare repository whose `base` branch holds the files of `seed` (a directory, or
+    a .tar.xz committed byte for byte)."""
     subprocess.run(["git", "init", "--quiet", "--bare", "-b", base, str(remote)], check=True)
+    if seed.name.endswith(".tar.xz"):
+        import_tarball(remote, seed, base, "seed: the example project")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(seed, tmp, dirs_exist_ok=True)
         run = ["git", "-C", tmp]
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(root: Path, spec_name: str, agent: str) -> int:
     spec = EXAMPLES / f"{spec_name}.json"
     remote = root / "origin.git"
-    seed_remote(remote, EXAMPLES / "seed" / spec_name)
+    seed_remote(remote, seed_of(spec_name))
     fleet = example_fleet(root / "fleet")
     print(f"starting 3 local workers under {fleet.root}/workers")
     fleet.start()

@@ -79,3 +79,26 @@ def kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     for target in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
+
+
+def dispatch_replay(
+    spec: Path,
+    *,
+    inventory: Path,
+    state: Path,
+    remote: Path,
+    replay_dir: Path,
+    env: dict[str, str],
+    timeout_s: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """`control dispatch --json` of an example spec with the replay agent, to its end."""
+    return subprocess.run(
+        [
+            sys.executable, "-m", "control", "dispatch", str(spec),
+            "--inventory", str(inventory), "--state", str(state), "--repo", str(remote),
+            "--agent", "replay", "--replay-dir", str(replay_dir),
+            "--poll-interval", "0.2", "--timeout", str(timeout_s), "--json",
+        ],
+        capture_output=True, text=True, timeout=timeout_s + 100,
+        env={**os.environ, **env}, check=False,
+    )  # fmt: skip

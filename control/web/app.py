@@ -63,6 +63,7 @@ SECURITY_HEADERS = {
 }
 LOG_TAIL_BYTES = 32 * 1024
 LOG_TICK_S = 1.0
+TABLE_PHASES = 300  # a run with more phases lists them in a table only on request
 OPEN_PATHS = ("/login", "/static/")
 
 
@@ -186,7 +187,9 @@ class Dashboard:
         run_id = request.path_params["run_id"]
         data = await self.read(lambda s: model.run_page(s, run_id, time.time()))
         stream = "/stream?" + urllib.parse.urlencode({"run": run_id})
-        return self.page(request, "run.html", stream=stream, **data)
+        # A big run's page is its graph; its table (as many rows again) on request.
+        table = len(data["phases"]) <= TABLE_PHASES or request.query_params.get("table") == "1"
+        return self.page(request, "run.html", stream=stream, table=table, **data)
 
     async def phase(self, request: Request) -> Response:
         run_id, phase_id = request.path_params["run_id"], request.path_params["phase_id"]
@@ -220,7 +223,8 @@ class Dashboard:
         def take() -> Any:
             return self.reading(lambda s: model.snapshot(s, run_id, time.time()))
 
-        return _event_stream(snapshots(self.hub, take, request.is_disconnected))
+        what = "fleet" if run_id is None else f"run:{run_id}"
+        return _event_stream(snapshots(self.hub, what, take, request.is_disconnected))
 
     def _fetch(self, attempt: AttemptRow) -> dict[str, Any]:
         with self.transport_lock:  # one connection per worker, shared by the pages

@@ -1,15 +1,17 @@
 """Live updates for open pages, as server-sent events.
 
 One poller for every connected page: each tick it reads the newest event id of the
-stream (one primary-key lookup) and wakes the pages waiting on it; each page then
-sends one snapshot of what it shows. However many pages are open, the database sees
-one cheap query per tick, and a page costs work only when something happened.
+stream (one primary-key lookup) and wakes the pages waiting on it. What a page is sent
+after a batch of events is made once for all the pages showing the same thing (the
+same run, or the fleet) and shared: a hundred open pages of a 1,000-phase run cost one
+snapshot per batch, not a hundred.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from control.state import StateStore
 
 TICK_S = 0.25
 KEEPALIVE_S = 15.0
+SHARED = 64  # snapshots kept: (what, event id) pairs, most recent first
 
 
 def sse(event: str, data: Any) -> str:
@@ -36,6 +39,7 @@ class EventHub:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._store: StateStore | None = None
+        self._made: OrderedDict[tuple[str, int], asyncio.Future[str]] = OrderedDict()
 
     def _read(self) -> int:
         if self._store is None:
@@ -74,20 +78,39 @@ class EventHub:
                 return cursor
         return self.latest
 
+    async def shared(self, what: str, cursor: int, take: Callable[[], Any]) -> str:
+        """The snapshot event of `what` as of event `cursor`, made once (in a thread)
+        for every page that asks for the same pair."""
+        key = (what, cursor)
+        made = self._made.get(key)
+        if made is None:
+            made = asyncio.get_running_loop().create_future()
+            self._made[key] = made
+            while len(self._made) > SHARED:
+                self._made.popitem(last=False)
+            try:
+                made.set_result(sse("snapshot", await asyncio.to_thread(take)))
+            except BaseException as exc:
+                self._made.pop(key, None)
+                made.set_exception(exc)
+                raise
+        return await asyncio.shield(made)
+
 
 async def snapshots(
     hub: EventHub,
+    what: str,
     take: Callable[[], Any],
     disconnected: Callable[[], Any],
     keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[str]:
     """A snapshot now, then one after each batch of new events, until the page goes."""
     cursor = hub.latest
-    yield sse("snapshot", await asyncio.to_thread(take))
+    yield await hub.shared(what, cursor, take)
     while not await disconnected():
         newest = await hub.wait_beyond(cursor, keepalive_s)
         if newest == cursor:
             yield ": keepalive\n\n"
             continue
         cursor = newest
-        yield sse("snapshot", await asyncio.to_thread(take))
+        yield await hub.shared(what, cursor, take)

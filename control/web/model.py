@@ -83,16 +83,11 @@ def _actual_s(attempts: Sequence[AttemptRow], row: PhaseRow, now: float) -> floa
     return max(0.0, end - attempts[0].created_at)
 
 
-def phase_states(store: StateStore, run: RunRow) -> dict[str, dict[str, Any]]:
-    """What changes live on a run's page: each phase's state, worker and attempt."""
-    return {
-        p: {"state": r.state, "worker": r.worker or "", "attempt": r.attempt}
-        for p, r in store.phases(run.id).items()
-    }
-
-
-def run_header(store: StateStore, run: RunRow, now: float) -> dict[str, Any]:
-    phases = store.phases(run.id)
+def run_header(
+    store: StateStore, run: RunRow, now: float, phases: Mapping[str, PhaseRow] | None = None
+) -> dict[str, Any]:
+    """The run's line at the top of its pages: state, driver, progress, cost, elapsed."""
+    phases = store.phases(run.id) if phases is None else phases
     return {
         "id": run.id,
         "spec": run.spec_path,
@@ -136,7 +131,7 @@ def run_page(store: StateStore, run_id: str, now: float) -> dict[str, Any]:
         for p, r in rows.items()
     }
     return {
-        "run": run_header(store, run, now),
+        "run": run_header(store, run, now, rows),
         "layout": drawn,
         "phases": phases,
         "workers": workers_brief(store, now),
@@ -221,8 +216,12 @@ def snapshot(store: StateStore, run_id: str | None, now: float) -> dict[str, Any
     data: dict[str, Any] = {"workers": workers_brief(store, now)}
     if run_id is not None:
         run = store.run(run_id)
-        data["run"] = run_header(store, run, now)
-        data["phases"] = phase_states(store, run)
+        rows = store.phases(run.id)
+        data["run"] = run_header(store, run, now, rows)
+        data["phases"] = {
+            p: {"state": r.state, "worker": r.worker or "", "attempt": r.attempt}
+            for p, r in rows.items()
+        }
     return data
 
 

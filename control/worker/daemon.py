@@ -23,7 +23,7 @@ from control.errors import ConflictError, SuperagentError
 from control.queue import Claimed, Queue
 from control.worker.checks import CheckReport, installed, run_checks
 from control.worker.config import WorkerConfig
-from control.worker.wake import InboxWatcher
+from control.worker.wake import InboxWatcher, await_commit
 
 log = logging.getLogger("superagent.worker")
 PRUNE_EVERY_S = 3600.0
@@ -31,9 +31,6 @@ PRUNE_EVERY_S = 3600.0
 # see every change: a library under Node, a package manager that keeps the mtime).
 RECHECK_EVERY_S = 300.0
 
-# How a woken worker looks for the commit that woke it: every 0.1 ms for the first
-# 10 ms (a writer's sync), then less and less often up to 0.1 s in all.
-_COMMIT_SPIN_S, _COMMIT_SPIN_FOR_S, _COMMIT_WAIT_S = 0.0001, 0.01, 0.1
 CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
 DRAINED_NOW = "worker drained --now"
 # The heartbeat's status while the inbox's drain flag is set (busy or idle).
@@ -152,7 +149,7 @@ class Worker:
                 self._prune()
                 seen = self.queue.data_version()
                 if self.watcher.wait(self._wait_time()) == "changed":
-                    self._await_commit(seen)
+                    await_commit(self.queue.data_version, seen)
         finally:
             self._shutdown()
         return 0
@@ -170,25 +167,6 @@ class Worker:
                 pruned,
                 self.config.prune_days,
             )
-
-    def _await_commit(self, seen: int) -> None:
-        """inotify fires on a writer's first WAL write, a moment before its commit is
-        visible to readers: the writer still syncs the WAL, then updates the WAL index
-        through shared memory, which inotify does not see. So look for the commit
-        (`PRAGMA data_version`, a few microseconds) every 0.1 ms while a sync lasts,
-        then back off, for up to 0.1 s: a claim made too early would leave the task to
-        the slow poll. The worker's own writes (its heartbeat) wake it too and never
-        change data_version; the back-off keeps what those cost to a few hundred looks.
-        Sleeps doubling from the start cost up to twice the sync (bench-worker)."""
-        started = time.monotonic()
-        pause = _COMMIT_SPIN_S
-        while self.queue.data_version() == seen:
-            waited = time.monotonic() - started
-            if waited >= _COMMIT_WAIT_S:
-                return
-            if waited >= _COMMIT_SPIN_FOR_S:
-                pause = min(pause * 2, _COMMIT_WAIT_S - waited)
-            time.sleep(pause)
 
     def _wait_time(self) -> float:
         """Until the next heartbeat is due (idle or not: the orchestrator judges liveness by

@@ -13,6 +13,8 @@ import ctypes.util
 import os
 import select
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +27,32 @@ IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then `len` bytes of name)
 
 Woke = Literal["changed", "woken", "timeout"]
+# How a woken worker looks for the commit that woke it: every 0.1 ms for the first
+# 10 ms (a writer's sync), then less and less often up to 0.1 s in all.
+_COMMIT_SPIN_S, _COMMIT_SPIN_FOR_S, _COMMIT_WAIT_S = 0.0001, 0.01, 0.1
+
+
+def await_commit(data_version: Callable[[], int], seen: int) -> None:
+    """Return once `data_version()` (the inbox's PRAGMA data_version) is not `seen`, or
+    after 0.1 s.
+
+    inotify fires on a writer's first WAL write, a moment before its commit is
+    visible to readers: the writer still syncs the WAL, then updates the WAL index
+    through shared memory, which inotify does not see. So look (a few microseconds)
+    every 0.1 ms while a sync lasts, then back off: a claim made too early would leave
+    the task to the slow poll. The worker's own writes (its heartbeat) wake it too and
+    never change data_version; the back-off keeps what those cost to a few hundred
+    looks. Sleeps doubling from the start cost up to twice the sync (bench-worker).
+    """
+    started = time.monotonic()
+    pause = _COMMIT_SPIN_S
+    while data_version() == seen:
+        waited = time.monotonic() - started
+        if waited >= _COMMIT_WAIT_S:
+            return
+        if waited >= _COMMIT_SPIN_FOR_S:
+            pause = min(pause * 2, _COMMIT_WAIT_S - waited)
+        time.sleep(pause)
 
 
 class InboxWatcher:

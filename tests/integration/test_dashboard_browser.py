@@ -100,6 +100,10 @@ def test_the_xss_corpus_never_runs(tmp_path: Path) -> None:
                         " if (el.focus) el.focus(); }"
                     )
                     _check(driver, page)
+                    loaded = driver.execute_script(
+                        "return performance.getEntriesByType('resource').map(e => e.name)"
+                    )
+                    assert loaded and all(u.startswith(server.url + "/") for u in loaded), loaded
                     screenshot(driver, f"{name}-{width}")
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from control.demo import EXAMPLES, example_fleet, example_specs, seed_remote
+from control.demo import EXAMPLES, example_fleet, example_specs, seed_of, seed_remote
 from control.localfleet import LocalFleet
 from control.spec import read_spec_file
 
@@ -131,7 +131,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     replay.mkdir()
     for name in example_specs():
         remote = root / "remotes" / f"{name}.git"
-        seed_remote(remote, EXAMPLES / "seed" / name)
+        seed_remote(remote, seed_of(name))
         rewrites[str(read_spec_file(EXAMPLES / f"{name}.json")["repo"]["url"])] = str(remote)
         for phase in (EXAMPLES / "replay" / name).iterdir():
             (replay / phase.name).symlink_to(phase)

@@ -8,15 +8,14 @@ integration branch holds them all, with every verify command passing on it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from control.demo import EXAMPLES, example_fleet, seed_remote
 from control.spec import load_spec
+from tests.support import dispatch_replay
 
 pytestmark = pytest.mark.slow
 
@@ -29,33 +28,14 @@ def test_the_webapp_example_runs_to_a_merged_branch(tmp_path: Path) -> None:
     fleet.start()
     try:
         fleet.wait_ready()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "control",
-                "dispatch",
-                str(EXAMPLES / "webapp.json"),
-                "--inventory",
-                str(fleet.inventory),
-                "--state",
-                str(tmp_path / "state.db"),
-                "--repo",
-                str(remote),
-                "--agent",
-                "replay",
-                "--replay-dir",
-                str(EXAMPLES / "replay" / "webapp"),
-                "--poll-interval",
-                "0.2",
-                "--timeout",
-                "900",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1000,
-            env={**os.environ, **fleet.env},
+        result = dispatch_replay(
+            EXAMPLES / "webapp.json",
+            inventory=fleet.inventory,
+            state=tmp_path / "state.db",
+            remote=remote,
+            replay_dir=EXAMPLES / "replay" / "webapp",
+            env=fleet.env,
+            timeout_s=900,
         )
     finally:
         fleet.stop()

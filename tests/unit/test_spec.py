@@ -142,7 +142,7 @@ def test_valid_fixture_loads(name: str, fleet: list[Worker]) -> None:
     assert report.spec is not None and report.inventory_checked
 
 
-@pytest.mark.parametrize("example", ["webapp.json", "tiny.json"])
+@pytest.mark.parametrize("example", ["webapp.json", "tiny.json", "boltons.json"])
 def test_examples_validate_against_the_example_fleet(example: str) -> None:
     workers = load_inventory(ROOT / "inventory" / "example")
     report = check_file(EXAMPLES / example, workers)

@@ -6,32 +6,44 @@
 (function () {
   const STATE = /^[a-z][a-z ]{0,30}$/;
 
-  function lookup(data, path) {
-    let value = data;
-    for (const key of path) {
-      if (value === null || typeof value !== "object" || !Object.hasOwn(value, key)) {
-        return undefined;
-      }
-      value = value[key];
-    }
-    return value;
-  }
-
   function money(value) {
     return "$" + Number(value).toFixed(2);
   }
 
-  function apply(data) {
-    for (const el of document.querySelectorAll("[data-bind]")) {
-      const path = JSON.parse(el.dataset.bind);
-      const value = lookup(data, path);
-      if (value === undefined || value === null) continue;
-      const text = path[path.length - 1] === "cost_usd" ? money(value) : String(value);
-      if (el.textContent !== text) el.textContent = text;
+  // An element marked data-phase, data-worker or data-run shows one entry of the
+  // snapshot; its descendants marked data-f show that entry's fields.
+  function fill(scope, values, stateField) {
+    const state = values[stateField];
+    if (scope.hasAttribute("data-state") && typeof state === "string" && STATE.test(state)) {
+      scope.dataset.state = state;
     }
-    for (const el of document.querySelectorAll("[data-state-of]")) {
-      const value = lookup(data, JSON.parse(el.dataset.stateOf));
-      if (typeof value === "string" && STATE.test(value)) el.dataset.state = value;
+    for (const el of scope.querySelectorAll("[data-f]")) {
+      const field = el.dataset.f;
+      if (!Object.hasOwn(values, field) || values[field] === null) continue;
+      const value = values[field];
+      const text = field === "cost_usd" ? money(value) : String(value);
+      if (el.textContent !== text) el.textContent = text;
+      if (el.hasAttribute("data-state") && typeof value === "string" && STATE.test(value)) {
+        el.dataset.state = value;
+      }
+    }
+  }
+
+  function entry(table, key) {
+    return table && Object.hasOwn(table, key) ? table[key] : null;
+  }
+
+  function apply(data) {
+    for (const el of document.querySelectorAll("[data-phase]")) {
+      const values = entry(data.phases, el.dataset.phase);
+      if (values) fill(el, values, "state");
+    }
+    for (const el of document.querySelectorAll("[data-worker]")) {
+      const values = entry(data.workers, el.dataset.worker);
+      if (values) fill(el, values, "status");
+    }
+    if (data.run) {
+      for (const el of document.querySelectorAll("[data-run]")) fill(el, data.run, "state");
     }
   }
 
