@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-import uuid
 from typing import Annotated, Any
 
 import typer
@@ -31,13 +30,11 @@ from control.cli_io import (
 )
 from control.cli_view import table
 from control.errors import ExitCode, NotFoundError, UsageError
-from control.health import health_report
-from control.lifecycle import gone_hosts
-from control.messages import freeform_payload
+from control.operations import fleet_health, send_freeform
 from control.phase_log import fetch_log, sent_attempt
 from control.state import StateStore
 from control.transport import Transports
-from control.upkeep import answer_text, collect_answers, deliver_cancels
+from control.upkeep import answer_text
 
 app = typer.Typer()
 _VERSIONS = (
@@ -62,26 +59,11 @@ def health(
     hosts that database still holds state of but the inventory no longer has."""
     workers = workers_from(inventory)
     transports = Transports(inventory=inventory)
-    store = None
-    gone: list[str] = []
-    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing owed
-        store = open_store(state)
     try:
-        results = transports.poll(workers, limit=200 if store else 0, first=["freeform/"])
-        if store is not None:
-            fleet = {w.name: w for w in workers}
-            gone = gone_hosts(store, fleet)
-            for name, result in results.items():
-                if result.reachable:
-                    collect_answers(store, transports, fleet[name], result)
-            deliver_cancels(store, transports, fleet, results)
+        found = fleet_health(workers, transports, state_path(state))
     finally:
         transports.close()
-        if store is not None:
-            store.close()
-    now = time.time()
-    reports = [health_report(w, results[w.name], now) for w in workers]
-    healthy = all(not r["problems"] for r in reports)
+    reports, gone, healthy = found.reports, found.gone, found.healthy
 
     def render() -> None:
         shown = table("worker", "status", "beat", "queue", "versions", "problems")
@@ -205,23 +187,17 @@ def enqueue(
         raise UsageError("the task text goes on stdin: echo 'task' | control enqueue HOST")
     text = sys.stdin.read()
     fleet = {w.name: w for w in workers_from(inventory)}
-    if host not in fleet:
-        raise NotFoundError(f"no worker {host!r} in the inventory ({', '.join(sorted(fleet))})")
-    payload = freeform_payload(text)
-    payload["agent"] = {"backend": agent}
-    key = f"freeform/{uuid.uuid4().hex}"
     store = StateStore(state_path(state))
     transports = Transports(inventory=inventory)
     try:
-        store.record_freeform(key, host)
-        sent = transports.enqueue(fleet[host], payload, key=key, max_attempts=1)
+        sent = send_freeform(store, transports, fleet, host, text, agent)
     finally:
         transports.close()
         store.close()
     emit(
-        {"worker": host, "key": key, "id": sent.id, "duplicate": sent.duplicate},
+        {"worker": host, "key": sent.key, "id": sent.id, "duplicate": sent.duplicate},
         as_json,
-        lambda: console.print(f"sent to {host} as message {sent.id} ({key})"),
+        lambda: console.print(f"sent to {host} as message {sent.id} ({sent.key})"),
     )
 
 

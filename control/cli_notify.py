@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from control import slack_agent
+from control import slack_config
 from control.cli_io import (
     InventoryOption,
     JsonOption,
@@ -27,6 +27,7 @@ from control.inventory import Worker
 from control.notify.config import from_file, from_inventory
 from control.notify.outbox import Outbox
 from control.notify.service import Notifier
+from control.slack_agent import Agent
 
 app = typer.Typer()
 
@@ -83,13 +84,32 @@ def _fleet(inventory: Path | None) -> tuple[Path, list[Worker]]:
 
 
 @app.command("slack")
-def slack(inventory: InventoryOption = None, state: StateOption = None) -> None:
-    """Run the Slack agent (Socket Mode, no open port) until Ctrl-C (docs/slack.md)."""
+def slack(
+    inventory: InventoryOption = None,
+    state: StateOption = None,
+    http: Annotated[
+        bool,
+        typer.Option("--http", help="Take Slack's HTTP requests instead of Socket Mode."),
+    ] = False,
+    host: Annotated[str, typer.Option("--host", help="HTTP mode: the address to bind.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="HTTP mode: the port.")
+    ] = 3000,
+) -> None:
+    """Run the Slack agent until stopped: Socket Mode (no open port), or `--http`
+    with every request verified by Slack's signing secret (docs/slack.md)."""
     path = state_path(state)
-    config = slack_agent.from_inventory(*_fleet(inventory))
-    handler = slack_agent.build(config, path)
-    handler.connect()
+    inventory_dir, workers = _fleet(inventory)
+    config = slack_config.from_inventory(inventory_dir, workers)
+    agent = Agent(config, path, inventory_dir, workers)
     try:
+        if http:
+            bound = agent.serve_http(host, port)
+            console.print(f"listening on http://{host}:{bound}/slack/events", highlight=False)
+        else:
+            agent.start_socket_mode()
         threading.Event().wait()
     finally:
-        handler.close()
+        agent.close()

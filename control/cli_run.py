@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 
+from control import operations
 from control.cli_io import (
     InventoryOption,
     JsonLinesOption,
@@ -44,7 +45,7 @@ from control.cli_view import (
     workers_line,
 )
 from control.dispatch import DEFAULT_RETENTION_DAYS, DriverLease, driver_ttl, open_dispatch
-from control.errors import ExitCode, SuperagentError
+from control.errors import ExitCode
 from control.integration import FinalCheck
 from control.names import require_repo_url
 from control.notify.service import Notifier
@@ -454,34 +455,18 @@ def cancel(
     transports = Transports(inventory=inventory)
     try:
         run = pick_run(store, run_id)
-        targets = store.cancel_targets(run.id, phases)
-        workers = {w.name: w for w in workers_from(inventory)} if inventory else {}
-        # Recorded first, with a cancel owed to each worker: no liveness rule undoes
-        # it, and what cannot be delivered now is delivered by a later tick or command.
-        owed = store.cancel_phases(run.id, targets, "cancelled by the operator")
-        if not phases:
-            store.finish_run(run.id, "cancelled", "cancelled by the operator")
-        stopped, unstopped = [], []
-        for key in owed:
-            attempt = store.attempt_by_key(key)
-            worker = workers.get(attempt.worker) if attempt else None
-            try:
-                if worker is None:
-                    raise SuperagentError("not in the inventory given")
-                transports.cancel(worker, key)
-            except SuperagentError:
-                unstopped.append(key)
-                continue
-            store.mark_cancel_sent(key)
-            stopped.append(key)
+        fleet = {w.name: w for w in workers_from(inventory)} if inventory else {}
+        done = operations.cancel(store, transports, fleet, run, phases)
     finally:
         transports.close()
         store.close()
-    note = " (their agents are stopped when their workers are next reached)" if unstopped else ""
+    note = " (their agents are stopped when their workers are next reached)"
     emit(
-        {"run": run.id, "cancelled": targets, "stopped": stopped},
+        {"run": run.id, "cancelled": done.cancelled, "stopped": done.stopped},
         as_json,
-        lambda: console.print(f"cancelled {', '.join(targets) or 'nothing'}{note}"),
+        lambda: console.print(
+            f"cancelled {', '.join(done.cancelled) or 'nothing'}{note if done.unstopped else ''}"
+        ),
     )
 
 

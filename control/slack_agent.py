@@ -1,201 +1,228 @@
-"""`control slack`: the Slack agent, a long-lived process connected to Slack in Socket
-Mode (it opens no port), answering allow-listed people in a channel or a direct message.
+"""`control slack`: the Slack agent, a long-lived process answering allow-listed people in
+a channel where it is mentioned or in a direct message, in the thread that asked.
 
-This first part answers the read commands (`help`, `runs`, `status [run]`, `workers`)
-in the thread of the message that asked; the acting ones (`enqueue`, `retry`, `cancel`,
-`dispatch`) are refused as not available yet. Every command, answered or refused, is
-recorded in the state database with who, when, what and the outcome.
+It connects with Socket Mode (an outbound WebSocket: no open port), or, when asked,
+takes Slack's HTTP requests, each verified with the signing secret and its timestamp
+by slack_bolt, and an exact replay within the timestamp's window refused here. What
+the commands do is `control.slack_commands`; this module is the slack_bolt wiring:
+events and button clicks in, messages out, and the thread that posts answers to
+free-form tasks when they come.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control.errors import NotFoundError, UsageError
+from control.errors import UsageError
 from control.inventory import Worker
-from control.notify.config import Secret
-from control.notify.render import slack_escape
-from control.state import StateStore
+from control.slack_commands import Commands, Reply
+from control.slack_config import AgentConfig
 
-READ = frozenset({"help", "runs", "status", "workers"})
-ACT = frozenset({"enqueue", "retry", "cancel", "dispatch"})
-_MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
-_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_LIMIT = 3000
+log = logging.getLogger("superagent.slack")
+CONFIRM, ABORT = "command-confirm", "command-abort"
+REPLAY_WINDOW_S = 300.0  # slack_bolt refuses older timestamps; a repeat within is refused here
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    app_token: Secret
-    bot_token: Secret
-    read_users: frozenset[str]
-    act_users: frozenset[str]
-    base_url: str | None = None
+def confirmation_blocks(reply: Reply) -> list[dict[str, Any]]:
+    """The question and its two buttons; the buttons carry only the pending command's
+    token, never the command."""
+    assert reply.token is not None
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": reply.text}},
+        {
+            "type": "actions",
+            "block_id": f"confirm-{reply.token[:16]}",
+            "elements": [
+                {"type": "button", "action_id": CONFIRM, "value": reply.token, "style": "danger",
+                 "text": {"type": "plain_text", "text": "Confirm"}},
+                {"type": "button", "action_id": ABORT, "value": reply.token,
+                 "text": {"type": "plain_text", "text": "Cancel"}},
+            ],
+        },
+    ]  # fmt: skip
 
 
-def load_agent_config(document: Any, source: str, base: Path | None = None) -> AgentConfig:
-    """`superagent_slack_agent` of the inventory: tokens by reference, allow-lists of
-    Slack user ids per command class (`act` users may also read)."""
-    if not isinstance(document, Mapping):
-        raise UsageError(f"{source}: expected a mapping")
-    allowed = {"app_token_env", "app_token_file", "bot_token_env", "bot_token_file",
-               "allow", "base_url"}  # fmt: skip
-    unknown = sorted(set(document) - allowed)
-    if unknown:
-        raise UsageError(f"{source}.{unknown[0]}: not a Slack agent setting")
-    tokens = {name: _token(document, name, source, base) for name in ("app_token", "bot_token")}
-    allow = document.get("allow") or {}
-    if not isinstance(allow, Mapping) or set(allow) - {"read", "act"}:
-        raise UsageError(f"{source}.allow: a mapping with `read` and `act` lists of user ids")
-    lists: dict[str, frozenset[str]] = {}
-    for name in ("read", "act"):
-        users = allow.get(name) or []
-        if not isinstance(users, list) or not all(
-            isinstance(u, str) and _USER.match(u) for u in users
-        ):
-            raise UsageError(f"{source}.allow.{name}: a list of Slack user ids (U0123ABCD)")
-        lists[name] = frozenset(users)
-    base_url = document.get("base_url")
-    return AgentConfig(
-        tokens["app_token"],
-        tokens["bot_token"],
-        lists["read"] | lists["act"],
-        lists["act"],
-        base_url if isinstance(base_url, str) else None,
-    )
+class Agent:
+    """The slack_bolt app with the commands behind it; `start_socket_mode()` or
+    `serve_http()`, then `close()`."""
 
+    def __init__(
+        self,
+        config: AgentConfig,
+        state: Path,
+        inventory: Path | None = None,
+        workers: Sequence[Worker] = (),
+        answer_poll_s: float = 5.0,
+    ) -> None:
+        from slack_bolt import App  # noqa: PLC0415 - only `control slack` loads Slack
+        from slack_sdk import WebClient  # noqa: PLC0415
 
-def _token(document: Mapping[str, Any], name: str, source: str, base: Path | None) -> Secret:
-    env, file = document.get(f"{name}_env"), document.get(f"{name}_file")
-    if (env is None) == (file is None):
-        raise UsageError(f"{source}: set one of {name}_env, {name}_file")
-    if env is not None:
-        return Secret(env=str(env))
-    path = Path(str(file)).expanduser()
-    return Secret(file=path if path.is_absolute() or base is None else base / path)
+        self.config = config
+        options: dict[str, Any] = {"token": config.bot_token.value("slack agent bot token")}
+        if config.base_url:
+            options["base_url"] = config.base_url
+        self.client = WebClient(**options)
+        self.commands = Commands(config, state, inventory, workers, post=self.post)
+        self.answer_poll_s = answer_poll_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._closers: list[Callable[[], None]] = []
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+        signing = config.signing_secret
+        self.app = App(
+            client=self.client,
+            signing_secret=signing.value("slack agent signing secret") if signing else None,
+        )
+        self._wire()
 
+    # -- out ------------------------------------------------------------------------------
 
-def from_inventory(inventory: Path, workers: Sequence[Worker]) -> AgentConfig:
-    values = workers[0].vars if workers else {}
-    document = values.get("superagent_slack_agent")
-    if document is None:
-        raise UsageError(f"{inventory}: no superagent_slack_agent in the inventory's group vars")
-    return load_agent_config(document, f"{inventory}: superagent_slack_agent", inventory)
+    def post(self, channel: str, thread: str, text: str) -> None:
+        self.client.chat_postMessage(channel=channel, thread_ts=thread, text=text)
 
+    # -- in -------------------------------------------------------------------------------
 
-# -- commands -------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        app = self.app
 
+        def message(event: Mapping[str, Any], say: Callable[..., Any]) -> None:
+            user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
+            thread = str(event.get("thread_ts") or event.get("ts") or "")
+            reply = self.commands.handle(user, channel, thread, str(event.get("text") or ""))
+            if reply.token is not None:
+                say(text=reply.text, blocks=confirmation_blocks(reply), thread_ts=thread)
+            else:
+                say(text=reply.text, thread_ts=thread)
 
-@dataclass(frozen=True)
-class Answer:
-    outcome: str  # answered, refused, unknown, unavailable
-    text: str
+        @app.event("app_mention")
+        def _mention(event: dict[str, Any], say: Callable[..., Any]) -> None:
+            message(event, say)
 
+        @app.event("message")
+        def _direct(event: dict[str, Any], say: Callable[..., Any]) -> None:
+            direct = event.get("channel_type") == "im"
+            if direct and not event.get("bot_id") and not event.get("subtype"):
+                message(event, say)
 
-def answer(config: AgentConfig, state_path: Path, user: str, text: str) -> Answer:
-    """What to reply to `text` from `user`; never raises for what a person typed."""
-    words = _MENTION.sub("", text).split()
-    command = words[0].lower() if words else "help"
-    if command in READ:
-        if user not in config.read_users:
-            return Answer("refused", f"<@{user}> may not run `{command}` here (not allow-listed)")
-        return Answer("answered", _read(state_path, command, words[1:]))
-    if command in ACT:
-        if user not in config.act_users:
-            return Answer("refused", f"<@{user}> may not run `{command}` here (not allow-listed)")
-        return Answer("unavailable", f"`{command}` is not available from Slack yet")
-    return Answer("unknown", "unknown command; try `help`")
+        def click(body: Mapping[str, Any], confirmed: bool) -> None:
+            user = str((body.get("user") or {}).get("id") or "")
+            container = body.get("container") or {}
+            channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id"))
+            prompt = str(container.get("message_ts") or "")
+            message = body.get("message") or {}
+            thread = str(message.get("thread_ts") or prompt)
+            token = str(((body.get("actions") or [{}])[0]).get("value") or "")
+            reply = self.commands.decide(user, channel, token, confirmed)
+            if reply.outcome in ("done", "aborted", "failed"):
+                # The question loses its buttons: a decided command cannot be clicked again.
+                verb = "confirmed" if confirmed else "cancelled"
+                self.client.chat_update(
+                    channel=channel, ts=prompt, blocks=[],
+                    text=f"{message.get('text') or ''!s}\n{verb} by <@{user}>",
+                )  # fmt: skip
+            self.post(channel, thread, reply.text)
 
+        @app.action(CONFIRM)
+        def _confirm(ack: Callable[[], Any], body: dict[str, Any]) -> None:
+            ack()
+            click(body, True)
 
-def _read(state_path: Path, command: str, args: list[str]) -> str:
-    if command == "help":
-        return "commands: `runs`, `status [run]`, `workers`"
-    if not state_path.exists():
-        return "no state database yet (nothing was dispatched)"
-    store = StateStore(state_path)
-    try:
-        text = {"runs": _runs, "workers": _workers, "status": _status}[command](store, args)
-    finally:
-        store.close()
-    return slack_escape(text)[:_LIMIT]
+        @app.action(ABORT)
+        def _abort(ack: Callable[[], Any], body: dict[str, Any]) -> None:
+            ack()
+            click(body, False)
 
+        @app.middleware
+        def _no_replay(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+            signature = (req.headers.get("x-slack-signature") or [""])[0]
+            if req.mode != "http" or not signature:
+                return next()
+            now = time.monotonic()
+            with self._seen_lock:
+                for seen, at in list(self._seen.items()):
+                    if now - at > REPLAY_WINDOW_S:
+                        del self._seen[seen]
+                replayed = signature in self._seen
+                self._seen[signature] = now
+            if replayed:
+                from slack_bolt import BoltResponse  # noqa: PLC0415
 
-def _runs(store: StateStore, args: list[str]) -> str:
-    rows = store.runs(10)
-    lines = [f"{r.id} {store.run_status(r)} {Path(r.spec_path).name}" for r in rows]
-    return "\n".join(lines) or "no run yet"
+                log.warning("refused a replayed request")
+                return BoltResponse(status=401, body='{"error":"replayed"}')
+            return next()
 
+    # -- running --------------------------------------------------------------------------
 
-def _workers(store: StateStore, args: list[str]) -> str:
-    lines = [
-        f"{name}: {row.status}" + (f" ({row.reason[:200]})" if row.reason else "")
-        for name, row in sorted(store.workers().items())
-    ]
-    return "\n".join(lines) or "no worker seen yet"
+    def _answers(self) -> None:
+        while not self._stop.wait(self.answer_poll_s):
+            try:
+                self.commands.deliver_answers()
+            except Exception:
+                log.exception("posting answers failed")
 
+    def _start_answers(self) -> None:
+        thread = threading.Thread(target=self._answers, name="slack-answers", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
-def _status(store: StateStore, args: list[str]) -> str:
-    try:
-        run = store.run(args[0]) if args else store.latest_run()
-    except NotFoundError:
-        return f"no run {args[0]!r}"
-    if run is None:
-        return "no run yet"
-    lines = [f"run {run.id}: {store.run_status(run)}"]
-    for phase_id, row in store.phases(run.id).items():
-        reason = f" ({row.reason[:200]})" if row.reason else ""
-        lines.append(f"- {phase_id}: {row.state} {row.worker or ''}{reason}")
-    return "\n".join(lines)
+    def start_socket_mode(self) -> None:
+        """Connect (returns once connected) and start posting answers."""
+        from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: PLC0415
 
-
-def audit(state_path: Path, user: str, channel: str, command: str, outcome: str) -> None:
-    store = StateStore(state_path)
-    try:
-        with store.write() as conn:
-            conn.execute(
-                "INSERT INTO slack_audit (at, user, channel, command, outcome) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (time.time(), user, channel, command, outcome),
+        if not self.config.app_token:
+            raise UsageError(
+                "Socket Mode needs an app-level token: set one of app_token_env, "
+                "app_token_file, app_token_credential"
             )
-    finally:
-        store.close()
+        handler = SocketModeHandler(self.app, self.config.app_token.value("slack agent app token"))
+        handler.connect()  # type: ignore[no-untyped-call]
+        self._closers.append(handler.close)
+        self._start_answers()
 
+    def serve_http(self, host: str = "127.0.0.1", port: int = 3000) -> int:
+        """Take Slack's requests at http://host:port/slack/events (put TLS in front);
+        returns the port. Needs the signing secret: an unsigned agent is refused."""
+        from socketserver import ThreadingMixIn  # noqa: PLC0415
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer  # noqa: PLC0415
 
-# -- the app --------------------------------------------------------------------------------
+        from slack_bolt.adapter.wsgi import SlackRequestHandler  # noqa: PLC0415
 
+        if not self.config.signing_secret:
+            raise UsageError(
+                "HTTP mode needs Slack's signing secret: set one of signing_secret_env, "
+                "signing_secret_file, signing_secret_credential"
+            )
 
-def build(config: AgentConfig, state_path: Path) -> Any:
-    """The Socket Mode handler of the slack_bolt app: `connect()` returns at once,
-    `close()` ends the session."""
-    from slack_bolt import App  # noqa: PLC0415 - only `control slack` loads Slack
-    from slack_bolt.adapter.socket_mode import SocketModeHandler  # noqa: PLC0415
-    from slack_sdk import WebClient  # noqa: PLC0415
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
 
-    bot = config.bot_token.value("slack agent bot token")
-    options: dict[str, Any] = {"token": bot}
-    if config.base_url:
-        options["base_url"] = config.base_url
-    app = App(client=WebClient(**options))
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug(format, *args)
 
-    def handle(event: Mapping[str, Any], say: Callable[..., Any]) -> None:
-        user, text = str(event.get("user") or ""), str(event.get("text") or "")
-        reply = answer(config, state_path, user, text)
-        audit(state_path, user, str(event.get("channel") or ""), text, reply.outcome)
-        say(text=reply.text, thread_ts=event.get("thread_ts") or event.get("ts"))
+        server = Server((host, port), Quiet)
+        server.set_app(SlackRequestHandler(self.app))
+        thread = threading.Thread(target=server.serve_forever, name="slack-http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
-    @app.event("app_mention")
-    def _mention(event: dict[str, Any], say: Callable[..., Any]) -> None:
-        handle(event, say)
+        def close() -> None:
+            server.shutdown()
+            server.server_close()
 
-    @app.event("message")
-    def _direct(event: dict[str, Any], say: Callable[..., Any]) -> None:
-        direct = event.get("channel_type") == "im"
-        if direct and not event.get("bot_id") and not event.get("subtype"):
-            handle(event, say)
+        self._closers.append(close)
+        self._start_answers()
+        return int(server.server_address[1])
 
-    return SocketModeHandler(app, config.app_token.value("slack agent app token"))
+    def close(self) -> None:
+        self._stop.set()
+        for closer in reversed(self._closers):
+            closer()
+        for thread in self._threads:
+            thread.join(10)

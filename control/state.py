@@ -13,7 +13,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,25 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN cost_usd REAL;
     ALTER TABLE attempts ADD COLUMN cost_estimated INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN account TEXT;
+    """,
+    # 10: the Slack agent: where a free-form task's answer is to be posted (and when it
+    # was), and acting commands waiting for the asker's confirmation button.
+    """
+    ALTER TABLE freeform ADD COLUMN reply_to TEXT;
+    ALTER TABLE freeform ADD COLUMN replied_at REAL;
+    CREATE INDEX freeform_unreplied ON freeform (sent_at)
+        WHERE reply_to IS NOT NULL AND replied_at IS NULL;
+    CREATE TABLE slack_pending (
+        token      TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        thread     TEXT NOT NULL,
+        command    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (state IN ('pending', 'confirmed', 'aborted')),
+        decided_at REAL
+    );
     """,
 )
 
@@ -1159,12 +1178,31 @@ class StateStore:
 
     # -- free-form tasks -------------------------------------------------------------
 
-    def record_freeform(self, key: str, worker: str) -> None:
+    def record_freeform(
+        self, key: str, worker: str, reply_to: Mapping[str, str] | None = None
+    ) -> None:
+        """`reply_to`: where the answer is to be posted (the Slack agent's thread)."""
         with self.write() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO freeform (key, worker, sent_at) VALUES (?, ?, ?)",
-                (key, worker, self.clock()),
+                "INSERT OR IGNORE INTO freeform (key, worker, sent_at, reply_to) "
+                "VALUES (?, ?, ?, ?)",
+                (key, worker, self.clock(), canonical_json(reply_to) if reply_to else None),
             )
+
+    def unreplied_answers(self) -> list[dict[str, Any]]:
+        """Free-form tasks whose answer is to be posted somewhere and has not been yet."""
+        rows = self.conn.execute(
+            "SELECT * FROM freeform WHERE reply_to IS NOT NULL AND replied_at IS NULL "
+            "ORDER BY sent_at"
+        ).fetchall()
+        return [
+            {**dict(r), "response": _loads(r["response"]), "reply_to": _loads(r["reply_to"])}
+            for r in rows
+        ]
+
+    def mark_replied(self, key: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE freeform SET replied_at = ? WHERE key = ?", (self.clock(), key))
 
     def answers(self, limit: int = 50) -> list[dict[str, Any]]:
         """Free-form tasks sent with `control enqueue`, newest first, with their answers."""

@@ -56,14 +56,32 @@ class Secret:
 
     env: str | None = None
     file: Path | None = None
+    credential: str | None = None  # a systemd credential (LoadCredential=) of that name
 
     def __bool__(self) -> bool:
-        return self.env is not None or self.file is not None
+        return self.env is not None or self.file is not None or self.credential is not None
 
     def __repr__(self) -> str:
-        return f"Secret(env={self.env!r}, file={self.file!r})"
+        return f"Secret(env={self.env!r}, file={self.file!r}, credential={self.credential!r})"
 
     def value(self, where: str) -> str:
+        if self.credential is not None:
+            # systemd lets only the unit's user read it: no mode of ours to check.
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise UsageError(
+                    f"{where}: credential {self.credential!r} asked for, but no "
+                    "$CREDENTIALS_DIRECTORY (not started by systemd with LoadCredential=)"
+                )
+            try:
+                text = (Path(directory) / self.credential).read_text().strip()
+            except OSError as exc:
+                raise UsageError(
+                    f"{where}: cannot read credential {self.credential!r} ({exc.strerror})"
+                ) from exc
+            if not text:
+                raise UsageError(f"{where}: credential {self.credential!r} is empty")
+            return text
         if self.env is not None:
             found = os.environ.get(self.env)
             if not found:

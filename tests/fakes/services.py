@@ -106,8 +106,9 @@ class Receiver(_Server):
 
 
 class FakeSlack(_Server):
-    """Slack's Web API `chat.postMessage` (JSON or form body, bearer token, the
-    documented `ok`/`error` answers) and an incoming webhook at `/services/...`."""
+    """Slack's Web API `chat.postMessage` and `chat.update` (JSON or form body, bearer
+    token, the documented `ok`/`error` answers), an incoming webhook at `/services/...`,
+    and the `block_actions` payload of a click on a button of a posted message."""
 
     def __init__(
         self,
@@ -126,6 +127,7 @@ class FakeSlack(_Server):
         self.hook_path = hook_path
         self.posts: list[dict[str, Any]] = []  # every accepted chat.postMessage
         self.hook_posts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []  # each chat.update, as the message became
         self.errors: list[str] = []
         self.people_said: set[str] = set()  # ts of people's messages (threads to answer in)
         self._seq = 0
@@ -141,8 +143,8 @@ class FakeSlack(_Server):
             def do_POST(self) -> None:
                 body = _body(self)
                 with slack.lock:
-                    if self.path == "/api/chat.postMessage":
-                        answer = slack.post_message(self.headers, body)
+                    if self.path in ("/api/chat.postMessage", "/api/chat.update"):
+                        answer = slack.post_message(self.headers, body, self.path)
                         _answer(self, 200, json.dumps(answer).encode(), "application/json")
                     elif self.path in ("/api/auth.test", "/api/apps.connections.open"):
                         answer = slack.session(self.path, self.headers)
@@ -155,7 +157,7 @@ class FakeSlack(_Server):
 
         return Handler
 
-    def post_message(self, headers: Any, body: bytes) -> dict[str, Any]:
+    def post_message(self, headers: Any, body: bytes, path: str) -> dict[str, Any]:
         auth = headers.get("Authorization") or ""
         kind = (headers.get("Content-Type") or "").split(";")[0]
         if kind == "application/json":
@@ -169,6 +171,10 @@ class FakeSlack(_Server):
             return self._error("invalid_auth")
         if args.get("channel") != self.channel:
             return self._error("channel_not_found")
+        return self.update(args) if path == "/api/chat.update" else self.post(args)
+
+    def post(self, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.postMessage, its caller authenticated."""
         if not args.get("text") and not args.get("blocks"):
             return self._error("no_text")
         thread = args.get("thread_ts")
@@ -183,8 +189,64 @@ class FakeSlack(_Server):
         message: dict[str, Any] = {"type": "message", "text": args.get("text"), "ts": ts}
         if thread is not None:
             message["thread_ts"] = thread
+        if args.get("blocks"):
+            blocks = args["blocks"]
+            message["blocks"] = json.loads(blocks) if isinstance(blocks, str) else blocks
         self.posts.append({**message, "reply_broadcast": bool(args.get("reply_broadcast"))})
         return {"ok": True, "channel": self.channel, "ts": ts, "message": message}
+
+    def update(self, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.update: only a message the bot posted, found by its `ts`."""
+        found = [p for p in self.posts if p["ts"] == args.get("ts")]
+        if not found:
+            return self._error("message_not_found")
+        message = found[0]
+        if "text" in args:
+            message["text"] = args["text"]
+        if "blocks" in args:
+            blocks = args["blocks"]
+            message["blocks"] = json.loads(blocks) if isinstance(blocks, str) else blocks
+        self.updates.append(dict(message))
+        return {"ok": True, "channel": self.channel, "ts": message["ts"], "text": message["text"]}
+
+    def click(
+        self, user: str, message: dict[str, Any], action_id: str, value: str | None = None
+    ) -> dict[str, Any]:
+        """The block_actions payload Slack sends when `user` clicks the button
+        `action_id` of `message` (a post of the bot's), as its docs describe it;
+        `value` forges another value than the button's."""
+        (button,) = [
+            (block, element)
+            for block in message.get("blocks") or []
+            if block.get("type") == "actions"
+            for element in block["elements"]
+            if element.get("action_id") == action_id
+        ]
+        block, element = button
+        shown = {k: v for k, v in message.items() if k != "reply_broadcast"}
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                     "team_id": "T0TEST"},
+            "api_app_id": "A0TEST",
+            "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": message["ts"],
+                          "channel_id": self.channel, "is_ephemeral": False},
+            "trigger_id": f"{self._seq}.0.fake",
+            "team": {"id": "T0TEST", "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": self.channel, "name": "superagent"},
+            "message": {**shown, "user": "U0BOT", "bot_id": "B0BOT"},
+            "state": {"values": {}},
+            "response_url": f"{self.url}/actions/T0TEST/1/fake",
+            "actions": [{
+                "action_id": action_id, "block_id": block.get("block_id", "b"),
+                "text": element["text"], "value": element["value"] if value is None else value,
+                "style": element.get("style"), "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }],
+        }  # fmt: skip
 
     def session(self, path: str, headers: Any) -> dict[str, Any]:
         """auth.test with the bot token; apps.connections.open with the app-level token."""

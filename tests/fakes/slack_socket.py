@@ -1,6 +1,7 @@
 """Slack's Socket Mode, served locally as Slack documents it: `apps.connections.open`
 (app-level token) hands out a WebSocket URL; the server greets with `hello`, sends
-`events_api` envelopes and expects each acknowledged by its `envelope_id`. Together
+`events_api` and `interactive` envelopes and expects each acknowledged by its
+`envelope_id`. Together
 with FakeSlack's Web API (auth.test, chat.postMessage) the real slack_bolt app runs
 against it unchanged."""
 
@@ -64,6 +65,18 @@ class FakeSocketMode:
                 raise AssertionError("the app never connected")
             time.sleep(0.05)
 
+    def send_interactive(self, payload: dict[str, Any]) -> str:
+        """Deliver an interaction payload (a click on a button) as an envelope."""
+        return self._send(
+            {"envelope_id": secrets.token_hex(8), "type": "interactive",
+             "accepts_response_payload": False, "payload": payload}
+        )  # fmt: skip
+
+    def _send(self, envelope: dict[str, Any]) -> str:
+        connection = self.connections[-1]
+        asyncio.run_coroutine_threadsafe(connection.send(json.dumps(envelope)), self.loop).result(5)
+        return str(envelope["envelope_id"])
+
     def send_event(self, event: dict[str, Any]) -> str:
         """Deliver one Events API event (an app_mention or a message) as an envelope."""
         envelope_id = secrets.token_hex(8)
@@ -87,9 +100,7 @@ class FakeSocketMode:
                 ],
             },
         }  # fmt: skip
-        connection = self.connections[-1]
-        asyncio.run_coroutine_threadsafe(connection.send(json.dumps(envelope)), self.loop).result(5)
-        return envelope_id
+        return self._send(envelope)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self._stopped.set)

@@ -166,6 +166,19 @@ class Pipeline:
             self.fleet.stop(timeout_s=15)
 
 
+def answering_fleet(pipeline: Pipeline, name: str = "w1") -> LocalFleet:
+    """One local worker whose `claude` (the fake) answers free-form tasks."""
+    scenario = pipeline.agent_io / "scenario.json"  # where the sandboxed agent can read it
+    scenario.write_text(json.dumps({"scenario": "success", "files": {"notes.md": "ok\n"}}))
+    fleet = pipeline.start_fleet(WorkerSpec(name))
+    # The fake claude plays this scenario; it wants a key, as the real one does.
+    fleet.env.update(FAKE_CLAUDE_SCENARIO_FILE=str(scenario), ANTHROPIC_API_KEY="sk-ant-test")
+    fleet.stop(name)
+    fleet.start(name)
+    fleet.wait_ready()
+    return fleet
+
+
 def parse_events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 

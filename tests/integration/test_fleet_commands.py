@@ -13,7 +13,7 @@ import pytest
 
 from control.localfleet import WorkerSpec
 from control.queue import Queue
-from tests.integration.conftest import Pipeline, write_spec
+from tests.integration.conftest import Pipeline, answering_fleet, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,8 @@ def control(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 def health(pipeline: Pipeline) -> tuple[int, dict[str, Any]]:
     assert pipeline.fleet is not None
-    result = control("health", "--inventory", str(pipeline.fleet.inventory), "--json")
+    inventory = str(pipeline.fleet.inventory)
+    result = control("health", "--inventory", inventory, "--state", str(pipeline.state), "--json")
     return result.returncode, json.loads(result.stdout)
 
 
@@ -133,14 +134,7 @@ def test_enqueue_sends_free_form_text_from_stdin_to_one_worker(
 ) -> None:
     canary = tmp_path / "canary"
     text = f"Summarise the repo. $(touch {canary}) `touch {canary}` {{{{ lookup('pipe','id') }}}}"
-    scenario = pipeline.agent_io / "scenario.json"  # where the sandboxed agent can read it
-    scenario.write_text(json.dumps({"scenario": "success", "files": {"notes.md": "ok\n"}}))
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
-    # The fake claude plays this scenario; it wants a key, as the real one does.
-    fleet.env.update(FAKE_CLAUDE_SCENARIO_FILE=str(scenario), ANTHROPIC_API_KEY="sk-ant-test")
-    fleet.stop("w1")
-    fleet.start("w1")
-    fleet.wait_ready()
+    fleet = answering_fleet(pipeline)
     result = control(
         "enqueue",
         "w1",

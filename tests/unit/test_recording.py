@@ -272,3 +272,15 @@ def test_the_command_refuses_a_bad_name(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.startswith("error: --name 'Bad!'")
+
+
+def test_a_range_of_empty_commits_or_a_submodule_is_refused(upstream: Path) -> None:
+    base = git(upstream, "rev-parse", "HEAD")
+    commit(upstream, "release 0.1", {})
+    kw = {"name": "up", "url": "u", "package": "pkg"}
+    with pytest.raises(UsageError, match="is empty"):
+        record(upstream, base, "HEAD", **kw)
+    git(upstream, "update-index", "--add", "--cacheinfo", f"160000,{base},vendored")
+    git(upstream, "commit", "--quiet", "-m", "vendor a submodule")
+    with pytest.raises(UsageError, match="holds a submodule at vendored"):
+        tree_tarball(upstream, "HEAD")
