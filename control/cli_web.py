@@ -75,4 +75,11 @@ def serve(
         allowed_hosts=list(dict.fromkeys(hosts)),
     )
     console.print(f"dashboard on http://{host}:{port}/ ({path})", highlight=False, markup=False)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,  # open live streams never end on their own
+    )

@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,10 @@ from control.health import pins_of
 from control.inventory import Worker
 from control.phase_log import fetch_log, sent_attempt
 from control.state import AttemptRow, StateStore
-from control.transport import Transports
+from control.transport import PollResult, Transports
 from control.web import model
 from control.web.auth import COOKIE, Access
+from control.web.fleetwatch import FleetWatch
 from control.web.graph import NODE_H, NODE_W
 from control.web.live import EventHub, snapshots, sse
 
@@ -149,6 +150,8 @@ class Dashboard:
         self.pins = {w.name: pins_of(w) for w in config.fleet}
         self.transports: Transports | None = None
         self.transport_lock = threading.Lock()
+        self.watch = FleetWatch(config.fleet, self._poll) if config.inventory else None
+        self._watching: asyncio.Task[None] | None = None
 
     def reading(self, read: Callable[[StateStore], Any]) -> Any:
         """`read` on a read-only connection of its own (one per request: no sharing
@@ -203,10 +206,17 @@ class Dashboard:
         return self.page(request, "phase.html", stream=stream, log=log, note=note, **data)
 
     async def fleet_view(self, request: Request) -> Response:
-        fleet, pins = self.config.fleet, self.pins
-        data = await self.read(lambda s: model.fleet_page(s, fleet, pins, time.time()))
+        fleet, pins, watch = self.config.fleet, self.pins, self.watch
+        polled = watch.reports if watch is not None else {}
+        data = await self.read(lambda s: model.fleet_page(s, fleet, pins, time.time(), polled))
         return self.page(
-            request, "fleet.html", workers=data, stream="/stream", hours=model.ACTIVITY_HOURS
+            request,
+            "fleet.html",
+            workers=data,
+            stream="/stream",
+            hours=model.ACTIVITY_HOURS,
+            polled_at=None if watch is None else watch.polled_at,
+            poll_error="" if watch is None else watch.error or "",
         )
 
     async def costs(self, request: Request) -> Response:
@@ -226,11 +236,18 @@ class Dashboard:
         what = "fleet" if run_id is None else f"run:{run_id}"
         return _event_stream(snapshots(self.hub, what, take, request.is_disconnected))
 
+    def _transports(self) -> Transports:
+        if self.transports is None:
+            self.transports = Transports(inventory=self.config.inventory)
+        return self.transports
+
     def _fetch(self, attempt: AttemptRow) -> dict[str, Any]:
         with self.transport_lock:  # one connection per worker, shared by the pages
-            if self.transports is None:
-                self.transports = Transports(inventory=self.config.inventory)
-            return fetch_log(self.transports, self.fleet, attempt, LOG_TAIL_BYTES)
+            return fetch_log(self._transports(), self.fleet, attempt, LOG_TAIL_BYTES)
+
+    def _poll(self, workers: Sequence[Worker]) -> Mapping[str, PollResult]:
+        with self.transport_lock:
+            return self._transports().poll(workers, limit=0)
 
     async def log(self, request: Request) -> Response:
         """The log tail of a phase's last attempt, sent again each time it grows."""
@@ -316,9 +333,13 @@ class Dashboard:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.hub.start()
+        if self.watch is not None:
+            self._watching = asyncio.create_task(self.watch.run())
         try:
             yield
         finally:
+            if self._watching is not None:
+                self._watching.cancel()
             await self.hub.stop()
             if self.transports is not None:
                 self.transports.close()

@@ -226,10 +226,17 @@ def snapshot(store: StateStore, run_id: str | None, now: float) -> dict[str, Any
 
 
 def fleet_page(
-    store: StateStore, fleet: Sequence[Worker], pins: Mapping[str, Mapping[str, str]], now: float
+    store: StateStore,
+    fleet: Sequence[Worker],
+    pins: Mapping[str, Mapping[str, str]],
+    now: float,
+    polled: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every worker: reachability, heartbeat age, versions against the pins, slots in
-    use, current phase, refusals, and its attempts per hour over the last hours."""
+    use, current phase, refusals, and its attempts per hour over the last hours.
+
+    `polled`: the dashboard's own latest health reports (`FleetWatch`), fresher than
+    what the orchestrator last stored, which win where they exist."""
     seen = store.workers()
     since = now - ACTIVITY_HOURS * 3600
     busy: dict[str, list[str]] = {}
@@ -266,7 +273,26 @@ def fleet_page(
                 "activity": activity.get(name, [0] * ACTIVITY_HOURS),
             }
         )
+        report = (polled or {}).get(name)
+        if report is not None:
+            _polled(out[-1], report)
     return out
+
+
+def _polled(row: dict[str, Any], report: Mapping[str, Any]) -> None:
+    """A worker's row with what the dashboard's own poll found (`health_report`)."""
+    row["reachable"] = bool(report.get("reachable"))
+    if row["status"] == "never seen":  # by the orchestrator; this poll did see it
+        row["status"] = "up" if row["reachable"] and not report.get("problems") else "down"
+    if "heartbeat_age_s" in report:
+        row["beat_age_s"] = round(float(report["heartbeat_age_s"]))
+        row["stale"] = row["beat_age_s"] > HEARTBEAT_TIMEOUT_S
+    row["beat_status"] = str(report.get("status") or row["beat_status"])
+    row["versions"] = dict(report.get("versions") or row["versions"])
+    row["problems"] = [cut(p, 300) for p in report.get("problems", [])]
+    if report.get("current"):
+        row["current"] = [cut(c, 300) for c in report["current"]]
+        row["in_use"] = len(row["current"])
 
 
 def _bar(label: str, value: float, href: str = "") -> dict[str, Any]:

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from control import __version__
 from control.cli import app
+from control.localfleet import LocalFleet, WorkerSpec
 from control.state import StateStore
 from control.web.app import CSP
 from control.web.auth import TOKEN_ENV
-from tests.dashboard import Server, hostile_state, html_corpus, serving
+from tests.dashboard import Server, hostile_state, html_corpus, serving, wait_for
 
 TOKEN = "t0ken-for-the-dashboard-tests"
 ALLOWED_TAGS = {
@@ -315,3 +317,28 @@ def test_started_with_the_environment_only(tmp_path: Path) -> None:
         cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
         assert TOKEN.encode() not in cmdline
         assert os.environ.get(TOKEN_ENV) != TOKEN
+
+
+def test_the_fleet_page_polls_the_workers_itself(tmp_path: Path) -> None:
+    # No dispatch has ever seen this worker: what the page shows comes from the
+    # dashboard's own read-only poll (heartbeat, versions), as `control health` would.
+    fleet = LocalFleet(tmp_path / "fleet", [WorkerSpec("solo", ("linux",))])
+    fleet.create()
+    fleet.start()
+    try:
+        fleet.wait_ready()
+        state = tmp_path / "state.db"
+        StateStore(state).close()
+        with serving(state, "--inventory", str(fleet.inventory)) as server:
+
+            def polled() -> str | None:
+                _, _, body = _get(server.url + "/fleet")
+                return body if "Polled by this dashboard" in body else None
+
+            body = wait_for(polled, timeout_s=20)
+            row = body.split('data-worker="solo"', 1)[1].split("</tr>", 1)[0]
+            assert 'data-state="up"' in row and "idle" in row
+            assert f"superagent {__version__}" in row
+            assert "unreachable" not in row
+    finally:
+        fleet.stop()

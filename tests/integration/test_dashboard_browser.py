@@ -166,7 +166,8 @@ def test_the_web_app_example_live(pipeline: Pipeline, tmp_path: Path) -> None:
     need(have_chromium(), "Debian's chromium and chromium-driver (tests/setup-system.sh)")
     phases = _webapp_phases()
     plan = {p["id"]: {"delay_s": 3, "files": {f"out/{p['id']}.txt": "done\n"}} for p in phases}
-    plan["frontend"]["delay_s"] = 10  # long enough to watch its log and kill its worker
+    plan["schema"]["delay_s"] = 10  # the first: still running when the page opens
+    plan["frontend"]["delay_s"] = 15  # long enough to watch its log and kill its worker
     plan["windows-paths"] = {"delay_s": 1, "exit": 1}  # dies: retried from the page
     pipeline.plan(plan)
     fleet = pipeline.start_fleet(*EXAMPLE_WORKERS)

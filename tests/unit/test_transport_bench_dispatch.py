@@ -28,12 +28,15 @@ def test_bench_dispatch_smoke(tmp_path: Path) -> None:
         "1",
         "--fanout",
         "2",
+        "--ansible-hosts",
+        "3",
         "--workers",
         "3,10",
         "--dir",
         str(tmp_path),
     )
-    keys = ["local_median_ms", "local_p99_ms", "ansible_median_ms"]
+    keys = ["local_median_ms", "local_p99_ms", "ansible_median_ms", "ansible_fanout_1_ms"]
+    keys += ["plain_ansible_1_ms", "plain_ansible_ping_1_ms", "ansible_fanout_3_ms"]
     keys += ["tick_cpu_ms_per_worker_3", "tick_cpu_ms_per_worker_10"]
     if sshd_problem() is None:
         keys += ["ssh_median_ms", "ssh_p99_ms", "ssh_tick_cpu_ms_per_worker_2"]
