@@ -27,7 +27,7 @@ from control.inventory import Worker
 from control.notify.config import from_file, from_inventory
 from control.notify.outbox import Outbox
 from control.notify.service import Notifier
-from control.slack_agent import Agent
+from control.slack_agent import Agent, notify_ready
 
 app = typer.Typer()
 
@@ -110,6 +110,7 @@ def slack(
             console.print(f"listening on http://{host}:{bound}/slack/events", highlight=False)
         else:
             agent.start_socket_mode()
+        notify_ready()
         threading.Event().wait()
     finally:
         agent.close()

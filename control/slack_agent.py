@@ -12,6 +12,8 @@ free-form tasks when they come.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +47,19 @@ def confirmation_blocks(reply: Reply) -> list[dict[str, Any]]:
             ],
         },
     ]  # fmt: skip
+
+
+def notify_ready() -> bool:
+    """Tell systemd (Type=notify) that the agent is up: connected, or listening. Nothing
+    when not started by systemd. Returns whether it was told."""
+    where = os.environ.get("NOTIFY_SOCKET")
+    if not where:
+        return False
+    address = "\0" + where[1:] if where.startswith("@") else where
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(b"READY=1")
+    return True
 
 
 class Agent:

@@ -91,6 +91,14 @@ def _hold(detail: Details, context: Details) -> list[str]:
     return [f"until {when}: {_cut(detail.get('reason') or '')}"]
 
 
+def _budget_stop(detail: Details, context: Details) -> list[str]:
+    lines = [f"why: {_cut(detail['reason'])}"] if detail.get("reason") else []
+    spent, budget = detail.get("spent_usd"), detail.get("budget_usd")
+    if isinstance(spent, int | float) and isinstance(budget, int | float):
+        lines.append(f"spent ${spent:.2f} of a ${budget:.2f} budget")
+    return lines
+
+
 def _worker(detail: Details, context: Details) -> list[str]:
     lines = [f"why: {_cut(detail['reason'])}"] if detail.get("reason") else []
     if context.get("versions"):
@@ -114,6 +122,7 @@ _DETAILS = {
     "alert_pending": _pending,
     "rate_limit_hold": _hold,
     "budget_alarm": _hold,
+    "budget_stop": _budget_stop,
     "worker_down": _worker,
     "worker_up": _worker,
 }

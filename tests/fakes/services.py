@@ -18,8 +18,9 @@ from control.notify import signing
 class _Server:
     """A ThreadingHTTPServer on a fixed port that can go down and come back."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host  # the fleet's bridge address, for hosts of the test fleet
         self.httpd: ThreadingHTTPServer | None = None
         self.lock = threading.Lock()
         self.up()
@@ -28,7 +29,7 @@ class _Server:
         raise NotImplementedError
 
     def up(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        self.httpd = ThreadingHTTPServer((self.host, self.port), self.handler())
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -42,7 +43,7 @@ class _Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 def _body(handler: BaseHTTPRequestHandler) -> bytes:
@@ -119,6 +120,7 @@ class FakeSlack(_Server):
         *,
         app_token: str | None = None,
         socket: Any = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.token = token
         self.app_token = app_token
@@ -131,7 +133,7 @@ class FakeSlack(_Server):
         self.errors: list[str] = []
         self.people_said: set[str] = set()  # ts of people's messages (threads to answer in)
         self._seq = 0
-        super().__init__(port)
+        super().__init__(port, host)
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         slack = self

@@ -18,7 +18,8 @@ from websockets.asyncio.server import ServerConnection, serve
 
 
 class FakeSocketMode:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.loop = asyncio.new_event_loop()
         self.connections: list[ServerConnection] = []
         self.acks: list[dict[str, Any]] = []
@@ -32,7 +33,7 @@ class FakeSocketMode:
             raise RuntimeError("socket mode server did not start")
 
     async def _main(self) -> None:
-        async with serve(self._session, "127.0.0.1", 0) as server:
+        async with serve(self._session, self.host, 0) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self.ready.set()
             await self._stopped.wait()
@@ -56,7 +57,7 @@ class FakeSocketMode:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/link/?ticket={secrets.token_hex(8)}&app_id=A0TEST"
+        return f"ws://{self.host}:{self.port}/link/?ticket={secrets.token_hex(8)}&app_id=A0TEST"
 
     def wait_connected(self, timeout_s: float = 15) -> None:
         deadline = time.monotonic() + timeout_s

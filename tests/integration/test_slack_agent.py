@@ -409,3 +409,20 @@ def test_http_mode_answers_signed_requests_and_refuses_forged_old_and_replayed_o
     assert slack.send(click, slack.signed(click), form)[0] == 200
     assert "cancelled api" in rig.wait_posts(3)[2]["text"]
     assert rig.phase_state() == "cancelled"
+
+
+def test_ready_is_told_to_systemd_only_when_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket  # noqa: PLC0415
+
+    from control.slack_agent import notify_ready  # noqa: PLC0415
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify_ready() is False
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify_ready() is True
+        assert systemd.recv(64) == b"READY=1"

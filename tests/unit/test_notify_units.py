@@ -71,6 +71,16 @@ def test_a_failed_run_says_what_a_person_needs_to_act() -> None:
     assert "after 2m05s, cost $1.50" in text and text.endswith("[team/7]")
 
 
+def test_a_budget_stop_says_what_was_spent_of_what() -> None:
+    text = render.line(
+        notice("budget_stop", {"reason": "stopped by its budget: api needs $0.50",
+                               "spent_usd": 4.61234, "budget_usd": 5.0}, {})
+    )  # fmt: skip
+    assert text.splitlines()[0] == "run stopped by its budget: run r1, phase api"
+    assert "why: stopped by its budget: api needs $0.50" in text
+    assert "spent $4.61 of a $5.00 budget" in text
+
+
 def test_agent_text_is_cut_and_escaped_for_slack() -> None:
     text = render.line(notice("phase_dead", {"reason": "<!channel> " + "x" * 5000}, {}))
     assert len(text) < 600
