@@ -216,14 +216,14 @@ def answers(
         store.close()
 
     def render() -> None:
-        shown = table("sent", "worker", "state", "answer", "key")
+        # The answer last, as the one long column; its key on its first line.
+        shown = table("sent", "worker", "state", "answer")
         for row in rows:
             shown.add_row(
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(row["sent_at"])),
                 row["worker"],
                 row["state"],
-                Text(answer_text(row)[:200] or "-"),  # agent text: shown as data
-                row["key"],
+                Text(f"{row['key']}\n{answer_text(row)[:200] or '-'}"),  # agent text: data
             )
         console.print(shown)
 

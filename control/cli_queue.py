@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from control import rpc as protocol
 from control.cli_io import DbOption, InputOption, JsonOption, console, emit, read_json
@@ -45,19 +46,24 @@ def _age(timestamp: float | None) -> str:
 
 
 def _messages_table(messages: list[Message]) -> Table:
-    shown = table(
-            "id", "key", "kind", "state", "tries", "owner", "enqueued", "reason",
-    )  # fmt: skip
+    """Six columns, so 80 read well: who holds a message, a cancel asked for and the
+    reason share the last one (the long text, wrapping at words)."""
+    shown = table("id", "key", "state", "tries", "enqueued", "detail")
     for m in messages:
+        detail = []
+        if m.state == "claimed" and m.lease_owner:
+            detail.append(f"held by {m.lease_owner}")
+        if m.cancel_requested:
+            detail.append("cancel requested")
+        if m.reason:
+            detail.append(m.reason)
         shown.add_row(
             str(m.id),
             m.key or "-",
-            m.kind,
-            m.state + (" (cancel requested)" if m.cancel_requested else ""),
+            m.state if m.kind == "task" else f"{m.state} ({m.kind})",
             f"{m.attempts}/{m.max_attempts}",
-            m.lease_owner or "-",
             _age(m.enqueued_at),
-            m.reason or "",
+            Text("; ".join(detail)),  # a reason is agent or git text: shown as data
         )
     return shown
 

@@ -6,6 +6,7 @@ the simulation in control.plan; these commands only parse, call and render.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -24,6 +25,12 @@ app = typer.Typer()
 def _say(text: str, style: str | None = None) -> None:
     # Messages hold JSON paths such as `$.phases[0]`: never read them as rich markup.
     console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def _report(text: str, style: str | None = None) -> None:
+    """A line of the plan's report: wrapped at words to the terminal (80 columns when
+    piped), unlike a validation message, which stays one line for grep."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=False)
 
 
 def _issue_line(issue: Issue) -> str:
@@ -105,7 +112,10 @@ def plan(
             raise UsageError("give --workers N or --inventory DIR, not both")
     fleet = None if inventory is None else load_inventory(inventory)
     result = make_plan(load_spec(spec, fleet), fleet, workers or 1)
-    emit(result.to_dict(), as_json, lambda: _render_plan(result))
+    if as_json:  # the whole schedule as JSON costs time a person's report does not need
+        emit(result.to_dict(), as_json)
+    else:
+        _render_plan(result)
 
 
 def _minutes(value: float) -> str:
@@ -124,6 +134,19 @@ def _amount(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == round(value) else f"{value:.2g}"
 
 
+# A plan of thousands of phases is read in its first lines; `--json` has it all.
+_SHOWN_NAMES = 12
+_SHOWN_WAVES = 30
+_SHOWN_RUNS = 40
+
+
+def _some(names: Sequence[str], limit: int, joint: str) -> str:
+    """`names` joined, or the first of them and how many more."""
+    if len(names) <= limit:
+        return joint.join(names)
+    return f"{joint.join(names[: limit - 1])}{joint}... and {len(names) - limit + 1:,} more"
+
+
 def _render_plan(result: Plan) -> None:
     bound = result.bound
     fleet = ", ".join(
@@ -132,33 +155,43 @@ def _render_plan(result: Plan) -> None:
         for w in result.workers
     )
     phases = sum(len(w) for w in result.waves)
-    _say(
+    _report(
         f"{result.spec}: {phases} phases in {len(result.waves)} waves, "
         f"{_minutes(result.total_minutes)} of work",
         "bold",
     )
-    _say(f"fleet ({result.fleet}): {fleet}")
-    for number, wave in enumerate(result.waves, 1):
-        _say(f"  wave {number}: {', '.join(wave)}")
-    _say(f"critical path: {' -> '.join(result.critical_path)}  {_minutes(bound.critical_path)}")
-    _say(f"simulated makespan: {_minutes(result.simulation.makespan)}", "bold")
+    _report(f"fleet ({result.fleet}): {fleet}")
+    for number, wave in enumerate(result.waves[:_SHOWN_WAVES], 1):
+        _report(f"  wave {number}: {_some(wave, _SHOWN_NAMES, ', ')}")
+    if len(result.waves) > _SHOWN_WAVES:
+        _report(f"  ... and {len(result.waves) - _SHOWN_WAVES:,} more waves")
+    _report(
+        f"critical path: {_some(result.critical_path, _SHOWN_NAMES, ' -> ')}  "
+        f"{_minutes(bound.critical_path)}"
+    )
+    _report(f"simulated makespan: {_minutes(result.simulation.makespan)}", "bold")
     terms = [
         f"critical path {_amount(bound.critical_path)}",
         f"work / slots {_amount(bound.work_per_slot)}",
     ]
     terms += [f"{c} {_amount(v)}" for c, v in bound.capabilities.items()]
     terms += [f"only {g} {_amount(v)}" for g, v in bound.groups.items()]
-    _say(
+    _report(
         f"lower bound: {_minutes(bound.minutes)}, set by the {bound.binding} "
         f"(in minutes: {'; '.join(terms)})"
     )
-    _say(f"makespan / lower bound: {result.ratio:.3f}")
+    _report(f"makespan / lower bound: {result.ratio:.3f}")
     busy = utilisation(result.simulation, list(result.workers))
     schedule = table("phase", "worker", "start", "end", title="simulated schedule (minutes)")
-    for run in sorted(result.simulation.runs, key=lambda r: (r.start, r.worker)):
+    runs = sorted(result.simulation.runs, key=lambda r: (r.start, r.worker))
+    for run in runs[:_SHOWN_RUNS]:
         schedule.add_row(run.phase, run.worker, _amount(run.start), _amount(run.end))
     console.print(schedule)
-    _say("busy: " + ", ".join(f"{name} {share:.0%}" for name, share in busy.items()))
+    if len(runs) > _SHOWN_RUNS:
+        _report(
+            f"... and {len(runs) - _SHOWN_RUNS:,} more runs (`control plan --json` has them all)"
+        )
+    _report("busy: " + ", ".join(f"{name} {share:.0%}" for name, share in busy.items()))
     sweep = table("machines", "makespan", "vs 1 machine", title="interchangeable machines")
     single = result.sweep[0][1] if result.sweep else 0.0
     for count, makespan in result.sweep:

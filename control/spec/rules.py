@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from control.dag import find_cycles
@@ -41,6 +41,7 @@ from control.spec.model import (
 from control.spec.schema_errors import REQUIRED_HINTS
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_DRIVE = re.compile(r"[A-Za-z]:")
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
@@ -63,11 +64,11 @@ def deliverable_problem(path: str, root: str = "the repository") -> str | None:
     """
     if "\\" in path:
         return f"uses '\\'; use '/' as the separator, relative to {root}"
-    if path.startswith(("/", "~")) or re.match(r"[A-Za-z]:", path):
+    if path.startswith(("/", "~")) or _DRIVE.match(path):
         return f"is absolute; give it relative to {root}"
     depth = 0
-    for part in PurePosixPath(path).parts:
-        depth += -1 if part == ".." else 0 if part == "." else 1
+    for part in path.split("/"):  # PurePosixPath's parts, without its cost per path
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
         if depth < 0:
             return f"escapes {root} with '..'; give a path inside it"
     if depth == 0:

@@ -25,6 +25,7 @@ KEYS = {
     "before_rare_idle_when_needed_share",
     "validate_1000_s",
     "plan_10000_s",
+    "plan_10000_wall_s",
 }
 
 

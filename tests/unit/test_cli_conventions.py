@@ -22,9 +22,12 @@ from typer.testing import CliRunner
 
 from control.cli import app
 from control.paths import default_home
+from control.queue import Queue
 from control.spec import AGENT_BACKENDS, schema
 from control.state import StateStore
 from control.worker.agents import backend_names
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "tests" / "fixtures" / "inventory" / "fleet"
@@ -246,3 +249,91 @@ def test_health_and_workers_read_at_80_columns(tmp_path: Path) -> None:
     )
     workers = _at_80("workers", "--inventory", str(inventory), "--state", str(tmp_path / "x.db"))
     _reads_at_80(workers, ["worker", "transport", "reach", "slots", "capabilities", "seen"], "")
+
+
+def test_queue_list_reads_at_80_columns(tmp_path: Path) -> None:
+    reason = (
+        "verify command failed (exit 1): npm test -- --runInBand --coverage in the "
+        "checkout of the worker (attempt 2 of 2)"
+    )
+    with Queue(tmp_path / "queue.db") as queue:
+        queue.enqueue({"type": "phase"}, key="r20261130-054605-2dfc/api-authentication-service/2")
+        claimed = queue.claim("alpha-workstation/slot0", lease_seconds=60)
+        assert claimed is not None
+        queue.fail(claimed.id, claimed.fence, reason, {})
+        queue.enqueue({"type": "phase"}, key="r20261130-054605-2dfc/frontend-login/1")
+        assert queue.claim("alpha-workstation/slot1", lease_seconds=60) is not None
+    listed = _at_80("queue", "list", "--db", str(tmp_path / "queue.db"))
+    _reads_at_80(listed, ["id", "key", "state", "tries", "enqueued", "detail"], reason)
+    keys = _column(listed, ["id", "key", "state", "tries", "enqueued", "detail"], "key", "")
+    assert "r20261130-054605-2dfc/api-authentication-service/2" in keys  # folded, not cut
+    details = _column(listed, ["id", "key", "state", "tries", "enqueued", "detail"], "detail")
+    assert "held by alpha-workstation/slot1" in details
+
+
+def _column(text: str, headers: list[str], name: str, joint: str = " ") -> str:
+    """The text of one column of a table, top to bottom, its lines joined by `joint`."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.split() == headers)
+    start = header.index(name)
+    following = headers[headers.index(name) + 1 :]
+    end = header.index(following[0], start) if following else None
+    rows = lines[lines.index(header) + 2 :]  # below the rule
+    return joint.join(line[start:end].strip() for line in rows)
+
+
+def test_answers_read_at_80_columns(tmp_path: Path) -> None:
+    answer = (
+        "The flaky test in tests/test_api.py fails because the fixture reuses a port; "
+        "I changed it to pick a free port and the suite passes ten times in a row."
+    )
+    key = "freeform/2026-11-30-a1b2c3d4e5f6"
+    store = StateStore(tmp_path / "state.db")
+    store.record_freeform(key, "alpha-workstation")
+    store.store_freeform_response(
+        key, 7, {"state": "done", "response": {"status": "done", "summary": answer}}
+    )
+    store.close()
+    shown = _at_80("answers", "--state", str(tmp_path / "state.db"))
+    _reads_at_80(shown, ["sent", "worker", "state", "answer"], answer)
+    assert "alpha-workstation " in shown and key in shown  # whole, on their lines
+
+
+def test_plan_reads_at_80_columns_and_a_huge_one_stays_short(tmp_path: Path) -> None:
+    shown = _at_80("plan", str(EXAMPLES / "webapp.json"), "--workers", "2")
+    for headers in (
+        ["phase", "worker", "start", "end"],
+        ["machines", "makespan", "vs", "1", "machine"],
+    ):
+        _reads_at_80(shown, headers, "")
+    assert "windows-paths" in shown and "1.43x" in shown
+    phases = [
+        {"id": f"p-{i}", "title": f"P {i}", "task": "x", "deliverables": [f"p{i}.txt"]}
+        for i in range(500)
+    ]
+    spec = tmp_path / "wide.json"
+    spec.write_text(
+        json.dumps(
+            {"version": 1, "name": "wide", "repo": {"url": "git@h:t/w.git"}, "phases": phases}
+        )
+    )
+    wide = _at_80("plan", str(spec), "--workers", "3")
+    assert len(wide.splitlines()) < 80  # not a line per phase, nor a wave of 500 names
+    words = " ".join(wide.split())
+    assert "and 489 more" in words and "and 460 more runs" in words and "--json" in words
+
+
+def test_events_read_at_80_columns(tmp_path: Path) -> None:
+    reason = (
+        "verify command failed (exit 1): npm test -- --runInBand --coverage in the "
+        "checkout of the worker (attempt 2 of 2)"
+    )
+    store = StateStore(tmp_path / "state.db")
+    run = store.create_run(str(tmp_path / "spec.json"), "h", {"phases": []}, [("api", "sa/api")])
+    store.event(run, "phase_failed", "api", "alpha-workstation", {"reason": reason})
+    store.close()
+    shown = _at_80("events", "--state", str(tmp_path / "state.db"))
+    # A log line stays one whole line (the terminal wraps it; grep finds it): never cut
+    # to the width, never an ellipsis.
+    (failed,) = [line for line in shown.splitlines() if "phase_failed" in line]
+    assert failed.endswith(f"reason={reason}") and "…" not in shown, shown
