@@ -30,10 +30,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[orchestrator,dev]'
 	@touch $@
 
-setup: $(STAMP) ## Create .venv and install superagent with its dev extras
+setup: $(STAMP) ## Create .venv and install superagent with the orchestrator's and the dev extras
 
 system-deps: ## Install the Debian packages the tests need (when root; else they skip)
 	tests/setup-system.sh
@@ -125,8 +125,9 @@ provision: wheels ## Provision the fleet: playbooks/site.yml (INVENTORY=, LIMIT=
 	$(ANSIBLE_PLAYBOOK) playbooks/site.yml $(if $(LIMIT),--limit '$(LIMIT):tunnel_endpoints') \
 		$(if $(CHECK),--check --diff) $(EXTRA)
 
-upgrade: wheels ## Rolling upgrade to the inventory's pins, BATCH hosts at a time (INVENTORY=, BATCH=1)
+upgrade: wheels ## Rolling upgrade to the inventory's pins, BATCH hosts at a time (INVENTORY=, BATCH=1, STATE=)
 	$(BIN)/control upgrade --inventory $(INVENTORY) --batch $(or $(BATCH),1) \
+		$(if $(STATE),--state $(STATE)) \
 		$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
 fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (root), .fleet/inventory

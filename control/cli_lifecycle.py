@@ -26,7 +26,7 @@ from control.cli_io import (
 )
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.lifecycle import drain as drain_worker
-from control.lifecycle import fleet_worker
+from control.lifecycle import fleet_worker, repin_running
 from control.lifecycle import remove as remove_host
 from control.lifecycle import repin as repin_run
 from control.lifecycle import undrain as undrain_worker
@@ -189,12 +189,15 @@ def upgrade(
         typer.Option("--vault-password-file", help="For an inventory with vaulted secrets."),
     ] = None,
     inventory: InventoryOption = None,
+    state: StateOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Rolling upgrade to the inventory's pins, a batch at a time: drain, wait until idle,
     provision (ansible-playbook --limit), check the new versions, undrain, next.
 
-    A host that fails stops the rollout and stays drained with the reason (exit 1)."""
+    Once every host is upgraded, the unfinished runs in --state move to the new pins
+    (`control repin`). A host that fails stops the rollout and stays drained with the
+    reason (exit 1); the runs then keep their pins and the hosts still on them."""
     workers = workers_from(inventory)
     if inventory is None:  # workers_from refused it already; this tells mypy
         raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
@@ -210,6 +213,12 @@ def upgrade(
         )
     finally:
         transports.close()
+    repinned: dict[str, dict[str, str]] = {}
+    if rollout.ok and (store := _store_if_any(state)) is not None:
+        try:
+            repinned = repin_running(store, workers)
+        finally:
+            store.close()
 
     def render() -> None:
         for step in rollout.steps:
@@ -221,7 +230,9 @@ def upgrade(
             )
         if rollout.stopped:
             console.print(f"rollout stopped: {rollout.stopped}", highlight=False, markup=False)
+        for run_id in repinned:
+            console.print(f"run {run_id} moved to the new pins", highlight=False)
 
-    emit(rollout.to_dict(), as_json, render)
+    emit({**rollout.to_dict(), "repinned": sorted(repinned)}, as_json, render)
     if not rollout.ok:
         raise typer.Exit(int(ExitCode.FAILURE))

@@ -51,3 +51,12 @@ class UnavailableError(SuperagentError):
     """The environment cannot serve the request (network filesystem, newer schema, busy)."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str) -> UnavailableError:
+    """A module of the orchestrator's extra is not installed (a worker's install has
+    none of them): say which, and how to get it."""
+    return UnavailableError(
+        f"{what} needs {exc.name or 'a module'} (part of the orchestrator's extra): "
+        "pip install 'superagent[orchestrator]'"
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 from control import __version__
 from control.inventory import Worker
+from control.pins import PROFILES
 from control.transport import PollResult
 
 # A worker whose heartbeat has not changed for this long is taken for dead (the
@@ -32,12 +33,18 @@ def beat_of(name: str, result: PollResult) -> dict[str, Any] | None:
 
 
 def pins_of(worker: Worker) -> dict[str, str]:
-    """The versions the inventory pins for a worker (the Ansible roles' variables)."""
+    """The versions the inventory pins for a worker (the Ansible roles' variables: set
+    one by one, or a line of control/pins.json named by `superagent_pins_profile`)."""
     pins = {"superagent": __version__}
-    if worker.vars.get("nodejs_version"):
-        pins["node"] = str(worker.vars["nodejs_version"]).removeprefix("v")
-    if worker.vars.get("claude_code_version"):
-        pins["claude_code"] = str(worker.vars["claude_code_version"])
+    line = PROFILES.get(str(worker.vars.get("superagent_pins_profile") or ""), {})
+    node = worker.vars.get("nodejs_version") or line.get("node", {}).get("version")
+    claude_code = worker.vars.get("claude_code_version") or line.get("claude_code", {}).get(
+        "version"
+    )
+    if node:
+        pins["node"] = str(node).removeprefix("v")
+    if claude_code:
+        pins["claude_code"] = str(claude_code)
     return pins
 
 

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import yaml
 
-from control.errors import UsageError
+from control.errors import UsageError, missing_extra
 from control.names import host_name_problem
+from control.pins import PROFILES
 from control.scheduler import DEFAULT_SLOT_COST, throughput
 
 WORKERS_GROUP = "workers"
@@ -62,6 +63,7 @@ KNOWN_VARIABLES = frozenset(
         "superagent_notify",
         "superagent_notify_file",
         "superagent_slack_agent",
+        "superagent_pins_profile",
         "superagent_accounts",
     }
 )
@@ -114,11 +116,14 @@ def load_inventory(directory: str | Path) -> list[Worker]:
 
     # Imported here: Ansible takes most of a second to import, and `control validate`
     # without --inventory should not pay for it.
-    from ansible.errors import AnsibleError  # noqa: PLC0415
-    from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
-    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
-    from ansible.template import Templar  # noqa: PLC0415
-    from ansible.vars.manager import VariableManager  # noqa: PLC0415
+    try:
+        from ansible.errors import AnsibleError  # noqa: PLC0415
+        from ansible.inventory.manager import InventoryManager  # noqa: PLC0415
+        from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+        from ansible.template import Templar  # noqa: PLC0415
+        from ansible.vars.manager import VariableManager  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, f"reading the inventory {root}") from exc
 
     loader = DataLoader()
     try:
@@ -152,6 +157,7 @@ def load_inventory(directory: str | Path) -> list[Worker]:
                         "superagent_transport",
                         "superagent_reach",
                         "superagent_slot_cost",
+                        "superagent_pins_profile",
                     )
                     if key in host_vars
                 }
@@ -197,6 +203,12 @@ def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any
     if reach not in REACHES:
         raise UsageError(
             f"{where}: superagent_reach must be one of {', '.join(REACHES)}, got {reach!r}"
+        )
+    profile = wanted.get("superagent_pins_profile")
+    if profile not in (None, "", *PROFILES):
+        raise UsageError(
+            f"{where}: superagent_pins_profile must be one of {', '.join(sorted(PROFILES))} "
+            f"(control/pins.json), got {profile!r}"
         )
     slot_cost = wanted.get("superagent_slot_cost", DEFAULT_SLOT_COST)
     with contextlib.suppress(ValueError):

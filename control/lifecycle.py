@@ -119,6 +119,19 @@ def repin(store: StateStore, run_id: str, workers: Sequence[Worker]) -> dict[str
     return pins
 
 
+def repin_running(store: StateStore, workers: Sequence[Worker]) -> dict[str, dict[str, str]]:
+    """After a whole fleet was upgraded, move every unfinished run whose pins differ to
+    the inventory's (no host reports its old ones any more: it would wait for ever).
+    Returns the runs moved, with their new pins."""
+    pins = fleet_pins(workers)
+    moved: dict[str, dict[str, str]] = {}
+    for run in store.running_runs():
+        if run.pins is not None and run.pins != pins:  # None: a run that checks no pins
+            store.set_pins(run.id, pins)
+            moved[run.id] = pins
+    return moved
+
+
 def gone_hosts(store: StateStore, fleet: Mapping[str, Worker]) -> list[str]:
     """Hosts the state database holds something about that the inventory no longer has:
     `control remove HOST` clears each."""

@@ -32,3 +32,12 @@ CLAUDE_CODE_VERSION: Final[str] = _PINS["claude_code"]["version"]
 WORKER_QUEUE_DB: Final[str] = _PINS["worker"]["queue_db"]
 WORKER_VENV: Final[str] = _PINS["worker"]["venv"]
 WORKER_CONTROL: Final[str] = f"{WORKER_VENV}/bin/control"
+# Other lines of pins a fleet can move to (`superagent_pins_profile` in its inventory).
+PROFILES: Final[dict[str, dict[str, Any]]] = dict(_PINS.get("profiles", {}))
+
+
+def profile(name: str) -> dict[str, Any]:
+    """One profile's pins ({"node": {...}, "claude_code": {...}}); KeyError names the known."""
+    if name not in PROFILES:
+        raise KeyError(f"no pins profile {name!r} in {PINS_FILE} ({', '.join(sorted(PROFILES))})")
+    return PROFILES[name]

@@ -461,6 +461,13 @@ class StateStore:
             raise NotFoundError(f"{self.path}: no run {run_id!r}")
         return self._run(row)
 
+    def running_runs(self) -> list[RunRow]:
+        """Every run not finished yet, oldest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE status = 'running' ORDER BY created_at, id"
+        )
+        return [self._run(r) for r in rows.fetchall()]
+
     def runs(self, limit: int = 20) -> list[RunRow]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [self._run(r) for r in rows.fetchall()]

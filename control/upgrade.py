@@ -9,6 +9,7 @@ drained, the reason in its drain flag (so `control health` shows it).
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -83,10 +84,25 @@ def ansible_provision(
             check=False,
         )
         if done.returncode != 0:
-            tail = " ".join((done.stdout + done.stderr).split()[-40:])
-            raise UpgradeFailed(f"ansible-playbook exited {done.returncode}: {tail}")
+            raise UpgradeFailed(
+                f"ansible-playbook exited {done.returncode}: {_why(done.stdout + done.stderr)}"
+            )
 
     return provision
+
+
+_FAILED_LINE = re.compile(r"^(?:fatal: \[|failed: \[|\[ERROR\]|ERROR!)")
+
+
+def _why(output: str) -> str:
+    """What a failed playbook said: its first failure line (the task's message), or the
+    last words when there is none."""
+    lines = output.splitlines()
+    for number, line in enumerate(lines):
+        if _FAILED_LINE.match(line.strip()):
+            failure = " ".join(" ".join(lines[number : number + 4]).split())
+            return failure[:600]
+    return " ".join(output.split()[-40:])
 
 
 def _problems(worker: Worker, result: PollResult, before: float | None) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from control.errors import UsageError
+from control.errors import UsageError, missing_extra
 from control.inventory import Worker
 from control.transport.base import PollResult, Sent, Transport, TransportError
 from control.transport.local import LocalTransport
@@ -21,14 +21,17 @@ __all__ = ["PollResult", "Sent", "Transport", "TransportError", "Transports"]
 def _factory(kind: str, inventory: Path | None) -> Callable[[], Transport]:
     if kind == "local":
         return LocalTransport
-    if kind == "ssh":
-        from control.transport.ssh import SshTransport  # noqa: PLC0415  paramiko loads slowly
+    try:
+        if kind == "ssh":
+            from control.transport.ssh import SshTransport  # noqa: PLC0415  paramiko loads slowly
 
-        return SshTransport
-    if kind == "ansible":
-        from control.transport.ansible import AnsibleTransport  # noqa: PLC0415  so does ansible
+            return SshTransport
+        if kind == "ansible":
+            from control.transport.ansible import AnsibleTransport  # noqa: PLC0415  ansible too
 
-        return lambda: AnsibleTransport(inventory)
+            return lambda: AnsibleTransport(inventory)
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, f"the {kind} transport") from exc
     raise UsageError(f"unknown transport {kind!r}")
 
 

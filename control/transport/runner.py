@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from control.errors import UsageError
+from control.errors import UsageError, missing_extra
 from control.names import host_name_problem
 
 Outcome = Literal["ok", "failed", "unreachable", "missing"]
@@ -177,7 +177,10 @@ class AdHocRunner:
         `args` are ours and may hold templates; `data` becomes extra vars with every
         string marked `!unsafe`, read from a file (no size limit, not in any argv).
         """
-        import ansible_runner  # noqa: PLC0415  Ansible takes most of a second to import
+        try:
+            import ansible_runner  # noqa: PLC0415  Ansible takes most of a second to import
+        except ModuleNotFoundError as exc:
+            raise missing_extra(exc, "the ansible transport") from exc
 
         if not hosts:
             return AdHocResult("successful", 0, {})

@@ -21,6 +21,7 @@ from control.paths import default_home
 
 DEFAULT_CONFIG = Path("/etc/superagent/worker.toml")
 WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class WorkerConfig:
     # hourly), so a year of use does not slow the inbox; 0 keeps everything.
     prune_days: float = 30.0
     credential_file: Path | None = None
+    # A systemd credential's name (the unit's LoadCredential=): read from
+    # $CREDENTIALS_DIRECTORY, which systemd gives the unit's processes only; it sets
+    # credential_file when the worker runs there, and nothing elsewhere.
+    credential: str | None = None
     # One 0600 `<account>.env` per agent account this host may use (the inventory's
     # superagent_accounts): a task names its account, never carries its secret.
     accounts_dir: Path | None = None
@@ -99,6 +104,8 @@ def _from_mapping(data: dict[str, Any], source: str) -> WorkerConfig:
     for name in ("queue_db", "work_dir", "logs_dir", "credential_file", "accounts_dir"):
         if data.get(name) is not None:
             data[name] = Path(data[name])
+    if (credential := data.get("credential")) is not None:
+        data["credential_file"] = _systemd_credential(credential, source)
     for name in ("sandbox_read_only", "sandbox_writable"):
         value = data.get(name, ())
         if not isinstance(value, list | tuple) or not all(isinstance(v, str | Path) for v in value):
@@ -108,6 +115,14 @@ def _from_mapping(data: dict[str, Any], source: str) -> WorkerConfig:
         return WorkerConfig(**data, pins=Pins(**pins_data))
     except TypeError as exc:
         raise UsageError(f"{source}: {exc}") from exc
+
+
+def _systemd_credential(name: Any, source: str) -> Path | None:
+    """Where systemd put credential `name` for this process (None outside the unit)."""
+    if not isinstance(name, str) or not CREDENTIAL_NAME.match(name):
+        raise UsageError(f"{source}: credential must be a systemd credential name, got {name!r}")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(directory) / name if directory else None
 
 
 def default_config(home: Path, worker_id: str | None = None) -> WorkerConfig:

@@ -7,11 +7,15 @@ import time
 
 import pytest
 
-from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION, WORKER_VENV
 from tests.fleet.conftest import HOSTS, Provisioning, heartbeat, report, unit_property, worker_check
 from tests.fleet.harness import REPO, parse_recap, run
 
 pytestmark = pytest.mark.fleet
+# The orchestrator's extra (pyproject.toml): never on a worker.
+EXTRA = ("ansible", "ansible_core", "ansible_runner", "paramiko", "slack_sdk", "slack_bolt",
+         "apprise", "starlette", "uvicorn")  # fmt: skip
+WORKER_WHEELS = "/opt/superagent/wheels"
 
 
 def test_three_fresh_hosts_are_provisioned(provisioned: Provisioning) -> None:
@@ -24,6 +28,16 @@ def test_three_fresh_hosts_are_provisioned(provisioned: Provisioning) -> None:
         assert code == 0, report_
         assert report_["versions"]["node"] == NODE_VERSION
         assert report_["versions"]["claude_code"] == CLAUDE_CODE_VERSION
+
+
+def test_a_worker_installs_none_of_the_orchestrators_packages(provisioned: Provisioning) -> None:
+    fleet = provisioned.fleet
+    wheels = fleet.exec("host1", ["ls", WORKER_WHEELS]).stdout.split()
+    report("worker_wheels", len(wheels))
+    probe = f"import importlib.util as u; print([m for m in {EXTRA!r} if u.find_spec(m)])"
+    found = fleet.exec("host1", [f"{WORKER_VENV}/bin/python", "-c", probe]).stdout.strip()
+    assert found == "[]", f"the worker's virtualenv has {found}"
+    assert not [w for w in wheels if w.split("-")[0].lower() in EXTRA], wheels
 
 
 def test_a_second_run_changes_nothing(provisioned: Provisioning) -> None:
@@ -160,6 +174,11 @@ def test_the_credential_reaches_the_worker_and_nowhere_else(provisioned: Provisi
     }
     for place, text in places.items():
         assert key not in text, f"the API key shows in the {place}"
+    # It finds the credential where systemd says, by name: no path in its settings.
+    assert 'credential = "agent-credentials"' in places["worker settings"]
+    assert "/run/credentials" not in places["worker settings"]
+    directory = "CREDENTIALS_DIRECTORY=/run/credentials/superagent-worker.service"
+    assert directory in places["process environment"].split("\0")
 
 
 def test_the_worker_beats_fresh_heartbeats(provisioned: Provisioning) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from control import __version__
 from control.dispatch import open_dispatch
-from control.lifecycle import drain, gone_hosts, remove, repin, undrain
+from control.lifecycle import drain, gone_hosts, remove, repin, repin_running, undrain
 from control.transport import Transports
 from control.transport.local import LocalTransport
 from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
@@ -217,6 +217,25 @@ def test_repin_moves_a_run_to_the_inventorys_versions(rig: Rig) -> None:
     assert rig.store.run(rig.run_id).pins == pins
     rig.orchestrator.tick()  # a live orchestrator reads the run's pins every tick
     assert [state for _, state in attempts(rig)] == ["dispatched"]
+
+
+def test_after_a_whole_fleet_upgrade_the_unfinished_runs_move_to_the_new_pins(rig: Rig) -> None:
+    old = {"superagent": __version__, "node": "20.0.1"}
+    rig.store.set_pins(rig.run_id, old)
+    spec = rig.spec.to_dict()
+    finished = rig.store.create_run("done.json", "hash", spec, [("api", "sa/done/api")])
+    rig.store.set_pins(finished, old)
+    rig.store.finish_run(finished, "done")
+    unpinned = rig.store.create_run("old.json", "hash", spec, [("api", "sa/old/api")])
+    for worker in rig.workers:
+        worker.vars["nodejs_version"] = "22.0.9"
+    moved = repin_running(rig.store, rig.workers)
+    new = {"superagent": __version__, "node": "22.0.9"}
+    assert moved == {rig.run_id: new}
+    assert rig.store.run(rig.run_id).pins == new
+    assert rig.store.run(finished).pins == old  # finished: its record stays as it ran
+    assert rig.store.run(unpinned).pins is None  # a run from before pins checks none
+    assert repin_running(rig.store, rig.workers) == {}  # already there: nothing to say
 
 
 def test_a_new_run_records_the_pins_its_inventory_shares(rig: Rig) -> None:

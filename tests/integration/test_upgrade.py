@@ -113,7 +113,17 @@ def test_a_host_failing_its_check_stops_the_rollout_and_stays_drained(
     assert events[-1]["status"] == "done"
     assert not [e for e in events if e.get("event") == "phase_retry"]
     answer = subprocess.run(
-        [sys.executable, "-m", "control", "health", "--inventory", str(fleet.inventory), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "control",
+            "health",
+            "--inventory",
+            str(fleet.inventory),
+            "--json",
+            "--state",
+            str(tmp_path / "no-state.db"),
+        ],  # never this machine's default one
         capture_output=True,
         text=True,
         check=False,
@@ -158,6 +168,8 @@ def test_control_upgrade_stops_at_a_host_ansible_cannot_provision(
     assert answer.returncode == 1, answer.stderr
     report = json.loads(answer.stdout)
     assert report["ok"] is False and report["stopped"].startswith("w1: provisioning failed")
+    assert "missing.yml could not be found" in report["stopped"]  # ansible's own words
+    assert report["repinned"] == []  # a fleet half upgraded: the runs keep their pins
     with Queue(fleet.workers["w1"].queue_db, create=False) as queue:
         flag = queue.drained()
         assert flag is not None and (flag.reason or "").startswith("upgrade failed")

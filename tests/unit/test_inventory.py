@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from control import __version__, pins
 from control.errors import UsageError
+from control.health import fleet_pins, pins_of
 from control.inventory import KNOWN_VARIABLES, Worker, generic_workers, load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,4 +242,37 @@ def test_a_bad_slot_cost_is_a_usage_error(tmp_path: Path, value: str) -> None:
     with pytest.raises(
         UsageError, match=r"host 'beta': superagent_slot_cost must be a number, 0 to 10"
     ):
+        load_inventory(root)
+
+
+def test_a_pins_profile_moves_the_pins_a_run_records(tmp_path: Path) -> None:
+    """superagent_pins_profile names a line of control/pins.json; a version set on its
+    own still wins (the roles read them in the same order)."""
+    root = write(
+        tmp_path,
+        {
+            "hosts.yml": HOSTS,
+            "group_vars/all.yml": "superagent_pins_profile: node22\n",
+            "host_vars/beta.yml": "nodejs_version: 22.0.1\n",
+        },
+    )
+    line = pins.profile("node22")
+    alpha, beta = load_inventory(root)
+    assert pins_of(alpha) == {
+        "superagent": __version__,
+        "node": line["node"]["version"],
+        "claude_code": line["claude_code"]["version"],
+    }
+    assert pins_of(beta)["node"] == "22.0.1"
+    assert fleet_pins([alpha, beta]) == {
+        "superagent": __version__,
+        "claude_code": line["claude_code"]["version"],
+    }
+
+
+def test_an_unknown_pins_profile_is_refused(tmp_path: Path) -> None:
+    root = write(
+        tmp_path, {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_pins_profile: n\n"}
+    )
+    with pytest.raises(UsageError, match=r"superagent_pins_profile must be one of node22"):
         load_inventory(root)

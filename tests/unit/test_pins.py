@@ -55,6 +55,8 @@ def _offenders(values: list[str], files: list[Path], *, skip_markdown: bool) -> 
 
 def test_no_other_file_spells_a_pinned_version() -> None:
     versions = [pins.NODE_VERSION, pins.NPM_VERSION, pins.CLAUDE_CODE_VERSION]
+    for line in pins.PROFILES.values():
+        versions += [line["node"]["version"], line["node"]["npm"], line["claude_code"]["version"]]
     assert _offenders(versions, _repository_files(), skip_markdown=False) == []
 
 

@@ -148,6 +148,10 @@ class Fleet:
         host = Host(name, index, kind, vars=wanted_vars)
         self.hosts[name] = host
         self._save()
+        # A fresh host: a key this checkout recorded for its address is stale (the fleet's
+        # state is the machine's, known_hosts the checkout's: another checkout's session
+        # may have replaced the hosts since).
+        ssh.forget_host_keys(host, self.known_hosts)
         try:
             make_root(host, self._top(host.name), self.base, self.key.with_suffix(".pub"))
             network.wire(host)
