@@ -21,7 +21,7 @@ FLEET_HOSTS ?= 3
 ANSIBLE_PLAYBOOK = $(BIN)/ansible-playbook -i $(INVENTORY) \
 	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE))
 
-.PHONY: help setup system-deps real-claude real-agents test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-dashboard bench-accounts chaos-queue chaos-dispatch clean \
+.PHONY: help setup system-deps real-claude real-agents test test-fast lint demo install bench bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-dashboard bench-recovery bench-accounts chaos-queue chaos-dispatch clean \
 	wheels known-hosts provision upgrade fleet-up fleet-down bench-fleet
 
 help: ## List the targets
@@ -81,7 +81,7 @@ install: setup ## Put `control` on PATH: a link in ~/.local/bin to .venv/bin/con
 	@case ":$$PATH:" in *":$(HOME)/.local/bin:"*) echo "control is on PATH";; \
 	  *) echo "add ~/.local/bin to PATH (e.g. in ~/.profile) to run control";; esac
 
-bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-dashboard bench-accounts ## Run every benchmark
+bench: bench-queue bench-schedule bench-dispatch bench-worker bench-escape bench-history bench-notify bench-dashboard bench-recovery bench-accounts ## Run every benchmark
 
 bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 	$(BIN)/python bench/bench_queue.py
@@ -100,6 +100,9 @@ bench-escape: setup ## The escape corpus on a local worker and the sandbox's cos
 
 bench-notify: setup ## Event-to-delivery latency to a local webhook; what notifications cost a tick
 	$(BIN)/python bench/bench_notify.py
+
+bench-recovery: setup ## Agent minutes with feedback and checkpoints vs blind retries; conflicts resolved (JSON last line)
+	$(BIN)/python bench/bench_recovery.py
 
 bench-dashboard: setup system-deps ## 100 runs + a 1,000-phase run: run page render, event to screen, CPU per client (JSON last line)
 	$(BIN)/python bench/bench_dashboard.py

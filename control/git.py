@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 600.0
+CONFLICT_DIFF_CHARS = 6000  # of each side's change to the conflicting files, for the agent
 # Where fetched remote branches live in the local clone: apart from refs/heads, which
 # agents may write to, and refs/remotes, which a fetch of theirs may rewrite.
 _FETCHED = "refs/superagent/remote"
@@ -157,7 +158,13 @@ class Prepared:
     base: str
     base_commit: str
     head: str  # the commit the agent starts from: the base plus the merged prerequisites
-    merged: list[dict[str, str]] = field(default_factory=list)  # phase, branch, commit, head
+    merged: list[dict[str, Any]] = field(default_factory=list)  # phase, branch, commit, head
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        """The merges committed with conflict markers (`prepare(keep_conflicts=True)`)."""
+        return [m for m in self.merged if m.get("conflicts")]
+
     old_remote_commit: str | None = None  # the branch on the remote at prepare: the lease
 
 
@@ -328,11 +335,17 @@ class Workspace:
         branch: str,
         base: str,
         prerequisites: Sequence[PrerequisiteRef] = (),
+        *,
+        keep_conflicts: bool = False,
     ) -> Prepared:
         """A clean checkout of `base` in `slot`, with each prerequisite merged at its commit.
+        A prerequisite that a later one contains comes in with it (merging it first could
+        conflict where the later one has resolved it already).
 
         Raises NotFoundError for a branch missing on the remote, ConflictError when a
-        named commit is not on its branch, MergeConflict when a merge does not go clean.
+        named commit is not on its branch, MergeConflict when a merge does not go clean;
+        with `keep_conflicts`, a conflicted merge is committed with its conflict markers
+        instead, for the agent to resolve (`Prepared.conflicts` says where).
         """
         _validate_slot(slot)
         validate_branch(branch)
@@ -366,7 +379,28 @@ class Workspace:
                     command="git worktree add",
                 )
             self._maintain()
-        merged = [self._merge(path, prerequisite) for prerequisite in wanted]
+        merged = []
+        for i, prerequisite in enumerate(wanted):
+            later = next(
+                (
+                    other
+                    for other in wanted[i + 1 :]
+                    if self._is_ancestor(self.repo_path, prerequisite.commit, other.commit)
+                ),
+                None,
+            )
+            if later is not None:
+                merged.append(
+                    {
+                        "phase": prerequisite.phase,
+                        "branch": prerequisite.branch,
+                        "commit": prerequisite.commit,
+                        "head": "",
+                        "with": later.phase,
+                    }
+                )
+                continue
+            merged.append(self._merge(path, prerequisite, keep_conflicts=keep_conflicts))
         return Prepared(
             slot=slot,
             path=path,
@@ -759,7 +793,9 @@ class Workspace:
 
     # --- inside a checkout ----------------------------------------------------------------
 
-    def _merge(self, path: Path, prerequisite: PrerequisiteRef) -> dict[str, str]:
+    def _merge(
+        self, path: Path, prerequisite: PrerequisiteRef, *, keep_conflicts: bool = False
+    ) -> dict[str, Any]:
         message = (
             f"superagent: merge prerequisite {prerequisite.phase} "
             f"({prerequisite.branch} at {prerequisite.commit[:12]})"
@@ -774,6 +810,8 @@ class Workspace:
                 "diff", "--name-only", "-z", "--diff-filter=U", cwd=path, ok_codes=None
             )
             files = sorted({name for name in conflicted.stdout.split("\0") if name})
+            if files and keep_conflicts:
+                return self._keep_conflict(path, prerequisite, files, message)
             self._git("merge", "--abort", cwd=path, ok_codes=None)
             if files:
                 raise MergeConflict(prerequisite, files)
@@ -788,6 +826,35 @@ class Workspace:
             "branch": prerequisite.branch,
             "commit": prerequisite.commit,
             "head": self._rev_parse(path, "HEAD"),
+        }
+
+    def _keep_conflict(
+        self, path: Path, prerequisite: PrerequisiteRef, files: list[str], message: str
+    ) -> dict[str, Any]:
+        """Commit a conflicted merge as it stands, markers and all, with each side's
+        change to the conflicting files (cut to size) for the agent who resolves it."""
+
+        def side(spec: str) -> str:
+            done = self._git(
+                "diff", "--no-color", "--no-ext-diff", "--no-textconv", spec, "--", *files,
+                cwd=path, ok_codes=None,
+            )  # fmt: skip
+            return done.stdout[-CONFLICT_DIFF_CHARS:]
+
+        ours, theirs = side("MERGE_HEAD...HEAD"), side("HEAD...MERGE_HEAD")
+        self._git("add", "--all", "--", ".", cwd=path)
+        self._git(
+            "commit", "--no-verify", "--quiet", "--file=-",
+            cwd=path, stdin=f"{message}\n\nconflicts left for the agent: {', '.join(files)}",
+        )  # fmt: skip
+        return {
+            "phase": prerequisite.phase,
+            "branch": prerequisite.branch,
+            "commit": prerequisite.commit,
+            "head": self._rev_parse(path, "HEAD"),
+            "conflicts": files,
+            "ours_diff": ours,
+            "theirs_diff": theirs,
         }
 
     def _checkout(self, prepared: Prepared) -> Path:

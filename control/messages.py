@@ -26,6 +26,7 @@ class PrerequisiteRef:
     branch: str
     commit: str
     summary: str = ""
+    task: str = ""  # its task, for an agent that must resolve a conflict with it
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class PhaseTask:
     # Where this attempt pushes its own checkpoints, and how often while the agent works.
     checkpoint_ref: str | None = None
     checkpoint_interval_s: float = 300.0
+    # A prerequisite that conflicts is merged with its conflict markers for the agent to
+    # resolve first (False: the attempt ends `conflict`, the agent never runs).
+    resolve_conflicts: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,6 +232,8 @@ def _continuation_fields(data: dict[str, Any]) -> None:
         raise UsageError("phase task field 'checkpoint_interval_s' must be a positive number")
     if data.get("feedback") is not None:
         data["feedback"] = Feedback.from_dict(data["feedback"])
+    if not isinstance(data.get("resolve_conflicts", False), bool):
+        raise UsageError("phase task field 'resolve_conflicts' must be true or false")
 
 
 ATTEMPT_REF_PREFIX = "refs/superagent/attempts/"

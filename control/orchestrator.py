@@ -880,7 +880,11 @@ class Orchestrator:
         rows = self.store.phases(self.run_id)
         prerequisites = tuple(
             PrerequisiteRef(
-                dep, rows[dep].branch, rows[dep].commit_sha or "", rows[dep].summary or ""
+                dep,
+                rows[dep].branch,
+                rows[dep].commit_sha or "",
+                rows[dep].summary or "",
+                self._phase(dep).task if self.spec.resolve_conflicts else "",
             )
             for dep in phase.depends_on
         )
@@ -930,6 +934,7 @@ class Orchestrator:
             resume_refs=after.resume_refs,
             checkpoint_ref=wip_ref(self.run_id, phase.id, attempt.attempt),
             checkpoint_interval_s=phase.checkpoint_minutes * 60,
+            resolve_conflicts=self.spec.resolve_conflicts,
         )
 
     def _recording(

@@ -82,6 +82,28 @@ def _glob_problem(root: Path, pattern: str) -> str | None:
     return None
 
 
+_MARKERS = (b"<<<<<<< ", b">>>>>>> ", b"=======\n")
+
+
+def conflict_markers_left(checkout: Path, conflicts: list[dict[str, Any]]) -> list[str]:
+    """The files of conflicted merges that still hold git's conflict markers at the start
+    of a line: a resolution that left them is no resolution."""
+    left = []
+    for conflict in conflicts:
+        for name in conflict.get("conflicts") or []:
+            path = checkout / name
+            try:
+                data = b"\n" + path.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                continue  # resolved by removing it
+            except OSError:
+                left.append(name)
+                continue
+            if any(b"\n" + marker in data for marker in _MARKERS):
+                left.append(name)
+    return left
+
+
 # --- verify commands -------------------------------------------------------------------------
 
 

@@ -125,6 +125,9 @@ class Spec:
     phases: tuple[Phase, ...]
     description: str = ""
     path: Path | None = None
+    # A phase whose prerequisites conflict gets them merged with the conflict markers,
+    # for its agent to resolve (verified like any phase); False: it fails `conflict`.
+    resolve_conflicts: bool = True
     budget_usd: float | None = None  # the whole run's cap (control.budget)
     burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 

@@ -468,4 +468,5 @@ class Checker:
             doc["name"], repo, tuple(phases), doc.get("description", ""), path,
             budget_usd=doc.get("budget_usd"),
             burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
+            resolve_conflicts=bool(doc.get("resolve_conflicts", True)),
         )  # fmt: skip

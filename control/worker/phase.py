@@ -24,7 +24,7 @@ from control.messages import (
 )
 from control.process import Redactor, Wrap
 from control.queue import Claimed
-from control.verify import check_deliverables, run_verify
+from control.verify import check_deliverables, conflict_markers_left, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
@@ -32,6 +32,7 @@ from control.worker.daemon import SHUTDOWN, Outcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
+from control.worker.prompt import Conflict
 from control.worker.sandbox import Jail, Sandbox, sandbox_for
 from control.worker.secrets import (
     account_credential,
@@ -244,7 +245,11 @@ class _Attempt:
                 author_email=self.config.git_author_email,
             )
             prepared = workspace.prepare(
-                self.slot, task.branch, task.base_branch, task.prerequisites
+                self.slot,
+                task.branch,
+                task.base_branch,
+                task.prerequisites,
+                keep_conflicts=task.resolve_conflicts,
             )
         except MergeConflict as exc:
             self.clock.mark("prepare")
@@ -297,6 +302,7 @@ class _Attempt:
             feedback=feedback,
             resume_session=feedback.session_id if resume and feedback else None,
             resumed_from=None if restored is None or feedback is not None else restored[0],
+            conflicts=() if restored is not None else self._conflicts(prepared),
         )
         if resume:
             self.sessions.restore(self.scratch)
@@ -323,6 +329,13 @@ class _Attempt:
         if outside:
             return self._end(
                 "failed", "the agent wrote outside its checkout: " + ", ".join(outside[:10])
+            )
+        if left := conflict_markers_left(prepared.path, prepared.conflicts):
+            merge = prepared.conflicts[0]
+            return self._end(
+                "conflict",
+                "the agent left conflict markers in " + ", ".join(left[:10]),
+                conflict={k: merge[k] for k in ("phase", "branch", "commit", "conflicts")},
             )
         missing = check_deliverables(prepared.path, task.deliverables)
         if missing:
@@ -416,6 +429,19 @@ class _Attempt:
                 self.response["resumed_from"] = {"ref": ref, "commit": commit}
                 return ref, commit
         return None
+
+    def _conflicts(self, prepared: Prepared) -> tuple[Conflict, ...]:
+        tasks = {p.phase: p.task for p in self.task.prerequisites}
+        return tuple(
+            Conflict(
+                phase=m["phase"],
+                files=tuple(m["conflicts"]),
+                task=tasks.get(m["phase"], ""),
+                ours_diff=m.get("ours_diff", ""),
+                theirs_diff=m.get("theirs_diff", ""),
+            )
+            for m in prepared.conflicts
+        )
 
     def _snapshot(self, checkout: Path) -> Snapshot:
         """The work directory at any depth and the worker's sensitive home files; not

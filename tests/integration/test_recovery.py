@@ -7,6 +7,7 @@ a worker is SIGKILLed mid-phase. See control/recovery.py, control/worker/checkpo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,76 @@ def test_feedback_names_the_failure_and_counts_apart_from_losses(tmp_path: Path)
         assert job2.payload["resume_refs"] == [job.payload["checkpoint_ref"]]
     finally:
         rig.close()
+
+
+SIDES = [
+    {
+        "id": side,
+        "title": side.upper(),
+        "task": f"Write shared.txt holding the word {side} and nothing else.",
+        "deliverables": ["shared.txt"],
+        "verify": ["test -f shared.txt"],
+    }
+    for side in ("left", "right")
+]
+BOTH = {
+    "id": "both",
+    "title": "Both",
+    "task": "Write both.txt, next to the shared.txt both prerequisites wrote.",
+    "deliverables": ["both.txt"],
+    "verify": ["grep -qx 'left and right' shared.txt", "test -f both.txt"],
+    "depends_on": ["left", "right"],
+}
+CONFLICTING = {
+    "left": {"files": {"shared.txt": "left\n"}},
+    "right": {"files": {"shared.txt": "right\n"}},
+    "both": {"files": {"both.txt": "both\n"}, "resolve_files": {"shared.txt": "left and right\n"}},
+}
+
+
+def test_two_phases_editing_the_same_lines_are_resolved_by_the_phase_after_them(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(CONFLICTING)
+    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    spec = write_spec(tmp_path / "spec.json", [*SIDES, BOTH])
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    starts = [r for r in pipeline.agent_runs() if r["event"] == "start" and r["phase"] == "both"]
+    assert len(starts) == 1  # resolved in its one attempt
+    prompt = starts[0]["prompt_tail"]
+    assert "shared.txt" in prompt and "untrusted-data" in prompt
+    assert pipeline.branch_file("sa/both", "shared.txt") == "left and right\n"
+    merged = events[-1]["merge_branch"]
+    assert pipeline.branch_file(merged, "shared.txt") == "left and right\n"
+    # the branch holds both prerequisites, merged with markers, then resolved
+    log = git(pipeline.remote, "log", "--format=%B", "sa/both")
+    assert "conflicts left for the agent: shared.txt" in log
+
+
+def test_a_resolution_that_leaves_markers_is_reported_with_the_conflict(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan({**CONFLICTING, "both": {"files": {"both.txt": "both\n"}}})
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", [*SIDES, {**BOTH, "max_attempts": 1}])
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    dead = [e for e in events if e.get("event") == "phase_dead"]
+    assert [e["phase"] for e in dead] == ["both"]
+    assert "conflict markers in shared.txt" in dead[0]["reason"]
+
+
+def test_resolve_conflicts_false_reports_the_conflict_without_running_the_agent(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(CONFLICTING)
+    pipeline.start_fleet(WorkerSpec("w1"))
+    spec = write_spec(tmp_path / "spec.json", [*SIDES, {**BOTH, "max_attempts": 1}])
+    document = json.loads(spec.read_text())
+    spec.write_text(json.dumps({**document, "resolve_conflicts": False}))
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    dead = [e for e in events if e.get("event") == "phase_dead"]
+    assert "conflict" in dead[0]["reason"] and "shared.txt" in dead[0]["reason"]
+    assert not [r for r in pipeline.agent_runs() if r["phase"] == "both"]

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from control.errors import UsageError
-from control.git import Workspace
-from control.messages import Feedback, PhaseTask, VerifyFailure, wip_ref
+from control.git import MergeConflict, Workspace
+from control.messages import Feedback, PhaseTask, PrerequisiteRef, VerifyFailure, wip_ref
 from control.recovery import continuation
 from control.state import AttemptRow
+from control.verify import conflict_markers_left
 from control.worker.agents.base import AgentRequest, resuming
 from control.worker.agents.claude_code import build_argv
 from control.worker.prompt import build_feedback_prompt
@@ -157,3 +158,48 @@ def test_a_checkpoint_of_another_base_is_not_restored(
     assert not (again.path / "new.txt").exists()
     with pytest.raises(UsageError, match="not a checkpoint ref"):
         ws.restore(again, "refs/heads/main")
+
+
+def test_a_conflicted_merge_is_kept_with_its_markers_and_each_sides_change(
+    tmp_path: Path,
+    upstream: Upstream,  # noqa: F811
+) -> None:
+    left = upstream.commit("phase/l", {"a.txt": "one (left)\ntwo\nthree\n"}, "l", start="main")
+    right = upstream.commit("phase/r", {"a.txt": "one (right)\ntwo\nthree\n"}, "r", start="main")
+    ws = Workspace(tmp_path / "work", upstream.url, author_name=AUTHOR[0], author_email=AUTHOR[1])
+    refs = [PrerequisiteRef("l", "phase/l", left), PrerequisiteRef("r", "phase/r", right)]
+    with pytest.raises(MergeConflict):
+        ws.prepare("s0", "phase/x", "main", refs)
+    prepared = ws.prepare("s0", "phase/x", "main", refs, keep_conflicts=True)
+    (conflict,) = prepared.conflicts
+    assert conflict["phase"] == "r" and conflict["conflicts"] == ["a.txt"]
+    assert "+one (left)" in conflict["ours_diff"] and "+one (right)" in conflict["theirs_diff"]
+    assert conflict_markers_left(prepared.path, prepared.conflicts) == ["a.txt"]
+    # both sides are in the history: the result, once resolved, contains them
+    assert git(prepared.path, "merge-base", "--is-ancestor", right, "HEAD") == ""
+    (prepared.path / "a.txt").write_text("one (left and right)\ntwo\nthree\n")
+    assert conflict_markers_left(prepared.path, prepared.conflicts) == []
+
+
+def test_a_prerequisite_a_later_one_contains_comes_in_with_it(
+    tmp_path: Path,
+    upstream: Upstream,  # noqa: F811
+) -> None:
+    left = upstream.commit("phase/l", {"a.txt": "one (left)\ntwo\nthree\n"}, "l", start="main")
+    right = upstream.commit("phase/r", {"a.txt": "one (right)\ntwo\nthree\n"}, "r", start="main")
+    git(upstream.dev, "checkout", "--quiet", "-B", "phase/both", "origin/main")
+    git(upstream.dev, "merge", "--quiet", "--no-edit", "origin/phase/l")
+    git(upstream.dev, "merge", "--quiet", "--no-edit", "origin/phase/r", check=False)
+    (upstream.dev / "a.txt").write_text("one (both)\ntwo\nthree\n")
+    git(upstream.dev, "commit", "--quiet", "--all", "-m", "resolved")  # the merge commit
+    git(upstream.dev, "push", "--quiet", upstream.url, "HEAD:refs/heads/phase/both")
+    both = git(upstream.dev, "rev-parse", "HEAD")
+    ws = Workspace(tmp_path / "work", upstream.url, author_name=AUTHOR[0], author_email=AUTHOR[1])
+    order = [
+        PrerequisiteRef("l", "phase/l", left),
+        PrerequisiteRef("r", "phase/r", right),
+        PrerequisiteRef("both", "phase/both", both),
+    ]
+    prepared = ws.prepare("s0", "integration", "main", order)  # no conflict: l, r in both
+    assert [m.get("with") for m in prepared.merged] == ["both", "both", None]
+    assert (prepared.path / "a.txt").read_text() == "one (both)\ntwo\nthree\n"

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 from control.errors import UsageError
 from control.messages import Feedback
 from control.process import ProcessOutcome, Wrap
-from control.worker.prompt import Prerequisite, build_feedback_prompt, build_prompt
+from control.worker.prompt import Conflict, Prerequisite, build_feedback_prompt, build_prompt
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "rate_limited", "cancelled", "timeout")
@@ -116,6 +116,7 @@ class AgentRequest:
     feedback: Feedback | None = None
     resume_session: str | None = None
     resumed_from: str | None = None  # the checkpoint the checkout was restored from
+    conflicts: tuple[Conflict, ...] = ()  # prerequisites merged with markers, to resolve
 
     def prompt(self, *, resuming: bool = False) -> str:
         """The task's prompt; with `resuming` (the backend resumes `resume_session`),
@@ -131,6 +132,7 @@ class AgentRequest:
             project=self.project,
             feedback=self.feedback,
             resumed_from=self.resumed_from,
+            conflicts=self.conflicts,
         )
 
 
