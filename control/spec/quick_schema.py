@@ -6,6 +6,12 @@ quick check only ever says "valid": on anything else the caller runs jsonschema,
 errors are the ones put in words. So it must never pass what jsonschema refuses, and it
 is conservative: a keyword it does not know, a float where an integer is wanted, or
 items it cannot compare send the document to jsonschema.
+
+Why not fastjsonschema (the library for this): it validates the same 10,000 phases in
+0.075 s against 0.15 s here, but compiling the schema costs it 0.29 s in every process,
+and every `control validate`, `plan` and `dispatch` is a new process with a small spec;
+these closures compile in milliseconds. `tests/unit/test_spec_quick_schema.py` holds them
+to jsonschema's verdict on every fixture, example and thousands of mutations.
 """
 
 from __future__ import annotations
