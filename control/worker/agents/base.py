@@ -20,7 +20,13 @@ from typing import Any, Literal, Protocol
 from control.errors import UsageError
 from control.messages import Feedback
 from control.process import ProcessOutcome, Wrap
-from control.worker.prompt import Conflict, Prerequisite, build_feedback_prompt, build_prompt
+from control.worker.prompt import (
+    Conflict,
+    Prerequisite,
+    build_feedback_prompt,
+    build_prompt,
+    completion_marker,
+)
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "rate_limited", "cancelled", "timeout")
@@ -219,6 +225,27 @@ def watchdog_result(
             **common,
         )
     return None
+
+
+def finished_result(
+    request: AgentRequest, text: str, warnings: Sequence[str], *, require_marker: bool,
+    **common: Any,
+) -> AgentResult:  # fmt: skip
+    """The result of a run whose agent said its last word as a success: ok with
+    `warnings`, unless its final message `text` lacks the phase's completion marker
+    (the agent may never have seen the prompt): then failed when the marker is
+    required, else one more warning."""
+    if completion_marker(request.phase_id) not in text:
+        missing = (
+            "the agent's final message lacks the completion marker; it may never have "
+            "seen the prompt"
+        )
+        if require_marker:
+            return AgentResult(status="failed", reason=missing, warnings=tuple(warnings), **common)
+        warnings = [*warnings, missing]
+    return AgentResult(
+        status="ok", reason="the agent reported success", warnings=tuple(warnings), **common
+    )
 
 
 def excerpt(text: str, limit: int = 300) -> str:

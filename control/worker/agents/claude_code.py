@@ -26,11 +26,11 @@ from control.worker.agents.base import (
     AgentResult,
     child_environment,
     excerpt,
+    finished_result,
     resuming,
     watchdog_result,
 )
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, starts_rate_limited
-from control.worker.prompt import completion_marker
 
 NAME = "claude-code"
 PINNED_VERSION = CLAUDE_CODE_VERSION
@@ -367,14 +367,4 @@ def judge(
     if denials := fields["permission_denials"]:
         names = sorted({str(d.get("tool_name", "?")) for d in denials})
         warnings.append(f"{len(denials)} tool use(s) were denied: {', '.join(names)}")
-    if completion_marker(request.phase_id) not in text:
-        missing = (
-            "the agent's final message lacks the completion marker; it may never have "
-            "seen the prompt"
-        )
-        if require_marker:
-            return AgentResult(status="failed", reason=missing, warnings=tuple(warnings), **common)
-        warnings.append(missing)
-    return AgentResult(
-        status="ok", reason="the agent reported success", warnings=tuple(warnings), **common
-    )
+    return finished_result(request, text, warnings, require_marker=require_marker, **common)

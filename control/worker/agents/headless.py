@@ -24,10 +24,10 @@ from control.worker.agents.base import (
     AgentResult,
     child_environment,
     excerpt,
+    finished_result,
     watchdog_result,
 )
 from control.worker.agents.prices import estimate_usd
-from control.worker.prompt import completion_marker
 
 # How long a CLI may go on after its last word (or a limit notice) before it is ended.
 DEFAULT_EXIT_GRACE_S = 15.0
@@ -244,17 +244,7 @@ def judge(
         warnings.append(f"{cli.title} did not exit after its final event and was ended")
     elif outcome.exit_code != 0:
         warnings.append(f"{cli.title} exited {outcome.exit_code} despite finishing")
-    if completion_marker(request.phase_id) not in text:
-        missing = (
-            "the agent's final message lacks the completion marker; it may never have "
-            "seen the prompt"
-        )
-        if require_marker:
-            return AgentResult(status="failed", reason=missing, warnings=tuple(warnings), **common)
-        warnings.append(missing)
-    return AgentResult(
-        status="ok", reason="the agent reported success", warnings=tuple(warnings), **common
-    )
+    return finished_result(request, text, warnings, require_marker=require_marker, **common)
 
 
 def _fields(common: Mapping[str, Any]) -> dict[str, Any]:
