@@ -13,10 +13,12 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from control.messages import Feedback
 from control.pins import load
 from control.worker.agents import AgentOptions, AgentRequest, get_backend
 from control.worker.agents.codex import build_argv as codex_argv
@@ -99,6 +101,24 @@ def test_codex_accepts_every_flag_of_our_command_line(tmp_path: Path) -> None:
     argv = codex_argv(binary, request)
     assert run([*argv, "--help"], tmp_path / "home").returncode == 0  # clap parses all first
     assert run([*argv, "--nope", "--help"], tmp_path / "home").returncode == 2
+    resume = codex_argv(binary, _resuming(request, "0b7e4c1a-1111-4222-8333-944455556666"))
+    assert "resume" in resume
+    said = run([*resume, "--help"], tmp_path / "home")
+    assert said.returncode == 0 and "codex exec resume" in said.stdout
+
+
+def _resuming(request: AgentRequest, session: str) -> AgentRequest:
+    feedback = Feedback(attempt=1, reason="tests failed", session_id=session)
+    return replace(request, feedback=feedback, resume_session=session)
+
+
+def test_gemini_takes_our_resume_flag_and_looks_for_the_session(tmp_path: Path) -> None:
+    binary = need("gemini")
+    request = AgentRequest(phase_id="p", task="t", checkout=tmp_path, log_path=tmp_path / "l")
+    argv = gemini_argv(binary, _resuming(request, "6f2d9a10-2222-4333-8444-a55566667777"))
+    found = run(argv, tmp_path / "home", GEMINI_API_KEY="sk-test-0123456789abcdefghij")
+    assert found.returncode == 42, found.stderr  # past the flags: no such session here
+    assert "Error resuming session" in found.stderr
 
 
 def test_gemini_takes_our_command_line_and_refuses_without_a_credential(tmp_path: Path) -> None:
