@@ -21,6 +21,7 @@ from control.paths import default_home
 
 DEFAULT_CONFIG = Path("/etc/superagent/worker.toml")
 WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+OTHER_AGENTS = ("codex", "gemini", "opencode")  # agent CLIs besides Claude Code, by backend
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 
 
@@ -74,6 +75,10 @@ class WorkerConfig:
     sandbox_read_only: tuple[Path, ...] = ()
     sandbox_writable: tuple[Path, ...] = ()
     pins: Pins = field(default_factory=Pins)
+
+    def agent_executables(self) -> list[str]:
+        """The other agent CLIs this worker is pinned to (installed here): their executables."""
+        return [getattr(self, name) for name in OTHER_AGENTS if getattr(self.pins, name)]
 
     def __post_init__(self) -> None:
         if not WORKER_ID.match(self.worker_id):
