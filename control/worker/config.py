@@ -61,6 +61,9 @@ class WorkerConfig:
     # One 0600 `<account>.env` per agent account this host may use (the inventory's
     # superagent_accounts): a task names its account, never carries its secret.
     accounts_dir: Path | None = None
+    # One Claude Code configuration directory per account, <root>/<account> (the role
+    # makes them): an account's login and sessions are its own, never another's.
+    claude_config_root: Path | None = None
     node: str = "node"  # executables, found on PATH unless given as paths
     claude: str = "claude"
     codex: str = "codex"
@@ -113,7 +116,9 @@ def _from_mapping(data: dict[str, Any], source: str) -> WorkerConfig:
     pin_names = {f.name for f in fields(Pins)}
     if not isinstance(pins_data, dict) or set(pins_data) - pin_names:
         raise UsageError(f"{source}: [pins] takes only {', '.join(sorted(pin_names))}")
-    for name in ("queue_db", "work_dir", "logs_dir", "credential_file", "accounts_dir"):
+    for name in (
+        "queue_db", "work_dir", "logs_dir", "credential_file", "accounts_dir", "claude_config_root",
+    ):  # fmt: skip
         if data.get(name) is not None:
             data[name] = Path(data[name])
     if (credential := data.get("credential")) is not None:
