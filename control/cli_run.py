@@ -1,6 +1,6 @@
 """`control dispatch`, and the commands around a run: runs, status, watch, merge, retry, cancel.
 
-Thin: each parses, calls `control.dispatch` / `control.state` / `control.integration`,
+Thin: each parses, calls `control.driver` / `control.state` / `control.integration`,
 and renders (see `control.cli_view`): a live view on a terminal, plain log lines
 otherwise, JSON lines with `--json`. A run is always chosen with `--run` (default:
 the latest), through `cli_io.pick_run`.
@@ -44,7 +44,7 @@ from control.cli_view import (
     table,
     workers_line,
 )
-from control.dispatch import DEFAULT_RETENTION_DAYS, DriverLease, driver_ttl, open_dispatch
+from control.driver import DEFAULT_RETENTION_DAYS, DriverLease, driver_ttl, open_run
 from control.errors import ExitCode
 from control.integration import FinalCheck
 from control.names import require_repo_url
@@ -166,7 +166,7 @@ def dispatch(
     state = state_path(state)
     assert inventory is not None  # workers_from refused a missing one
     notifier = Notifier.for_fleet(inventory, workers, state)
-    run = open_dispatch(
+    run = open_run(
         spec,
         workers,
         state_path(state),

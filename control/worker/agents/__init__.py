@@ -29,7 +29,6 @@ from control.worker.agents.gemini import GeminiBackend
 from control.worker.agents.opencode import OpencodeBackend
 from control.worker.agents.replay import ReplayBackend
 from control.worker.logs import DEFAULT_KEEP, rotate_logs
-from control.worker.prompt import Prerequisite
 
 _BACKENDS: dict[str, Callable[[], AgentBackend]] = {
     ClaudeCodeBackend.name: ClaudeCodeBackend,
@@ -46,7 +45,6 @@ __all__ = [
     "AgentOptions",
     "AgentRequest",
     "AgentResult",
-    "Prerequisite",
     "backend_names",
     "get_backend",
     "load_credentials",
@@ -106,9 +104,7 @@ def request_for_task(
         log_path=log_path,
         deliverables=tuple(task.deliverables),
         verify=tuple(task.verify),
-        prerequisites=tuple(
-            Prerequisite(p.phase, p.branch, p.commit, p.summary) for p in task.prerequisites
-        ),
+        prerequisites=tuple(task.prerequisites),
         options=AgentOptions.from_dict(agent),
         wall_timeout_s=task.timeout_s,
         silence_timeout_s=task.silence_s,
