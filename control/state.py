@@ -21,7 +21,6 @@ from typing import Any
 from control import db
 from control.budget import reserve
 from control.errors import ConflictError, NotFoundError, UnavailableError, UsageError
-from control.events import read as read_events
 from control.events import write as write_event
 from control.messages import attempt_ref, integration_key
 from control.queue import canonical_json
@@ -1191,12 +1190,6 @@ class StateStore:
     ) -> None:
         with self.write() as conn:
             self._event(conn, run_id, kind, phase_id, worker, detail)
-
-    def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
-        return [
-            e.to_dict() | {"detail": e.detail}
-            for e in read_events(self.conn, after_id=after_id, run_id=run_id, limit=-1)
-        ]
 
     # -- free-form tasks -------------------------------------------------------------
 
