@@ -8,6 +8,7 @@ a worker claimed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,20 +24,20 @@ from control.worker.agents.base import (
     load_credentials,
 )
 from control.worker.agents.claude_code import ClaudeCodeBackend
-from control.worker.agents.codex import CodexBackend
+from control.worker.agents.codex import CODEX
 from control.worker.agents.command import CommandBackend
-from control.worker.agents.gemini import GeminiBackend
-from control.worker.agents.opencode import OpencodeBackend
+from control.worker.agents.gemini import GEMINI
+from control.worker.agents.headless import CliBackend
+from control.worker.agents.opencode import OPENCODE
 from control.worker.agents.replay import ReplayBackend
 from control.worker.logs import DEFAULT_KEEP, rotate_logs
 
 _BACKENDS: dict[str, Callable[[], AgentBackend]] = {
     ClaudeCodeBackend.name: ClaudeCodeBackend,
-    CodexBackend.name: CodexBackend,
     CommandBackend.name: CommandBackend,
-    GeminiBackend.name: GeminiBackend,
-    OpencodeBackend.name: OpencodeBackend,
     ReplayBackend.name: ReplayBackend,
+    # The JSON-streaming CLIs: one backend, told which CLI (its argv, its reader).
+    **{cli.name: functools.partial(CliBackend, cli) for cli in (CODEX, GEMINI, OPENCODE)},
 }
 
 __all__ = [
