@@ -183,7 +183,6 @@ CLAUDE_CODE = Launch(
     argv=lambda executable, request: build_argv(executable, request, output_format(request)),
     # The worker pins the version; an agent that updates itself would break the pin.
     env={"DISABLE_AUTOUPDATER": "1"},
-    resumes=True,
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.worker.agents.base import AgentRequest
+from control.worker.agents.base import AgentRequest, resuming
 from control.worker.agents.headless import Cli, JsonReader, count, flags, obj
 
 NAME = "codex"
@@ -31,9 +31,8 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     argv = [executable, "exec", "--json", "--color", "never"]
     argv += ["--sandbox", sandbox, "-c", 'approval_policy="never"']
     argv += flags([("--model", request.options.model)])
-    resume = extra.get("resume_session")
-    if isinstance(resume, str) and resume and not resume.startswith("-"):
-        argv += ["resume", resume]
+    if resuming(request):  # `exec resume <thread id> -`: the rest of the turn on stdin
+        argv += ["resume", str(request.resume_session)]
     return [*argv, "-"]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.worker.agents.base import AgentRequest
+from control.worker.agents.base import AgentRequest, resuming
 from control.worker.agents.headless import Cli, JsonReader, count, flags, obj
 
 NAME = "gemini"
@@ -34,6 +34,8 @@ _QUOTA_WORDS = ("exhausted your daily quota", "quota exceeded", "resource_exhaus
 def build_argv(executable: str, request: AgentRequest) -> list[str]:
     argv = [executable, "-p", PROMPT_FLAG_TEXT, "--output-format", "stream-json"]
     argv += ["--approval-mode", "yolo", "--skip-trust"]
+    if resuming(request):  # `--resume <session uuid>`: that session of this checkout
+        argv += ["--resume", str(request.resume_session)]
     return argv + flags([("--model", request.options.model)])
 
 

@@ -2,12 +2,14 @@
 
 Each CLI runs headless in the checkout with the prompt on stdin (then closed), its
 credentials in its environment (never argv), no question asked of anyone: `start` does
-that for every CLI, Claude Code's too. The JSON-streaming ones (codex, gemini, opencode)
-share the rest: a module of each says its flags (`Cli`) and reads its events into a
-`Reading` (a `JsonReader`). The verdict is the same
-for all, and never the exit code alone: the final event decides, a limit notice makes
-the phase wait, the completion marker proves the agent saw the prompt. A CLI that says
-only tokens gets a cost from the price table, marked estimated.
+that for every CLI, Claude Code's too. A feedback round whose session lives here resumes
+it (each module's argv says how) and is told only what failed.
+
+The JSON-streaming ones (codex, gemini, opencode) share the rest: a module of each says
+its flags (`Cli`) and reads its events into a `Reading` (a `JsonReader`). The verdict is
+the same for all, and never the exit code alone: the final event decides, a limit notice
+makes the phase wait, the completion marker proves the agent saw the prompt. A CLI that
+says only tokens gets a cost from the price table, marked estimated.
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ class Launch:
     argv: Callable[[str, AgentRequest], list[str]]
     merge_stderr: bool = False  # its warnings and limit notices are log lines on stderr
     env: Mapping[str, str] = field(default_factory=dict)  # set unless the worker sets it
-    resumes: bool = False  # its argv resumes a session: the prompt is then what failed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,13 +196,12 @@ def start(
             "agent's PATH",
         )  # fmt: skip
     argv = launch.argv(resolved, request)
-    resumed = launch.resumes and resuming(request)
     outcome = run_watched(
         argv,
         cwd=request.checkout,
         env=env,
         log_path=request.log_path,
-        stdin_data=request.prompt(resuming=resumed).encode("utf-8"),
+        stdin_data=request.prompt(resuming=resuming(request)).encode("utf-8"),
         wall_timeout_s=request.wall_timeout_s,
         silence_timeout_s=request.silence_timeout_s,
         cancel=request.cancel,
