@@ -157,7 +157,7 @@ fleet-up: setup system-deps ## Bring up the test fleet: FLEET_HOSTS real hosts (
 fleet-down: setup ## Remove the test fleet (keeps the cached base image)
 	tests/fleet/fleet.sh down
 
-bench-fleet: setup system-deps ## Provisioning time of 3 fresh hosts and of a rerun (JSON last line)
+bench-fleet: setup system-deps ## Provisioning 3 fresh hosts, a rerun, a rolling upgrade under a run (JSON last line)
 	$(BIN)/python bench/bench_fleet.py
 
 clean: ## Remove the virtual environment and caches

@@ -1,30 +1,40 @@
-"""Provisioning figures on the real test fleet: three fresh hosts, then an idempotent rerun.
+"""Provisioning figures on the real test fleet: three fresh hosts, then an idempotent rerun,
+then a rolling upgrade of the three to the Node 22 line under a run.
 
 Boots three fresh hosts (bench1..bench3, next to any test fleet already up), times
-playbooks/site.yml on them twice and removes them. Needs root and the fleet's packages
-(tests/setup-system.sh). The last line printed is one JSON object.
+playbooks/site.yml on them twice, the transports, and `control upgrade` while a run of
+sleeping phases goes on (only when no other host shares the inventory: the upgrade takes
+every host), and removes them. Needs root and the fleet's packages (tests/setup-system.sh).
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet harness lives in tests/
+from control.demo import EXAMPLES
 from control.inventory import load_inventory
-from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION, WORKER_CONTROL, WORKER_QUEUE_DB
 from control.transport import Transports
 from tests.fleet.harness import (
+    REPO,
     Fleet,
     build_wheels,
     missing_requirements,
     node_tarball,
     session_lock,
 )
+from tests.fleet.runs import Watch, done_once, node22_vars, sleepy_spec, upgrade
+from tests.fleet.test_dispatch import GitServer, dispatch
 
 HOSTS = ("bench1", "bench2", "bench3")
 CONTROL = WORKER_CONTROL
@@ -67,6 +77,10 @@ def _bench() -> int:
             kind: _transport_figures(fleet, kind, samples)
             for kind, samples in (("ssh", 20), ("ansible", 5))
         }
+        alone = set(fleet.hosts) <= set(HOSTS)
+        upgrade_figures = _upgrade_figures(fleet) if alone else {}
+        if not alone:
+            print("rolling upgrade: skipped (other hosts share the inventory)", file=sys.stderr)
     finally:
         for name in HOSTS:
             if name in fleet.hosts:
@@ -91,6 +105,10 @@ def _bench() -> int:
                 "poll_1_ansible_ms": transport_figures["ansible"]["poll_1_ms"],
                 "poll_3_ansible_ms": transport_figures["ansible"]["poll_3_ms"],
                 "fleet_up_3_s": round(up_s, 1),
+                "worker_wheels": len(list((REPO / "dist/wheels").glob("*.whl"))),
+                "rolling_upgrade_3_s": upgrade_figures.get("seconds"),
+                "lost_phases_during_upgrade": upgrade_figures.get("lost"),
+                "machine_losses_during_upgrade": upgrade_figures.get("losses"),
                 "load_1m_at_start": round(load, 2),
                 "cores": os.cpu_count(),
             }
@@ -139,6 +157,48 @@ def _transport_figures(fleet: Fleet, kind: str, samples: int) -> dict[str, float
         "poll_1_ms": round(polls[1], 1),
         "poll_3_ms": round(polls[3], 1),
     }
+
+
+UPGRADE_PHASES = 9  # 30 s each: the run outlasts the first hosts' upgrades
+
+
+def _upgrade_figures(fleet: Fleet) -> dict[str, Any]:
+    """`control upgrade` of the three hosts from the Node 20 line to the Node 22 one, one
+    at a time, while a run of sleeping phases goes on: its time, and what the run lost."""
+    old = {"nodejs_version": NODE_VERSION, "claude_code_version": CLAUDE_CODE_VERSION}
+    for name in HOSTS:  # pinned explicitly, so the run records the Node 20 line
+        fleet.set_host_vars(name, superagent_transport="ssh", **old)
+    root = Path(tempfile.mkdtemp(prefix="superagent-bench-upgrade-"))
+    (root / "git").mkdir()
+    server = GitServer(root / "git")
+    try:
+        url = server.new_remote("bench-upgrade", EXAMPLES / "seed" / "tiny")
+        phases: dict[str, tuple[int, list[str]]] = {
+            f"p{n}": (30, []) for n in range(UPGRADE_PHASES)
+        }
+        spec = sleepy_spec(root / "bench-upgrade.json", phases)
+        watch = Watch(dispatch(fleet, spec, url, root / "state.db", background=True))
+        try:
+            watch.wait(lambda e: e.get("event") == "dispatched")
+            for name in HOSTS:
+                fleet.set_host_vars(name, **node22_vars())
+            code, rollout, seconds = upgrade(fleet, root / "state.db")
+            seen = watch.finish()
+        finally:
+            watch.stop()
+    finally:
+        server.close()
+        shutil.rmtree(root, ignore_errors=True)
+    if code != 0:
+        raise RuntimeError(f"the rolling upgrade failed: {rollout}")
+    losses = len([e for e in seen if e.get("event") == "phase_lost"])
+    print(
+        f"rolling upgrade of 3 hosts under a run: {seconds:.1f} s, "
+        f"{UPGRADE_PHASES - len(done_once(seen))} phase(s) lost, {losses} moved",
+        file=sys.stderr,
+    )
+    return {"seconds": round(seconds, 1), "lost": UPGRADE_PHASES - len(done_once(seen)),
+            "losses": losses}  # fmt: skip
 
 
 def _claimed_at(fleet: Fleet, host: str, message_id: int) -> float:

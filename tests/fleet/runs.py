@@ -1,5 +1,6 @@
-"""Runs on the test fleet: a background `control dispatch` watched event by event, specs of
-phases that sleep, and `control` as the operator types it."""
+"""Runs on the test fleet, for the tests and bench-fleet: a background `control dispatch`
+watched event by event, specs of phases that sleep, `control` as the operator types it, and
+the inventory change that moves a host to the Node 22 line."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
-from tests.fleet.harness import REPO, Fleet
+from control.pins import profile as pins_profile
+from tests.fleet.harness import REPO, Fleet, claude_code_tarballs, node_tarball
 
 NO_STATE = Path("/nonexistent/state.db")  # for the commands that only mirror into one
 
@@ -134,3 +136,30 @@ def done_once(seen: list[dict[str, Any]]) -> dict[str, str]:
     phases = [e["phase"] for e in done]
     assert len(phases) == len(set(phases)), phases
     return {e["phase"]: e["worker"] for e in done}
+
+
+def upgrade(fleet: Fleet, state: Path) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    done = control(
+        fleet, "upgrade", "--playbook", str(REPO / "playbooks/site.yml"),
+        "--health-timeout", "120", "--json", state=state, timeout=1800,
+    )  # fmt: skip
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout), time.monotonic() - started
+
+
+def node22_vars() -> dict[str, Any]:
+    """The inventory change to the Node 22 line of pins.json (None: a variable removed),
+    its Node and Claude Code staged on the controller (the test fleet has no nodejs.org)."""
+    line = pins_profile("node22")
+    tarball, digest = node_tarball(line["node"]["version"], line["node"]["npm"])
+    claude = claude_code_tarballs(line["claude_code"]["version"])
+    return {
+        "superagent_pins_profile": "node22",
+        "nodejs_version": None,
+        "claude_code_version": None,
+        "nodejs_controller_tarball": str(tarball),
+        "nodejs_tarball_sha256": digest,
+        "claude_code_source": "controller_tarball",
+        "claude_code_controller_tarballs": [str(t) for t in claude],
+    }

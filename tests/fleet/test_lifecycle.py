@@ -1,6 +1,10 @@
 """A machine's life under running work, on the real fleet: drained (what it runs finishes
 there, nothing new arrives; `--now` moves it), removed mid-run (its phase finishes
-elsewhere).
+elsewhere), and the whole fleet upgraded host by host from the Node 20 line to the Node 22
+one while the web-app example runs: a host that fails stops the rollout and stays drained,
+the others work on, and after the fix the run finishes with every phase done once.
+
+Runs last (conftest's order): the upgrade leaves the hosts on the Node 22 line.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ from pathlib import Path
 import pytest
 
 from control.demo import EXAMPLES
+from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
+from control.pins import profile as pins_profile
+from control.state import StateStore
+from tests.fleet.conftest import heartbeat, report
 from tests.fleet.harness import Fleet
 from tests.fleet.runs import (
     Watch,
     control,
     dispatched,
     done_once,
+    node22_vars,
     sleepy_spec,
+    upgrade,
     wait_claimed,
 )
 from tests.fleet.test_dispatch import GitServer, dispatch, ready, use_transport
@@ -108,3 +118,78 @@ def test_a_host_removed_mid_run_has_its_phase_finished_on_another(
     assert workers["slow"] != victim
     assert not [e for e in seen if e.get("event") in FAILED]
     assert seen[-1]["status"] == "done"
+
+
+def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(
+    ready: tuple[Fleet, GitServer], undrained: None, tmp_path: Path
+) -> None:
+    fleet, server = ready
+    use_transport(fleet, "ssh")
+    line = pins_profile("node22")
+    new = node22_vars()  # the change: the Node 22 line of pins.json
+    # The inventory pins the Node 20 line (so the run records it), as a fleet about to move does.
+    old = {"nodejs_version": NODE_VERSION, "claude_code_version": CLAUDE_CODE_VERSION}
+    for host in HOSTS:
+        fleet.set_host_vars(host, **old)
+    url = server.new_remote("upgrade", EXAMPLES / "seed" / "webapp")
+    state = tmp_path / "state.db"
+    replay = ("--agent", "replay", "--replay-dir", str(EXAMPLES / "replay" / "webapp"))
+    watch = Watch(dispatch(fleet, EXAMPLES / "webapp.json", url, state, *replay, background=True))
+    try:
+        # Under way: the first phase (only host1 has docker) done there, the rest to come.
+        watch.wait(lambda e: e.get("event") == "phase_done" and e.get("phase") == "schema")
+        store = StateStore(state)
+        try:
+            latest = store.latest_run()
+        finally:
+            store.close()
+        assert latest is not None
+        run_id = latest.id
+        # The inventory moves to the Node 22 line; host2 will come back refusing work
+        # (its worker pinned to a Claude Code it does not have).
+        for host in HOSTS:
+            fleet.set_host_vars(host, **new)
+        fleet.set_host_vars("host2", worker_pin_claude_code="0.0.1", worker_health_timeout=10)
+        began = time.time()
+        code, first, _ = upgrade(fleet, state)
+        stopped = time.time()
+        assert code == 1, first
+        steps = [(s["host"], s["ok"]) for s in first["steps"]]
+        assert steps == [("host1", True), ("host2", False)], first
+        assert first["repinned"] == []  # half the fleet moved: the run keeps its pins
+        health = json.loads(control(fleet, "health", "--json", state=state).stdout)
+        flags = {w["worker"]: w.get("drained") for w in health["workers"]}
+        assert "upgrade failed" in flags["host2"]["reason"], flags
+        assert not flags["host1"] and not flags["host3"]
+        # Work went on meanwhile, on the host still on the run's versions.
+        watch.wait(
+            lambda e: e.get("event") == "phase_done" and e["worker"] == "host3"
+            and began < e["at"] < stopped
+        )  # fmt: skip
+
+        fleet.set_host_vars("host2", worker_pin_claude_code=None, worker_health_timeout=None)
+        code, second, seconds = upgrade(fleet, state)
+        assert code == 0, second
+        assert [(s["host"], s["ok"]) for s in second["steps"]] == [(h, True) for h in HOSTS], second
+        assert second["repinned"] == [run_id]
+        seen = watch.finish()
+    finally:
+        watch.stop()
+        # The inventory as it was (a reused fleet is provisioned back to it); the hosts stay
+        # on the Node 22 line until then.
+        gone = dict.fromkeys([*new, *old, "worker_pin_claude_code", "worker_health_timeout"])
+        for host in HOSTS:
+            fleet.set_host_vars(host, **gone)
+    workers = done_once(seen)
+    assert set(workers) == {"schema", "api-auth", "api-tasks", "frontend", "e2e",
+                            "windows-paths", "docs", "release"}  # fmt: skip
+    assert not [e for e in seen if e.get("event") in FAILED]
+    assert seen[-1]["status"] == "done"
+    for host in HOSTS:
+        versions = heartbeat(fleet, host)["versions"]
+        assert versions["node"].removeprefix("v") == line["node"]["version"], versions
+        assert versions["claude_code"] == line["claude_code"]["version"], versions
+    report("rolling_upgrade_3_s", round(seconds, 1))
+    report("lost_phases_during_upgrade", 8 - len(workers))
+    losses = [e for e in seen if e.get("event") == "phase_lost"]
+    report("machine_losses_during_upgrade", len(losses))  # moved, not lost: no attempt used
