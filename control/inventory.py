@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -25,6 +25,10 @@ from control.scheduler import DEFAULT_SLOT_COST, throughput
 WORKERS_GROUP = "workers"
 TRANSPORTS: tuple[str, ...] = ("local", "ssh", "ansible")
 REACHES: tuple[str, ...] = ("direct", "reverse-tunnel")
+# A worker behind NAT keeps a reverse SSH tunnel open to the orchestrator's host: the
+# orchestrator reaches it on that host's loopback, at the worker's reverse_tunnel_port.
+TUNNEL_HOST = "127.0.0.1"
+_TUNNEL_PORTS = range(1024, 65536)  # as the reverse_tunnel role checks them
 _CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _MAX_SLOTS = 64
 _MAX_SLOT_COST = 10.0
@@ -159,6 +163,7 @@ def load_inventory(directory: str | Path) -> list[Worker]:
                         "superagent_reach",
                         "superagent_slot_cost",
                         "superagent_pins_profile",
+                        "reverse_tunnel_port",
                     )
                     if key in host_vars
                 }
@@ -167,7 +172,49 @@ def load_inventory(directory: str | Path) -> list[Worker]:
         raw = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC_VARS}
         _check_names(root, host.name, raw)
         workers.append(_worker(root, host.name, wanted, raw))
+    _check_tunnel_ports(root, workers)
     return workers
+
+
+def ssh_address(worker: Worker) -> tuple[str, int]:
+    """Where the orchestrator opens SSH to `worker`: through its reverse tunnel when it is
+    behind NAT (TUNNEL_HOST at its reverse_tunnel_port, derived from the inventory, so
+    nothing is edited after its first provisioning, which went to ansible_host), else
+    ansible_host and ansible_port. UsageError names a port that is not a number."""
+    v = worker.vars
+    if worker.reach == "reverse-tunnel":
+        return TUNNEL_HOST, _tunnel_port(worker.name, v.get("reverse_tunnel_port"))
+    port = v.get("ansible_port") or v.get("ansible_ssh_port") or 22
+    try:
+        return str(v.get("ansible_host") or worker.name), int(port)
+    except (TypeError, ValueError):
+        raise UsageError(f"{worker.name}: ansible_port must be a number, not {port!r}") from None
+
+
+def _tunnel_port(where: str, port: Any) -> int:
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or port not in _TUNNEL_PORTS:
+        raise UsageError(
+            f"{where}: superagent_reach reverse-tunnel needs reverse_tunnel_port, the port its "
+            f"tunnel opens on the orchestrator's loopback (1024-65535), got {port!r}"
+        )
+    return port
+
+
+def _check_tunnel_ports(root: Path, workers: Iterable[Worker]) -> None:
+    """Each worker behind NAT has its own port: two on one port would reach the same host."""
+    seen: dict[int, str] = {}
+    for worker in workers:
+        if worker.reach != "reverse-tunnel":
+            continue
+        port = ssh_address(worker)[1]
+        if port in seen:
+            raise UsageError(
+                f"{root}: hosts '{seen[port]}' and '{worker.name}' both use "
+                f"reverse_tunnel_port {port}"
+            )
+        seen[port] = worker.name
 
 
 def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any]) -> Worker:
@@ -200,11 +247,7 @@ def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any
             f"{where}: superagent_transport must be one of {', '.join(TRANSPORTS)}, "
             f"got {transport!r}"
         )
-    reach = wanted.get("superagent_reach", "direct")
-    if reach not in REACHES:
-        raise UsageError(
-            f"{where}: superagent_reach must be one of {', '.join(REACHES)}, got {reach!r}"
-        )
+    reach = _reach(where, wanted, raw)
     profile = wanted.get("superagent_pins_profile")
     if profile not in (None, "", *PROFILES):
         raise UsageError(
@@ -225,6 +268,17 @@ def _worker(root: Path, name: str, wanted: Mapping[str, Any], raw: dict[str, Any
             f"(how much each agent slows the others there): {slot_cost!r}"
         )
     return Worker(name, frozenset(capabilities), slots, transport, reach, raw, float(slot_cost))
+
+
+def _reach(where: str, wanted: Mapping[str, Any], raw: dict[str, Any]) -> Reach:
+    reach = wanted.get("superagent_reach", "direct")
+    if reach not in REACHES:
+        raise UsageError(
+            f"{where}: superagent_reach must be one of {', '.join(REACHES)}, got {reach!r}"
+        )
+    if reach == "reverse-tunnel":  # the templated value, which ssh_address reads
+        raw["reverse_tunnel_port"] = _tunnel_port(where, wanted.get("reverse_tunnel_port"))
+    return cast(Reach, reach)
 
 
 def _check_names(root: Path, host: str, variables: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from control import rpc
 from control.errors import SuperagentError
-from control.inventory import Worker
+from control.inventory import Worker, ssh_address
 from control.transport.base import (
     InboxCalls,
     PollResult,
@@ -35,6 +35,15 @@ _ARGS = {
     "argv": "{{ __superagent_rpc.argv[inventory_hostname] }}",
     "stdin": "{{ __superagent_rpc.stdin }}",
     "expand_argument_vars": False,  # `$HOME` in a path stays `$HOME`
+}
+# Ours too: a worker behind NAT is reached through its reverse tunnel (the address
+# control.inventory derives), whatever ansible_host says (its LAN, for the first
+# provisioning). Extra vars apply to every host of a call, so those workers get a call
+# of their own; the `ssh` spellings are set as well because Ansible prefers them.
+_THROUGH_TUNNEL = {
+    f"ansible_{ssh}{part}": f"{{{{ {_DATA}.address[inventory_hostname][{index}] }}}}"
+    for ssh in ("", "ssh_")
+    for index, part in enumerate(("host", "port"))
 }
 
 
@@ -80,15 +89,27 @@ class AnsibleTransport(InboxCalls):
                 answers[worker.name] = str(exc)
         if not argv:
             return answers
-        result = self.runner.run(
-            inventory=self._inventory([w for w in workers if w.name in argv]),
-            hosts=list(argv),
-            module="ansible.builtin.command",
-            args=_ARGS,
-            data={_DATA: {"argv": argv, "stdin": rpc.encode(request)}},
-        )
-        for host, outcome in result.hosts.items():
-            answers[host] = _answer(outcome)
+        tunnelled = [w for w in workers if w.name in argv and w.reach == "reverse-tunnel"]
+        direct = [w for w in workers if w.name in argv and w.reach != "reverse-tunnel"]
+        for group in (direct, tunnelled):
+            if not group:
+                continue
+            data: dict[str, Any] = {
+                "argv": {w.name: argv[w.name] for w in group},
+                "stdin": rpc.encode(request),
+            }
+            if group is tunnelled:
+                data["address"] = {w.name: list(ssh_address(w)) for w in group}
+            result = self.runner.run(
+                inventory=self._inventory(group),
+                hosts=[w.name for w in group],
+                module="ansible.builtin.command",
+                args=_ARGS,
+                data={_DATA: data},
+                templates=_THROUGH_TUNNEL if group is tunnelled else None,
+            )
+            for host, outcome in result.hosts.items():
+                answers[host] = _answer(outcome)
         return answers
 
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:

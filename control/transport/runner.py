@@ -170,12 +170,14 @@ class AdHocRunner:
         module: str,
         args: Mapping[str, Any],
         data: Mapping[str, Any] | None = None,
+        templates: Mapping[str, str] | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> AdHocResult:
         """Run `module` with `args` on `hosts`, in one ansible-runner invocation.
 
         `args` are ours and may hold templates; `data` becomes extra vars with every
-        string marked `!unsafe`, read from a file (no size limit, not in any argv).
+        string marked `!unsafe`, read from a file (no size limit, not in any argv);
+        `templates` are extra vars of ours that Ansible templates (they may read `data`).
         """
         try:
             import ansible_runner  # noqa: PLC0415  Ansible takes most of a second to import
@@ -213,11 +215,12 @@ class AdHocRunner:
                 # ansible-runner runs from its private dir: a relative path would miss.
                 inventory_path = Path(inventory).absolute()
             extravars = None
-            if data:
+            if data or templates:
                 extravars = private / "extravars.yml"
                 with extravars.open("w", encoding="utf-8") as handle:
                     os.fchmod(handle.fileno(), 0o600)
-                    yaml.dump(unsafe(data), handle, Dumper=_Dumper, allow_unicode=True)
+                    every = {**unsafe(data or {}), **(templates or {})}
+                    yaml.dump(every, handle, Dumper=_Dumper, allow_unicode=True)
             with self._lock:
                 self.calls += 1
             runner = ansible_runner.run(

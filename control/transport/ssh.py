@@ -21,8 +21,8 @@ from typing import Any
 
 import paramiko
 
-from control.errors import SuperagentError, UsageError
-from control.inventory import Worker
+from control.errors import SuperagentError
+from control.inventory import Worker, ssh_address
 from control.transport.base import (
     InboxCalls,
     PollResult,
@@ -61,17 +61,11 @@ class SshTarget:
     @classmethod
     def of(cls, worker: Worker) -> SshTarget:
         v = worker.vars
-        port = v.get("ansible_port") or v.get("ansible_ssh_port") or 22
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"{worker.name}: ansible_port must be a number, not {port!r}"
-            ) from None
+        host, port = ssh_address(worker)
         key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
         return cls(
             worker=worker.name,
-            host=str(v.get("ansible_host") or worker.name),
+            host=host,
             port=port,
             user=str(v.get("ansible_user") or v.get("ansible_ssh_user") or getpass.getuser()),
             key_file=str(Path(str(key)).expanduser()) if key else None,

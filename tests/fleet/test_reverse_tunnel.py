@@ -1,18 +1,21 @@
 """A worker behind NAT: the orchestrator has no route to it, and reaches it through the
-reverse SSH tunnel the worker keeps open (systemd restarts it when it drops)."""
+reverse SSH tunnel the worker keeps open (systemd restarts it when it drops), from its
+first provisioning on, with its inventory entry unchanged (its LAN address stays in it)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import socket
+import subprocess
 import time
+from typing import Any
 
 import pytest
 
-from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from tests.fleet.conftest import Provisioning, unit_property
 from tests.fleet.harness import BRIDGE_ADDRESS, GATEWAY_PORT, Fleet
+from tests.fleet.runs import control
 
 pytestmark = pytest.mark.fleet
 
@@ -38,6 +41,11 @@ def tunnel_ssh(fleet: Fleet, argv: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+def tunnelled(fleet: Fleet, command: str, **how: Any) -> subprocess.CompletedProcess[str]:
+    """ssh to natbox the orchestrator's way, at its tunnel's end (no route to its LAN)."""
+    return fleet.ssh("natbox", command, address="127.0.0.1", port=PORT, **how)
+
+
 def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
     provisioned: Provisioning,
 ) -> None:
@@ -60,20 +68,21 @@ def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
         assert first.rc == 0, first.tail()
         assert unit_property(fleet, "natbox", "ActiveState", "superagent-tunnel") == "active"
 
-        # ...then, with no route to it, the inventory reaches it through the tunnel.
-        fleet.set_host_vars("natbox", ansible_host="127.0.0.1", ansible_port=PORT)
+        # ...then, with no route to it and the inventory as it was (its LAN address), the
+        # orchestrator reaches it through the tunnel: control and a second provisioning.
         assert direct_connect_error(nat.address) == errno.EHOSTUNREACH
-        assert fleet.ssh("natbox", "hostname").stdout.strip() == "natbox"
-        stats = fleet.ssh(
-            "natbox",
-            f"{WORKER_CONTROL} queue stats --db {WORKER_QUEUE_DB} --json",
-            user="superagent",
-        )
-        beats = {b["worker_id"]: b for b in json.loads(stats.stdout)["heartbeats"]}
-        assert beats["natbox"]["status"] == "idle"
+        assert fleet.hosts["natbox"].vars.get("ansible_host") in (None, nat.address)
+        inventory = (fleet.inventory_dir / "hosts.yml").read_text()
+        health = control(fleet, "health", "--json")
+        assert health.stdout, health.stderr
+        seen = {w["worker"]: w for w in json.loads(health.stdout)["workers"]}
+        assert seen["natbox"]["reachable"], seen["natbox"]
+        assert seen["natbox"]["status"] == "idle", seen["natbox"]
         again = fleet.playbook(limit="natbox:tunnel_endpoints", label="tunnel-rerun")
         assert again.rc == 0, again.tail()
         assert again.recap["natbox"]["changed"] == 0, again.changed_tasks()
+        assert (fleet.inventory_dir / "hosts.yml").read_text() == inventory
+        assert tunnelled(fleet, "hostname").stdout.strip() == "natbox"
 
         # The tunnel's key opens its own port and nothing else: no other port, no shell.
         other_port = fleet.exec(
@@ -92,7 +101,7 @@ def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
         fleet.exec("natbox", ["systemctl", "kill", "--signal=SIGKILL", "superagent-tunnel"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            back = fleet.ssh("natbox", "hostname", check=False, timeout=15)
+            back = tunnelled(fleet, "hostname", check=False, timeout=15)
             now = int(unit_property(fleet, "natbox", "NRestarts", "superagent-tunnel"))
             if back.returncode == 0 and now > restarts:
                 break

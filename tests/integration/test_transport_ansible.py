@@ -22,6 +22,7 @@ from control.queue import Queue
 from control.transport.ansible import AnsibleTransport
 from control.transport.base import TransportError
 from control.transport.runner import AdHocRunner
+from control.transport.ssh import SshTransport
 from tests.injection import big_text, corpus
 from tests.sshd import Sshd, free_port, keygen, sshd_problem
 from tests.support import need
@@ -220,5 +221,48 @@ def test_over_real_ssh_host_keys_are_checked(
             assert [m.payload for m in q.messages()] == ["{{ 7 * 7 }}"]
         with Queue(tmp_path / "impostor.db") as q:
             assert q.messages() == []
+    finally:
+        sshd.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_behind_nat_is_reached_through_its_tunnel_by_both_transports(
+    control_path_dir: Path, tmp_path: Path, invocations: list[dict[str, Any]]
+) -> None:
+    """ansible_host/ansible_port name its LAN (here a closed port: no route from the
+    orchestrator); reverse_tunnel_port is where its tunnel ends (here the real sshd)."""
+    problem = sshd_problem()
+    need(problem is None, str(problem))
+    sshd = Sshd(tmp_path / "sshd")
+    sshd.start()
+    try:
+        workers = []
+        for name, reach in (("direct", "direct"), ("nat", "reverse-tunnel")):
+            db = tmp_path / f"{name}.db"
+            Queue(db).close()
+            values = dict(sshd.worker(name, db).vars)
+            values["ansible_python_interpreter"] = sys.executable
+            values["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={sshd.known_hosts}"
+            if reach == "reverse-tunnel":
+                values.update(ansible_port=free_port(), reverse_tunnel_port=sshd.port)
+            workers.append(Worker(name, transport="ansible", reach=reach, vars=values))
+        transport = AnsibleTransport(runner=AdHocRunner(control_path_dir=control_path_dir))
+
+        polled = transport.poll(workers)
+        assert polled["nat"].reachable, polled["nat"].error
+        assert polled["direct"].reachable, polled["direct"].error
+        assert len(invocations) == 2  # extra vars reach every host of a call: its own call
+        assert transport.enqueue(workers[1], {"task": "through the tunnel"}, key="k").state == (
+            "pending"
+        )
+        ssh = SshTransport(connect_timeout_s=10, call_timeout_s=30)
+        try:
+            over_ssh = ssh.poll([workers[1]])["nat"]
+        finally:
+            ssh.close()
+        assert over_ssh.reachable, over_ssh.error
+        assert over_ssh.stats["by_state"].get("pending") == 1
+        with Queue(tmp_path / "nat.db") as q:
+            assert [m.payload for m in q.messages()] == [{"task": "through the tunnel"}]
     finally:
         sshd.stop()

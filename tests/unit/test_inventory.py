@@ -11,7 +11,13 @@ import pytest
 from control import __version__, pins
 from control.errors import UsageError
 from control.health import fleet_pins, pins_of
-from control.inventory import KNOWN_VARIABLES, Worker, generic_workers, load_inventory
+from control.inventory import (
+    KNOWN_VARIABLES,
+    Worker,
+    generic_workers,
+    load_inventory,
+    ssh_address,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +48,10 @@ def test_the_example_fleet() -> None:
     assert workers["laptop"] == Worker("laptop", frozenset({"linux"}), 1, "ansible", "direct")
     assert workers["wsl"].capabilities == {"linux", "windows-files"}
     assert workers["wsl"].reach == "reverse-tunnel"
+    # Behind NAT: reached at its tunnel's end, whatever address its first provisioning used.
+    assert ssh_address(workers["wsl"]) == ("127.0.0.1", 2201)
+    assert workers["wsl"].vars["ansible_host"] != "127.0.0.1"
+    assert ssh_address(workers["server"]) == ("server", 22)
 
 
 def test_group_vars_children_and_host_vars_apply_as_in_ansible(tmp_path: Path) -> None:
@@ -138,6 +148,26 @@ def test_slots_given_as_text_are_read_as_a_number(tmp_path: Path) -> None:
         (
             {"hosts.yml": HOSTS, "group_vars/all.yml": "superagent_reach: carrier-pigeon\n"},
             "superagent_reach must be one of direct, reverse-tunnel, got 'carrier-pigeon'",
+        ),
+        (
+            {"hosts.yml": HOSTS, "host_vars/beta.yml": "superagent_reach: reverse-tunnel\n"},
+            "host 'beta': superagent_reach reverse-tunnel needs reverse_tunnel_port, the port "
+            "its tunnel opens on the orchestrator's loopback (1024-65535), got None",
+        ),
+        (
+            {
+                "hosts.yml": HOSTS,
+                "host_vars/beta.yml": "superagent_reach: reverse-tunnel\nreverse_tunnel_port: 22\n",
+            },
+            "host 'beta': superagent_reach reverse-tunnel needs reverse_tunnel_port",
+        ),
+        (
+            {
+                "hosts.yml": HOSTS,
+                "group_vars/all.yml": "superagent_reach: reverse-tunnel\n"
+                "reverse_tunnel_port: 2201\n",
+            },
+            "hosts 'alpha' and 'beta' both use reverse_tunnel_port 2201",
         ),
         (
             {"hosts.yml": HOSTS, "group_vars/all.yml": 'superagent_slots: "{{ undefined_x }}"\n'},

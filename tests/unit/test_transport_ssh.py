@@ -39,6 +39,13 @@ def test_target_from_inventory_variables() -> None:
     )
 
 
+def test_a_worker_behind_nat_is_reached_at_its_tunnel_whatever_its_lan_address() -> None:
+    values = {"ansible_host": "192.168.1.20", "ansible_port": 22, "reverse_tunnel_port": 2201}
+    worker = Worker("w1", transport="ssh", reach="reverse-tunnel", vars=values)
+    target = SshTarget.of(worker)
+    assert (target.host, target.port, target.address) == ("127.0.0.1", 2201, "[127.0.0.1]:2201")
+
+
 def test_the_remote_command_quotes_every_path() -> None:
     odd = "/srv/it's a $(dir)/`x`;|&/queue.db"
     target = SshTarget.of(_worker(superagent_queue_db=odd))
