@@ -505,9 +505,11 @@ class Workspace:
         self._git("reset", "--hard", "--quiet", commit, "--", cwd=path)
         return commit
 
-    def delete_remote_refs(self, prefix: str) -> list[str]:
+    def delete_remote_refs(
+        self, prefix: str, select: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Delete every ref under `prefix` (checkpoints or attempts of one run) on the
-        remote; the refs deleted."""
+        remote, or those of them `select` chooses; the refs deleted."""
         if not prefix.startswith("refs/superagent/") or not prefix.endswith("/"):
             raise UsageError(f"not a superagent ref prefix: {prefix!r}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -516,6 +518,7 @@ class Workspace:
             name
             for line in done.stdout.splitlines()
             if (name := line.partition("\t")[2]).startswith(prefix)
+            and (select is None or select(name))
         ]
         if refs:
             with self._locked():
