@@ -13,6 +13,7 @@ this state database does not know (another orchestrator's).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,9 +66,7 @@ def forget_finished_checkpoints(store: StateStore, work_dir: Path) -> Forgotten:
                 workspace_root(work_dir, url), url, author_name="superagent",
                 author_email="superagent@localhost",
             )  # fmt: skip
-            deleted = workspace.delete_remote_refs(
-                WIP_REF_PREFIX, select=lambda ref, ids=run_ids: run_of(ref) in ids
-            )
+            deleted = workspace.delete_remote_refs(WIP_REF_PREFIX, select=_of_runs(run_ids))
         except SuperagentError as exc:
             log.warning("cannot delete the checkpoints on %s: %s", url, exc)
             forgotten.failed[url] = str(exc)
@@ -75,6 +74,10 @@ def forget_finished_checkpoints(store: StateStore, work_dir: Path) -> Forgotten:
         for ref in deleted:
             forgotten.deleted.setdefault(run_of(ref) or "", []).append(ref)
     return forgotten
+
+
+def _of_runs(run_ids: set[str]) -> Callable[[str], bool]:
+    return lambda ref: run_of(ref) in run_ids
 
 
 def run_of(ref: str) -> str | None:

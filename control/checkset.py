@@ -101,9 +101,10 @@ def distinct_checks(asked: Iterable[tuple[str, str]]) -> tuple[IntegrationCheck,
     groups: dict[tuple[str, ...], _Group] = {}
     for phase, command in asked:
         argv = plain_argv(command)
+        files: tuple[str, ...] = ()
         if argv is None:
             key: tuple[str, ...] = ("", command.strip())  # shell syntax: as written
-            runner, files = key, ()
+            runner = key
         else:
             runner, files = split_runner(argv)
             key = runner if files else (*runner, "")  # bare runners merge with nothing

@@ -121,6 +121,7 @@ def test_control_gc_deletes_the_checkpoints_of_finished_runs_only(tmp_path: Path
         return set(out.splitlines())
 
     assert len(checkpoints()) == 10
+
     def gc(days: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "control", "gc", "--state", str(tmp_path / "state.db"),
