@@ -37,7 +37,7 @@ def said_kinds() -> set[str]:
 
 def written_kinds() -> set[str]:
     """Every kind the state database writes with a change, read from the source."""
-    state = (ROOT / "control" / "state.py").read_text()
+    state = "\n".join(p.read_text() for p in sorted((ROOT / "control" / "state").glob("*.py")))
     found = set(re.findall(r"_event\(\s*conn,\s*[\w.]+,\s*f?\"(\w+)\"", state))
     found |= set(re.findall(r"event: str = \"(\w+)\"", state))  # a hold's default kinds
     for name in ("orchestrator.py", "dispatch.py"):

@@ -1,0 +1,115 @@
+"""What an operator does to a run's phases (`control retry`, `control cancel`, the Slack
+agent, the dashboard), and the cancels owed to workers until they confirm.
+
+The rules live here, not in the commands: only a stopped phase can be retried, a cancel
+is recorded before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from control.errors import ConflictError, NotFoundError
+from control.state.attempts import Attempts
+from control.state.rows import AttemptRow, PhaseRow, attempt_row
+from control.state.runs import Runs
+
+_STOPPED = ("dead", "cancelled")
+
+
+class Interventions(Attempts, Runs):
+    """Retry and cancel, on top of the phases and runs they change."""
+
+    def reset_phase(self, run_id: str, phase_id: str, reason: str) -> None:
+        """`control retry`: a dead or cancelled phase gets a fresh set of attempts."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
+                "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
+                (reason, self.clock(), run_id, phase_id),
+            )
+            self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+
+    def named_phases(self, run_id: str, phase_ids: Iterable[str]) -> dict[str, PhaseRow]:
+        """The named phases of a run; NotFoundError naming every unknown one."""
+        rows = self.phases(run_id)
+        wanted = list(dict.fromkeys(phase_ids))
+        if unknown := [p for p in wanted if p not in rows]:
+            listed = ", ".join(repr(p) for p in unknown)
+            raise NotFoundError(
+                f"run {run_id} has no phase {listed} (its phases: {', '.join(sorted(rows))})"
+            )
+        return {p: rows[p] for p in wanted}
+
+    def retry_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> None:
+        """`control retry`: dead or cancelled phases get a fresh set of attempts.
+
+        Only a phase that has stopped can be retried; the run reopens if it had ended.
+        """
+        named = self.named_phases(run_id, phase_ids)
+        if live := [f"{p} is {r.state}" for p, r in named.items() if r.state not in _STOPPED]:
+            raise ConflictError(f"only dead or cancelled phases can be retried: {'; '.join(live)}")
+        for phase_id in named:
+            self.reset_phase(run_id, phase_id, reason)
+        if self.run(run_id).status != "running":
+            self.reopen_run(run_id)
+
+    def cancel_targets(self, run_id: str, phase_ids: Iterable[str] | None) -> list[str]:
+        """The phases `control cancel` acts on: those named, or every open one of the run."""
+        if phase_ids:
+            return list(self.named_phases(run_id, phase_ids))
+        return [p for p, r in self.phases(run_id).items() if r.state not in ("done", "cancelled")]
+
+    def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> list[str]:
+        """The operator's cancel, recorded before anything is sent: the phases end
+        `cancelled`, their attempts in flight too, each with a cancel owed to its
+        worker. Returns the keys of those attempts."""
+        owed: list[str] = []
+        with self.write() as conn:
+            now = self.clock()
+            for phase_id in phase_ids:
+                conn.execute(
+                    "UPDATE phases SET state = 'cancelled', reason = ?, updated_at = ? "
+                    "WHERE run_id = ? AND phase_id = ? AND state NOT IN ('done', 'cancelled')",
+                    (reason, now, run_id, phase_id),
+                )
+                owed += [
+                    row["key"]
+                    for row in conn.execute(
+                        "UPDATE attempts SET state = 'cancelled', finished_at = ?, reason = ?, "
+                        "cancel_owed = 1, cost_usd = reserved_usd, cost_estimated = "
+                        "reserved_usd > 0 WHERE run_id = ? AND phase_id = ? "
+                        "AND state IN ('sending', 'dispatched') RETURNING key",
+                        (now, reason, run_id, phase_id),
+                    ).fetchall()
+                ]
+                self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
+        return owed
+
+    def mark_cancel_sent(self, key: str) -> None:
+        """The worker's inbox confirmed the cancel (cancelled, flagged, or already over)."""
+        with self.write() as conn:
+            conn.execute("UPDATE attempts SET cancel_sent = 1 WHERE key = ?", (key,))
+
+    def owe_cancel(self, key: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE attempts SET cancel_owed = 1 WHERE key = ?", (key,))
+
+    def owed_cancels(self) -> list[AttemptRow]:
+        """Cancels recorded but not yet confirmed by the worker, of every run, finished
+        ones included: a written-off attempt must be stopped wherever it still runs."""
+        rows = self.conn.execute(
+            "SELECT * FROM attempts WHERE cancel_owed = 1 AND cancel_sent = 0 "
+            "ORDER BY created_at, attempt"
+        ).fetchall()
+        return [attempt_row(r) for r in rows]
+
+    def drop_owed_cancels(self, worker: str) -> int:
+        """A host gone from the inventory: nothing can be delivered to it any more."""
+        with self.write() as conn:
+            gone = conn.execute(
+                "UPDATE attempts SET cancel_owed = 0 WHERE worker = ? AND cancel_owed = 1 "
+                "AND cancel_sent = 0 RETURNING key",
+                (worker,),
+            ).fetchall()
+        return len(gone)
