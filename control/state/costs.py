@@ -38,12 +38,11 @@ class Costs(StoreBase):
 
     def costs(self, run_id: str) -> list[tuple[float, float]]:
         """(when settled, cost) of every settled attempt of a run, for the burn rate."""
-        rows = self.conn.execute(
+        return self._pairs(
             "SELECT finished_at, cost_usd FROM attempts WHERE run_id = ? "
             "AND cost_usd IS NOT NULL AND finished_at IS NOT NULL",
-            (run_id,),
-        ).fetchall()
-        return [(float(r[0]), float(r[1])) for r in rows]
+            run_id,
+        )
 
     def cost_by(self, column: str, run_id: str | None = None) -> dict[str, float]:
         """Settled cost per worker or per account (of one run, or of every run)."""
@@ -93,9 +92,12 @@ class Costs(StoreBase):
 
     def run_costs_since(self, since: float) -> list[tuple[float, float]]:
         """(created_at, cost) of every run created at or after `since`."""
-        rows = self.conn.execute(
+        return self._pairs(
             "SELECT r.created_at, COALESCE(SUM(p.cost_usd), 0) FROM runs r "
             "LEFT JOIN phases p ON p.run_id = r.id WHERE r.created_at >= ? GROUP BY r.id",
-            (since,),
-        ).fetchall()
-        return [(float(r[0]), float(r[1])) for r in rows]
+            since,
+        )
+
+    def _pairs(self, query: str, *params: object) -> list[tuple[float, float]]:
+        """(time, cost) pairs as a query returns them."""
+        return [(float(a), float(b)) for a, b in self.conn.execute(query, params).fetchall()]

@@ -24,7 +24,7 @@ _LISTED: Entry = (0, 0, 0)  # a directory whose entries are in the snapshot them
 
 # In a git directory, what git itself changes while a slot fetches, commits, adds a
 # worktree or collects garbage (a worktree's config.worktree is never honoured: see
-# control.git._pin_config); everything else there (config, hooks, info/, any new file,
+# control.git.runner); everything else there (config, hooks, info/, any new file,
 # objects/info/alternates) is watched.
 _GIT_CHURN = frozenset(
     {"HEAD", "FETCH_HEAD", "ORIG_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR",
