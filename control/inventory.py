@@ -65,6 +65,7 @@ KNOWN_VARIABLES = frozenset(
         "superagent_slack_agent",
         "superagent_pins_profile",
         "superagent_accounts",
+        "superagent_agents",
     }
 )
 

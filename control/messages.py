@@ -55,6 +55,9 @@ class Feedback:
     slot: str = ""
     backend: str = ""
     session_id: str | None = None
+    # The account the session ran on: its Claude Code configuration (and so the session)
+    # is that account's, so only an attempt on the same account resumes it.
+    account: str | None = None
     verify: tuple[VerifyFailure, ...] = ()
     missing: tuple[str, ...] = ()
 
@@ -75,8 +78,9 @@ class Feedback:
         for name in ("reason", "worker", "slot", "backend"):
             if not isinstance(known.get(name, ""), str):
                 raise UsageError(f"feedback field {name!r} must be text")
-        if known.get("session_id") is not None and not isinstance(known["session_id"], str):
-            raise UsageError("feedback field 'session_id' must be text")
+        for name in ("session_id", "account"):
+            if known.get(name) is not None and not isinstance(known[name], str):
+                raise UsageError(f"feedback field {name!r} must be text")
         missing = known.get("missing", [])
         if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
             raise UsageError("feedback field 'missing' must be a list of text")

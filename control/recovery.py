@@ -103,6 +103,7 @@ def feedback_of(row: AttemptRow, *, with_session: bool = True) -> Feedback:
         slot=str(body.get("slot") or ""),
         backend=str(agent.get("backend") or ""),
         session_id=session if isinstance(session, str) and session else None,
+        account=row.account,
         verify=verify,
         missing=tuple(str(m) for m in missing if isinstance(m, str))[:MISSING_LIMIT],
     )

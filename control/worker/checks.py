@@ -107,16 +107,12 @@ def installed(config: WorkerConfig) -> Fingerprint:
             return None
         return real, st.st_ino, st.st_size, st.st_mtime_ns
 
-    return tuple(one(executable) for executable in (config.node, config.claude, *_agents(config)))
+    executables = (config.node, config.claude, *config.agent_executables())
+    return tuple(one(executable) for executable in executables)
 
 
 # Each other agent CLI: how `--version` answers ("codex-cli 0.169.0": the second word).
 _AGENT_VERSION_WORD = {"codex": 1, "gemini": 0, "opencode": 0}
-
-
-def _agents(config: WorkerConfig) -> list[str]:
-    """The executables of the other agent CLIs this worker is pinned to (installed)."""
-    return [getattr(config, name) for name in _AGENT_VERSION_WORD if getattr(config.pins, name)]
 
 
 def run_checks(config: WorkerConfig) -> CheckReport:

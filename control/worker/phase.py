@@ -17,6 +17,7 @@ from typing import Any
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
 from control.messages import (
+    Feedback,
     IntegrationTask,
     PhaseTask,
     is_integration_payload,
@@ -46,6 +47,24 @@ FREEFORM_DIR = "freeform"  # under the work directory: one scratch directory per
 
 def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
+
+
+def resumes_here(
+    feedback: Feedback | None, worker: str, slot: str, backend: str, account: object,
+    *, restored: bool,
+) -> bool:  # fmt: skip
+    """A session is resumed where it lives: this worker and slot, the same backend, the
+    same account (Claude Code keeps an account's sessions in its configuration
+    directory), and the checkout holding its work again (restored from its checkpoint)."""
+    return (
+        feedback is not None
+        and feedback.session_id is not None
+        and feedback.worker == worker
+        and feedback.slot == slot
+        and feedback.backend == backend
+        and feedback.account == account
+        and restored
+    )
 
 
 @dataclass
@@ -234,6 +253,24 @@ class _Attempt:
             self.sandbox.wrapper(replace(jail, network=self.task.verify_network)),
         )
 
+    def _account_env(self, backend: str, task: PhaseTask) -> dict[str, str]:
+        """CLAUDE_CONFIG_DIR for the task's account, so two Claude Code accounts on one
+        host never share a login or a session. Unsandboxed (a trusted host), the
+        account's own, `<claude_config_root>/<account>`; sandboxed, one per account in
+        the phase's kept HOME: a directory the agent can write and later phases of other
+        runs read (settings, hooks, a login) would carry one phase's doing into the next."""
+        account = task.agent.get("account")
+        if backend != "claude-code" or not isinstance(account, str):
+            return {}
+        if self.sandbox is not None:
+            path = self.scratch / "home" / ".claude-accounts" / account
+        elif self.config.claude_config_root is not None:
+            path = self.config.claude_config_root / account
+        else:
+            return {}
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return {"CLAUDE_CONFIG_DIR": str(path)}
+
     def _run(self) -> Outcome:  # noqa: PLR0911  one early return per way an attempt fails
         task = self.task
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -285,16 +322,10 @@ class _Attempt:
         except UsageError as exc:
             return self._end("failed", str(exc))
         feedback = task.feedback
-        # A session is resumed where it lives: this worker and slot, the same backend,
-        # and the checkout holding its work again (restored from its checkpoint).
-        resume = (
-            feedback is not None
-            and feedback.session_id is not None
-            and feedback.worker == self.config.worker_id
-            and feedback.slot == self.slot
-            and feedback.backend == backend
-            and restored is not None
-        )
+        resume = resumes_here(
+            feedback, self.config.worker_id, self.slot, backend, task.agent.get("account"),
+            restored=restored is not None,
+        )  # fmt: skip
         request = replace(
             request,
             wrap=agent_wrap,
@@ -306,6 +337,7 @@ class _Attempt:
         )
         if resume:
             self.sessions.restore(self.scratch)
+        request = replace(request, env={**request.env, **self._account_env(backend, task)})
         # Sandboxed, the agent cannot reach beside its checkout; trusted, we look.
         before = self._snapshot(prepared.path) if agent_wrap is None else None
         self._agent_ran = True

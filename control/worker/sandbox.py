@@ -78,7 +78,7 @@ def sandbox_for(config: WorkerConfig) -> Sandbox | None:
     if config.trusted_host:
         return None
     read_only = list(config.sandbox_read_only)
-    for program in (config.node, config.claude):
+    for program in (config.node, config.claude, *config.agent_executables()):
         if os.sep in program:  # /opt/superagent/node/bin/node: the whole install, where
             # it really is and where PATH names it (a symlink to a versioned directory:
             # without it, `npm` in a verify command is not found)

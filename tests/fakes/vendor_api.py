@@ -1,7 +1,9 @@
 """Stubs of the vendors' model APIs on loopback, for running the real agent CLIs with no model.
 
 `codex` speaks the OpenAI Responses API (SSE), `gemini` the Gemini API's
-`streamGenerateContent` (SSE). Each answer ends with the completion marker the prompt
+`streamGenerateContent` (SSE), `chat` the OpenAI-compatible Chat Completions stream
+(`/v1/chat/completions`, SSE chunks then `[DONE]`) that opencode's openai-compatible
+provider reads. Each answer ends with the completion marker the prompt
 asked for (read from the request), with fixed token counts; `limited=True` answers with
 the vendor's rate-limit error instead. What the CLIs printed against these stubs is in
 tests/fixtures/agents.
@@ -58,6 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         if self.vendor == "openai":
             self._openai(body)
+        elif self.vendor == "chat":
+            self._chat(body)
         else:
             self._gemini(body)
 
@@ -79,6 +83,25 @@ class _Handler(BaseHTTPRequestHandler):
              {"type": "response.completed", "response": {"id": "resp_1", "usage": usage}}),
         ])  # fmt: skip
 
+    def _chat(self, body: bytes) -> None:
+        if self.limited:
+            error = {"message": "Rate limit reached for requests", "type": "requests",
+                     "code": "rate_limit_exceeded"}  # fmt: skip
+            self._json(429, {"error": error})
+            return
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": RESET_EPOCH,
+                "model": "stub-model"}  # fmt: skip
+        usage = {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
+                 "prompt_tokens_details": {"cached_tokens": 200}}  # fmt: skip
+        delta = {"role": "assistant", "content": _answer(body)}
+        self._sse([
+            (None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}),
+            (None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            (None, {**base, "choices": [], "usage": usage}),
+        ])  # fmt: skip
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
     def _gemini(self, body: bytes) -> None:
         if self.limited:
             quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
@@ -98,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serving(vendor: str, *, limited: bool = False) -> Iterator[str]:
-    """A stub of `vendor` ("openai" or "gemini") on a free loopback port; yields its URL."""
+    """A stub of `vendor` ("openai", "chat" or "gemini") on a free loopback port; yields its URL."""
     handler = type("Handler", (_Handler,), {"vendor": vendor, "limited": limited})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

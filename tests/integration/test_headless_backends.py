@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from control.messages import Feedback
 from control.worker.agents import AgentOptions, AgentRequest, get_backend
 from tests.fakes.agents import fake_path
 
@@ -124,3 +126,49 @@ def test_a_missing_cli_is_a_failure_naming_it(tmp_path: Path, cli: str) -> None:
     request = AgentRequest(**{**request.__dict__, "env": {**request.env, "PATH": str(tmp_path)}})
     result = get_backend(cli).run(request)
     assert result.status == "failed" and "is not installed" in result.reason
+
+
+SESSION = {"codex": "0b7e4c1a-1111-4222-8333-944455556666",
+           "gemini": "6f2d9a10-2222-4333-8444-a55566667777",
+           "opencode": "ses_22b0e38f8001GLZLyrWY12LJ"}  # fmt: skip
+RESUME_ARGS = {"codex": ["resume", SESSION["codex"], "-"],
+               "gemini": ["--resume", SESSION["gemini"]],
+               "opencode": ["--session", SESSION["opencode"]]}  # fmt: skip
+
+
+def _with_feedback(request: AgentRequest, session: str | None) -> AgentRequest:
+    feedback = Feedback(attempt=1, reason="verify failed: pytest exit 1", worker="w1",
+                        slot="0", backend="x", session_id=session)  # fmt: skip
+    return replace(request, feedback=feedback, resume_session=session)
+
+
+def _sublist(part: list[str], whole: list[str]) -> bool:
+    return any(whole[i : i + len(part)] == part for i in range(len(whole)))
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_feedback_round_resumes_the_cli_session_told_only_what_failed(
+    tmp_path: Path, cli: str
+) -> None:
+    request = _with_feedback(cli_request(tmp_path, cli), SESSION[cli])
+    result = get_backend(cli).run(request)
+    assert result.status == "ok", result.reason
+    assert result.session_id == SESSION[cli]  # the same session went on
+    dump = json.loads((tmp_path / "dump.json").read_text())
+    assert _sublist(RESUME_ARGS[cli], dump["argv"]), dump["argv"]
+    assert "verify failed: pytest exit 1" in dump["prompt"]
+    assert request.task not in dump["prompt"]  # the session knows the task already
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_feedback_without_a_session_here_starts_fresh_with_the_task_and_the_failure(
+    tmp_path: Path, cli: str
+) -> None:
+    hostile = "--dangerously-bypass-approvals-and-sandbox"
+    for session in (None, hostile):  # none here, or one that is not an id: fresh either way
+        request = _with_feedback(cli_request(tmp_path, cli), session)
+        result = get_backend(cli).run(request)
+        assert result.status == "ok", result.reason
+        dump = json.loads((tmp_path / "dump.json").read_text())
+        assert not {"resume", "--resume", "--session", hostile} & set(dump["argv"])
+        assert request.task in dump["prompt"] and "verify failed: pytest exit 1" in dump["prompt"]

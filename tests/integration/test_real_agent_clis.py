@@ -2,9 +2,11 @@
 
 Each CLI runs when `make real-agents` installed its pin under .cache/agents/ (or
 SUPERAGENT_REAL_CODEX / _GEMINI / _OPENCODE names a binary of the pinned version); else
-its tests skip. No request leaves the machine: codex and gemini talk to stubs of their
-vendors' APIs on loopback (tests/fakes/vendor_api.py), and the rest needs no model:
-versions, refusals of unknown flags and of missing credentials, our command lines.
+its tests skip. No request leaves the machine: codex, gemini and opencode talk to stubs of
+their vendors' APIs on loopback (tests/fakes/vendor_api.py; opencode through its documented
+custom openai-compatible provider), and the rest needs no model: versions, refusals of
+unknown flags and of missing credentials, our command lines. Codex and opencode resume
+their real sessions for a feedback round.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import json
 import os
 import re
 import subprocess
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from control.messages import Feedback
 from control.pins import load
 from control.worker.agents import AgentOptions, AgentRequest, get_backend
 from control.worker.agents.codex import build_argv as codex_argv
@@ -99,6 +104,24 @@ def test_codex_accepts_every_flag_of_our_command_line(tmp_path: Path) -> None:
     argv = codex_argv(binary, request)
     assert run([*argv, "--help"], tmp_path / "home").returncode == 0  # clap parses all first
     assert run([*argv, "--nope", "--help"], tmp_path / "home").returncode == 2
+    resume = codex_argv(binary, _resuming(request, "0b7e4c1a-1111-4222-8333-944455556666"))
+    assert "resume" in resume
+    said = run([*resume, "--help"], tmp_path / "home")
+    assert said.returncode == 0 and "codex exec resume" in said.stdout
+
+
+def _resuming(request: AgentRequest, session: str) -> AgentRequest:
+    feedback = Feedback(attempt=1, reason="tests failed", session_id=session)
+    return replace(request, feedback=feedback, resume_session=session)
+
+
+def test_gemini_takes_our_resume_flag_and_looks_for_the_session(tmp_path: Path) -> None:
+    binary = need("gemini")
+    request = AgentRequest(phase_id="p", task="t", checkout=tmp_path, log_path=tmp_path / "l")
+    argv = gemini_argv(binary, _resuming(request, "6f2d9a10-2222-4333-8444-a55566667777"))
+    found = run(argv, tmp_path / "home", GEMINI_API_KEY="sk-test-0123456789abcdefghij")
+    assert found.returncode == 42, found.stderr  # past the flags: no such session here
+    assert "Error resuming session" in found.stderr
 
 
 def test_gemini_takes_our_command_line_and_refuses_without_a_credential(tmp_path: Path) -> None:
@@ -189,3 +212,75 @@ def test_the_real_gemini_through_the_backend_against_a_stub_api(
     else:
         assert result.status == "ok", result.reason
         assert result.usage["output_tokens"] == 300 and result.cost_estimated
+
+
+def _opencode_home(tmp_path: Path, url: str) -> None:
+    """opencode's documented custom provider: the openai-compatible one at the stub, its
+    key from the environment, a model priced 1.25/10/0.125 per million tokens."""
+    config = tmp_path / "home" / ".config" / "opencode" / "opencode.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {"stub": {
+            "npm": "@ai-sdk/openai-compatible", "name": "stub",
+            "options": {"baseURL": f"{url}/v1", "apiKey": "{env:OPENAI_API_KEY}"},
+            "models": {"stub-model": {
+                "name": "stub", "cost": {"input": 1.25, "output": 10, "cache_read": 0.125}}},
+        }},
+    }))  # fmt: skip
+
+
+def _opencode_request(tmp_path: Path, binary: str) -> AgentRequest:
+    request = _request(tmp_path, "stub/stub-model", "OPENAI_API_KEY",
+                       OPENCODE_DISABLE_MODELS_FETCH="true")  # fmt: skip
+    return replace(request, options=AgentOptions(
+        model="stub/stub-model", extra={"executable": binary, "exit_grace_s": 5.0}))  # fmt: skip
+
+
+def test_the_real_opencode_through_the_backend_against_a_stub_api_then_resumed(
+    tmp_path: Path,
+) -> None:
+    binary = need("opencode")
+    with serving("chat") as url:
+        _opencode_home(tmp_path, url)
+        request = _opencode_request(tmp_path, binary)
+        result = get_backend("opencode").run(request)
+        assert result.status == "ok", result.reason
+        assert completion_marker("api") in (result.result_text or "")
+        assert result.usage == {"input_tokens": 1200, "cached_input_tokens": 200,
+                                "output_tokens": 300}  # fmt: skip
+        assert not result.cost_estimated and result.cost_usd == pytest.approx(0.004275)
+        assert result.session_id and result.session_id.startswith("ses_")
+        assert "sk-test-0123456789abcdefghij" not in request.log_path.read_text()
+        # A feedback round on the same worker and slot: the real CLI goes on in that session.
+        again = get_backend("opencode").run(_resuming(request, result.session_id))
+    assert again.status == "ok", again.reason
+    assert again.session_id == result.session_id
+
+
+def test_the_real_opencode_rate_limit_is_rate_limited_not_waited_out(tmp_path: Path) -> None:
+    binary = need("opencode")
+    with serving("chat", limited=True) as url:
+        _opencode_home(tmp_path, url)
+        started = time.monotonic()
+        result = get_backend("opencode").run(_opencode_request(tmp_path, binary))
+    assert result.status == "rate_limited", result.reason
+    assert "Rate limit reached" in result.reason
+    assert time.monotonic() - started < 60  # ended at its first notice, not after its retries
+
+
+def test_the_real_codex_resumes_its_thread_for_a_feedback_round(tmp_path: Path) -> None:
+    binary = need("codex")
+    with serving("openai") as url:
+        _codex_home(tmp_path, url)
+        request = _request(tmp_path, "gpt-5", "OPENAI_API_KEY")
+        request = replace(request, options=AgentOptions(model="gpt-5",
+                                                        extra={"executable": binary}))  # fmt: skip
+        first = get_backend("codex").run(request)
+        assert first.status == "ok" and first.session_id, first.reason
+        again = get_backend("codex").run(_resuming(request, first.session_id))
+    assert again.status == "ok", again.reason
+    assert again.session_id == first.session_id
+    argv_lines = [line for line in again.log_path.read_text().splitlines() if "argv [" in line]
+    argv = json.loads(argv_lines[-1].split("argv ", 1)[1])
+    assert argv[-3:] == ["resume", first.session_id, "-"]

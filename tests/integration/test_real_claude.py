@@ -136,3 +136,26 @@ def test_not_logged_in_is_a_failure(tmp_path: Path) -> None:
     result = get_backend("claude-code").run(_request(tmp_path, credentials=False))
     assert result.status == "failed"
     assert "Not logged in" in result.reason
+
+
+def test_a_session_lives_in_the_configuration_directory_for_the_real_one_and_the_fake(
+    tmp_path: Path,
+) -> None:
+    """`--resume` finds a session only in $CLAUDE_CONFIG_DIR: another account's directory
+    holds none, and both CLIs say so alike."""
+    env = {**os.environ, **_offline_env(tmp_path / "home"),
+           "ANTHROPIC_API_KEY": "sk-ant-api03-fake-000"}  # fmt: skip
+    session = "0b7e4c1a-1111-4222-8333-944455556666"
+    runs = []
+    for program in (REAL, str(FAKE_CLAUDE)):
+        config = tmp_path / f"config-{len(runs)}"
+        config.mkdir()
+        runs.append(subprocess.run(
+            [program, "-p", "--output-format", "json", "--resume", session], input="go on",
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env={**env, "CLAUDE_CONFIG_DIR": str(config)},
+        ))  # fmt: skip
+    real, fake = runs
+    assert (fake.returncode, fake.stderr.strip()) == (real.returncode, real.stderr.strip())
+    assert real.stderr.strip() == f"No conversation found with session ID: {session}"
+    assert (tmp_path / "config-0" / ".claude.json").is_file()  # the real one kept its state there

@@ -6,11 +6,13 @@ a stub of its vendor's API on loopback).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from control.messages import Feedback
 from control.process import ProcessOutcome
 from control.worker.agents import AgentOptions, AgentRequest, get_backend
 from control.worker.agents.codex import CODEX, CodexReader
@@ -185,7 +187,8 @@ def test_hostile_lines_are_read_as_nothing(tmp_path: Path) -> None:
 
 
 def test_argv_holds_flags_only_never_the_task(tmp_path: Path) -> None:
-    req = request(tmp_path, "gpt-5", resume_session="01a22b05-11e7")
+    feedback = Feedback(attempt=1, reason="tests failed", session_id="01a22b05-11e7")
+    req = replace(request(tmp_path, "gpt-5"), feedback=feedback, resume_session="01a22b05-11e7")
     assert codex_argv("codex", req) == [
         "codex", "exec", "--json", "--color", "never", "--sandbox", "workspace-write",
         "-c", 'approval_policy="never"', "--model", "gpt-5", "resume", "01a22b05-11e7", "-",
@@ -200,8 +203,11 @@ def test_argv_holds_flags_only_never_the_task(tmp_path: Path) -> None:
     ]  # fmt: skip
     for argv in (codex_argv("c", req), gemini_argv("g", req), opencode_argv("o", req)):
         assert not any(req.task in a for a in argv)
-    hostile = request(tmp_path, resume_session="--dangerously-bypass-approvals-and-sandbox")
-    assert "--dangerously-bypass-approvals-and-sandbox" not in codex_argv("codex", hostile)
+    assert gemini_argv("g", req)[-4:] == ["--resume", "01a22b05-11e7", "--model", "gpt-5"]
+    assert opencode_argv("o", req)[-2:] == ["--session", "01a22b05-11e7"]
+    hostile = replace(req, resume_session="--dangerously-bypass-approvals-and-sandbox")
+    for argv in (codex_argv("c", hostile), gemini_argv("g", hostile), opencode_argv("o", hostile)):
+        assert "--dangerously-bypass-approvals-and-sandbox" not in argv
 
 
 def test_prices_know_dated_and_prefixed_names_and_nothing_else() -> None:

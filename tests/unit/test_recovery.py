@@ -16,6 +16,7 @@ from control.state import AttemptRow
 from control.verify import conflict_markers_left
 from control.worker.agents.base import AgentRequest, resuming
 from control.worker.agents.claude_code import build_argv
+from control.worker.phase import resumes_here
 from control.worker.prompt import build_feedback_prompt
 from tests.unit.test_git import AUTHOR, Upstream, git, hermetic_git, upstream  # noqa: F401
 
@@ -203,3 +204,21 @@ def test_a_prerequisite_a_later_one_contains_comes_in_with_it(
     prepared = ws.prepare("s0", "integration", "main", order)  # no conflict: l, r in both
     assert [m.get("with") for m in prepared.merged] == ["both", "both", None]
     assert (prepared.path / "a.txt").read_text() == "one (both)\ntwo\nthree\n"
+
+
+def test_a_session_is_resumed_only_on_its_worker_slot_backend_and_account() -> None:
+    failed = row(1, "failed", "failed", reason="verify failed", slot="s0",
+                 agent={"backend": "claude-code", "session_id": "s-1"})  # fmt: skip
+    failed = AttemptRow(**{**failed.__dict__, "account": "team-a"})
+    feedback = continuation([failed], 2, feedback_rounds=2).feedback
+    assert feedback is not None and feedback.account == "team-a"
+    assert Feedback.from_dict(feedback.to_dict()) == feedback
+    here = ("w1", "s0", "claude-code", "team-a")
+    assert resumes_here(feedback, *here, restored=True)
+    assert not resumes_here(feedback, *here, restored=False)
+    for other in (("w2", "s0", "claude-code", "team-a"), ("w1", "s1", "claude-code", "team-a"),
+                  ("w1", "s0", "codex", "team-a"), ("w1", "s0", "claude-code", "team-b"),
+                  ("w1", "s0", "claude-code", None)):  # fmt: skip
+        assert not resumes_here(feedback, *other, restored=True), other
+    with pytest.raises(UsageError, match="'account' must be text"):
+        Feedback.from_dict({**feedback.to_dict(), "account": 7})

@@ -153,3 +153,31 @@ def test_tools_installed_behind_a_symlink_are_found_by_the_path_the_worker_uses(
     )
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     assert (done.returncode, done.stdout) == (0, "npm here\n"), done.stderr
+
+
+def test_an_agent_cli_the_worker_is_pinned_to_runs_inside_the_sandbox(tmp_path: Path) -> None:
+    """As the agent_clis role installs codex: /opt/superagent/codex -> codex-<version>, its
+    bin/codex a relative link into lib/node_modules, and the worker pinned to it."""
+    package = tmp_path / "codex-0.169.0" / "lib" / "node_modules" / "@openai" / "codex"
+    (package / "bin").mkdir(parents=True)
+    (package / "bin" / "codex.js").write_text("#!/bin/sh\necho codex-cli 0.169.0\n")
+    (package / "bin" / "codex.js").chmod(0o755)
+    (tmp_path / "codex-0.169.0" / "bin").mkdir()
+    (tmp_path / "codex-0.169.0" / "bin" / "codex").symlink_to(
+        "../lib/node_modules/@openai/codex/bin/codex.js"
+    )
+    (tmp_path / "codex").symlink_to(tmp_path / "codex-0.169.0")
+    base = default_config(tmp_path / "home", "w1")
+    config = replace(base, codex=str(tmp_path / "codex/bin/codex"),
+                     pins=replace(base.pins, codex="0.169.0"))  # fmt: skip
+    jail = Jail(checkout=tmp_path / "checkout", scratch=tmp_path / "scratch")
+    jail.checkout.mkdir()
+    jail.scratch.mkdir()
+    for pinned, expected in ((config, 0), (replace(config, pins=base.pins), 127)):
+        sandbox = sandbox_for(pinned)
+        assert sandbox is not None
+        argv, env = sandbox.wrapper(jail)(
+            ["/bin/sh", "-c", "codex --version"], {"PATH": f"{tmp_path}/codex/bin:/usr/bin:/bin"}
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == expected, done.stderr  # not pinned here: not shown

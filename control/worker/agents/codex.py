@@ -13,7 +13,7 @@ the final `agent_message` item is the agent's answer. It reports tokens, not mon
 from __future__ import annotations
 
 from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult
+from control.worker.agents.base import AgentRequest, AgentResult, resuming
 from control.worker.agents.headless import (
     Cli,
     Reading,
@@ -40,9 +40,8 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     argv = [executable, "exec", "--json", "--color", "never"]
     argv += ["--sandbox", sandbox, "-c", 'approval_policy="never"']
     argv += flags([("--model", request.options.model)])
-    resume = extra.get("resume_session")
-    if isinstance(resume, str) and resume and not resume.startswith("-"):
-        argv += ["resume", resume]
+    if resuming(request):  # `exec resume <thread id> -`: the rest of the turn on stdin
+        argv += ["resume", str(request.resume_session)]
     return [*argv, "-"]
 
 

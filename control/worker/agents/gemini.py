@@ -13,7 +13,7 @@ from falling back to asking in an untrusted checkout. Tokens only: cost estimate
 from __future__ import annotations
 
 from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult
+from control.worker.agents.base import AgentRequest, AgentResult, resuming
 from control.worker.agents.headless import (
     Cli,
     Reading,
@@ -43,6 +43,8 @@ _QUOTA_WORDS = ("exhausted your daily quota", "quota exceeded", "resource_exhaus
 def build_argv(executable: str, request: AgentRequest) -> list[str]:
     argv = [executable, "-p", PROMPT_FLAG_TEXT, "--output-format", "stream-json"]
     argv += ["--approval-mode", "yolo", "--skip-trust"]
+    if resuming(request):  # `--resume <session uuid>`: that session of this checkout
+        argv += ["--resume", str(request.resume_session)]
     return argv + flags([("--model", request.options.model)])
 
 

@@ -5,7 +5,8 @@ credentials in its environment (never argv), no question asked of anyone; its ow
 module says its flags and reads its events into a `Reading`. The verdict is the same
 for all, and never the exit code alone: the final event decides, a limit notice makes
 the phase wait, the completion marker proves the agent saw the prompt. A CLI that says
-only tokens gets a cost from the price table, marked estimated.
+only tokens gets a cost from the price table, marked estimated. A feedback round whose
+session lives here resumes it (each module's argv says how) and is told only what failed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from control.worker.agents.base import (
     child_environment,
     excerpt,
     finished_result,
+    resuming,
     watchdog_result,
 )
 from control.worker.agents.prices import estimate_usd
@@ -140,7 +142,7 @@ def run_cli(cli: Cli, request: AgentRequest) -> AgentResult:
         cwd=request.checkout,
         env=env,
         log_path=request.log_path,
-        stdin_data=request.prompt().encode("utf-8"),
+        stdin_data=request.prompt(resuming=resuming(request)).encode("utf-8"),
         wall_timeout_s=request.wall_timeout_s,
         silence_timeout_s=request.silence_timeout_s,
         cancel=request.cancel,

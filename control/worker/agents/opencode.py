@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult
+from control.worker.agents.base import AgentRequest, AgentResult, resuming
 from control.worker.agents.headless import (
     Cli,
     Reading,
@@ -36,9 +36,8 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     argv = [executable, "run", "--format", "json", "--auto", "--print-logs"]
     argv += ["--log-level", "WARN"]
     argv += flags([("--model", request.options.model)])
-    resume = request.options.extra.get("resume_session")
-    if isinstance(resume, str) and resume and not resume.startswith("-"):
-        argv += ["--session", resume]
+    if resuming(request):  # `run --session <id>`: continues that session
+        argv += ["--session", str(request.resume_session)]
     return argv
 
 

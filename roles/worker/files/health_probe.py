@@ -1,7 +1,9 @@
 """Health probe of the superagent worker unit: exit 0 once its running process beats.
 
 A heartbeat counts when the worker wrote it after the unit last became active, says
-idle or busy, and is at most --max-age seconds old. Otherwise it prints why and exits 1.
+idle, busy or drained, and is at most --max-age seconds old. Otherwise it prints why and
+exits 1. Drained counts: a host is provisioned drained in a rolling upgrade (`control
+upgrade`), and a drained worker beats `drained` only once its checks pass (else `refusing`).
 """
 
 import argparse
@@ -10,6 +12,10 @@ import os
 import subprocess
 import sys
 import time
+
+# What a running, fit worker beats (control/worker/daemon.py): `refusing`, `stopping`
+# and `stopped` are the others.
+HEALTHY = ("idle", "busy", "drained")
 
 
 def unit_state(unit: str) -> tuple[str, float]:
@@ -53,7 +59,8 @@ def main() -> int:
     if beat["beat_at"] < active_since - 1.0:
         print(f"the last heartbeat predates the unit's start ({beat['status']})")
         return 1
-    if beat["status"] not in ("idle", "busy"):
+    if beat["status"] not in HEALTHY:
+        print(f"the worker says {beat['status']}: {beat['reason'] or 'no reason given'}")
         return 1
     return 0 if age <= args.max_age else 1
 
