@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.dashboard: the server and browser the tests use
 
-from control.queue import canonical_json  # noqa: E402
+from control.jsontext import canonical_json  # noqa: E402
 from control.state import StateStore  # noqa: E402
 from tests.dashboard import Server, chromium, have_chromium, wait_for  # noqa: E402
 

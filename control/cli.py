@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from control import (
     __version__,
+    cli_dispatch,
     cli_events,
     cli_fleet,
     cli_lifecycle,
@@ -72,6 +73,7 @@ app = typer.Typer(
 )
 for commands in (
     cli_spec.app,
+    cli_dispatch.app,
     cli_run.app,
     cli_fleet.app,
     cli_lifecycle.app,

@@ -34,8 +34,7 @@ def events_command(
     ] = False,
 ) -> None:
     """Every run, phase, worker and fleet event, oldest first; --follow waits for more."""
-    store = open_store(state)
-    try:
+    with open_store(state) as store:
         if run_id is not None:
             store.run(run_id)  # an unknown run is an error, not an empty stream
 
@@ -55,5 +54,3 @@ def events_command(
                 for event in batch:
                     show(event)
                 cursor = batch[-1].id
-    finally:
-        store.close()

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from control import cli_io
 from control.cli_io import (
     InventoryOption,
     JsonOption,
@@ -23,17 +24,12 @@ from control.cli_io import (
     agent_option,
     console,
     emit,
-    open_store,
-    pick_run,
-    state_path,
-    workers_from,
 )
 from control.cli_view import table
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.operations import fleet_health, send_freeform
 from control.phase_log import fetch_log, sent_attempt
 from control.state import StateStore
-from control.transport import Transports
 from control.upkeep import answer_text
 
 app = typer.Typer()
@@ -57,12 +53,9 @@ def health(
     On the way it stores the answers to free-form tasks (`control answers`) and
     delivers the cancels owed to workers, when a state database exists; it lists the
     hosts that database still holds state of but the inventory no longer has."""
-    workers = workers_from(inventory)
-    transports = Transports(inventory=inventory)
-    try:
-        found = fleet_health(workers, transports, state_path(state))
-    finally:
-        transports.close()
+    workers = cli_io.workers_from(inventory)
+    with cli_io.transports_to(inventory) as transports:
+        found = fleet_health(workers, transports, cli_io.state_path(state))
     reports, gone, healthy = found.reports, found.gone, found.healthy
 
     def render() -> None:
@@ -101,10 +94,10 @@ def workers(
     as_json: JsonOption = False,
 ) -> None:
     """The fleet as the inventory describes it, with what the orchestrator last saw."""
-    fleet = workers_from(inventory)
+    fleet = cli_io.workers_from(inventory)
     seen: dict[str, Any] = {}
     with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing seen
-        store = open_store(state)
+        store = cli_io.open_store(state)
         seen = {name: row.__dict__ for name, row in store.workers().items()}
         store.close()
     data = [{**w.to_dict(), "seen": seen.get(w.name)} for w in fleet]
@@ -139,18 +132,12 @@ def logs(
     as_json: JsonOption = False,
 ) -> None:
     """The worker's log of a phase's attempt (running or finished), fetched from the worker."""
-    store: StateStore = open_store(state)
-    try:
-        run = pick_run(store, run_id)
+    with cli_io.open_store(state) as store:
+        run = cli_io.pick_run(store, run_id)
         chosen = sent_attempt(store, run.id, phase, attempt)
-    finally:
-        store.close()
-    fleet = {w.name: w for w in workers_from(inventory)}
-    transports = Transports(inventory=inventory)
-    try:
+    fleet = cli_io.fleet_by_name(inventory)
+    with cli_io.transports_to(inventory) as transports:
         answer = fetch_log(transports, fleet, chosen, tail_kb * 1024)
-    finally:
-        transports.close()
     data = {
         "run": run.id,
         "phase": phase,
@@ -186,14 +173,12 @@ def enqueue(
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("the task text goes on stdin: echo 'task' | control enqueue HOST")
     text = sys.stdin.read()
-    fleet = {w.name: w for w in workers_from(inventory)}
-    store = StateStore(state_path(state))
-    transports = Transports(inventory=inventory)
-    try:
+    fleet = cli_io.fleet_by_name(inventory)
+    with (
+        StateStore(cli_io.state_path(state)) as store,
+        cli_io.transports_to(inventory) as transports,
+    ):
         sent = send_freeform(store, transports, fleet, host, text, agent)
-    finally:
-        transports.close()
-        store.close()
     emit(
         {"worker": host, "key": sent.key, "id": sent.id, "duplicate": sent.duplicate},
         as_json,
@@ -209,11 +194,8 @@ def answers(
 ) -> None:
     """Free-form tasks sent with `control enqueue`, newest first, with their answers
     (stored by the next `control dispatch` or `control health` that polled them)."""
-    store = open_store(state)
-    try:
+    with cli_io.open_store(state) as store:
         rows = store.answers(limit)
-    finally:
-        store.close()
 
     def render() -> None:
         # The answer last, as the one long column; its key on its first line.

@@ -9,6 +9,7 @@ shell would see; output is one JSON document, JSON lines (`dispatch`), or text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from control.jsontext import parse_json
 from control.paths import default_home, default_queue_db, default_state_db
 from control.spec import AGENT_BACKENDS
 from control.state import RunRow, StateStore
+from control.transport import Transports
 
 console = Console(soft_wrap=True)  # log lines stay whole lines when piped
 err_console = Console(stderr=True)
@@ -68,6 +70,12 @@ StateOption = Annotated[
         help="The orchestrator's state database.",
     ),
 ]
+PollIntervalOption = Annotated[
+    float, typer.Option("--poll-interval", min=0.05, help="Seconds between two polls of the fleet.")
+]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+]
 RunOption = Annotated[
     str | None,
     typer.Option("--run", help="The run id (`control runs` lists them).", show_default="latest"),
@@ -104,13 +112,24 @@ def workers_from(inventory: Path | None) -> list[Worker]:
     return load_inventory(inventory)
 
 
+def fleet_by_name(inventory: Path | None) -> dict[str, Worker]:
+    """The fleet of `--inventory`, by worker name."""
+    return {w.name: w for w in workers_from(inventory)}
+
+
+def transports_to(inventory: Path | None) -> contextlib.closing[Transports]:
+    """The transports to the fleet's hosts, closed at the end of the `with`."""
+    return contextlib.closing(Transports(inventory=inventory))
+
+
 def state_path(state: Path | None) -> Path:
     """`--state`, else $SUPERAGENT_STATE_DB, else the state.db of $SUPERAGENT_HOME."""
     return state or default_state_db()
 
 
 def open_store(state: Path | None) -> StateStore:
-    """The state database, which must exist: reading commands never create one."""
+    """The state database, which must exist: reading commands never create one (closed
+    at the end of a `with`)."""
     state = state_path(state)
     if not state.exists():
         raise NotFoundError(f"{state}: no state database (nothing was dispatched yet)")

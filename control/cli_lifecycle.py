@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from control.cli_io import (
-    InventoryOption,
-    JsonOption,
-    RunOption,
-    StateOption,
-    console,
-    emit,
-    open_store,
-    pick_run,
-    workers_from,
-)
+from control import cli_io
+from control.cli_io import InventoryOption, JsonOption, RunOption, StateOption, console, emit
 from control.errors import ExitCode, NotFoundError, UsageError
 from control.lifecycle import drain as drain_worker
 from control.lifecycle import fleet_worker, repin_running
@@ -31,7 +23,6 @@ from control.lifecycle import remove as remove_host
 from control.lifecycle import repin as repin_run
 from control.lifecycle import undrain as undrain_worker
 from control.state import StateStore
-from control.transport import Transports
 from control.upgrade import RolloutSettings, ansible_provision, rolling_upgrade
 
 HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory name.")]
@@ -39,10 +30,17 @@ HostArgument = Annotated[str, typer.Argument(help="The worker, by its inventory 
 app = typer.Typer()
 
 
-def _store_if_any(state: StateOption) -> StateStore | None:
-    with contextlib.suppress(NotFoundError):  # nothing dispatched yet: nothing to mirror
-        return open_store(state)
-    return None
+@contextlib.contextmanager
+def _store_if_any(state: StateOption) -> Iterator[StateStore | None]:
+    """The state database for the `with`, or None when there is none yet (nothing
+    dispatched: nothing to mirror)."""
+    try:
+        store = cli_io.open_store(state)
+    except NotFoundError:
+        yield None
+        return
+    with store:
+        yield store
 
 
 @app.command()
@@ -64,15 +62,9 @@ def drain(
     """Stop a worker claiming new work; what it runs finishes (or, with --now, moves).
 
     The flag lives in the worker's inbox: it holds across restarts until `control undrain`."""
-    worker = fleet_worker({w.name: w for w in workers_from(inventory)}, host)
-    transports = Transports(inventory=inventory)
-    store = _store_if_any(state)
-    try:
+    worker = fleet_worker(cli_io.fleet_by_name(inventory), host)
+    with cli_io.transports_to(inventory) as transports, _store_if_any(state) as store:
         flag = drain_worker(worker, transports, store, now=now, reason=reason)
-    finally:
-        transports.close()
-        if store is not None:
-            store.close()
     emit(
         {"worker": host, "drained": flag},
         as_json,
@@ -91,15 +83,9 @@ def undrain(
     as_json: JsonOption = False,
 ) -> None:
     """Let a drained worker claim work again."""
-    worker = fleet_worker({w.name: w for w in workers_from(inventory)}, host)
-    transports = Transports(inventory=inventory)
-    store = _store_if_any(state)
-    try:
+    worker = fleet_worker(cli_io.fleet_by_name(inventory), host)
+    with cli_io.transports_to(inventory) as transports, _store_if_any(state) as store:
         was = undrain_worker(worker, transports, store)
-    finally:
-        transports.close()
-        if store is not None:
-            store.close()
     emit(
         {"worker": host, "was_drained": was},
         as_json,
@@ -118,14 +104,12 @@ def remove(
     phases in every open run, drop the cancels it is owed, forget its state.
 
     Then delete it from the inventory (`control health` lists hosts still to remove)."""
-    fleet = {w.name: w for w in workers_from(inventory)}
-    store = open_store(state)
-    transports = Transports(inventory=inventory)
-    try:
+    fleet = cli_io.fleet_by_name(inventory)
+    with (
+        cli_io.open_store(state) as store,
+        cli_io.transports_to(inventory) as transports,
+    ):
         done = remove_host(host, fleet, transports, store, clock_now=time.time())
-    finally:
-        transports.close()
-        store.close()
 
     def render() -> None:
         how = (
@@ -154,13 +138,10 @@ def repin(
 ) -> None:
     """Move a run to the versions the inventory pins now (after upgrading the fleet under
     it): until then it gives no work to hosts that report other versions than its own."""
-    workers = workers_from(inventory)
-    store = open_store(state)
-    try:
-        run = pick_run(store, run_id)
+    workers = cli_io.workers_from(inventory)
+    with cli_io.open_store(state) as store:
+        run = cli_io.pick_run(store, run_id)
         pins = repin_run(store, run.id, workers)
-    finally:
-        store.close()
     emit(
         {"run": run.id, "pins": pins},
         as_json,
@@ -198,11 +179,10 @@ def upgrade(
     Once every host is upgraded, the unfinished runs in --state move to the new pins
     (`control repin`). A host that fails stops the rollout and stays drained with the
     reason (exit 1); the runs then keep their pins and the hosts still on them."""
-    workers = workers_from(inventory)
+    workers = cli_io.workers_from(inventory)
     if inventory is None:  # workers_from refused it already; this tells mypy
         raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
-    transports = Transports(inventory=inventory)
-    try:
+    with cli_io.transports_to(inventory) as transports:
         rollout = rolling_upgrade(
             workers,
             transports,
@@ -211,14 +191,10 @@ def upgrade(
                 batch=batch, idle_timeout_s=idle_timeout, health_timeout_s=health_timeout
             ),
         )
-    finally:
-        transports.close()
     repinned: dict[str, dict[str, str]] = {}
-    if rollout.ok and (store := _store_if_any(state)) is not None:
-        try:
-            repinned = repin_running(store, workers)
-        finally:
-            store.close()
+    if rollout.ok:
+        with _store_if_any(state) as store:
+            repinned = {} if store is None else repin_running(store, workers)
 
     def render() -> None:
         for step in rollout.steps:

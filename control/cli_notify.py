@@ -61,11 +61,8 @@ def notify(
         finally:
             notifier.stop()
         delivered = 0
-    store = open_store(path)
-    try:
+    with open_store(path) as store:
         counts = Outbox(store).counts()
-    finally:
-        store.close()
     emit(
         {"delivered": delivered, "outbox": counts},
         as_json,

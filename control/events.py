@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 
 SCHEMA_VERSION = 1
 

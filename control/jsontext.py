@@ -1,4 +1,5 @@
-"""Bytes to JSON with one-line errors that say where: for specs, payloads and responses."""
+"""JSON in and out: bytes to JSON with one-line errors that say where (specs, payloads,
+responses), and the one canonical text that is hashed and stored."""
 
 from __future__ import annotations
 
@@ -48,3 +49,13 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             )
         seen[key] = value
     return seen
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for hashing and storage: keys sorted, no spaces."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"not representable as JSON: {exc}") from exc

@@ -17,8 +17,8 @@ from typing import Any
 
 from control import db, events
 from control.errors import NotFoundError
+from control.jsontext import canonical_json
 from control.notify.config import SinkConfig
-from control.queue import canonical_json
 from control.state import StateStore
 
 BACKOFF_S = 2.0

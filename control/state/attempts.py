@@ -8,8 +8,8 @@ from typing import Any
 
 from control.budget import reserve
 from control.errors import NotFoundError
+from control.jsontext import canonical_json
 from control.messages import attempt_ref
-from control.queue import canonical_json
 from control.state.base import StoreBase
 from control.state.costs import committed
 from control.state.rows import AttemptRow, PhaseRow, attempt_row

@@ -47,6 +47,12 @@ class StoreBase:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def write(self, *, durable: bool = True) -> Any:
         """A write transaction; `durable=False` commits with synchronous=NORMAL, for what
         the next poll derives again anyway (a worker's liveness row)."""

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from control.errors import ConflictError, NotFoundError
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import RunRow, loads
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import AttemptRow, WorkerRow, attempt_row, worker_row
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import loads
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from control.jsontext import canonical_json
 from control.messages import integration_key
-from control.queue import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import IntegrationRow, integration_row
 

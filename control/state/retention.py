@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from control.errors import UsageError
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import Pruned
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from control.errors import NotFoundError, UsageError
-from control.queue import canonical_json
+from control.jsontext import canonical_json
 from control.state.base import StoreBase
 from control.state.rows import RunRow, run_row
 

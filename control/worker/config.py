@@ -40,6 +40,9 @@ class Pins:
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """One worker's settings, read once at start: worker.toml, then the command line's
+    overrides, checked as a whole (`__post_init__`)."""
+
     worker_id: str
     queue_db: Path
     work_dir: Path

@@ -391,10 +391,10 @@ def test_an_inbox_of_schema_1_gains_the_drain_flag_and_keeps_its_messages(
     inbox_path: Path,
 ) -> None:
     from control import db  # noqa: PLC0415  only this test builds an old inbox by hand
-    from control.queue import _MIGRATIONS  # noqa: PLC0415
+    from control.queue.schema import MIGRATIONS  # noqa: PLC0415
 
     conn = db.connect(inbox_path, create=True)
-    db.migrate(conn, _MIGRATIONS[:1], "old inbox")
+    db.migrate(conn, MIGRATIONS[:1], "old inbox")
     conn.execute(
         "INSERT INTO messages (key, content_hash, payload, max_attempts, enqueued_at) "
         "VALUES ('k', 'h', '{}', 3, 0)"

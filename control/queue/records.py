@@ -1,0 +1,130 @@
+"""What the inbox hands back: a message, a claim, a renewal, a finish, a heartbeat, the
+drain flag and the counts of a poll."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What `enqueue` tells the caller: the message id and whether it already existed
+    (a key enqueued again is answered with its first message, never stored twice)."""
+
+    id: int
+    duplicate: bool
+    state: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message a worker now holds under a lease; `fence` must accompany every later call."""
+
+    id: int
+    key: str | None
+    kind: str
+    fence: int
+    attempt: int
+    max_attempts: int
+    payload: Any
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """A renewed lease; `cancel_requested` tells the worker to stop the run."""
+
+    lease_expires_at: float
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Result of complete/fail: `accepted` is False when the fence was stale (the result
+    is then kept apart in `stale_results`, never applied)."""
+
+    accepted: bool
+    state: str
+    current_fence: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A full row of the inbox, as `show`, `list` and `responses` return it."""
+
+    id: int
+    key: str | None
+    content_hash: str
+    kind: str
+    payload: Any
+    state: str
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    fence: int
+    cancel_requested: bool
+    enqueued_at: float
+    claimed_at: float | None
+    renewed_at: float | None
+    finished_at: float | None
+    response: Any
+    acked_at: float | None
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Message:
+        values = dict(row)
+        values["payload"] = json.loads(values["payload"])
+        values["response"] = (
+            json.loads(values["response"]) if values["response"] is not None else None
+        )
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker_id: str
+    status: str
+    current: list[Any]
+    versions: dict[str, Any]
+    reason: str | None
+    beat_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The inbox is drained: its worker claims nothing new; with `now`, it also hands
+    back what it runs (the orchestrator reassigns it as a machine loss)."""
+
+    now: bool
+    reason: str | None
+    since: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Stats:
+    by_state: dict[str, int]
+    unacked_responses: int
+    stale_results: int
+    reexecutions: int
+    oldest_pending_age_s: float | None
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["heartbeats"] = [beat.to_dict() for beat in self.heartbeats]
+        return out
