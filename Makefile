@@ -119,7 +119,7 @@ chaos-queue: setup ## Kill -9 producers and consumers for SECONDS_CHAOS s; print
 chaos-dispatch: setup ## RUNS web-app runs under kills, freezes, outages; JSON last line (SEED=)
 	$(BIN)/python tests/chaos/dispatch_chaos.py --runs $(RUNS) $(if $(SEED),--seed $(SEED))
 
-wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels (for the workers)
+wheels: setup ## Build superagent's wheels for the workers (dist/wheels) and with the orchestrator extra (dist/wheels/orchestrator)
 	@rm -rf dist/wheels.tmp && mkdir -p dist/wheels dist/wheels.tmp/src
 	@tar -cf - --exclude=__pycache__ pyproject.toml README.md control | tar -xf - -C dist/wheels.tmp/src
 	@# A fixed SOURCE_DATE_EPOCH makes the wheel reproducible: same code, same bytes, no reinstall.
@@ -127,8 +127,17 @@ wheels: setup ## Build superagent's wheel and its dependencies' into dist/wheels
 		--find-links dist/wheels -w dist/wheels.tmp/out dist/wheels.tmp/src \
 		"pip==$$($(BIN)/python -c 'import pip; print(pip.__version__)')" \
 		2>dist/wheels.tmp/build.log || { cat dist/wheels.tmp/build.log; exit 1; }
+	@# The Slack agent's host installs superagent[orchestrator]: the whole set (that wheel,
+	@# the extra and every dependency) in a directory of its own, out of the worker role's
+	@# reach (it takes dist/wheels/*.whl; workers need none of the extra).
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check \
+		--find-links dist/wheels.tmp/out -w dist/wheels.tmp/out/orchestrator \
+		"$$(ls dist/wheels.tmp/out/superagent-*.whl)[orchestrator]" \
+		"pip==$$($(BIN)/python -c 'import pip; print(pip.__version__)')" \
+		2>dist/wheels.tmp/build.log || { cat dist/wheels.tmp/build.log; exit 1; }
 	@rm -rf dist/wheels && mv dist/wheels.tmp/out dist/wheels && rm -rf dist/wheels.tmp
 	@ls dist/wheels | sed 's/^/  /'
+	@echo "  orchestrator/: $$(ls dist/wheels/orchestrator | wc -l) wheels"
 
 known-hosts: setup ## Record the SSH host keys of hosts met for the first time (INVENTORY=, LIMIT=)
 	$(ANSIBLE_PLAYBOOK) playbooks/known_hosts.yml $(if $(LIMIT),--limit '$(LIMIT)') $(EXTRA)

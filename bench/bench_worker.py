@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.queue import Queue
 
 POLL_S = 0.5
@@ -58,7 +58,7 @@ def cpu_seconds(pid: int) -> float:
 def run_mode(root: Path, inotify: bool, samples: int, idle_s: float) -> dict[str, float]:
     fleet = LocalFleet(
         root,
-        [WorkerSpec("w")],
+        [WorkerShape("w")],
         heartbeat_seconds=5,
         lease_seconds=60,
         settings={"poll_seconds": POLL_S, "inotify": inotify},

@@ -1,6 +1,6 @@
 """`control dispatch` and `control merge`: the commands that drive a run on the fleet.
 
-Thin: each parses, calls `control.dispatch` / `control.integration`, and renders (see
+Thin: each parses, calls `control.driver` / `control.integration`, and renders (see
 `control.cli_view`): a live view on a terminal, plain log lines otherwise, JSON lines
 with `--json`.
 """
@@ -33,7 +33,7 @@ from control.cli_io import (
     emit,
 )
 from control.cli_view import live_view
-from control.dispatch import DriverLease, driver_ttl, open_dispatch
+from control.driver import DriverLease, driver_ttl, open_run
 from control.errors import ExitCode
 from control.integration import FinalCheck
 from control.names import require_repo_url
@@ -148,7 +148,7 @@ def dispatch(
     state = cli_io.state_path(state)
     assert inventory is not None  # workers_from refused a missing one
     notifier = Notifier.for_fleet(inventory, workers, state)
-    run = open_dispatch(
+    run = open_run(
         spec,
         workers,
         cli_io.state_path(state),

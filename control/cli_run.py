@@ -27,7 +27,7 @@ from control.cli_view import (
     table,
     workers_line,
 )
-from control.dispatch import DEFAULT_RETENTION_DAYS
+from control.driver import DEFAULT_RETENTION_DAYS
 from control.errors import UnavailableError
 
 app = typer.Typer()

@@ -15,7 +15,7 @@ from control.errors import ExitCode, SuperagentError
 from control.queue import Queue
 from control.worker.checks import run_checks
 from control.worker.config import WorkerConfig, load_config
-from control.worker.daemon import Worker
+from control.worker.daemon import WorkerDaemon
 from control.worker.phase import PhaseExecutor
 
 app = typer.Typer(
@@ -113,7 +113,7 @@ def run(
         work_dir=work_dir,
         logs_dir=logs_dir,
     )
-    worker = Worker(settings, PhaseExecutor(settings))
+    worker = WorkerDaemon(settings, PhaseExecutor(settings))
     worker.install_signal_handlers()
     code = worker.run()
     if code:

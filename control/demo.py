@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from control.errors import UsageError
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.spec import AGENT_BACKENDS
 from control.treetar import import_tarball
 from control.worker.agents.claude_code import AUTH_VARIABLES, DEFAULT_EXECUTABLE
@@ -33,9 +33,9 @@ MARKER = ".superagent-demo"
 # The machines of inventory/example: a server (docker, a GPU, two slots), a laptop,
 # and a WSL box that alone can handle Windows files.
 EXAMPLE_WORKERS = (
-    WorkerSpec("server", ("linux", "docker", "gpu"), slots=2),
-    WorkerSpec("laptop", ("linux",)),
-    WorkerSpec("wsl", ("linux", "windows-files")),
+    WorkerShape("server", ("linux", "docker", "gpu"), slots=2),
+    WorkerShape("laptop", ("linux",)),
+    WorkerShape("wsl", ("linux", "windows-files")),
 )
 
 

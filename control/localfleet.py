@@ -23,7 +23,9 @@ from control.queue import Queue
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
+class WorkerShape:
+    """The worker to create: its name, its capabilities and its number of slots."""
+
     name: str
     capabilities: tuple[str, ...] = ("linux",)
     slots: int = 1
@@ -31,14 +33,16 @@ class WorkerSpec:
 
 @dataclass
 class LocalWorker:
-    spec: WorkerSpec
+    """A created worker: its home and, once started, its `control worker run` process."""
+
+    shape: WorkerShape
     home: Path
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.shape.name
 
     @property
     def config(self) -> Path:
@@ -73,7 +77,7 @@ class LocalFleet:
     def __init__(
         self,
         root: Path,
-        workers: Sequence[WorkerSpec],
+        workers: Sequence[WorkerShape],
         *,
         lease_seconds: float = 30.0,
         heartbeat_seconds: float = 2.0,
@@ -108,7 +112,7 @@ class LocalFleet:
                 f'queue_db = "{worker.queue_db}"\n'
                 f'work_dir = "{home / "work"}"\n'
                 f'logs_dir = "{home / "logs"}"\n'
-                f"slots = {worker.spec.slots}\n"
+                f"slots = {worker.shape.slots}\n"
                 f"lease_seconds = {self.lease_seconds}\n"
                 f"heartbeat_seconds = {self.heartbeat_seconds}\n"
                 f'git_author_name = "superagent worker {worker.name}"\n'
@@ -134,8 +138,8 @@ class LocalFleet:
                 "---\n"
                 "superagent_transport: local\n"
                 f"superagent_queue_db: {worker.queue_db}\n"
-                f"superagent_capabilities: {_toml_list(worker.spec.capabilities)}\n"
-                f"superagent_slots: {worker.spec.slots}\n"
+                f"superagent_capabilities: {_toml_list(worker.shape.capabilities)}\n"
+                f"superagent_slots: {worker.shape.slots}\n"
             )
 
     def start(self, *names: str) -> None:

@@ -63,7 +63,10 @@ def fleet_health(
 
 
 @dataclass(frozen=True)
-class Enqueued:
+class FreeformReceipt:
+    """Where a free-form task went: the worker, its key, its inbox id, and whether the
+    inbox already held it."""
+
     worker: str
     key: str
     id: int
@@ -78,7 +81,7 @@ def send_freeform(
     text: str,
     agent: str = "claude-code",
     reply_to: Mapping[str, str] | None = None,
-) -> Enqueued:
+) -> FreeformReceipt:
     """A free-form task, `text` exactly as given, into one worker's inbox; recorded
     first, so its answer is stored by whichever poll sees it (and, with `reply_to`,
     posted back where the task came from)."""
@@ -89,7 +92,7 @@ def send_freeform(
     key = f"freeform/{uuid.uuid4().hex}"
     store.record_freeform(key, host, reply_to)
     sent = transports.enqueue(fleet[host], payload, key=key, max_attempts=1)
-    return Enqueued(host, key, sent.id, sent.duplicate)
+    return FreeformReceipt(host, key, sent.id, sent.duplicate)
 
 
 @dataclass(frozen=True)

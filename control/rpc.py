@@ -80,12 +80,12 @@ def main(argv: list[str]) -> int:
 def handle(queue: Queue, request: Any) -> dict[str, Any]:
     """Answer one request; errors come back as {"ok": false, "error", "code"}."""
     try:
-        return {"ok": True, **_dispatch(queue, request)}
+        return {"ok": True, **_route(queue, request)}
     except SuperagentError as exc:
         return {"ok": False, "error": str(exc), "code": int(exc.exit_code)}
 
 
-def _dispatch(queue: Queue, request: Any) -> dict[str, Any]:
+def _route(queue: Queue, request: Any) -> dict[str, Any]:
     if not isinstance(request, dict) or request.get("op") not in OPS:
         raise UsageError(f"rpc request needs an op, one of {', '.join(OPS)}")
     op = request["op"]

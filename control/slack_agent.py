@@ -49,6 +49,20 @@ def confirmation_blocks(reply: Reply) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def delivery_key(body: Mapping[str, Any]) -> str | None:
+    """What names one delivery across Slack's retries: an event's `event_id` (the same in
+    every retry, over HTTP or Socket Mode), a click's `action_ts` with its `trigger_id`
+    (a new click has new ones). None for what is not acted on (url_verification...)."""
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return f"event:{body['event_id']}"
+    if body.get("type") == "block_actions":
+        actions = body.get("actions") or [{}]
+        stamp = actions[0].get("action_ts") if isinstance(actions[0], Mapping) else None
+        if stamp and body.get("trigger_id"):
+            return f"action:{stamp}:{body['trigger_id']}"
+    return None
+
+
 def notify_ready() -> bool:
     """Tell systemd (Type=notify) that the agent is up: connected, or listening. Nothing
     when not started by systemd. Returns whether it was told."""
@@ -94,6 +108,7 @@ class Agent:
             client=self.client,
             signing_secret=signing.value("slack agent signing secret") if signing else None,
         )
+        self._guard()
         self._wire()
 
     # -- out ------------------------------------------------------------------------------
@@ -153,6 +168,11 @@ class Agent:
             ack()
             click(body, False)
 
+    def _guard(self) -> None:
+        """Before any listener: an exact replay (HTTP mode) refused, a repeated delivery
+        acknowledged and dropped."""
+        app = self.app
+
         @app.middleware
         def _no_replay(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
             signature = (req.headers.get("x-slack-signature") or [""])[0]
@@ -171,6 +191,24 @@ class Agent:
                 log.warning("refused a replayed request")
                 return BoltResponse(status=401, body='{"error":"replayed"}')
             return next()
+
+        # Slack delivers again what it thinks failed (no acknowledgement within 3 seconds,
+        # a connection lost, an error): HTTP mode with X-Slack-Retry-Num and -Reason, Socket
+        # Mode in a new envelope with retry_attempt and retry_reason. Registered after
+        # slack_bolt's signature check (a forged request claims nothing): a delivery seen
+        # before is acknowledged, so the retries stop, and not acted on again.
+        @app.middleware
+        def _once(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+            key = delivery_key(req.body)
+            if key is None or self.commands.first_delivery(key):
+                return next()
+            from slack_bolt import BoltResponse  # noqa: PLC0415
+
+            num, reason = (
+                (req.headers.get(f"x-slack-retry-{h}") or ["?"])[0] for h in ("num", "reason")
+            )
+            log.info("ignored a repeated delivery of %s (retry %s: %s)", key, num, reason)
+            return BoltResponse(status=200, body="")
 
     # -- running --------------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ from control.upkeep import answer_text
 READ = ("help", "runs", "status", "workers", "health")
 ACT = ("enqueue", "retry", "cancel", "dispatch")
 CONFIRM_TTL_S = 600.0  # a confirmation button older than this does nothing
+# Slack retries a delivery it thinks failed three times, the last about five minutes
+# after the first: a day of keys is ample, and small.
+SEEN_TTL_S = 86_400.0
 _MENTION = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
 _RUN = re.compile(r"^r\d{8}-\d{6}-[0-9a-f]{4}$")
 _SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -335,6 +338,23 @@ class Commands:
             transports.close()
             store.close()
         return posted
+
+    def first_delivery(self, key: str) -> bool:
+        """Whether Slack delivers `key` (what names a delivery across its retries) for the
+        first time; recorded in the state database, so a retry after a restart is known
+        too. Claimed before anything is done: a delivery that dies half-way is not run
+        again by Slack's retry (a person can ask again; an act done twice cannot be undone)."""
+        now = self.clock()
+        store = StateStore(self.state)
+        try:
+            with store.write() as conn:
+                conn.execute("DELETE FROM slack_seen WHERE seen_at < ?", (now - SEEN_TTL_S,))
+                claimed = conn.execute(
+                    "INSERT OR IGNORE INTO slack_seen (key, seen_at) VALUES (?, ?)", (key, now)
+                )
+                return bool(claimed.rowcount == 1)
+        finally:
+            store.close()
 
     def audit(self, user: str, channel: str, command: str, outcome: str) -> None:
         self._record(

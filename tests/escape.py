@@ -23,7 +23,7 @@ from typing import Any
 
 from control.demo import seed_remote
 from control.git import workspace_root
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.messages import PhaseTask
 from control.queue import Queue
 
@@ -281,7 +281,7 @@ def _watched(t: Target) -> dict[Path, str]:
 
 
 def _problems(
-    t: Target, branch: str, outcome: Outcome | None, worker_alive: bool, facts: Facts
+    t: Target, branch: str, outcome: AttemptOutcome | None, worker_alive: bool, facts: Facts
 ) -> list[str]:
     """Everything that shows an escape, as it stands now."""
     response = json.dumps(outcome.response) if outcome is not None else ""
@@ -366,7 +366,7 @@ def _task(t: Target, attempt: Attempt, index: int) -> PhaseTask:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptOutcome:
     """How the worker ended one attempt."""
 
     state: str
@@ -376,7 +376,7 @@ class Outcome:
 
 def play(
     t: Target,
-    submit: Callable[[PhaseTask], Outcome],
+    submit: Callable[[PhaseTask], AttemptOutcome],
     *,
     facts: Facts,
     worker_pid: Callable[[], int],
@@ -412,7 +412,7 @@ def play(
     return verdicts
 
 
-def _verdict(attempt: Attempt, outcome: Outcome, problems: list[str]) -> Verdict:
+def _verdict(attempt: Attempt, outcome: AttemptOutcome, problems: list[str]) -> Verdict:
     if problems:
         return Verdict(attempt.name, "escaped", "; ".join(problems))
     if outcome.state != "done" and attempt.detect is not None:
@@ -438,7 +438,7 @@ def run_corpus(
     t = _target(root)
     fleet = LocalFleet(
         root / "fleet",
-        [WorkerSpec("w1")],
+        [WorkerShape("w1")],
         heartbeat_seconds=0.5,
         lease_seconds=10.0,
         env={"HOME": str(t.home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
@@ -458,7 +458,7 @@ def run_corpus(
     def alive(pid: int) -> bool:
         return worker.process is not None and worker.process.poll() is None
 
-    def submit(task: PhaseTask) -> Outcome:
+    def submit(task: PhaseTask) -> AttemptOutcome:
         with Queue(t.queue_db, create=False) as queue:
             sent = queue.enqueue(task.to_payload(), key=task.key)
             deadline = time.monotonic() + 120
@@ -466,7 +466,9 @@ def run_corpus(
                 message = queue.show(sent.id)
                 process_gone = worker.process is None or worker.process.poll() is not None
                 if message.state in ("done", "failed", "dead", "cancelled") or process_gone:
-                    return Outcome(message.state, message.reason or "", message.response or {})
+                    return AttemptOutcome(
+                        message.state, message.reason or "", message.response or {}
+                    )
                 time.sleep(0.1)
         raise TimeoutError(f"{task.key} did not finish")
 

@@ -11,7 +11,6 @@ from typing import Any, Self
 
 from control import db
 from control.errors import UnavailableError
-from control.events import read as read_events
 from control.events import write as write_event
 from control.state.migrations import MIGRATIONS
 
@@ -72,9 +71,3 @@ class StoreBase:
         """An event in a transaction of its own."""
         with self.write() as conn:
             self._event(conn, run_id, kind, phase_id, worker, detail)
-
-    def events(self, run_id: str, after_id: int = 0) -> list[dict[str, Any]]:
-        return [
-            e.to_dict() | {"detail": e.detail}
-            for e in read_events(self.conn, after_id=after_id, run_id=run_id, limit=-1)
-        ]

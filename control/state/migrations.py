@@ -211,4 +211,14 @@ MIGRATIONS: tuple[str, ...] = (
         decided_at REAL
     );
     """,
+    # 11: what Slack delivered to the agent, by the key that names one delivery across
+    # Slack's retries (an event's id; a click's action_ts and trigger_id): a retry, even
+    # after a restart, is acknowledged and not acted on again. Pruned after a day.
+    """
+    CREATE TABLE slack_seen (
+        key     TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    );
+    CREATE INDEX slack_seen_at ON slack_seen (seen_at);
+    """,
 )

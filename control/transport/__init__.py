@@ -12,10 +12,11 @@ from typing import Any
 
 from control.errors import UsageError, missing_extra
 from control.inventory import Worker
-from control.transport.base import PollResult, Sent, Transport, TransportError
+from control.queue import Enqueued
+from control.transport.base import PollResult, Transport, TransportError
 from control.transport.local import LocalTransport
 
-__all__ = ["PollResult", "Sent", "Transport", "TransportError", "Transports"]
+__all__ = ["PollResult", "Transport", "TransportError", "Transports"]
 
 
 def _factory(kind: str, inventory: Path | None) -> Callable[[], Transport]:
@@ -57,7 +58,7 @@ class Transports:
     def of(self, worker: Worker) -> Transport:
         return self.for_kind(worker.transport)
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Enqueued:
         return self.of(worker).enqueue(worker, payload, key=key, max_attempts=max_attempts)
 
     def poll(

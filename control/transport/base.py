@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker
 from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
+from control.queue import Enqueued
 
 # The worker role's defaults, from the same file the role reads.
 DEFAULT_CONTROL = WORKER_CONTROL
@@ -24,13 +25,6 @@ DEFAULT_REMOTE_QUEUE = WORKER_QUEUE_DB
 
 class TransportError(SuperagentError):
     """A worker could not be reached or did not answer the protocol."""
-
-
-@dataclass(frozen=True)
-class Sent:
-    id: int
-    duplicate: bool
-    state: str
 
 
 @dataclass
@@ -58,7 +52,9 @@ class Transport(Protocol):
         """One protocol request to one worker; its answer, or the worker's error raised."""
         ...
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent: ...
+    def enqueue(
+        self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3
+    ) -> Enqueued: ...
 
     def poll(
         self,
@@ -92,11 +88,11 @@ class InboxCalls:
     ) -> dict[str, PollResult]:
         raise NotImplementedError
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Sent:
+    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Enqueued:
         answer = self.call(
             worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
         )
-        return Sent(answer["id"], answer["duplicate"], answer["state"])
+        return Enqueued(answer["id"], answer["duplicate"], answer["state"])
 
     def poll(
         self,

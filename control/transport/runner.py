@@ -23,8 +23,8 @@ import yaml
 from control.errors import UsageError, missing_extra
 from control.names import host_name_problem
 
-Outcome = Literal["ok", "failed", "unreachable", "missing"]
-_RESULT_EVENTS: Mapping[str, Outcome] = {
+HostStatus = Literal["ok", "failed", "unreachable", "missing"]  # how one host's task ended
+_RESULT_EVENTS: Mapping[str, HostStatus] = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
     "runner_on_unreachable": "unreachable",
@@ -65,7 +65,7 @@ class HostOutcome:
     """What one host's task ended as; `result` is the module's result (stdout, rc, msg...)."""
 
     host: str
-    outcome: Outcome
+    outcome: HostStatus
     result: Mapping[str, Any] = field(default_factory=dict)
 
     @property

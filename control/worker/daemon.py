@@ -56,7 +56,7 @@ class RunControl:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class MessageOutcome:
     """What running a message produced: `done` or a failure status, and the response."""
 
     status: str
@@ -64,7 +64,7 @@ class Outcome:
     reason: str | None = None
 
 
-Executor = Callable[[Claimed, RunControl, str], Outcome]  # (message, control, slot name)
+Executor = Callable[[Claimed, RunControl, str], MessageOutcome]  # (message, control, slot name)
 
 
 @dataclass
@@ -76,7 +76,10 @@ class _Slot:
     started: float = field(default_factory=time.time)
 
 
-class Worker:
+class WorkerDaemon:
+    """The `control worker run` process: claims messages from the inbox, runs each in a
+    slot of its own, beats the heartbeat (the machine it runs on is an inventory `Worker`)."""
+
     def __init__(self, config: WorkerConfig, executor: Executor) -> None:
         self.config = config
         self.executor = executor
@@ -242,13 +245,13 @@ class Worker:
             outcome = self.executor(claimed, control, slot)
         except Exception as exc:  # a bug or an environment failure: report, never hang
             log.exception("message %d crashed the executor", claimed.id)
-            outcome = Outcome("failed", {"status": "failed"}, f"worker error: {exc}")
+            outcome = MessageOutcome("failed", {"status": "failed"}, f"worker error: {exc}")
         try:
             self._finish(claimed, control, outcome)
         except SuperagentError as exc:
             log.error("message %d: could not store the result: %s", claimed.id, exc)
 
-    def _finish(self, claimed: Claimed, control: RunControl, outcome: Outcome) -> None:
+    def _finish(self, claimed: Claimed, control: RunControl, outcome: MessageOutcome) -> None:
         if control.reason in (SHUTDOWN, DRAINED_NOW) and outcome.status != "done":
             why = control.reason if control.reason == DRAINED_NOW else None
             self.queue.release(claimed.id, claimed.fence, why or "worker stopped before finishing")

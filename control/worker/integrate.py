@@ -27,7 +27,7 @@ from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import run_verify
 from control.worker.config import WorkerConfig
-from control.worker.daemon import SHUTDOWN, Outcome, RunControl
+from control.worker.daemon import SHUTDOWN, MessageOutcome, RunControl
 from control.worker.logs import log_path_for
 from control.worker.sandbox import Jail, Sandbox
 from control.worker.secrets import known_secrets, redact_tree
@@ -40,7 +40,7 @@ def run_integration(
     control: RunControl,
     slot: str,
     sandbox: Sandbox | None = None,
-) -> Outcome:
+) -> MessageOutcome:
     """Do `task` in `slot`; the outcome's response is an `IntegrationResult` as a dict.
     The checks run in `sandbox` as a phase's verify commands do (None: a trusted host)."""
     log_path = log_path_for(config.logs_dir, claimed.id, "integration", task.attempt)
@@ -58,7 +58,7 @@ def run_integration(
     secrets = known_secrets(config)
     redact = Redactor(secrets)
 
-    def end(status: str, reason: str | None = None, **fields: Any) -> Outcome:
+    def end(status: str, reason: str | None = None, **fields: Any) -> MessageOutcome:
         """The outcome, with every known secret masked, as a phase's response is."""
         if control.stopped and status != "done":
             status = "cancelled"
@@ -66,7 +66,7 @@ def run_integration(
         if reason is not None:
             reason = redact(reason)
         result = replace(base, status=status, reason=reason, **fields)
-        return Outcome(status, redact_tree(result.to_dict(), redact), reason)
+        return MessageOutcome(status, redact_tree(result.to_dict(), redact), reason)
 
     workspace = Workspace(
         workspace_root(config.work_dir, task.repo_url),

@@ -29,7 +29,7 @@ from control.verify import check_deliverables, conflict_markers_left, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
-from control.worker.daemon import SHUTDOWN, Outcome, RunControl
+from control.worker.daemon import SHUTDOWN, MessageOutcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
@@ -103,18 +103,18 @@ class PhaseExecutor:
                 self._sandbox_checked = True
             return self._sandbox
 
-    def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> Outcome:
+    def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> MessageOutcome:
         payload = claimed.payload
         try:
             sandbox = self.sandbox()
         except UnavailableError as exc:
-            return Outcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
+            return MessageOutcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
         if isinstance(payload, dict) and payload.get("type") == "freeform":
             return self._freeform(claimed, control, sandbox)
         if is_integration_payload(payload):
             return self._integration(claimed, control, slot, sandbox)
         if not is_phase_payload(payload):
-            return Outcome(
+            return MessageOutcome(
                 "failed",
                 {"status": "failed", "worker": self.config.worker_id},
                 "not a task this worker knows (expected a phase, an integration or a "
@@ -123,26 +123,30 @@ class PhaseExecutor:
         try:
             task = PhaseTask.from_payload(claimed.payload)
         except UsageError as exc:
-            return Outcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
+            return MessageOutcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
         return _Attempt(self.config, task, claimed, control, slot, sandbox).run()
 
     def _integration(
         self, claimed: Claimed, control: RunControl, slot: str, sandbox: Sandbox | None
-    ) -> Outcome:
+    ) -> MessageOutcome:
         try:
             integration = IntegrationTask.from_payload(claimed.payload)
         except UsageError as exc:
-            return Outcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
+            return MessageOutcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
         return run_integration(self.config, integration, claimed, control, slot, sandbox)
 
-    def _freeform(self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None) -> Outcome:
+    def _freeform(
+        self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None
+    ) -> MessageOutcome:
         """A free-form task (`control enqueue HOST`): the agent in a scratch directory."""
         payload = claimed.payload
         text = payload.get("text")
         agent = payload.get("agent") or {}
         response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
         if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
-            return Outcome("failed", response, "a free-form task needs text (and an agent object)")
+            return MessageOutcome(
+                "failed", response, "a free-form task needs text (and an agent object)"
+            )
         scratch = self.config.work_dir / FREEFORM_DIR / str(claimed.id)
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
@@ -164,7 +168,7 @@ class PhaseExecutor:
                 str(agent.get("backend") or "claude-code"), request, keep_logs=self.config.keep_logs
             )
         except UsageError as exc:
-            return Outcome("failed", response, str(exc))
+            return MessageOutcome("failed", response, str(exc))
         status = {"ok": "done", "rate_limited": "rate_limited", "cancelled": "cancelled"}.get(
             result.status, "failed"
         )
@@ -175,7 +179,7 @@ class PhaseExecutor:
             log=str(log),
             directory=str(scratch),
         )
-        return Outcome(status, response, None if status == "done" else result.reason)
+        return MessageOutcome(status, response, None if status == "done" else result.reason)
 
 
 class _Attempt:
@@ -219,7 +223,7 @@ class _Attempt:
         self._agent_ran = False
         self._restored_commit: str | None = None
 
-    def _end(self, status: str, reason: str | None = None, **extra: Any) -> Outcome:
+    def _end(self, status: str, reason: str | None = None, **extra: Any) -> MessageOutcome:
         if self.control.stopped and status != "done":
             status = "cancelled"
             reason = self.control.reason if self.control.reason != SHUTDOWN else reason
@@ -227,9 +231,9 @@ class _Attempt:
             self._keep_work(status)
         self.response.update(extra, status=status, reason=reason, durations=self.clock.report())
         response = redact_tree(self.response, self.redact)
-        return Outcome(status, response, None if reason is None else self.redact(reason))
+        return MessageOutcome(status, response, None if reason is None else self.redact(reason))
 
-    def run(self) -> Outcome:
+    def run(self) -> MessageOutcome:
         try:
             return self._run()
         finally:
@@ -271,7 +275,7 @@ class _Attempt:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return {"CLAUDE_CONFIG_DIR": str(path)}
 
-    def _run(self) -> Outcome:  # noqa: PLR0911  one early return per way an attempt fails
+    def _run(self) -> MessageOutcome:  # noqa: PLR0911  one early return per way an attempt fails
         task = self.task
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -404,7 +408,7 @@ class _Attempt:
             return self._end("cancelled", self.control.reason)
         return self._commit_and_push(workspace, prepared)
 
-    def _commit_and_push(self, workspace: Workspace, prepared: Prepared) -> Outcome:
+    def _commit_and_push(self, workspace: Workspace, prepared: Prepared) -> MessageOutcome:
         """Commit as the worker and push, unless the change holds a secret (then nothing
         is committed; the reason names the files, never the secret)."""
         task = self.task

@@ -13,22 +13,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control.messages import Feedback
+from control.messages import Feedback, PrerequisiteRef
 
 COMPLETION_MARKER_PREFIX = "SUPERAGENT-PHASE-DONE"
 SUMMARY_LIMIT = 1000  # characters of one earlier phase's summary
 SUMMARIES_LIMIT = 4000  # characters of all of them together
 FEEDBACK_LIMIT = 6000  # characters of what failed, all commands' output together
-
-
-@dataclass(frozen=True)
-class Prerequisite:
-    """What one finished prerequisite phase delivered, merged into this checkout already."""
-
-    phase: str
-    branch: str
-    commit: str
-    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,7 +48,7 @@ def build_prompt(
     task: str,
     deliverables: Sequence[str] = (),
     verify: Sequence[str] = (),
-    prerequisites: Sequence[Prerequisite] = (),
+    prerequisites: Sequence[PrerequisiteRef] = (),
     project: str | None = None,
     feedback: Feedback | None = None,
     resumed_from: str | None = None,
@@ -184,7 +174,7 @@ def _rules(phase_id: str) -> str:
     )
 
 
-def _untrusted_notes(prerequisites: Sequence[Prerequisite]) -> str | None:
+def _untrusted_notes(prerequisites: Sequence[PrerequisiteRef]) -> str | None:
     """The earlier agents' summaries as fenced data. The fence carries a digest of the
     text it holds, so no summary can close it early; the completion marker is taken out."""
     notes = []

@@ -58,16 +58,16 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from control.demo import EXAMPLES, seed_remote  # noqa: E402
-from control.localfleet import LocalFleet, WorkerSpec  # noqa: E402
+from control.localfleet import LocalFleet, WorkerShape  # noqa: E402
 from tests.sshd import Sshd, sshd_problem  # noqa: E402
 from tests.support import descendants  # noqa: E402
 
 SPEC = EXAMPLES / "webapp.json"
 REPLAY = EXAMPLES / "replay" / "webapp"
 WORKERS = (
-    WorkerSpec("alpha", ("linux", "docker", "gpu"), slots=2),
-    WorkerSpec("beta", ("linux",)),
-    WorkerSpec("gamma", ("linux", "windows-files")),
+    WorkerShape("alpha", ("linux", "docker", "gpu"), slots=2),
+    WorkerShape("beta", ("linux",)),
+    WorkerShape("gamma", ("linux", "windows-files")),
 )
 IN_FLIGHT = ("sending", "dispatched")
 FINISHED = ("done", "failed", "dead", "cancelled")
@@ -294,8 +294,8 @@ class ChaosRun:
                 f"{k}: {json.dumps(v)}\n" for k, v in sorted(values.items())
             ]
             lines += [
-                f"superagent_capabilities: {json.dumps(list(worker.spec.capabilities))}\n",
-                f"superagent_slots: {worker.spec.slots}\n",
+                f"superagent_capabilities: {json.dumps(list(worker.shape.capabilities))}\n",
+                f"superagent_slots: {worker.shape.slots}\n",
             ]
             path = self.fleet.inventory / "host_vars" / f"{worker.name}.yml"
             path.write_text("---\n" + "".join(lines))

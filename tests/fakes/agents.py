@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from control.worker.agents import AgentOptions, AgentRequest, Prerequisite
+from control.messages import PrerequisiteRef
+from control.worker.agents import AgentOptions, AgentRequest
 
 FAKE_BIN = Path(__file__).resolve().parent / "bin"
 FAKE_CLAUDE = FAKE_BIN / "claude"
@@ -58,7 +59,7 @@ def claude_request(
         deliverables=("app/health.py",),
         verify=("pytest -q tests/test_health.py",),
         prerequisites=(
-            Prerequisite("scaffold", "sa/scaffold", "0123456789abcdef0123", "Flask app"),
+            PrerequisiteRef("scaffold", "sa/scaffold", "0123456789abcdef0123", "Flask app"),
         ),
         options=AgentOptions.from_dict(options or {}),
         wall_timeout_s=wall_timeout_s,

@@ -133,6 +133,7 @@ class FakeSlack(_Server):
         self.errors: list[str] = []
         self.people_said: set[str] = set()  # ts of people's messages (threads to answer in)
         self._seq = 0
+        self._clicks = 0  # each click has a trigger_id of its own
         super().__init__(port, host)
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -226,6 +227,7 @@ class FakeSlack(_Server):
         ]
         block, element = button
         shown = {k: v for k, v in message.items() if k != "reply_broadcast"}
+        self._clicks += 1
         return {
             "type": "block_actions",
             "user": {"id": user, "username": user.lower(), "name": user.lower(),
@@ -234,7 +236,7 @@ class FakeSlack(_Server):
             "token": "legacy-verification-token",
             "container": {"type": "message", "message_ts": message["ts"],
                           "channel_id": self.channel, "is_ephemeral": False},
-            "trigger_id": f"{self._seq}.0.fake",
+            "trigger_id": f"{self._seq}.{self._clicks}.fake",
             "team": {"id": "T0TEST", "domain": "fake"},
             "enterprise": None,
             "is_enterprise_install": False,

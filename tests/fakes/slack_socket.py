@@ -23,6 +23,7 @@ class FakeSocketMode:
         self.loop = asyncio.new_event_loop()
         self.connections: list[ServerConnection] = []
         self.acks: list[dict[str, Any]] = []
+        self.sent: dict[str, dict[str, Any]] = {}  # envelope_id: envelope
         self.ready = threading.Event()
         self.port = 0
         self._stopped = asyncio.Event()
@@ -74,6 +75,7 @@ class FakeSocketMode:
         )  # fmt: skip
 
     def _send(self, envelope: dict[str, Any]) -> str:
+        self.sent[envelope["envelope_id"]] = envelope
         connection = self.connections[-1]
         asyncio.run_coroutine_threadsafe(connection.send(json.dumps(envelope)), self.loop).result(5)
         return str(envelope["envelope_id"])
@@ -102,6 +104,22 @@ class FakeSocketMode:
             },
         }  # fmt: skip
         return self._send(envelope)
+
+    def redeliver(self, envelope_id: str, attempt: int = 1, reason: str = "timeout") -> str:
+        """Deliver an envelope again, as Slack does when it thinks the first delivery
+        failed: a new envelope, the same payload (the same event_id), with the retry's
+        number and reason. Returns the new envelope's id."""
+        again = {**self.sent[envelope_id], "envelope_id": secrets.token_hex(8)}
+        if again["type"] == "events_api":
+            again.update(retry_attempt=attempt, retry_reason=reason)
+        return self._send(again)
+
+    def wait_ack(self, envelope_id: str, timeout_s: float = 15) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(a["envelope_id"] == envelope_id for a in self.acks):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"envelope {envelope_id} was never acknowledged")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self._stopped.set)

@@ -20,7 +20,7 @@ from control.inventory import load_inventory
 from control.messages import PhaseTask
 from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from control.transport import Transports
-from tests.escape import FACTS_SCRIPT, Outcome, Target, Verdict, play, summary
+from tests.escape import FACTS_SCRIPT, AttemptOutcome, Target, Verdict, play, summary
 from tests.fleet.conftest import report
 from tests.fleet.harness import Fleet
 from tests.fleet.test_dispatch import GitServer, ready, use_transport
@@ -96,14 +96,14 @@ def test_no_attempt_escapes_on_any_fleet_host(
     for host in ("host1", "host2", "host3"):
         target = _setup(fleet, server, host, tmp_path)
 
-        def submit(task: PhaseTask, host: str = host) -> Outcome:
+        def submit(task: PhaseTask, host: str = host) -> AttemptOutcome:
             sent = transports.enqueue(workers[host], task.to_payload(), key=task.key,
                                       max_attempts=1)  # fmt: skip
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 shown = _show(fleet, host, sent.id)
                 if shown["state"] in ("done", "failed", "dead", "cancelled"):
-                    return Outcome(shown["state"], shown.get("reason") or "",
+                    return AttemptOutcome(shown["state"], shown.get("reason") or "",
                                    shown.get("response") or {})  # fmt: skip
                 time.sleep(0.5)
             raise TimeoutError(f"{task.key} did not finish on {host}")

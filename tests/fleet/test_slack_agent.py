@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from control.pins import WORKER_QUEUE_DB
+from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB, WORKER_VENV
 from tests.fakes.services import FakeSlack
 from tests.fakes.slack_socket import FakeSocketMode
 from tests.fleet.conftest import Provisioning, report, unit_property
@@ -23,6 +23,7 @@ BOT = "xoxb-fleet-bot-token-5f0c2a9e71"
 APP = "xapp-1-fleet-app-token-3b8d4e6f20"
 UNIT = "superagent-slack-agent"
 INVENTORY = "/etc/superagent/slack-inventory"
+AGENT_VENV = "/opt/superagent-slack/venv"  # the role's own virtualenv
 SETTINGS = {
     "bot_token_credential": "slack-bot-token",
     "app_token_credential": "slack-app-token",
@@ -79,7 +80,8 @@ def test_the_slack_agent_role_refuses_a_superagent_without_its_orchestrator_extr
     provisioned: Provisioning, tmp_path: Path
 ) -> None:
     """Workers install superagent without the orchestrator's extra (Slack, Apprise, the
-    transports): the role says so before it writes anything, naming what to do."""
+    transports): told to run the worker's virtualenv instead of installing its own, the
+    role says so before it writes anything, naming what to do."""
     fleet = provisioned.fleet
     playbook = tmp_path / "slack-agent.yml"
     playbook.write_text(
@@ -90,6 +92,7 @@ def test_the_slack_agent_role_refuses_a_superagent_without_its_orchestrator_extr
     fleet.set_host_vars(
         "host1", superagent_slack_agent=SETTINGS, slack_agent_bot_token=BOT,
         slack_agent_app_token=APP, slack_agent_inventory=INVENTORY,
+        slack_agent_install=False, slack_agent_control=WORKER_CONTROL,
     )  # fmt: skip
     try:
         refused = fleet.playbook(str(playbook), limit="host1", label="slack-agent-no-extra")
@@ -100,21 +103,22 @@ def test_the_slack_agent_role_refuses_a_superagent_without_its_orchestrator_extr
         assert refused.recap["host1"]["changed"] == 0, refused.changed_tasks()
         listed = fleet.exec("host1", ["ls", "/etc/systemd/system"]).stdout
         assert f"{UNIT}.service" not in listed
+        assert fleet.exec("host1", ["test", "-e", AGENT_VENV], check=False).returncode != 0
     finally:
         fleet.exec("host1", ["rm", "-rf", INVENTORY], check=False)
         fleet.set_host_vars(
             "host1", superagent_slack_agent=None, slack_agent_bot_token=None,
             slack_agent_app_token=None, slack_agent_inventory=None,
+            slack_agent_install=None, slack_agent_control=None,
         )  # fmt: skip
 
 
-@pytest.mark.skip(
-    reason="blocked on the role installing superagent[orchestrator] on the agent's host: "
-    "workers no longer carry the extra, and the role does not install it yet"
-)
 def test_the_slack_agent_role_runs_it_hardened_with_its_tokens_as_credentials(
     provisioned: Provisioning, tmp_path: Path
 ) -> None:
+    """On a worker host (its virtualenv has no orchestrator extra), the role installs
+    superagent[orchestrator] into a virtualenv of its own from the controller's wheels,
+    offline, and runs the agent from it; the worker's virtualenv is left as it was."""
     fleet = provisioned.fleet
     socket = FakeSocketMode(host=BRIDGE_ADDRESS)
     slack = FakeSlack(BOT, "C0TEST", "/x", app_token=APP, socket=socket, host=BRIDGE_ADDRESS)
@@ -136,8 +140,18 @@ def test_the_slack_agent_role_runs_it_hardened_with_its_tokens_as_credentials(
         assert "xoxb-" not in first.output and "xapp-" not in first.output  # no_log
         # Type=notify: started means connected to Slack.
         assert socket.connections
+        # superagent[orchestrator] in the role's own virtualenv; the worker's untouched.
+        exec_start = unit_property(fleet, "host1", "ExecStart", UNIT)
+        assert f"path={AGENT_VENV}/bin/control " in exec_start, exec_start
+        modules = ("slack_bolt", "apprise", "ansible")
+        probe = f"import importlib.util as u; print([m for m in {modules!r} if u.find_spec(m)])"
+        agent_has = fleet.exec("host1", [f"{AGENT_VENV}/bin/python", "-c", probe]).stdout
+        assert agent_has.strip() == "['slack_bolt', 'apprise', 'ansible']"
+        worker_has = fleet.exec("host1", [f"{WORKER_VENV}/bin/python", "-c", probe]).stdout
+        assert worker_has.strip() == "[]"
         assert unit_property(fleet, "host1", "ActiveState", UNIT) == "active"
-        assert "no state database yet" in ask(socket, slack, "<@U0BOT> status")
+        # Its first delivery was recorded (Slack's retries), so the state database exists.
+        assert ask(socket, slack, "<@U0BOT> status") == "no run yet"
         assert ask(socket, slack, "<@U0BOT> health") == "healthy\nhost1: ok"
 
         # The tokens: files only root reads, given to the unit as credentials; nowhere
@@ -179,7 +193,7 @@ def test_the_slack_agent_role_runs_it_hardened_with_its_tokens_as_credentials(
     finally:
         fleet.exec("host1", ["systemctl", "disable", "--now", UNIT], check=False)
         fleet.exec("host1", ["rm", "-rf", f"/etc/systemd/system/{UNIT}.service",
-                             "/etc/superagent/slack", INVENTORY,
+                             "/etc/superagent/slack", INVENTORY, "/opt/superagent-slack",
                              "/var/lib/superagent/orchestrator"], check=False)  # fmt: skip
         fleet.exec("host1", ["systemctl", "daemon-reload"], check=False)
         fleet.set_host_vars(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from control.demo import seed_remote
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from tests.support import kill_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ class Pipeline:
     def plan(self, steps: dict[str, dict[str, Any]]) -> None:
         self.plan_file.write_text(json.dumps(steps))
 
-    def start_fleet(self, *workers: WorkerSpec, **options: Any) -> LocalFleet:
+    def start_fleet(self, *workers: WorkerShape, **options: Any) -> LocalFleet:
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{FAKES}{os.pathsep}"
             + os.environ.get("PATH", ""),
@@ -170,7 +170,7 @@ def answering_fleet(pipeline: Pipeline, name: str = "w1") -> LocalFleet:
     """One local worker whose `claude` (the fake) answers free-form tasks."""
     scenario = pipeline.agent_io / "scenario.json"  # where the sandboxed agent can read it
     scenario.write_text(json.dumps({"scenario": "success", "files": {"notes.md": "ok\n"}}))
-    fleet = pipeline.start_fleet(WorkerSpec(name))
+    fleet = pipeline.start_fleet(WorkerShape(name))
     # The fake claude plays this scenario; it wants a key, as the real one does.
     fleet.env.update(FAKE_CLAUDE_SCENARIO_FILE=str(scenario), ANTHROPIC_API_KEY="sk-ant-test")
     fleet.stop(name)

@@ -15,6 +15,7 @@ import pytest
 
 from control.accounts import Account, from_workers, load_accounts, pick
 from control.errors import UsageError
+from control.events import read as read_events
 from control.inventory import Worker
 from control.orchestrator import Orchestrator, Settings
 from control.spec import InvalidSpecError, load_spec
@@ -147,11 +148,15 @@ def test_when_every_account_is_held_the_phase_waits_saying_so_then_resumes(tmp_p
         assert "codex: codex-a held until" in reason
         stuck = [d for k, d in rig.events if k == "phase_stuck"]
         assert len(stuck) == 1 and stuck[0]["reason"] == reason
-        assert "phase_stuck" in [e["kind"] for e in rig.store.events(rig.run_id)]
+        assert "phase_stuck" in [
+            e.kind for e in read_events(rig.store.conn, run_id=rig.run_id, limit=-1)
+        ]
         rig.clock.advance(HOUR + 1)  # claude-a's reset time passes
         tick(rig)
         assert accounts_used(rig, "x") == ["claude-a", "codex-a", "claude-a"]
-        assert "rate_limit_resumed" in [e["kind"] for e in rig.store.events(rig.run_id)]
+        assert "rate_limit_resumed" in [
+            e.kind for e in read_events(rig.store.conn, run_id=rig.run_id, limit=-1)
+        ]
     finally:
         rig.close()
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from control.budget import OverBudget, Spend, burn_pause_until, reserve
 from control.cli import app
+from control.events import read as read_events
 from control.spec import load_spec
 from control.state import StateStore
 from tests.integration.test_orchestrator import Rig
@@ -192,7 +193,7 @@ def test_the_burn_rate_alarm_pauses_dispatching_and_says_so(tmp_path: Path) -> N
         assert len(dispatched(rig)) == 2
         alarms = [data for kind, data in rig.events if kind == "budget_alarm"]
         assert len(alarms) == 1 and "$6.00" in alarms[0]["reason"]
-        stored = [e["kind"] for e in rig.store.events(rig.run_id)]
+        stored = [e.kind for e in read_events(rig.store.conn, run_id=rig.run_id, limit=-1)]
         assert "budget_alarm" in stored
         rig.clock.advance(1800)
         tick(rig)
@@ -200,7 +201,9 @@ def test_the_burn_rate_alarm_pauses_dispatching_and_says_so(tmp_path: Path) -> N
         rig.clock.advance(1801)
         tick(rig)  # (the phase in flight meanwhile overran its timeout and was resent too)
         assert set(dispatched(rig)) == {"a", "b", "c"}
-        assert "budget_resumed" in [e["kind"] for e in rig.store.events(rig.run_id)]
+        assert "budget_resumed" in [
+            e.kind for e in read_events(rig.store.conn, run_id=rig.run_id, limit=-1)
+        ]
     finally:
         rig.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.messages import PhaseTask
 from control.queue import Queue
 from tests.integration.conftest import Pipeline
@@ -48,7 +48,7 @@ def _start(pipeline: Pipeline, settings: dict[str, Any]) -> Queue:
     scenario.write_text(json.dumps({"scenario": "success", "files": {
         "one.txt": "1\n", "two.txt": "2\n"}}))  # fmt: skip
     fleet = pipeline.start_fleet(
-        WorkerSpec("w1"), settings=settings,
+        WorkerShape("w1"), settings=settings,
         env={"FAKE_CLAUDE_SCENARIO_FILE": str(scenario),
              "FAKE_CLAUDE_DUMP": str(pipeline.agent_io / "claude-dump.json")},
     )  # fmt: skip

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from control import __version__
 from control.cli import app
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.state import StateStore
 from control.web.app import CSP
 from control.web.auth import TOKEN_ENV
@@ -322,7 +322,7 @@ def test_started_with_the_environment_only(tmp_path: Path) -> None:
 def test_the_fleet_page_polls_the_workers_itself(tmp_path: Path) -> None:
     # No dispatch has ever seen this worker: what the page shows comes from the
     # dashboard's own read-only poll (heartbeat, versions), as `control health` would.
-    fleet = LocalFleet(tmp_path / "fleet", [WorkerSpec("solo", ("linux",))])
+    fleet = LocalFleet(tmp_path / "fleet", [WorkerShape("solo", ("linux",))])
     fleet.create()
     fleet.start()
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.queue import Queue
 from control.state import StateStore
 from tests.integration.conftest import Pipeline, parse_events, write_spec
@@ -82,7 +82,7 @@ def kill_a_worker_mid_phase(
     says so), its worker (daemon and agent alike) is SIGKILLed. Returns the fleet, the
     running dispatch and the killed worker's name."""
     pipeline.plan({"slow": step or {"delay_s": 3, "files": {"slow.txt": "done\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     spec = write_spec(
         tmp_path / "spec.json",
         [
@@ -112,7 +112,7 @@ def kill_a_worker_mid_phase(
 
 def test_two_phases_run_in_order_and_merge(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan(PLAN)
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     code, events, stderr = pipeline.dispatch(spec)
     assert code == 0, stderr
@@ -159,7 +159,7 @@ def test_orchestrator_killed_mid_run_resumes_without_dispatching_twice(
     pipeline.plan(
         {"first": {"delay_s": 1.5, **PLAN["first"]}, "second": {"delay_s": 0.5, **PLAN["second"]}}
     )
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     process = pipeline.start_dispatch(spec)
     wait_for_event(process, "dispatched")
@@ -183,7 +183,7 @@ def test_a_phase_that_always_fails_ends_the_run_with_exit_1_and_its_reason(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"broken": {"files": {"out.txt": "wrong\n"}}})
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(
         tmp_path / "spec.json",
         [
@@ -219,7 +219,7 @@ def test_a_phase_that_always_fails_ends_the_run_with_exit_1_and_its_reason(
 def test_an_invalid_spec_is_refused_before_anything_is_dispatched(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     phases = [dict(TWO_PHASES[0], depends_on=["second"]), TWO_PHASES[1]]
     spec = write_spec(tmp_path / "spec.json", phases)
     code, _, stderr = pipeline.dispatch(spec)
@@ -272,7 +272,7 @@ def test_replayed_bytes_arrive_exactly_and_a_broken_phase_does_not_stop_the_othe
     (recordings / "other" / "files").mkdir(parents=True)
     (recordings / "other" / "files" / "other.txt").write_text("fine\n")
     # `broken` has no recording at all: its task cannot be built.
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     phase = {"title": "T", "task": "Replay it."}
     spec = write_spec(
         tmp_path / "spec.json",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from control.dispatch import check_claude_code
+from control.driver import check_claude_code
 from control.inventory import load_inventory
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.spec import load_spec
 from control.transport import Transports
 from tests.fakes.agents import credential_file
@@ -46,7 +46,7 @@ def refused(pipeline: Pipeline, spec: Path, *extra: str) -> str:
 def test_a_worker_without_a_credential_stops_the_dispatch_naming_it(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"), env=NO_KEYS)
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"), env=NO_KEYS)
     err = refused(pipeline, claude_spec(tmp_path / "spec.json"))
     assert err.startswith("error: Claude Code cannot run on w1: Claude Code has no credential")
     assert "; w2: Claude Code has no credential" in err
@@ -76,7 +76,7 @@ def test_a_worker_without_claude_stops_the_dispatch_naming_it(
 ) -> None:
     creds = credential_file(tmp_path)
     settings = {"credential_file": str(creds), "claude": str(tmp_path / "no" / "claude")}
-    pipeline.start_fleet(WorkerSpec("w1"), settings=settings, env=NO_KEYS)
+    pipeline.start_fleet(WorkerShape("w1"), settings=settings, env=NO_KEYS)
     err = refused(pipeline, claude_spec(tmp_path / "spec.json"))
     assert "Claude Code cannot run on w1: `claude` is not installed" in err
     assert "make provision" in err
@@ -87,7 +87,7 @@ def test_workers_with_claude_and_a_credential_pass_and_only_capable_ones_are_ask
 ) -> None:
     creds = credential_file(tmp_path)
     fleet = pipeline.start_fleet(
-        WorkerSpec("ok"), settings={"credential_file": str(creds)}, env=NO_KEYS
+        WorkerShape("ok"), settings={"credential_file": str(creds)}, env=NO_KEYS
     )
     spec = load_spec(claude_spec(tmp_path / "spec.json"))
     workers = load_inventory(fleet.inventory)

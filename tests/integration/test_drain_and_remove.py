@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from control import __version__
-from control.dispatch import open_dispatch
+from control.driver import open_run
 from control.lifecycle import drain, gone_hosts, remove, repin, repin_running, undrain
 from control.transport import Transports
 from control.transport.local import LocalTransport
@@ -242,7 +242,7 @@ def test_a_new_run_records_the_pins_its_inventory_shares(rig: Rig) -> None:
     for worker in rig.workers:
         worker.vars.update(nodejs_version="20.0.1", claude_code_version="9.9.9")
     rig.workers[1].vars["claude_code_version"] = "9.9.10"  # the hosts disagree: not pinned
-    opened = open_dispatch(
+    opened = open_run(
         rig.spec_path,
         rig.workers,
         rig.root / "fresh-state.db",

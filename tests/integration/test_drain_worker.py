@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.queue import Queue
 from tests.integration.conftest import Pipeline, parse_events, write_spec
 from tests.integration.test_dispatch import wait_for_event
@@ -95,7 +95,7 @@ def test_control_drain_now_moves_a_running_phase_which_finishes_elsewhere_once(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"slow": {"delay_s": 4, "files": {"slow.txt": "done\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     inventory = str(fleet.inventory)
     spec = write_spec(tmp_path / "spec.json", SLOW_PHASE)
     process = pipeline.start_dispatch(spec)
@@ -138,7 +138,7 @@ def test_control_remove_and_health_lists_a_host_left_in_the_state(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"slow": {"delay_s": 1, "files": {"slow.txt": "done\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     code, _, err = pipeline.dispatch(write_spec(tmp_path / "spec.json", SLOW_PHASE))
     assert code == 0, err
     hosts = fleet.inventory / "host_vars"

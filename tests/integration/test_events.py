@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def said_kinds() -> set[str]:
-    """Every kind the orchestrator and dispatch say, read from their source."""
+    """Every kind the orchestrator and the run driver say, read from their source."""
     found: set[str] = set()
-    for name in ("orchestrator.py", "dispatch.py", "integration.py"):
+    for name in ("orchestrator.py", "driver.py", "integration.py"):
         text = (ROOT / "control" / name).read_text()
         for first in re.findall(r"\b_?say\(\s*([^,)]+)", text):  # "a" if x else "b" too
             found |= set(re.findall(r"\"(\w+)\"", first))
@@ -40,7 +40,7 @@ def written_kinds() -> set[str]:
     state = "\n".join(p.read_text() for p in sorted((ROOT / "control" / "state").glob("*.py")))
     found = set(re.findall(r"_event\(\s*conn,\s*[\w.]+,\s*f?\"(\w+)\"", state))
     found |= set(re.findall(r"event: str = \"(\w+)\"", state))  # a hold's default kinds
-    for name in ("orchestrator.py", "dispatch.py"):
+    for name in ("orchestrator.py", "driver.py"):
         text = (ROOT / "control" / name).read_text()
         found |= set(re.findall(r"event=\"(\w+)\"", text))
         found |= set(re.findall(r"store\.event\(\s*[\w.]+,\s*\"(\w+)\"", text))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from tests.integration.conftest import Pipeline, parse_events, write_spec
 
 pytestmark = pytest.mark.slow
@@ -135,7 +135,7 @@ def test_hostile_files_of_a_phase_never_run_on_the_orchestrator_at_the_end_of_a_
     canary = tmp_path / "canary"
     phases, plan = hostile_phases(canary)
     pipeline.plan(plan)
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", phases)
     code, out, err = run_control(dispatch_args(pipeline, spec))
     assert code == 0, err + out[-2000:]
@@ -152,7 +152,7 @@ def test_control_merge_builds_and_checks_on_a_worker_never_here(
     canary = tmp_path / "canary"
     phases, plan = hostile_phases(canary)
     pipeline.plan(plan)
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", phases)
     code, out, err = run_control(dispatch_args(pipeline, spec, "--no-merge"))
     assert code == 0, err
@@ -197,7 +197,7 @@ def test_a_verify_command_shared_by_phases_runs_once_on_the_integrated_tree(
     counter = pipeline.agent_io / "integrated-runs"  # the one place the sandbox may write
     shared = f"if [ -f left.txt ] && [ -f right.txt ]; then echo run >> {counter}; fi"
     pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     spec = write_spec(tmp_path / "spec.json", two_sharing(shared))
     code, events, err = pipeline.dispatch(spec)
     assert code == 0, err
@@ -211,7 +211,7 @@ def test_a_shared_check_failing_on_the_integrated_tree_names_the_phases_that_ask
 ) -> None:
     both = "! { [ -f left.txt ] && [ -f right.txt ]; }"  # passes in each phase, fails merged
     pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", two_sharing(both))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
@@ -236,7 +236,7 @@ def test_a_conflict_at_the_final_check_names_the_phase_and_the_files(
     pipeline.plan(
         {p: {"files": {"same.txt": f"{p}\n", f"{p}.txt": "x\n"}} for p in ("left", "right")}
     )
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", two_sharing("true"))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
@@ -256,7 +256,7 @@ def test_a_credential_printed_by_the_final_check_is_masked_everywhere(
     creds.chmod(0o600)
     halves = {"left": key[:10], "right": key[10:]}
     pipeline.plan({p: {"files": {f"{p}.txt": half}} for p, half in halves.items()})
-    pipeline.start_fleet(WorkerSpec("w1"), settings={"credential_file": str(creds)})
+    pipeline.start_fleet(WorkerShape("w1"), settings={"credential_file": str(creds)})
     printed = 'echo "joined: $(cat left.txt 2>/dev/null)$(cat right.txt 2>/dev/null)"'
     spec = write_spec(tmp_path / "spec.json", two_sharing(printed))
     code, events, err = pipeline.dispatch(spec)
@@ -279,7 +279,7 @@ def test_control_merge_is_refused_while_a_dispatch_drives_the_same_run(
     gate = pipeline.agent_io / "release-check"  # the sandbox may write here
     slow = f"while [ ! -f {gate} ] && [ -f left.txt ] && [ -f right.txt ]; do sleep 0.1; done"
     pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", two_sharing(slow))
     code, _, err = run_control(dispatch_args(pipeline, spec, "--no-merge"))
     assert code == 0, err

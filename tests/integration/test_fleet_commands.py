@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.queue import Queue
 from tests.integration.conftest import Pipeline, answering_fleet, write_spec
 
@@ -38,7 +38,7 @@ def health(pipeline: Pipeline) -> tuple[int, dict[str, Any]]:
 def test_health_is_clean_on_a_healthy_fleet_and_names_a_stopped_worker(
     pipeline: Pipeline,
 ) -> None:
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     code, report = health(pipeline)
     assert code == 0, report
     assert report["healthy"] is True
@@ -56,7 +56,7 @@ def test_a_worker_with_another_node_refuses_work_and_health_says_why(pipeline: P
         pytest.skip("node is not installed here")
     found = node.stdout.strip().removeprefix("v")
     fleet = pipeline.start_fleet(
-        WorkerSpec("w1"), WorkerSpec("w2"), pins={"w2": {"node": "18.19.0"}}
+        WorkerShape("w1"), WorkerShape("w2"), pins={"w2": {"node": "18.19.0"}}
     )
     assert fleet.workers["w2"].process is not None
     assert fleet.workers["w2"].process.wait(30) == 1  # the daemon refused and exited
@@ -73,7 +73,7 @@ def test_a_worker_with_another_node_refuses_work_and_health_says_why(pipeline: P
 
 
 def test_health_compares_reported_versions_with_the_inventory_pins(pipeline: Pipeline) -> None:
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     (fleet.inventory / "group_vars").mkdir()
     (fleet.inventory / "group_vars" / "all.yml").write_text("---\nnodejs_version: '99.1.2'\n")
     code, report = health(pipeline)
@@ -86,7 +86,7 @@ def test_health_compares_reported_versions_with_the_inventory_pins(pipeline: Pip
 
 
 def test_workers_lists_the_inventory(pipeline: Pipeline) -> None:
-    fleet = pipeline.start_fleet(WorkerSpec("w1", ("linux", "gpu"), slots=2))
+    fleet = pipeline.start_fleet(WorkerShape("w1", ("linux", "gpu"), slots=2))
     result = control("workers", "--inventory", str(fleet.inventory), "--json")
     assert result.returncode == 0
     (w1,) = json.loads(result.stdout)
@@ -95,7 +95,7 @@ def test_workers_lists_the_inventory(pipeline: Pipeline) -> None:
 
 def test_logs_shows_the_workers_log_of_a_phase(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan({"only": {"files": {"only.txt": "x\n"}}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(
         tmp_path / "spec.json",
         [

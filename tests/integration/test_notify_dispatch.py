@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.notify.outbox import Outbox
 from control.state import StateStore
 from tests.fakes.services import Receiver
@@ -33,7 +33,7 @@ def test_a_killed_dispatch_delivers_its_waiting_notifications_after_resume(
     pipeline.plan(
         {"first": {"delay_s": 1.5, **PLAN["first"]}, "second": {"delay_s": 0.5, **PLAN["second"]}}
     )
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     (fleet.inventory / "group_vars").mkdir(exist_ok=True)
     (fleet.inventory / "group_vars" / "all.yml").write_text("superagent_notify_file: notify.yml\n")
     sink = {

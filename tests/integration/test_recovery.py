@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.state import StateStore
 from tests.integration.conftest import SCRIPTED_AGENT, Pipeline, write_spec
 from tests.integration.test_dispatch import kill_a_worker_mid_phase
@@ -57,7 +57,7 @@ def test_a_failed_verify_is_sent_back_to_the_same_agent_session_which_fixes_it(
     pipeline.plan(
         {"fix": {"files": {"out.txt": "wrong\n"}, "feedback_files": {"out.txt": "right\n"}}}
     )
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [FIX], agent=RESUMABLE)
     others = "refs/superagent/wip/r20990101-000000-beef/fix/1"  # another run's checkpoint
     git(pipeline.remote, "update-ref", others, "main")
@@ -95,7 +95,7 @@ def test_feedback_rounds_zero_keeps_blind_retries_from_scratch(
     pipeline.plan(
         {"fix": {"files": {"out.txt": "wrong\n"}, "feedback_files": {"out.txt": "right\n"}}}
     )
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [FIX], agent=RESUMABLE, feedback_rounds=0)
     code, _, _ = pipeline.dispatch(spec)
     assert code == 1  # told nothing, the agent repeats its mistake
@@ -110,7 +110,7 @@ def test_replay_agent_given_feedback_replays_its_fix(pipeline: Pipeline, tmp_pat
     (recordings / "fix" / "files" / "out.txt").write_text("wrong\n")
     (recordings / "fix" / "feedback" / "files").mkdir(parents=True)
     (recordings / "fix" / "feedback" / "files" / "out.txt").write_text("right\n")
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [FIX])
     code, events, stderr = pipeline.dispatch(
         spec, "--agent", "replay", "--replay-dir", str(recordings)
@@ -261,7 +261,7 @@ def test_two_phases_editing_the_same_lines_are_resolved_by_the_phase_after_them(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan(CONFLICTING)
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     spec = write_spec(tmp_path / "spec.json", [*SIDES, BOTH])
     code, events, stderr = pipeline.dispatch(spec)
     assert code == 0, stderr
@@ -281,7 +281,7 @@ def test_a_resolution_that_leaves_markers_is_reported_with_the_conflict(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({**CONFLICTING, "both": {"files": {"both.txt": "both\n"}}})
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [*SIDES, {**BOTH, "max_attempts": 1}])
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
@@ -294,7 +294,7 @@ def test_resolve_conflicts_false_reports_the_conflict_without_running_the_agent(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan(CONFLICTING)
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [*SIDES, {**BOTH, "max_attempts": 1}])
     document = json.loads(spec.read_text())
     spec.write_text(json.dumps({**document, "resolve_conflicts": False}))

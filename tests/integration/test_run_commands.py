@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from control.localfleet import WorkerSpec
+from control.localfleet import WorkerShape
 from control.queue import Queue
 from tests.integration.conftest import Pipeline, write_spec
 from tests.integration.test_dispatch import PLAN, TWO_PHASES, wait_for_event
@@ -35,7 +35,7 @@ def control(pipeline: Pipeline, *args: str) -> tuple[int, Any, str]:
 
 def test_status_shows_every_phase_of_the_latest_run(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan(PLAN)
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     assert pipeline.dispatch(spec)[0] == 0
     code, status, _ = control(pipeline, "status")
@@ -59,7 +59,7 @@ def test_retry_revives_a_dead_phase_and_the_same_dispatch_finishes_the_run(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"first": {"files": {"first.txt": "wrong\n"}}, **{"second": PLAN["second"]}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", list(reversed(TWO_PHASES)))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1 and events[-1]["dead"].keys() == {"first"}
@@ -95,7 +95,7 @@ def test_retry_revives_a_dead_phase_and_the_same_dispatch_finishes_the_run(
 
 def test_cancel_stops_a_running_phase_and_ends_the_run(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan({"first": {"delay_s": 60, **PLAN["first"]}})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     process = pipeline.start_dispatch(spec)
     wait_for_event(process, "dispatched")
@@ -120,7 +120,7 @@ def test_merge_builds_the_integration_branch_of_a_run_dispatched_without_it(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan(PLAN)
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     code, events, _ = pipeline.dispatch(spec, "--no-merge")
     assert code == 0 and events[-1]["merge_branch"] is None
@@ -136,7 +136,7 @@ def test_ctrl_c_interrupts_with_130_and_the_same_command_resumes(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({"first": {"delay_s": 2, **PLAN["first"]}, "second": PLAN["second"]})
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     process = pipeline.start_dispatch(spec)
     wait_for_event(process, "dispatched")
@@ -153,7 +153,7 @@ def test_ctrl_c_interrupts_with_130_and_the_same_command_resumes(
 
 def test_on_a_terminal_dispatch_shows_the_live_view(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.plan(PLAN)
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     command = [c for c in pipeline.dispatch_command(spec) if c != "--json"]
     leader, follower = os.openpty()

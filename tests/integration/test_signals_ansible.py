@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from tests.integration.conftest import Pipeline, parse_events, write_spec
 from tests.integration.test_dispatch import PLAN, TWO_PHASES, wait_for_event
 
@@ -39,7 +39,7 @@ def ansible_inventory(fleet: LocalFleet) -> None:
                     "ansible_python_interpreter": sys.executable,
                     "superagent_control": str(CONTROL),
                     "superagent_queue_db": str(worker.queue_db),
-                    "superagent_capabilities": list(worker.spec.capabilities),
+                    "superagent_capabilities": list(worker.shape.capabilities),
                 }
             )
         )
@@ -54,7 +54,7 @@ def relative_dispatch(pipeline: Pipeline, spec: Path) -> list[str]:
 
 
 def test_health_with_a_relative_inventory_reaches_ansible_hosts(pipeline: Pipeline) -> None:
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     ansible_inventory(fleet)
     result = subprocess.run(
         [sys.executable, "-m", "control", "health", "--inventory", "fleet/inventory", "--json"],
@@ -77,7 +77,7 @@ def test_a_signal_stops_dispatch_over_ansible_and_the_run_resumes(
     pipeline: Pipeline, tmp_path: Path, sig: signal.Signals, code: int, word: str
 ) -> None:
     pipeline.plan({"first": {"delay_s": 8, **PLAN["first"]}, "second": PLAN["second"]})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"))
     ansible_inventory(fleet)
     spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
     command = relative_dispatch(pipeline, spec)

@@ -57,8 +57,12 @@ def test_enqueue_reaches_the_inbox_verbatim_and_its_answer_comes_back_in_the_thr
     task = "Summarise the repo.\n" + "\n".join(corpus(canary)) + "\n<!channel> & <@U0ADMIN>"
     prompt = rig.ask(ACTOR, "<@U0BOT> enqueue w1 " + typed(task))
     assert "send w1 a free-form task" in prompt["text"]
+    # Slack delivers the command again (it thought the first delivery failed): no
+    # second question.
+    rig.socket.wait_ack(rig.socket.redeliver(rig.envelope, 1, "timeout"))
     assert inbox(fleet) == []  # nothing sent before the click
     assert "sent to w1 as message" in rig.click(ACTOR, prompt)["text"]
+    rig.socket.wait_ack(rig.socket.redeliver(rig.click_envelope))  # the click, again: sent once
     (message,) = inbox(fleet)
     assert message.payload["text"] == task  # byte for byte, as typed
     before = len(rig.slack.posts)

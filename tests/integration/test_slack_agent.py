@@ -61,9 +61,22 @@ class Rig:
             },
             "test",
         )
+        self.inventory, self.workers = inventory, workers
         self.agent = Agent(self.config, self.state, inventory, workers, answer_poll_s=0.2)
         self.agent.start_socket_mode()
         self.socket.wait_connected()
+
+    def restart(self) -> None:
+        """Stop the agent and start another on the same state database (a new process,
+        as far as it knows: nothing kept in memory)."""
+        self.agent.close()
+        before = len(self.socket.connections)
+        self.agent = Agent(self.config, self.state, self.inventory, self.workers, answer_poll_s=0.2)
+        self.agent.start_socket_mode()
+        deadline = time.monotonic() + 15
+        while len(self.socket.connections) == before:
+            assert time.monotonic() < deadline, "the restarted agent never connected"
+            time.sleep(0.05)
 
     def wait_posts(self, count: int) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 60
@@ -83,6 +96,7 @@ class Rig:
             {"type": kind, "user": user, "text": text, "ts": ts, "channel": "C0TEST",
              "channel_type": channel_type, "event_ts": ts}
         )  # fmt: skip
+        self.envelope = envelope  # what Slack would deliver again
         reply = self.wait_posts(before + 1)[before]
         assert any(a["envelope_id"] == envelope for a in self.socket.acks)
         assert reply["thread_ts"] == ts  # answered in the thread of the question
@@ -99,6 +113,7 @@ class Rig:
         """Deliver a click's payload (again: a replay); returns the agent's answer."""
         before = len(self.slack.posts)
         envelope = self.socket.send_interactive(payload)
+        self.click_envelope = envelope
         answer = self.wait_posts(before + 1)[before]
         assert any(a["envelope_id"] == envelope for a in self.socket.acks)
         assert answer["thread_ts"] == prompt["thread_ts"]
@@ -176,13 +191,14 @@ def test_an_acting_command_waits_for_its_askers_confirmation(rig: Rig) -> None:
         answer = rig.click(other, prompt)
         assert f"only <@{ACTOR}> can confirm this" in answer["text"]
         assert rig.phase_state() == "waiting"
+    stale = rig.slack.click(ACTOR, prompt, CONFIRM)  # a second click, from a window not updated yet
     answer = rig.click(ACTOR, prompt)
     assert f"cancelled api of run {rig.run_id}" in answer["text"]
     assert rig.phase_state() == "cancelled"
     assert not buttons(rig.slack.updates[-1])  # the question lost its buttons
     assert f"confirmed by <@{ACTOR}>" in rig.slack.updates[-1]["text"]
-    # The same click again (Slack's retry, a double click, a replay) does nothing more.
-    assert "this was confirmed already" in rig.send(rig.payload, prompt)["text"]
+    # Another click on the decided question does nothing more.
+    assert "this was confirmed already" in rig.send(stale, prompt)["text"]
     # Retrying is acting too: confirmed, the phase waits again.
     prompt = rig.ask(ACTOR, "<@U0BOT> retry api")
     assert "will run again" in rig.click(ACTOR, prompt)["text"]
@@ -193,6 +209,38 @@ def test_an_acting_command_waits_for_its_askers_confirmation(rig: Rig) -> None:
         (ACTOR, "done"), (ACTOR, "refused"), (ACTOR, "confirm"), (ACTOR, "done"),
     ]  # fmt: skip
     assert rig.audit()[4][1] == "[confirm] cancel api"
+
+
+def test_slacks_retries_of_a_command_and_of_a_click_act_once_even_after_a_restart(
+    rig: Rig,
+) -> None:
+    """Slack delivers again what it thinks failed (Socket Mode: a new envelope, the same
+    event_id, with retry_attempt and retry_reason; a click's payload again): the command
+    asks once, the click cancels once, and a restarted agent knows them too."""
+    prompt = rig.ask(ACTOR, "<@U0BOT> cancel api")
+    asked = rig.envelope
+    rig.socket.wait_ack(rig.socket.redeliver(asked, 1, "timeout"))
+    assert f"cancelled api of run {rig.run_id}" in rig.click(ACTOR, prompt)["text"]
+    clicked = rig.click_envelope
+    rig.socket.wait_ack(rig.socket.redeliver(clicked))
+    rig.restart()
+    rig.socket.wait_ack(rig.socket.redeliver(asked, 2, "timeout"))
+    rig.socket.wait_ack(rig.socket.redeliver(clicked))
+    # A message after them is answered: the retries were handled (acknowledged) first.
+    assert rig.run_id in rig.ask(READER, "<@U0BOT> runs")["text"]
+    time.sleep(0.5)  # what a retry acted on would have posted by now
+    assert len(rig.slack.posts) == 3 and len(rig.slack.updates) == 1, rig.slack.posts
+    assert rig.phase_state() == "cancelled"
+    assert rig.audit() == [
+        (ACTOR, "<@U0BOT> cancel api", "confirm"),
+        (ACTOR, "[confirm] cancel api", "done"),
+        (READER, "<@U0BOT> runs", "answered"),
+    ]
+    store = StateStore(rig.state)
+    try:
+        assert store.conn.execute("SELECT count(*) FROM slack_pending").fetchone()[0] == 1
+    finally:
+        store.close()
 
 
 def test_a_forged_aborted_or_expired_confirmation_does_nothing(rig: Rig) -> None:
@@ -409,6 +457,38 @@ def test_http_mode_answers_signed_requests_and_refuses_forged_old_and_replayed_o
     assert slack.send(click, slack.signed(click), form)[0] == 200
     assert "cancelled api" in rig.wait_posts(3)[2]["text"]
     assert rig.phase_state() == "cancelled"
+
+
+def test_http_mode_acts_once_on_slacks_retries(http: tuple[Rig, HttpSlack]) -> None:
+    """Slack's retry over HTTP: the same body, signed anew, with X-Slack-Retry-Num and
+    X-Slack-Retry-Reason; acknowledged (200, so the retries stop), acted on once."""
+    import json  # noqa: PLC0415
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    rig, slack = http
+    kind, form = "application/json", "application/x-www-form-urlencoded"
+    ask = slack.event(ACTOR, "<@U0BOT> cancel api", "1900000003.000100")
+    rig.slack.people_said.update({"1900000003.000100", "1900000004.000100"})
+    assert slack.send(ask, slack.signed(ask), kind)[0] == 200
+    prompt = rig.wait_posts(1)[0]
+    for attempt in (1, 2):
+        headers = slack.signed(ask, at=time.time() + attempt)
+        retry = {
+            **headers,
+            "X-Slack-Retry-Num": str(attempt),
+            "X-Slack-Retry-Reason": "http_timeout",
+        }
+        assert slack.send(ask, retry, kind)[0] == 200
+    click = urlencode({"payload": json.dumps(rig.slack.click(ACTOR, prompt, CONFIRM))}).encode()
+    assert slack.send(click, slack.signed(click), form)[0] == 200
+    assert "cancelled api" in rig.wait_posts(2)[1]["text"]
+    assert slack.send(click, slack.signed(click, at=time.time() + 1), form)[0] == 200
+    later = slack.event(ACTOR, "<@U0BOT> status", "1900000004.000100")
+    assert slack.send(later, slack.signed(later), kind)[0] == 200
+    assert f"run {rig.run_id}" in rig.wait_posts(3)[2]["text"]
+    time.sleep(0.5)  # what a retry acted on would have posted by now
+    assert len(rig.slack.posts) == 3, rig.slack.posts
+    assert [o for _, _, o in rig.audit()] == ["confirm", "done", "answered"]
 
 
 def test_ready_is_told_to_systemd_only_when_it_listens(

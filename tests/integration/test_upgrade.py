@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from control.inventory import Worker, load_inventory
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.queue import Queue
 from control.transport import Transports
 from control.upgrade import RolloutSettings, UpgradeFailed, rolling_upgrade
@@ -54,7 +54,7 @@ def restarting(fleet: LocalFleet, *, broken: str | None = None) -> object:
 
 def start(pipeline: Pipeline, tmp_path: Path) -> tuple[LocalFleet, object]:
     pipeline.plan({p["id"]: {"delay_s": 1, "files": {f"{p['id']}.txt": "done\n"}} for p in PHASES})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"), WorkerSpec("w3"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"), WorkerShape("w3"))
     process = pipeline.start_dispatch(write_spec(tmp_path / "spec.json", PHASES))
     return fleet, process
 
@@ -137,7 +137,7 @@ def test_a_provisioning_that_fails_stops_the_rollout_at_that_host(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     workers = load_inventory(fleet.inventory)
 
     def provision(hosts: Sequence[Worker]) -> None:
@@ -157,7 +157,7 @@ def test_control_upgrade_stops_at_a_host_ansible_cannot_provision(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan({})
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     answer = subprocess.run(
         [
             sys.executable, "-m", "control", "upgrade", "--inventory", str(fleet.inventory),

@@ -15,7 +15,7 @@ import pytest
 
 from control.demo import GIT_ID
 from control.git import workspace_root
-from control.localfleet import LocalFleet, WorkerSpec
+from control.localfleet import LocalFleet, WorkerShape
 from control.messages import PhaseTask, PrerequisiteRef
 from control.queue import Message, Queue
 from tests.integration.conftest import SCRIPTED_AGENT, Pipeline
@@ -69,7 +69,7 @@ def remote_head(pipeline: Pipeline, branch: str) -> str:
 
 
 def one_worker(pipeline: Pipeline, **options: Any) -> tuple[LocalFleet, Queue]:
-    fleet = pipeline.start_fleet(WorkerSpec("w1", slots=options.pop("slots", 1)), **options)
+    fleet = pipeline.start_fleet(WorkerShape("w1", slots=options.pop("slots", 1)), **options)
     return fleet, Queue(fleet.workers["w1"].queue_db, create=False)
 
 
@@ -343,7 +343,7 @@ def test_the_worker_prunes_old_acknowledged_messages_from_its_inbox(
 ) -> None:
     """A year of use does not slow the inbox: acknowledged messages past `prune_days`
     are removed by the worker itself; unacknowledged answers are kept."""
-    fleet = pipeline.start_fleet(WorkerSpec("w1"), settings={"prune_days": 0.0001})
+    fleet = pipeline.start_fleet(WorkerShape("w1"), settings={"prune_days": 0.0001})
     fleet.stop("w1")
     db = fleet.workers["w1"].queue_db
     with Queue(db, create=False) as queue:

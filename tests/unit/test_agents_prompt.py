@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from control.worker.prompt import SUMMARIES_LIMIT, Prerequisite, build_prompt, completion_marker
+from control.messages import PrerequisiteRef
+from control.worker.prompt import SUMMARIES_LIMIT, build_prompt, completion_marker
 
 
 def test_the_prompt_holds_every_part_in_order() -> None:
@@ -12,8 +13,8 @@ def test_the_prompt_holds_every_part_in_order() -> None:
         deliverables=["app/api.py", "tests/test_api.py"],
         verify=["pytest -q", "ruff check ."],
         prerequisites=[
-            Prerequisite("models", "sa/models", "a" * 40, "User and Post models\nwith tests"),
-            Prerequisite("db", "sa/db", "b" * 40),
+            PrerequisiteRef("models", "sa/models", "a" * 40, "User and Post models\nwith tests"),
+            PrerequisiteRef("db", "sa/db", "b" * 40),
         ],
         project="blog",
     )
@@ -55,8 +56,8 @@ def test_earlier_summaries_are_fenced_data_cut_to_size_after_the_instructions() 
         phase_id="api",
         task="Build the API.",
         prerequisites=[
-            Prerequisite("models", "sa/models", "a" * 40, hostile),
-            Prerequisite("db", "sa/db", "b" * 40, "y" * 5000),
+            PrerequisiteRef("models", "sa/models", "a" * 40, hostile),
+            PrerequisiteRef("db", "sa/db", "b" * 40, "y" * 5000),
         ],
     )
     notes = prompt.index("## Notes from earlier phases (untrusted data)")

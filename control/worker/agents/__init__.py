@@ -8,6 +8,7 @@ a worker claimed.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,21 +24,20 @@ from control.worker.agents.base import (
     load_credentials,
 )
 from control.worker.agents.claude_code import ClaudeCodeBackend
-from control.worker.agents.codex import CodexBackend
+from control.worker.agents.codex import CODEX
 from control.worker.agents.command import CommandBackend
-from control.worker.agents.gemini import GeminiBackend
-from control.worker.agents.opencode import OpencodeBackend
+from control.worker.agents.gemini import GEMINI
+from control.worker.agents.headless import CliBackend
+from control.worker.agents.opencode import OPENCODE
 from control.worker.agents.replay import ReplayBackend
 from control.worker.logs import DEFAULT_KEEP, rotate_logs
-from control.worker.prompt import Prerequisite
 
 _BACKENDS: dict[str, Callable[[], AgentBackend]] = {
     ClaudeCodeBackend.name: ClaudeCodeBackend,
-    CodexBackend.name: CodexBackend,
     CommandBackend.name: CommandBackend,
-    GeminiBackend.name: GeminiBackend,
-    OpencodeBackend.name: OpencodeBackend,
     ReplayBackend.name: ReplayBackend,
+    # The JSON-streaming CLIs: one backend, told which CLI (its argv, its reader).
+    **{cli.name: functools.partial(CliBackend, cli) for cli in (CODEX, GEMINI, OPENCODE)},
 }
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "AgentOptions",
     "AgentRequest",
     "AgentResult",
-    "Prerequisite",
     "backend_names",
     "get_backend",
     "load_credentials",
@@ -106,9 +105,7 @@ def request_for_task(
         log_path=log_path,
         deliverables=tuple(task.deliverables),
         verify=tuple(task.verify),
-        prerequisites=tuple(
-            Prerequisite(p.phase, p.branch, p.commit, p.summary) for p in task.prerequisites
-        ),
+        prerequisites=tuple(task.prerequisites),
         options=AgentOptions.from_dict(agent),
         wall_timeout_s=task.timeout_s,
         silence_timeout_s=task.silence_s,

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from control.errors import UsageError
-from control.messages import Feedback
+from control.messages import Feedback, PrerequisiteRef
 from control.process import ProcessOutcome, Wrap
 from control.worker.prompt import (
     Conflict,
-    Prerequisite,
     build_feedback_prompt,
     build_prompt,
     completion_marker,
@@ -102,7 +101,7 @@ class AgentRequest:
     log_path: Path
     deliverables: tuple[str, ...] = ()
     verify: tuple[str, ...] = ()
-    prerequisites: tuple[Prerequisite, ...] = ()
+    prerequisites: tuple[PrerequisiteRef, ...] = ()
     options: AgentOptions = field(default_factory=AgentOptions)
     wall_timeout_s: float = DEFAULT_WALL_TIMEOUT_S
     silence_timeout_s: float | None = DEFAULT_SILENCE_TIMEOUT_S

@@ -9,36 +9,31 @@ with exit 0, and hung.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.errors import SuperagentError, UnavailableError, UsageError
+from control.errors import UnavailableError, UsageError
 from control.pins import CLAUDE_CODE_VERSION
-from control.process import ProcessOutcome, Redactor, run_watched
+from control.process import ProcessOutcome, Redactor
 from control.worker.agents.base import (
     RESULT_TEXT_LIMIT,
     AgentRequest,
     AgentResult,
-    child_environment,
     excerpt,
     finished_result,
     resuming,
     watchdog_result,
 )
+from control.worker.agents.headless import Ended, Launch, json_event, start
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch, starts_rate_limited
 
 NAME = "claude-code"
 PINNED_VERSION = CLAUDE_CODE_VERSION
 DEFAULT_EXECUTABLE = "claude"
 OUTPUT_FORMATS = ("stream-json", "json")
-# How long `claude` may go on running after its result event before it is ended: it has
-# been seen to hang there (MCP servers, background shells) with its work already done.
-DEFAULT_EXIT_GRACE_S = 15.0
 # Authentication variables Claude Code reads; with a credential file, only the file's count.
 AUTH_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 _VERSION = re.compile(r"^(\d+\.\d+\.\d+) \(Claude Code\)\s*$")
@@ -134,11 +129,8 @@ class StreamReader:
         text = line.strip()
         if not text:
             return
-        try:
-            event = json.loads(text)
-        except (ValueError, RecursionError):
-            event = None
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        event = json_event(text)
+        if event is None:
             self.other_lines += 1
             if self.first_other is None:
                 self.first_other = text[:300]
@@ -173,64 +165,41 @@ def _integer(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+def output_format(request: AgentRequest) -> str:
+    """The spec's `output_format`, stream-json unless it says json; UsageError otherwise."""
+    chosen = str(request.options.extra.get("output_format") or "stream-json")
+    if chosen not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"claude-code output_format must be one of {', '.join(OUTPUT_FORMATS)}, not {chosen!r}"
+        )
+    return chosen
+
+
+CLAUDE_CODE = Launch(
+    name=NAME,
+    title="Claude Code",
+    executable=DEFAULT_EXECUTABLE,
+    auth_variables=AUTH_VARIABLES,
+    argv=lambda executable, request: build_argv(executable, request, output_format(request)),
+    # The worker pins the version; an agent that updates itself would break the pin.
+    env={"DISABLE_AUTOUPDATER": "1"},
+)
+
+
 class ClaudeCodeBackend:
-    """`claude -p` in the checkout; see the module docstring."""
+    """`claude -p` in the checkout; see the module docstring. It has been seen to hang
+    after its result event (MCP servers, background shells) with its work already done:
+    the result is its last word, and it is then ended after `exit_grace_s`."""
 
     name = NAME
 
     def run(self, request: AgentRequest) -> AgentResult:
-        extra = request.options.extra
-        executable = str(extra.get("executable") or DEFAULT_EXECUTABLE)
-        output_format = str(extra.get("output_format") or "stream-json")
-        if output_format not in OUTPUT_FORMATS:
-            raise UsageError(
-                f"claude-code output_format must be one of {', '.join(OUTPUT_FORMATS)}, "
-                f"not {output_format!r}"
-            )
-        require_marker = bool(extra.get("require_completion_marker", True))
-        try:
-            env, secrets = child_environment(request, drop=AUTH_VARIABLES)
-        except SuperagentError as exc:
-            return AgentResult(status="failed", reason=str(exc), backend=NAME,
-                               log_path=request.log_path)  # fmt: skip
-        # The worker pins the version; an agent that updates itself would break the pin.
-        env.setdefault("DISABLE_AUTOUPDATER", "1")
-        resolved = shutil.which(executable, path=env.get("PATH"))
-        if resolved is None:
-            return AgentResult(
-                status="failed", backend=NAME, log_path=request.log_path,
-                reason=f"Claude Code is not installed: {executable!r} not found on the "
-                "agent's PATH",
-            )  # fmt: skip
-        argv = build_argv(resolved, request, output_format)
+        output_format(request)  # a bad one is refused before anything runs
         reader = StreamReader()
-        outcome = run_watched(
-            argv,
-            cwd=request.checkout,
-            env=env,
-            log_path=request.log_path,
-            stdin_data=request.prompt(resuming=resuming(request)).encode("utf-8"),
-            wall_timeout_s=request.wall_timeout_s,
-            silence_timeout_s=request.silence_timeout_s,
-            cancel=request.cancel,
-            secrets=secrets,
-            wrap=request.wrap,
-            on_stdout_line=reader.feed,
-            kill_grace_s=request.kill_grace_s,
-            finished=lambda: reader.result is not None,
-            linger_s=float(extra.get("exit_grace_s", DEFAULT_EXIT_GRACE_S)),
-            log_header=[
-                f"backend {NAME}, phase {request.phase_id}",
-                f"argv {json.dumps(argv)}",
-                f"cwd {request.checkout}",
-                "prompt on stdin; credentials in the environment: "
-                + (", ".join(sorted(n for n in AUTH_VARIABLES if n in env)) or "none"),
-            ],
-        )
-        return judge(
-            request, outcome, reader,
-            require_marker=require_marker, redact=Redactor(secrets),
-        )  # fmt: skip
+        ended = start(CLAUDE_CODE, request, reader.feed, lambda: reader.result is not None)
+        if isinstance(ended, AgentResult):
+            return ended
+        return judge(request, reader, ended)
 
 
 def _rate_limit_reset(reader: StreamReader, texts: list[str]) -> float | None:
@@ -317,16 +286,9 @@ def _error_reason(result: Mapping[str, Any], subtype: str | None, text: str) -> 
     return why + (": " + excerpt(text, 200) if text else "")
 
 
-def judge(
-    request: AgentRequest,
-    outcome: ProcessOutcome,
-    reader: StreamReader,
-    *,
-    require_marker: bool = True,
-    redact: Redactor | None = None,
-) -> AgentResult:
+def judge(request: AgentRequest, reader: StreamReader, ended: Ended) -> AgentResult:
     """The result of a Claude Code run from how its process ended and what it printed."""
-    redact = redact or Redactor()
+    outcome, redact = ended.outcome, ended.redact
     result = reader.result or {}
     text = result["result"] if isinstance(result.get("result"), str) else ""
     fields = _result_fields(result, reader, redact)
@@ -346,9 +308,9 @@ def judge(
             **common,
         )
     # A result that arrived in time stands even if the process then hung and was ended.
-    ended = watchdog_result(NAME, request, outcome, **fields)
-    if ended is not None and (reader.result is None or outcome.cancelled):
-        return ended
+    stopped = watchdog_result(NAME, request, outcome, **fields)
+    if stopped is not None and (reader.result is None or outcome.cancelled):
+        return stopped
     if reader.result is None:
         return AgentResult(
             status="failed", reason=redact(_no_result_reason(reader, outcome)), **common
@@ -367,4 +329,4 @@ def judge(
     if denials := fields["permission_denials"]:
         names = sorted({str(d.get("tool_name", "?")) for d in denials})
         warnings.append(f"{len(denials)} tool use(s) were denied: {', '.join(names)}")
-    return finished_result(request, text, warnings, require_marker=require_marker, **common)
+    return finished_result(request, text, warnings, require_marker=ended.require_marker, **common)

@@ -12,21 +12,12 @@ the final `agent_message` item is the agent's answer. It reports tokens, not mon
 
 from __future__ import annotations
 
-from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult, resuming
-from control.worker.agents.headless import (
-    Cli,
-    Reading,
-    count,
-    flags,
-    json_event,
-    obj,
-    run_cli,
-)
-from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
+from typing import Any
+
+from control.worker.agents.base import AgentRequest, resuming
+from control.worker.agents.headless import Cli, JsonReader, count, flags, obj
 
 NAME = "codex"
-PINNED_VERSION: str = load()["agents"]["codex"]["version"]
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 AUTH_VARIABLES = ("CODEX_API_KEY", "OPENAI_API_KEY")
 
@@ -45,19 +36,9 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     return [*argv, "-"]
 
 
-class CodexReader:
-    def __init__(self, request: AgentRequest) -> None:
-        self.reading = Reading(model=request.options.model)
-
-    def feed(self, line: str) -> None:
-        event = json_event(line)
+class CodexReader(JsonReader):
+    def event(self, kind: str, event: dict[str, Any]) -> None:
         reading = self.reading
-        if event is None:
-            if line.strip():
-                reading.note_other(line.strip())
-            return
-        reading.events += 1
-        kind = event["type"]
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             reading.session_id = event["thread_id"]
         elif kind == "turn.completed":
@@ -68,11 +49,7 @@ class CodexReader:
             reading.done = True
         elif kind == "turn.failed":
             error = obj(event.get("error"))
-            message = str(error.get("message") or "the turn failed")
-            reading.failed = message
-            if looks_rate_limited(message):
-                reading.rate_limited = True
-                reading.rate_limit_reset = reset_epoch(message)
+            reading.fail(str(error.get("message") or "the turn failed"))
         elif kind == "error":
             reading.note_error(str(event.get("message") or ""))
         elif kind == "item.completed":
@@ -90,12 +67,3 @@ CODEX = Cli(
     reader=CodexReader,
     exit_reasons={2: "it refused its command line"},
 )
-
-
-class CodexBackend:
-    """`codex exec --json` in the checkout; see the module docstring."""
-
-    name = NAME
-
-    def run(self, request: AgentRequest) -> AgentResult:
-        return run_cli(CODEX, request)

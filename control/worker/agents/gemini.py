@@ -12,21 +12,12 @@ from falling back to asking in an untrusted checkout. Tokens only: cost estimate
 
 from __future__ import annotations
 
-from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult, resuming
-from control.worker.agents.headless import (
-    Cli,
-    Reading,
-    count,
-    flags,
-    json_event,
-    obj,
-    run_cli,
-)
-from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
+from typing import Any
+
+from control.worker.agents.base import AgentRequest, resuming
+from control.worker.agents.headless import Cli, JsonReader, count, flags, obj
 
 NAME = "gemini"
-PINNED_VERSION: str = load()["agents"]["gemini"]["version"]
 AUTH_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI")
 # The -p text: fixed, so no task text is ever on the command line.
 PROMPT_FLAG_TEXT = "Carry out the task given above on stdin."
@@ -48,25 +39,13 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     return argv + flags([("--model", request.options.model)])
 
 
-def _limited(message: str) -> bool:
-    lowered = message.lower()
-    return looks_rate_limited(message) or any(w in lowered for w in _QUOTA_WORDS)
-
-
-class GeminiReader:
+class GeminiReader(JsonReader):
     def __init__(self, request: AgentRequest) -> None:
-        self.reading = Reading(model=request.options.model)
+        super().__init__(request)
         self._text: list[str] = []
 
-    def feed(self, line: str) -> None:
-        event = json_event(line)
+    def event(self, kind: str, event: dict[str, Any]) -> None:
         reading = self.reading
-        if event is None:
-            if line.strip():
-                reading.note_other(line.strip())
-            return
-        reading.events += 1
-        kind = event["type"]
         if kind == "init":
             if isinstance(event.get("session_id"), str):
                 reading.session_id = event["session_id"]
@@ -94,11 +73,7 @@ class GeminiReader:
             reading.done = True
             return
         error = obj(event.get("error"))
-        message = str(error.get("message") or "the run failed")
-        reading.failed = message
-        if _limited(message):
-            reading.rate_limited = True
-            reading.rate_limit_reset = reset_epoch(message)
+        reading.fail(str(error.get("message") or "the run failed"), limit_words=_QUOTA_WORDS)
 
 
 GEMINI = Cli(
@@ -110,12 +85,3 @@ GEMINI = Cli(
     reader=GeminiReader,
     exit_reasons=EXIT_REASONS,
 )
-
-
-class GeminiBackend:
-    """`gemini -p --output-format stream-json` in the checkout; see the module docstring."""
-
-    name = NAME
-
-    def run(self, request: AgentRequest) -> AgentResult:
-        return run_cli(GEMINI, request)

@@ -1,12 +1,15 @@
-"""What the JSON-streaming agent CLIs (codex, gemini, opencode) share: run, read, judge.
+"""What the agent CLIs share: start, read, judge.
 
 Each CLI runs headless in the checkout with the prompt on stdin (then closed), its
-credentials in its environment (never argv), no question asked of anyone; its own
-module says its flags and reads its events into a `Reading`. The verdict is the same
-for all, and never the exit code alone: the final event decides, a limit notice makes
-the phase wait, the completion marker proves the agent saw the prompt. A CLI that says
-only tokens gets a cost from the price table, marked estimated. A feedback round whose
-session lives here resumes it (each module's argv says how) and is told only what failed.
+credentials in its environment (never argv), no question asked of anyone: `start` does
+that for every CLI, Claude Code's too. A feedback round whose session lives here resumes
+it (each module's argv says how) and is told only what failed.
+
+The JSON-streaming ones (codex, gemini, opencode) share the rest: a module of each says
+its flags (`Cli`) and reads its events into a `Reading` (a `JsonReader`). The verdict is
+the same for all, and never the exit code alone: the final event decides, a limit notice
+makes the phase wait, the completion marker proves the agent saw the prompt. A CLI that
+says only tokens gets a cost from the price table, marked estimated.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from control.worker.agents.base import (
     watchdog_result,
 )
 from control.worker.agents.prices import estimate_usd
+from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
 
 # How long a CLI may go on after its last word (or a limit notice) before it is ended.
 DEFAULT_EXIT_GRACE_S = 15.0
@@ -74,11 +78,44 @@ class Reading:
     def note_error(self, message: str) -> None:
         self.errors = [*self.errors[-9:], message[:2000]]
 
+    def fail(self, message: str, *, limit_words: Sequence[str] = ()) -> None:
+        """The CLI's final word is a failure: a limit notice (or one of `limit_words`, in
+        any case) makes it a rate limit, with the reset time the message gives."""
+        self.failed = message
+        lowered = message.lower()
+        if looks_rate_limited(message) or any(w in lowered for w in limit_words):
+            self.rate_limited = True
+            self.rate_limit_reset = reset_epoch(message)
+
 
 class Reader(Protocol):
     reading: Reading
 
     def feed(self, line: str) -> None: ...
+
+
+class JsonReader:
+    """The reading loop every JSON-streaming CLI shares: a line that is one of its events
+    is counted and handed to `event`, any other non-empty line to `other`."""
+
+    def __init__(self, request: AgentRequest) -> None:
+        self.reading = Reading(model=request.options.model)
+
+    def feed(self, line: str) -> None:
+        event = json_event(line)
+        if event is None:
+            text = line.strip()
+            if text:
+                self.other(text)
+            return
+        self.reading.events += 1
+        self.event(event["type"], event)
+
+    def other(self, text: str) -> None:
+        self.reading.note_other(text)
+
+    def event(self, kind: str, event: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
 def json_event(line: str) -> dict[str, Any] | None:
@@ -102,41 +139,63 @@ def count(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
-@dataclass(frozen=True)
-class Cli:
-    """One agent CLI as the runner needs it (its module builds argv and the reader)."""
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """How an agent CLI is started, whatever then reads its output (`start`)."""
 
     name: str  # the backend's name
     title: str  # how to call it in a reason: "Codex"
     executable: str
     auth_variables: tuple[str, ...]
     argv: Callable[[str, AgentRequest], list[str]]
-    reader: Callable[[AgentRequest], Reader]
     merge_stderr: bool = False  # its warnings and limit notices are log lines on stderr
-    exit_reasons: Mapping[int, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # set unless the worker sets it
 
 
-def run_cli(cli: Cli, request: AgentRequest) -> AgentResult:
-    """Run `cli` for `request` and judge how it went (see the module docstring)."""
+@dataclass(frozen=True, kw_only=True)
+class Cli(Launch):
+    """A JSON-streaming CLI: how it starts, its reader, and what its exit codes mean."""
+
+    reader: Callable[[AgentRequest], Reader]
+    exit_reasons: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A CLI run that ended, with what judging it needs."""
+
+    outcome: ProcessOutcome
+    redact: Redactor  # masks the credentials it was given
+    require_marker: bool  # the completion marker must end its answer
+
+
+def start(
+    launch: Launch,
+    request: AgentRequest,
+    on_line: Callable[[str], None],
+    finished: Callable[[], bool],
+) -> Ended | AgentResult:
+    """Run the CLI for `request` to its end under the process supervisor: `on_line` reads
+    its output, `finished` says it gave its last word (it is then given `exit_grace_s`
+    to exit). A failed result instead when it cannot start: no credential, not installed."""
     extra = request.options.extra
-    executable = str(extra.get("executable") or cli.executable)
+    executable = str(extra.get("executable") or launch.executable)
     try:
-        env, secrets = child_environment(request, drop=cli.auth_variables)
+        env, secrets = child_environment(request, drop=launch.auth_variables)
     except SuperagentError as exc:
         return AgentResult(
-            status="failed", reason=str(exc), backend=cli.name, log_path=request.log_path
+            status="failed", reason=str(exc), backend=launch.name, log_path=request.log_path
         )
-    for name, value in cli.env.items():
+    for name, value in launch.env.items():
         env.setdefault(name, value)
     resolved = shutil.which(executable, path=env.get("PATH"))
     if resolved is None:
         return AgentResult(
-            status="failed", backend=cli.name, log_path=request.log_path,
-            reason=f"{cli.title} is not installed: {executable!r} not found on the agent's PATH",
+            status="failed", backend=launch.name, log_path=request.log_path,
+            reason=f"{launch.title} is not installed: {executable!r} not found on the "
+            "agent's PATH",
         )  # fmt: skip
-    argv = cli.argv(resolved, request)
-    reader = cli.reader(request)
+    argv = launch.argv(resolved, request)
     outcome = run_watched(
         argv,
         cwd=request.checkout,
@@ -148,24 +207,39 @@ def run_cli(cli: Cli, request: AgentRequest) -> AgentResult:
         cancel=request.cancel,
         secrets=secrets,
         wrap=request.wrap,
-        on_stdout_line=reader.feed,
+        on_stdout_line=on_line,
         kill_grace_s=request.kill_grace_s,
-        finished=lambda: reader.reading.said_last_word,
+        finished=finished,
         linger_s=float(extra.get("exit_grace_s", DEFAULT_EXIT_GRACE_S)),
-        merge_stderr=cli.merge_stderr,
+        merge_stderr=launch.merge_stderr,
         log_header=[
-            f"backend {cli.name}, phase {request.phase_id}",
+            f"backend {launch.name}, phase {request.phase_id}",
             f"argv {json.dumps(argv)}",
             f"cwd {request.checkout}",
             "prompt on stdin; credentials in the environment: "
-            + (", ".join(sorted(n for n in cli.auth_variables if n in env)) or "none"),
+            + (", ".join(sorted(n for n in launch.auth_variables if n in env)) or "none"),
         ],
     )
     require_marker = bool(extra.get("require_completion_marker", True))
-    return judge(
-        cli, request, outcome, reader.reading,
-        require_marker=require_marker, redact=Redactor(secrets),
-    )  # fmt: skip
+    return Ended(outcome, Redactor(secrets), require_marker)
+
+
+class CliBackend:
+    """The backend of a JSON-streaming CLI: `start` it, read it, `judge` it."""
+
+    def __init__(self, cli: Cli) -> None:
+        self.cli = cli
+        self.name = cli.name
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        reader = self.cli.reader(request)
+        ended = start(self.cli, request, reader.feed, lambda: reader.reading.said_last_word)
+        if isinstance(ended, AgentResult):
+            return ended
+        return judge(
+            self.cli, request, ended.outcome, reader.reading,
+            require_marker=ended.require_marker, redact=ended.redact,
+        )  # fmt: skip
 
 
 def _cost(request: AgentRequest, reading: Reading) -> tuple[float | None, bool]:

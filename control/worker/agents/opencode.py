@@ -13,21 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.pins import load
-from control.worker.agents.base import AgentRequest, AgentResult, resuming
-from control.worker.agents.headless import (
-    Cli,
-    Reading,
-    count,
-    flags,
-    json_event,
-    obj,
-    run_cli,
-)
+from control.worker.agents.base import AgentRequest, resuming
+from control.worker.agents.headless import Cli, JsonReader, count, flags, obj
 from control.worker.agents.ratelimit import looks_rate_limited, reset_epoch
 
 NAME = "opencode"
-PINNED_VERSION: str = load()["agents"]["opencode"]["version"]
 AUTH_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY")
 _FINISHED = ("stop", "end-turn", "end_turn", "length")
 
@@ -41,28 +31,20 @@ def build_argv(executable: str, request: AgentRequest) -> list[str]:
     return argv
 
 
-class OpencodeReader:
-    def __init__(self, request: AgentRequest) -> None:
-        self.reading = Reading(model=request.options.model)
-
-    def feed(self, line: str) -> None:
-        event = json_event(line)
+class OpencodeReader(JsonReader):
+    def other(self, text: str) -> None:
         reading = self.reading
-        text = line.strip()
-        if event is None:
-            if not text:
-                return
-            reading.note_other(text)
-            if 'message="stream error"' in text and looks_rate_limited(text):
-                reading.note_error(text)
-                reading.rate_limited = True
-                reading.rate_limit_reset = reset_epoch(text)
-            return
-        reading.events += 1
+        reading.note_other(text)
+        if 'message="stream error"' in text and looks_rate_limited(text):
+            reading.note_error(text)
+            reading.rate_limited = True
+            reading.rate_limit_reset = reset_epoch(text)
+
+    def event(self, kind: str, event: dict[str, Any]) -> None:
+        reading = self.reading
         if isinstance(event.get("sessionID"), str):
             reading.session_id = event["sessionID"]
         part = obj(event.get("part"))
-        kind = event["type"]
         if kind == "text" and isinstance(part.get("text"), str):
             reading.final_text = part["text"]
         elif kind == "step_finish":
@@ -106,12 +88,3 @@ OPENCODE = Cli(
     reader=OpencodeReader,
     merge_stderr=True,
 )
-
-
-class OpencodeBackend:
-    """`opencode run --format json` in the checkout; see the module docstring."""
-
-    name = NAME
-
-    def run(self, request: AgentRequest) -> AgentResult:
-        return run_cli(OPENCODE, request)

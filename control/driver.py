@@ -1,4 +1,4 @@
-"""`control dispatch`: validate, create or resume the run, drive it to its end, merge.
+"""Drive a run (`control dispatch`): validate, create or resume the run, drive it to its end, merge.
 
 The merge and its checks are the final check, done by a worker (`control.integration`).
 
@@ -40,7 +40,7 @@ def spec_hash(spec: Spec) -> str:
 
 
 @dataclass
-class Dispatch:
+class RunDriver:
     """One `control dispatch`: the orchestrator, its store, and how to end."""
 
     orchestrator: Orchestrator
@@ -49,7 +49,7 @@ class Dispatch:
     resumed: bool
     merge: bool = True
     verify_merge: bool = True
-    # This process as the run's one live driver, taken by `open_dispatch`.
+    # This process as the run's one live driver, taken by `open_run`.
     lease: DriverLease | None = None
 
     def drive(
@@ -60,7 +60,7 @@ class Dispatch:
         on_tick: Callable[[], None] | None = None,
     ) -> RunOutcome:
         """Tick until the run ends (or `stop` is set, or the timeout passes), as the
-        run's one live driver: the lease taken by `open_dispatch` is renewed every tick
+        run's one live driver: the lease taken by `open_run` is renewed every tick
         and given up at the end."""
         orchestrator = self.orchestrator
         stop = stop or threading.Event()
@@ -119,7 +119,7 @@ class Dispatch:
         return outcome
 
 
-def open_dispatch(
+def open_run(
     spec_path: Path,
     workers: Sequence[Worker],
     state_path: Path,
@@ -133,7 +133,7 @@ def open_dispatch(
     emit: Emit | None = None,
     merge: bool = True,
     budget_usd: float | None = None,
-) -> Dispatch:
+) -> RunDriver:
     """Validate, then create a run or resume the latest one of this spec.
 
     `budget_usd` (`--budget`) overrides the spec's; given on a resume, it replaces the
@@ -210,7 +210,7 @@ def open_dispatch(
     orchestrator.attach(run_id)
     if resumed:  # stored, not printed: the command says it resumes in its own words
         store.event(run_id, "run_resumed", detail={"spec": key})
-    return Dispatch(orchestrator, store, run_id, resumed, merge=merge, lease=lease)
+    return RunDriver(orchestrator, store, run_id, resumed, merge=merge, lease=lease)
 
 
 DEFAULT_RETENTION_DAYS = 180.0
