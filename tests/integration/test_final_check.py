@@ -353,7 +353,7 @@ def test_test_files_named_by_several_phases_run_once_on_the_integrated_tree(
         }
         | {"d": {"files": {"d.txt": "d\n"}}}
     )
-    pipeline.start_fleet(WorkerSpec("w1"), WorkerSpec("w2"))
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     verify = {
         "a": f"{PYTEST} tests/test_a.py",
         "b": f"{PYTEST}  tests/test_a.py 'tests/test_b.py'",
@@ -381,7 +381,7 @@ def test_a_merged_test_command_that_fails_names_only_the_phases_whose_own_tests_
         {p: {"files": {f"{p}.txt": f"{p}\n", f"tests/test_{p}.py": files[p]}} for p in files}
         | {"d": {"files": {"d.txt": "d\n"}}}
     )
-    pipeline.start_fleet(WorkerSpec("w1"))
+    pipeline.start_fleet(WorkerShape("w1"))
     verify = {p: f"{PYTEST} tests/test_{p}.py" for p in ("a", "b", "c")}
     spec = write_spec(tmp_path / "spec.json", three_testing(verify, {}))
     code, events, _ = pipeline.dispatch(spec)
