@@ -2,7 +2,8 @@
 
 The one home of the options more than one command takes (`--inventory`, `--state`,
 `--run`, `--json`, `--agent`, the spec argument), so a name means the same thing
-everywhere, and of the helpers that resolve them (the fleet, the store, the run).
+everywhere, and of the helpers that resolve them: the fleet, the run, and the transports
+and the store, both closed at the end of a `with`.
 Payloads and responses come only from stdin or a file, never from an argument a
 shell would see; output is one JSON document, JSON lines (`dispatch`), or text.
 """

@@ -13,6 +13,7 @@ import yaml
 
 from control import pins
 from control.transport.base import DEFAULT_CONTROL, DEFAULT_REMOTE_QUEUE
+from control.worker.agents import codex, gemini, opencode
 from control.worker.agents.claude_code import PINNED_VERSION
 from tests.fakes.agents import FAKE_CLAUDE
 
@@ -101,7 +102,23 @@ def test_the_makefile_reads_the_pin() -> None:
 
 def test_every_role_that_pins_reads_the_file() -> None:
     lookup = "'/control/pins.json'"
-    for role in ("nodejs", "claude_code", "worker"):
+    for role in ("nodejs", "claude_code", "agent_clis", "worker"):
         defaults = (REPO / "roles" / role / "defaults" / "main.yml").read_text()
         private = f"__{role}_pins"
         assert lookup in yaml.safe_load(defaults)[private], role
+
+
+def test_the_agent_clis_pins_reach_every_reader() -> None:
+    """codex, gemini and opencode: the backends, the worker role's pins (through the
+    agent_clis role's catalog) and `make real-agents` all take control/pins.json `agents`."""
+    agents = json.loads(PINS_JSON.read_text())["agents"]
+    for module in (codex, gemini, opencode):
+        assert agents[module.NAME]["version"] == module.PINNED_VERSION
+    done = subprocess.run(
+        ["make", "-C", str(REPO), "--no-print-directory", "-pn", "help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    spelt = " ".join(f"{k}={v['package']}@{v['version']}" for k, v in agents.items())
+    assert f"AGENT_PINS := {spelt}" in done.stdout.splitlines()
+    template = (REPO / "roles" / "worker" / "templates" / "worker.toml.j2").read_text()
+    assert "agent_clis_catalog[name].version" in template

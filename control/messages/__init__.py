@@ -1,0 +1,50 @@
+"""The payloads that travel through a worker's inbox: the contract between the
+orchestrator (which writes a `PhaseTask` or an `IntegrationTask`) and the worker
+(which answers with a phase response or an `IntegrationResult`). Both sides
+validate with this module, so a field is named once.
+"""
+
+from control.messages.feedback import Feedback, VerifyFailure
+from control.messages.fields import PAYLOAD_VERSION, to_b64
+from control.messages.integration import (
+    CheckResult,
+    IntegrationCheck,
+    IntegrationPhase,
+    IntegrationResult,
+    IntegrationTask,
+)
+from control.messages.kinds import freeform_payload, is_integration_payload, is_phase_payload
+from control.messages.phase import PhaseTask, PrerequisiteRef
+from control.messages.refs import (
+    INTEGRATION_KEY_PREFIX,
+    WIP_REF_PREFIX,
+    attempt_ref,
+    integration_key,
+    integration_ref,
+    wip_ref,
+)
+from control.messages.response import PhaseResponse
+
+__all__ = [
+    "INTEGRATION_KEY_PREFIX",
+    "PAYLOAD_VERSION",
+    "WIP_REF_PREFIX",
+    "CheckResult",
+    "Feedback",
+    "IntegrationCheck",
+    "IntegrationPhase",
+    "IntegrationResult",
+    "IntegrationTask",
+    "PhaseResponse",
+    "PhaseTask",
+    "PrerequisiteRef",
+    "VerifyFailure",
+    "attempt_ref",
+    "freeform_payload",
+    "integration_key",
+    "integration_ref",
+    "is_integration_payload",
+    "is_phase_payload",
+    "to_b64",
+    "wip_ref",
+]
