@@ -152,6 +152,34 @@ class SuperagentAllFull(Superagent):
         return f"journal={_journal_mode(self.path)}; every commit synchronous=FULL"
 
 
+class SuperagentCombined(Superagent):
+    """The worker's cycle as `complete_and_claim`: the result and the next lease in one
+    FULL commit (the first claim of a consumer is a plain claim)."""
+
+    name = "superagent_combined"
+    label = "superagent, complete_and_claim"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.held: Any = None
+
+    def consume(self) -> int | None:
+        if self.held is None:
+            self.held = self.q.claim(self.worker_id, LEASE_SECONDS)
+            if self.held is None:
+                return None
+        claimed = self.held
+        finished, self.held = self.q.complete_and_claim(
+            claimed.id, claimed.fence, {"n": claimed.payload["n"]}, self.worker_id, LEASE_SECONDS
+        )
+        if not finished.accepted:
+            raise RuntimeError(f"complete of {claimed.id} refused: {finished}")
+        return int(claimed.payload["n"])
+
+    def mode(self) -> str:
+        return f"journal={_journal_mode(self.path)}; complete+next claim in one FULL commit"
+
+
 class Huey:
     """huey.storage.SqliteStorage: enqueue; consumer = dequeue + put_data(result)."""
 
@@ -314,7 +342,15 @@ class PersistQueue:
 
 
 SYSTEMS: dict[str, type[Any]] = {
-    cls.name: cls for cls in (Superagent, Huey, LiteQueueAdapter, PersistQueue, SuperagentAllFull)
+    cls.name: cls
+    for cls in (
+        Superagent,
+        Huey,
+        LiteQueueAdapter,
+        PersistQueue,
+        SuperagentAllFull,
+        SuperagentCombined,
+    )
 }
 PEERS = ("huey", "litequeue", "persist_queue")
 

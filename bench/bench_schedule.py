@@ -30,8 +30,9 @@ from pathlib import Path
 from baseline_scheduler import assign_before_contention
 
 from control.inventory import Worker
-from control.plan import Policy, Simulation, Work, lower_bound, plan, simulate
+from control.plan import lower_bound, plan
 from control.scheduler import assign, assign_first_free
+from control.simulation import Policy, Simulation, Work, simulate
 from control.spec import check_file, load_spec
 
 CAPABILITIES = ("linux", "docker", "gpu", "windows-files", "macos", "arm64", "big-ram")

@@ -29,7 +29,6 @@ RARE = 0.15
 # No second agent joins a machine whose running phase matters more than this many times
 # the newcomer (priorities: the chain each leads): it would slow the more urgent chain.
 GUARDED = 2.0
-RARE = 0.15
 
 
 def speed(running: int, slot_cost: float) -> float:

@@ -32,7 +32,11 @@ def test_bench_queue_smoke(tmp_path: Path) -> None:
             assert isinstance(figures[key], float), key
             assert figures[key] > 0, key
         assert figures["exactly_once_by_system"][system] == {"1p": True, "4p": True}
-    for key in ("superagent_all_full_claim_complete_per_s", "full_commit_limit_per_s"):
+    for key in (
+        "superagent_all_full_claim_complete_per_s",
+        "superagent_combined_claim_complete_per_s_4p",
+        "full_commit_limit_per_s",
+    ):
         assert figures[key] > 0, key
     assert figures["superagent_vs_limit"] > 0
     assert figures["exactly_once"] is True

@@ -91,7 +91,6 @@ MAX_LINES = 500
 # engineer named; a file leaves this list in the change that brings it under the limit.
 OVER_LIMIT = {
     "control/orchestrator.py",  # chaos
-    "control/plan.py",  # sched
 }
 
 

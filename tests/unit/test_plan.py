@@ -17,17 +17,11 @@ from control.cli import app
 from control.dag import Dag
 from control.errors import UsageError
 from control.inventory import Worker, generic_workers, load_inventory
-from control.plan import (
-    Run,
-    Work,
-    interchangeable_times,
-    lower_bound,
-    plan,
-    simulate,
-    utilisation,
-)
+from control.plan import lower_bound, plan, utilisation
 from control.scheduler import assign, assign_first_free, speed
+from control.simulation import Run, Work, simulate
 from control.spec import load_spec
+from control.sweep import interchangeable_times
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBAPP = ROOT / "specs" / "examples" / "webapp.json"
