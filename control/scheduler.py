@@ -33,7 +33,7 @@ GUARDED = 2.0
 
 def speed(running: int, slot_cost: float) -> float:
     """How fast each of `running` agents on one machine goes, against one agent alone."""
-    return 1.0 / (1.0 + slot_cost * max(0, running - 1))
+    return 1.0 / (1.0 + slot_cost * (running - 1)) if running > 1 else 1.0
 
 
 def throughput(slots: int, slot_cost: float) -> float:
@@ -230,8 +230,9 @@ def assign(
 
     def best_for(phase: ReadyPhase) -> WorkerState | None:
         choices = [w for w in eligible[phase.id] if free[w.name] > 0]
-        if any(not costs.reserved(phase, w) for w in eligible[phase.id]):
-            choices = [w for w in choices if not costs.reserved(phase, w)]
+        kept = {w.name for w in eligible[phase.id] if costs.reserved(phase, w)}
+        if len(kept) < len(eligible[phase.id]):
+            choices = [w for w in choices if w.name not in kept]
         choices = [w for w in choices if not costs.guarded(phase, w)]
         if not choices:
             return None
@@ -293,30 +294,32 @@ class _Costs:
     def __init__(
         self, workers: Sequence[WorkerState], outlook: Outlook, ready: Sequence[ReadyPhase]
     ) -> None:
+        # Called on every tick (and every step of a plan's simulation): each machine's
+        # throughput is worked out once here, not once per use.
+        rate = {w.name: w.throughput for w in workers}
         supply: dict[str, float] = {}
         for worker in workers:
             for label in worker.capabilities:
-                supply[label] = supply.get(label, 0.0) + worker.throughput
+                supply[label] = supply.get(label, 0.0) + rate[worker.name]
+        fleet = sum(rate.values())
         # minutes of remaining work per unit of the fleet's throughput: the average load
-        average = outlook.total / sum(w.throughput for w in workers)
+        average = outlook.total / fleet
 
         def load(need: float, have: float) -> float:
             """How much the work needing a thing loads what has it, against the average."""
             return need / have / average if average > 0 else 0.0
 
         self.load = {c: load(outlook.needs.get(c, 0.0), n) for c, n in supply.items()}
-        self.pin_load = {
-            w.name: load(outlook.pinned.get(w.name, 0.0), w.throughput) for w in workers
-        }
+        self.pin_load = {n: load(outlook.pinned.get(n, 0.0), r) for n, r in rate.items()}
         # The delay per minute one unit of it is held: full (1 / have) when that work
         # loads its machines more than the average, less in proportion when it does not
         # (then it can wait its turn).
         self.scarce = {c: min(1.0, self.load[c]) / n for c, n in supply.items()}
-        self.pin_scarce = {w.name: min(1.0, self.pin_load[w.name]) / w.throughput for w in workers}
-        fleet = sum(w.throughput for w in workers)
+        self.pin_scarce = {n: min(1.0, self.pin_load[n]) / r for n, r in rate.items()}
         self.share = {c: n / fleet for c, n in supply.items()}
         self.needs_from = outlook.needs_from
         self.pinned_from = outlook.pinned_from
+        self.running = {w.name: w.running for w in workers}  # agents at work there
         self.taken = {w.name: 0 for w in workers}  # slots this call has filled
         # the highest priority running on each machine, counting what this call places
         self.urgent = {w.name: w.running_priority if w.running else 0.0 for w in workers}
@@ -328,12 +331,12 @@ class _Costs:
 
     def guarded(self, phase: ReadyPhase, worker: WorkerState) -> bool:
         """Whether joining `worker` would slow a phase that matters much more (GUARDED)."""
-        busy = worker.running + self.taken[worker.name] > 0
+        busy = self.running[worker.name] + self.taken[worker.name] > 0
         return busy and worker.slot_cost > 0 and phase.priority * GUARDED < self.urgent[worker.name]
 
     def _held(self, phase: ReadyPhase, worker: WorkerState) -> tuple[float, float]:
         """(its slowdown there, the minutes it would hold the machine)."""
-        slowdown = worker.slot_cost * (worker.running + self.taken[worker.name])
+        slowdown = worker.slot_cost * (self.running[worker.name] + self.taken[worker.name])
         return slowdown, phase.weight * (1.0 + slowdown)
 
     def reserved(self, phase: ReadyPhase, worker: WorkerState) -> bool:
