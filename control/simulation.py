@@ -8,6 +8,7 @@ each step exactly as the orchestrator's tick would, so the prediction is what a 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -128,6 +129,7 @@ def simulate(
                     w.slots,
                     w.slot_cost,
                     max((ready.phases[p].priority for _, p in machines[w.name].running), default=0),
+                    machines[w.name].frees_in(now),
                 )
                 for w in workers
             ]
@@ -291,6 +293,11 @@ class _Machine:
     def start(self, phase_id: str, minutes: float, now: float) -> None:
         self._advance(now)
         heapq.heappush(self.running, (self.clock + minutes, phase_id))
+
+    def frees_in(self, now: float) -> float:
+        """Minutes from `now` until its next phase ends (inf when idle): what the
+        orchestrator tells the scheduler from the attempts' estimates."""
+        return self.next_end() - now if self.running else math.inf
 
     def next_end(self) -> float:
         left = self.running[0][0] - self.clock
