@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from control.errors import UsageError, missing_extra
 from control.inventory import Worker
 from control.queue import Enqueued
-from control.transport.base import PollResult, Transport, TransportError
+from control.transport.base import PollOptions, PollResult, Transport, TransportError
 from control.transport.local import LocalTransport
 
 __all__ = ["PollResult", "Transport", "TransportError", "Transports"]
@@ -62,12 +62,7 @@ class Transports:
         return self.of(worker).enqueue(worker, payload, key=key, max_attempts=max_attempts)
 
     def poll(
-        self,
-        workers: Sequence[Worker],
-        *,
-        limit: int = 200,
-        first: Sequence[str] = (),
-        keys: Sequence[str] = (),
+        self, workers: Sequence[Worker], **options: Unpack[PollOptions]
     ) -> dict[str, PollResult]:
         """One fan-out per transport kind, whatever the number of hosts."""
         results: dict[str, PollResult] = {}
@@ -75,7 +70,7 @@ class Transports:
         for worker in workers:
             by_kind.setdefault(worker.transport, []).append(worker)
         for kind, group in by_kind.items():
-            results.update(self.for_kind(kind).poll(group, limit=limit, first=first, keys=keys))
+            results.update(self.for_kind(kind).poll(group, **options))
         return results
 
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:

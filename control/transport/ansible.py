@@ -20,9 +20,8 @@ from control.transport.base import (
     InboxCalls,
     PollResult,
     TransportError,
-    control_path,
     poll_result,
-    queue_path,
+    rpc_argv,
     unwrap,
 )
 from control.transport.runner import AdHocRunner, HostOutcome
@@ -68,14 +67,7 @@ class AnsibleTransport(InboxCalls):
         argv: dict[str, list[str]] = {}
         for worker in workers:
             try:
-                argv[worker.name] = [
-                    control_path(worker),
-                    "queue",
-                    "rpc",
-                    "--db",
-                    queue_path(worker),
-                    "--base64",
-                ]
+                argv[worker.name] = [*rpc_argv(worker), "--base64"]
             except SuperagentError as exc:
                 answers[worker.name] = str(exc)
         if not argv:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
 from control.inventory import Worker
@@ -45,6 +45,16 @@ class PollResult:
     drain: dict[str, Any] | None = None
 
 
+class PollOptions(TypedDict, total=False):
+    """What a poll asks besides its workers, written once for every transport and the
+    router: at most `limit` responses (default 200; 0: none), those whose key starts
+    with a `first` prefix before the others, and the inbox's state of `keys`."""
+
+    limit: int
+    first: Sequence[str]
+    keys: Sequence[str]
+
+
 class Transport(Protocol):
     name: str
 
@@ -57,12 +67,7 @@ class Transport(Protocol):
     ) -> Enqueued: ...
 
     def poll(
-        self,
-        workers: Sequence[Worker],
-        *,
-        limit: int = 200,
-        first: Sequence[str] = (),
-        keys: Sequence[str] = (),
+        self, workers: Sequence[Worker], **options: Unpack[PollOptions]
     ) -> dict[str, PollResult]: ...
 
     def ack(self, worker: Worker, ids: Sequence[int]) -> int: ...
@@ -95,19 +100,14 @@ class InboxCalls:
         return Enqueued(answer["id"], answer["duplicate"], answer["state"])
 
     def poll(
-        self,
-        workers: Sequence[Worker],
-        *,
-        limit: int = 200,
-        first: Sequence[str] = (),
-        keys: Sequence[str] = (),
+        self, workers: Sequence[Worker], **options: Unpack[PollOptions]
     ) -> dict[str, PollResult]:
-        """Responses (those under the `first` key prefixes before others), heartbeats,
-        stats, and each inbox's state of `keys`, from every worker in one fan-out."""
-        request: dict[str, Any] = {"op": "poll", "limit": limit}
-        if first:
+        """Responses, heartbeats, stats, and each inbox's state of the keys asked about,
+        from every worker in one fan-out (see `PollOptions`)."""
+        request: dict[str, Any] = {"op": "poll", "limit": options.get("limit", 200)}
+        if first := options.get("first"):
             request["first"] = list(first)
-        if keys:
+        if keys := options.get("keys"):
             request["keys"] = list(keys)
         return self.poll_request(workers, request) if workers else {}
 
@@ -126,22 +126,23 @@ class InboxCalls:
         return bool(self.call(worker, {"op": "undrain"})["was_drained"])
 
 
+def rpc_argv(worker: Worker) -> list[str]:
+    """The command that answers the protocol on `worker`: its `control queue rpc` on its
+    inbox (`superagent_control`, `superagent_queue_db`)."""
+    control = _absolute(worker, "superagent_control", DEFAULT_CONTROL)
+    return [control, "queue", "rpc", "--db", queue_path(worker)]
+
+
 def queue_path(worker: Worker, default: str = DEFAULT_REMOTE_QUEUE) -> str:
     """Where the worker's inbox lives (`superagent_queue_db`), checked for sanity."""
-    value = str(worker.vars.get("superagent_queue_db") or default)
-    if not value.startswith("/") or "\n" in value:
-        raise UsageError(
-            f"{worker.name}: superagent_queue_db must be an absolute path, not {value!r}"
-        )
-    return value
+    return _absolute(worker, "superagent_queue_db", default)
 
 
-def control_path(worker: Worker) -> str:
-    value = str(worker.vars.get("superagent_control") or DEFAULT_CONTROL)
+def _absolute(worker: Worker, variable: str, default: str) -> str:
+    """The worker's `variable`, which must be an absolute path on one line."""
+    value = str(worker.vars.get(variable) or default)
     if not value.startswith("/") or "\n" in value:
-        raise UsageError(
-            f"{worker.name}: superagent_control must be an absolute path, not {value!r}"
-        )
+        raise UsageError(f"{worker.name}: {variable} must be an absolute path, not {value!r}")
     return value
 
 

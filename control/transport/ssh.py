@@ -27,9 +27,8 @@ from control.transport.base import (
     InboxCalls,
     PollResult,
     TransportError,
-    control_path,
     poll_result,
-    queue_path,
+    rpc_argv,
     unwrap,
 )
 
@@ -77,10 +76,7 @@ class SshTarget:
             key_file=str(Path(str(key)).expanduser()) if key else None,
             known_hosts=known_hosts_files(worker),
             # Only validated absolute paths, quoted: the remote shell sees nothing else.
-            command=" ".join(
-                shlex.quote(part)
-                for part in (control_path(worker), "queue", "rpc", "--db", queue_path(worker))
-            ),
+            command=" ".join(shlex.quote(part) for part in rpc_argv(worker)),
         )
 
     @property
