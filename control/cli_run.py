@@ -16,6 +16,7 @@ import typer
 from rich.live import Live
 
 from control import cli_io, operations
+from control.checkpoint_gc import forget_finished_checkpoints
 from control.cli_io import InventoryOption, JsonOption, RunOption, StateOption, console, emit
 from control.cli_view import (
     live_view,
@@ -27,6 +28,7 @@ from control.cli_view import (
     workers_line,
 )
 from control.driver import DEFAULT_RETENTION_DAYS
+from control.errors import UnavailableError
 
 app = typer.Typer()
 
@@ -200,14 +202,24 @@ def gc(
 ) -> None:
     """Prune the state database: finished runs past the age keep a summary (status,
     phase counts, cost, merge) and lose their phases, attempts and events. `control
-    dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180)."""
+    dispatch` does the same at start with $SUPERAGENT_RETENTION_DAYS (default 180).
+    Then delete, on their remotes, the checkpoints of runs that are finished (done,
+    cancelled, or failed and pruned); a remote that cannot be reached fails the command
+    after the rest is done."""
     with cli_io.open_store(state) as store:
         pruned = store.gc(older_than)
+        forgotten = forget_finished_checkpoints(store, store.path.parent / "git")
+    deleted = sum(len(refs) for refs in forgotten.deleted.values())
     emit(
-        pruned.__dict__,
+        {**pruned.__dict__, "checkpoints_deleted": forgotten.deleted,
+         "checkpoints_failed": forgotten.failed},
         as_json,
         lambda: console.print(
             f"pruned {pruned.runs} run(s) ({pruned.events} events) and {pruned.answers} "
-            f"answer(s) older than {older_than:g} days"
+            f"answer(s) older than {older_than:g} days; deleted {deleted} checkpoint(s) of "
+            f"{len(forgotten.deleted)} finished run(s)"
         ),
-    )
+    )  # fmt: skip
+    if forgotten.failed:
+        url, why = next(iter(forgotten.failed.items()))
+        raise UnavailableError(f"cannot delete the checkpoints on {url}: {why}")

@@ -2,7 +2,8 @@
 
 The phase branches are merged at the exact commits the orchestrator verified, in
 dependency order, onto the base; each distinct verify command then runs once on
-the result. A worker does all of that (`control.worker.integrate`): here the task
+the result, and each test file named by several phases' commands once
+(`control.checkset`). A worker does all of that (`control.worker.integrate`): here the task
 is planned and the worker's answer judged against the remote, where the attempt's
 pushed ref must sit at the reported commit and contain every accepted phase commit;
 only then is the integration branch pointed at it. Nothing here runs a verify
@@ -15,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from control.checkset import distinct_checks
 from control.errors import ConflictError
 from control.git import Workspace
 from control.messages import (
-    IntegrationCheck,
     IntegrationPhase,
     IntegrationResult,
     IntegrationTask,
@@ -59,18 +60,9 @@ def merge_order(
     return tuple(IntegrationPhase(p, *commits[p]) for p in spec.dag().order)
 
 
-def distinct_checks(
-    spec: Spec, order: tuple[IntegrationPhase, ...]
-) -> tuple[IntegrationCheck, ...]:
-    """Each verify command once, in the order first asked, with every phase that asked
-    for it: a suite that ten phases name runs once on the merged tree, not ten times."""
-    asked: dict[str, list[str]] = {}
-    for entry in order:
-        for command in spec.phase(entry.phase).verify:
-            phases = asked.setdefault(command.strip(), [])
-            if entry.phase not in phases:
-                phases.append(entry.phase)
-    return tuple(IntegrationCheck(command, tuple(phases)) for command, phases in asked.items())
+def asked_checks(spec: Spec, order: tuple[IntegrationPhase, ...]) -> list[tuple[str, str]]:
+    """(phase, command) for every verify command of every phase, in merge order."""
+    return [(entry.phase, command) for entry in order for command in spec.phase(entry.phase).verify]
 
 
 def integration_task(
@@ -93,7 +85,7 @@ def integration_task(
         base_branch=spec.repo.base_branch,
         branch=integration_branch(spec, run_id),
         phases=order,
-        checks=distinct_checks(spec, order) if verify else (),
+        checks=distinct_checks(asked_checks(spec, order)) if verify else (),
         verify_timeout_s=verify_timeout_s,
         timeout_s=float(timeout_s),
         project=spec.name,

@@ -3,7 +3,7 @@ branch with a lease), promote an accepted one, read refs, check what a push cont
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from control.errors import UsageError
@@ -16,9 +16,11 @@ from control.git.prepared import Prepared
 class Remote(Clone):
     """The remote's refs, read with `ls-remote`, written with `push`."""
 
-    def delete_remote_refs(self, prefix: str) -> list[str]:
+    def delete_remote_refs(
+        self, prefix: str, select: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Delete every ref under `prefix` (checkpoints or attempts of one run) on the
-        remote; the refs deleted."""
+        remote, or those of them `select` chooses; the refs deleted."""
         if not prefix.startswith("refs/superagent/") or not prefix.endswith("/"):
             raise UsageError(f"not a superagent ref prefix: {prefix!r}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -27,6 +29,7 @@ class Remote(Clone):
             name
             for line in done.stdout.splitlines()
             if (name := line.partition("\t")[2]).startswith(prefix)
+            and (select is None or select(name))
         ]
         if refs:
             with self._locked():

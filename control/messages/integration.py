@@ -25,10 +25,38 @@ class IntegrationPhase:
 
 @dataclass(frozen=True)
 class IntegrationCheck:
-    """One distinct verify command of the final check, and the phases that asked for it."""
+    """One distinct verify command of the final check, and the phases that asked for it;
+    a command merged from several (`control.checkset`) keeps them as `parts`, which
+    the worker runs alone, when it fails, to say whose checks fail."""
 
     command: str
     phases: tuple[str, ...]
+    parts: tuple[IntegrationCheck, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"command": self.command, "phases": list(self.phases)}
+        if self.parts:
+            data["parts"] = [p.to_dict() for p in self.parts]
+        return data
+
+    @classmethod
+    def from_dict(cls, entry: Any, where: str, *, nested: bool = False) -> IntegrationCheck:
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where} must be an object")
+        require_text(entry, "command", where)
+        asked = entry.get("phases")
+        if not isinstance(asked, list) or not all(isinstance(p, str) for p in asked):
+            raise UsageError(f"{where}.phases must be a list of text")
+        parts = entry.get("parts", [])
+        if not isinstance(parts, list) or (parts and nested):
+            raise UsageError(f"{where}.parts must be a list of checks without parts")
+        return cls(
+            entry["command"],
+            tuple(asked),
+            tuple(
+                cls.from_dict(p, f"{where}.parts[{i}]", nested=True) for i, p in enumerate(parts)
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -57,7 +85,7 @@ class IntegrationTask:
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
         data["phases"] = [asdict(p) for p in self.phases]
-        data["checks"] = [{"command": c.command, "phases": list(c.phases)} for c in self.checks]
+        data["checks"] = [c.to_dict() for c in self.checks]
         return {"type": "integration", "version": PAYLOAD_VERSION, **data}
 
     @classmethod
@@ -82,16 +110,10 @@ class IntegrationTask:
         checks = data.get("checks", [])
         if not isinstance(checks, list):
             raise UsageError("integration task field 'checks' must be a list")
-        parsed_checks = []
-        for i, entry in enumerate(checks):
-            if not isinstance(entry, dict):
-                raise UsageError(f"integration task checks[{i}] must be an object")
-            require_text(entry, "command", f"integration task checks[{i}]")
-            asked = entry.get("phases")
-            if not isinstance(asked, list) or not all(isinstance(p, str) for p in asked):
-                raise UsageError(f"integration task checks[{i}].phases must be a list of text")
-            parsed_checks.append(IntegrationCheck(entry["command"], tuple(asked)))
-        data["checks"] = tuple(parsed_checks)
+        data["checks"] = tuple(
+            IntegrationCheck.from_dict(entry, f"integration task checks[{i}]")
+            for i, entry in enumerate(checks)
+        )
         for name in ("verify_timeout_s", "timeout_s"):
             value = data.get(name, 1.0)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -114,6 +136,9 @@ class CheckResult:
     output_tail: str
     duration_s: float
     timed_out: bool
+    # Set on a command run alone because the merged command holding it failed: the
+    # merged command's text (`control.checkset`).
+    part_of: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,9 +199,14 @@ class IntegrationResult:
         if not isinstance(checks, list):
             raise UsageError("integration result field 'checks' must be a list")
         try:
+            known = CheckResult.__dataclass_fields__
             data["checks"] = tuple(
-                CheckResult(**(c | {"phases": tuple(c.get("phases", ()))})) for c in checks
-            )
+                CheckResult(
+                    **({k: v for k, v in c.items() if k in known}
+                       | {"phases": tuple(c.get("phases", ()))})
+                )
+                for c in checks
+            )  # fmt: skip
         except (TypeError, AttributeError) as exc:
             raise UsageError(f"integration result has a malformed check: {exc}") from exc
         if data.get("conflict") is not None and not isinstance(data["conflict"], dict):

@@ -13,10 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from control.checkset import failed_phases
 from control.errors import SuperagentError
 from control.git import MergeConflict, Workspace, remove_tree, workspace_root
 from control.messages import (
     CheckResult,
+    IntegrationCheck,
     IntegrationResult,
     IntegrationTask,
     PrerequisiteRef,
@@ -104,9 +106,9 @@ def run_integration(
         remove_tree(scratch)
     if control.stopped:
         return end("cancelled", control.reason, merged=merged, checks=checks)
-    failed = [c for c in checks if not c.ok]
+    failed = [c for c in checks if not c.ok and c.part_of is None]
     if failed:
-        phases = tuple(sorted({p for c in failed for p in c.phases}))
+        phases = failed_phases(checks)
         first = failed[0]
         return end(
             "failed",
@@ -144,16 +146,15 @@ def _run_checks(
     secrets: list[str],
 ) -> tuple[CheckResult, ...]:
     """Each distinct command once, with the runner a phase's verify uses, within the
-    task's overall time; stops early (the rest not run) when the run is stopped."""
+    task's overall time; a merged command that fails is followed by each command it
+    merged, alone, to say whose checks fail. Stops early (the rest not run) when the
+    run is stopped."""
     deadline = time.monotonic() + task.timeout_s
-    checks: list[CheckResult] = []
-    for check in task.checks:
-        if control.stopped:
-            break
+
+    def run(check: IntegrationCheck, part_of: str | None = None) -> CheckResult:
         left = deadline - time.monotonic()
         if left <= 0:
-            checks.append(CheckResult(check.command, check.phases, -1, "not run", 0.0, True))
-            continue
+            return CheckResult(check.command, check.phases, -1, "not run", 0.0, True, part_of)
         (ran,) = run_verify(
             checkout,
             [check.command],
@@ -162,14 +163,23 @@ def _run_checks(
             secrets=secrets,
             wrap=wrap,
         )
-        checks.append(
-            CheckResult(
-                check.command,
-                check.phases,
-                ran.exit_code,
-                ran.output_tail,
-                round(ran.duration_s, 3),
-                ran.timed_out,
-            )
+        return CheckResult(
+            check.command,
+            check.phases,
+            ran.exit_code,
+            ran.output_tail,
+            round(ran.duration_s, 3),
+            ran.timed_out,
+            part_of,
         )
+
+    checks: list[CheckResult] = []
+    for check in task.checks:
+        if control.stopped:
+            break
+        checks.append(result := run(check))
+        for part in check.parts if not result.ok else ():
+            if control.stopped:
+                break
+            checks.append(run(part, check.command))
     return tuple(checks)

@@ -307,3 +307,92 @@ def test_control_merge_is_refused_while_a_dispatch_drives_the_same_run(
     assert driving.returncode == 0, err
     (row,) = integrations(pipeline)
     assert row["state"] == "done"
+
+
+PYTEST = "python -m pytest -q -p no:cacheprovider"
+
+
+def counting_test(name: str, counter: Path, *, fails_with: str | None = None) -> str:
+    """A test file that notes each run on the integrated tree (every .txt delivered,
+    d.txt by a phase no other builds on) in `counter`; with `fails_with`, it fails
+    where that file is there too."""
+    failing = f"    assert not Path({fails_with!r}).exists()\n" if fails_with else ""
+    return (
+        "from pathlib import Path\n\n\n"
+        f"def test_{name}():\n"
+        "    if all(Path(f).exists() for f in ('a.txt', 'b.txt', 'c.txt', 'd.txt')):\n"
+        f"        with open({str(counter)!r}, 'a') as out:\n"
+        f"            out.write('{name}\\n')\n"
+        f"{failing}"
+    )
+
+
+def three_testing(verify: dict[str, str], after: dict[str, list[str]]) -> list[dict[str, Any]]:
+    alone = {"id": "d", "title": "d", "task": "Write d.txt.", "deliverables": ["d.txt"]}
+    return [alone | {"verify": ["test -f d.txt"]}] + [
+        {
+            "id": pid,
+            "title": pid,
+            "task": f"Write {pid}.txt and tests/test_{pid}.py.",
+            "deliverables": [f"{pid}.txt", f"tests/test_{pid}.py"],
+            "verify": [verify[pid]],
+            "depends_on": after.get(pid, []),
+        }
+        for pid in ("a", "b", "c")
+    ]
+
+
+def test_test_files_named_by_several_phases_run_once_on_the_integrated_tree(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    counter = pipeline.agent_io / "tests-run"  # the one place the sandbox may write
+    pipeline.plan(
+        {
+            p: {"files": {f"{p}.txt": f"{p}\n", f"tests/test_{p}.py": counting_test(p, counter)}}
+            for p in ("a", "b", "c")
+        }
+        | {"d": {"files": {"d.txt": "d\n"}}}
+    )
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
+    verify = {
+        "a": f"{PYTEST} tests/test_a.py",
+        "b": f"{PYTEST}  tests/test_a.py 'tests/test_b.py'",
+        "c": f"{PYTEST} tests/test_b.py::test_b tests/test_c.py",
+    }
+    spec = write_spec(tmp_path / "spec.json", three_testing(verify, {"b": ["a"], "c": ["b"]}))
+    code, events, err = pipeline.dispatch(spec)
+    assert code == 0, err
+    assert sorted(counter.read_text().split()) == ["a", "b", "c"]  # each test file once
+    merged = next(e for e in events if e.get("event") == "merged")
+    assert merged["checks"] == 2
+    (row,) = integrations(pipeline)
+    _, check = row["response"]["response"]["checks"]
+    assert check["command"] == f"{PYTEST} tests/test_a.py tests/test_b.py tests/test_c.py"
+    assert check["phases"] == ["a", "b", "c"]
+
+
+def test_a_merged_test_command_that_fails_names_only_the_phases_whose_own_tests_fail(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    counter = pipeline.agent_io / "tests-run"
+    files = {p: counting_test(p, counter) for p in ("a", "b")}
+    files["c"] = counting_test("c", counter, fails_with="a.txt")  # fails only beside a
+    pipeline.plan(
+        {p: {"files": {f"{p}.txt": f"{p}\n", f"tests/test_{p}.py": files[p]}} for p in files}
+        | {"d": {"files": {"d.txt": "d\n"}}}
+    )
+    pipeline.start_fleet(WorkerShape("w1"))
+    verify = {p: f"{PYTEST} tests/test_{p}.py" for p in ("a", "b", "c")}
+    spec = write_spec(tmp_path / "spec.json", three_testing(verify, {}))
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    assert "phase(s) c;" in events[-1]["reason"]
+    (row,) = integrations(pipeline)
+    result = row["response"]["response"]
+    assert result["failed_phases"] == ["c"]
+    _, merged, *alone = result["checks"]
+    assert merged["command"] == f"{PYTEST} tests/test_a.py tests/test_b.py tests/test_c.py"
+    assert merged["exit_code"] != 0 and merged["part_of"] is None
+    assert [(c["command"], c["exit_code"] != 0, c["part_of"]) for c in alone] == [
+        (verify[p], p == "c", merged["command"]) for p in ("a", "b", "c")
+    ]

@@ -59,6 +59,8 @@ def test_a_failed_verify_is_sent_back_to_the_same_agent_session_which_fixes_it(
     )
     pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [FIX], agent=RESUMABLE)
+    others = "refs/superagent/wip/r20990101-000000-beef/fix/1"  # another run's checkpoint
+    git(pipeline.remote, "update-ref", others, "main")
     code, _events, stderr = pipeline.dispatch(spec)
     assert code == 0, stderr
     starts = [r for r in pipeline.agent_runs() if r["event"] == "start"]
@@ -82,7 +84,8 @@ def test_a_failed_verify_is_sent_back_to_the_same_agent_session_which_fixes_it(
     assert git(pipeline.remote, "show", f"{checkpoint['commit']}:out.txt") == "wrong"
     result = git(pipeline.remote, "rev-parse", "sa/fix")
     assert git(pipeline.remote, "rev-parse", f"{result}^") == checkpoint["commit"]
-    assert refs(pipeline.remote, "refs/superagent/wip/") == {}  # the merge removed them
+    # the merge removed the run's own checkpoints, and only them
+    assert list(refs(pipeline.remote, "refs/superagent/wip/")) == [others]
     store.close()
 
 

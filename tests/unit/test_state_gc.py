@@ -13,8 +13,10 @@ import pytest
 from control.driver import retention_days
 from control.errors import UsageError
 from control.events import read as read_events
+from control.messages import wip_ref
 from control.state import StateStore
 from tests.conftest import Clock
+from tests.unit.test_git import Upstream, git
 
 DAY = 86400.0
 
@@ -92,3 +94,56 @@ def test_the_retention_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> No
     assert retention_days() == 0
     monkeypatch.delenv("SUPERAGENT_RETENTION_DAYS")
     assert retention_days() == 180
+
+
+def test_control_gc_deletes_the_checkpoints_of_finished_runs_only(tmp_path: Path) -> None:
+    """On a real bare remote: the checkpoints of a done and a cancelled run go; those of
+    a running run, of a failed run a retry may resume, and of a run this database does
+    not know (another orchestrator's) stay. A remote that is gone fails the command,
+    once the rest is done."""
+    upstream = Upstream(tmp_path / "git")
+    gone = str(tmp_path / "gone.git")
+    clock = Clock()
+    store = StateStore(tmp_path / "state.db", clock=clock)
+
+    def run_on(url: str, status: str) -> str:
+        spec = {"name": "x", "repo": {"url": url}}
+        run_id = store.create_run("spec.json", "h", spec, [("a", "sa/a")])
+        if status != "running":
+            store.finish_run(run_id, status, None)
+        return run_id
+
+    runs = {s: run_on(upstream.url, s) for s in ("done", "cancelled", "running", "failed")}
+    elsewhere = run_on(gone, "done")
+    store.close()
+    kinds = [*runs.values(), "someone-elses-run"]
+    for run_id in kinds:
+        for ref in (wip_ref(run_id, "a", 1), wip_ref(run_id, "a", 2)):
+            git(upstream.dev, "push", "--quiet", upstream.url, f"HEAD:{ref}")
+
+    def checkpoints() -> set[str]:
+        out = git(upstream.path, "for-each-ref", "--format=%(refname)", "refs/superagent/")
+        return set(out.splitlines())
+
+    assert len(checkpoints()) == 10
+
+    def gc(days: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "control", "gc", "--state", str(tmp_path / "state.db"),
+             "--older-than", days, "--json"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    result = gc("100000")  # the runs, made on the test's clock (2023), are not pruned
+    assert result.returncode == 5, result.stderr  # the gone remote: unavailable
+    assert "gone.git" in result.stderr and "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(report["checkpoints_deleted"]) == sorted([runs["done"], runs["cancelled"]])
+    assert list(report["checkpoints_failed"]) == [gone]
+    assert elsewhere not in report["checkpoints_deleted"]
+    kept = {run_id for run_id in kinds if wip_ref(run_id, "a", 1) in checkpoints()}
+    assert kept == {runs["running"], runs["failed"], "someone-elses-run"}
+    assert len(checkpoints()) == 6
+    # once pruned past retention, the failed run can no longer be retried: its go too
+    assert list(json.loads(gc("30").stdout)["checkpoints_deleted"]) == [runs["failed"]]
+    assert len(checkpoints()) == 4
