@@ -42,7 +42,14 @@ from control.messages import (
     wip_ref,
 )
 from control.recovery import continuation
-from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign
+from control.scheduler import (
+    Assignment,
+    Outlook,
+    ReadyPhase,
+    WorkerState,
+    assign,
+    frees_in,
+)
 from control.spec import Phase, Spec
 from control.state import AttemptRow, PhaseRow, StateStore
 from control.transport import PollResult, Transports
@@ -673,10 +680,14 @@ class Orchestrator:
             return
         busy: dict[str, int] = {}
         urgent: dict[str, float] = {}  # the highest priority running on each worker
+        # (since when, estimate) of each phase running there: when a slot should free
+        running: dict[str, list[tuple[float, float]]] = {}
         for p, row in phases.items():
             if row.worker and row.state in IN_FLIGHT:
                 busy[row.worker] = busy.get(row.worker, 0) + 1
                 urgent[row.worker] = max(urgent.get(row.worker, 0.0), self.bottom[p])
+                estimate = (row.updated_at, self._phase(p).estimate_minutes)
+                running.setdefault(row.worker, []).append(estimate)
         holds: dict[str, set[str]] = {}
         for p in done:
             if phases[p].worker:
@@ -690,6 +701,7 @@ class Orchestrator:
                 slots=w.slots,
                 slot_cost=w.slot_cost,
                 running_priority=urgent.get(w.name, 0.0),
+                frees_in=frees_in(running.get(w.name, ()), now, w.slot_cost),
             )
             for w in self.up_workers()
         ]
