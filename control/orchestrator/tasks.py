@@ -63,7 +63,7 @@ class Tasks(Settling):
             )
             for dep in phase.depends_on
         )
-        agent = {k: v for k, v in _agent_dict(phase).items() if v not in (None, (), [])}
+        agent = {k: v for k, v in agent_options(phase).items() if v not in (None, (), [])}
         agent.update(self.agent_override)
         after = continuation(
             self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
@@ -142,7 +142,8 @@ class Tasks(Settling):
         return files, patch
 
 
-def _agent_dict(phase: Phase) -> dict[str, Any]:
+def agent_options(phase: Phase) -> dict[str, Any]:
+    """A phase's agent options as the task carries them (before the account's say)."""
     options = phase.agent
     return {
         "backend": options.backend,
