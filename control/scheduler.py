@@ -7,6 +7,7 @@ function inside its simulation, so what `control plan` predicts is what a run do
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -29,11 +30,27 @@ RARE = 0.15
 # No second agent joins a machine whose running phase matters more than this many times
 # the newcomer (priorities: the chain each leads): it would slow the more urgent chain.
 GUARDED = 2.0
+# A phase waits for a busy machine that is expected to free soon rather than hold a rare
+# one: when the minutes until it frees, weighed by how urgent the phase is (its priority
+# over the highest), are under 1 / WAIT_WEIGHT times the rarity cost it would save
+# (bench-schedule: 0.5 lowered both the contention ratio and the waits of scarce work).
+WAIT_WEIGHT = 0.5
+# ... and whatever that cost, a phase leaves alone the only machine with a capability
+# that remaining work needs, if it would still hold it when that work could be ready,
+# when another machine it can use frees within this share of that overlap
+# (bench-schedule: 1 made the contention ratio 1.10, 0.5 let scarce work wait more) ...
+SOLE_HOLDER_WAIT = 0.75
+# ... unless that machine is over this share of the fleet's throughput: most of the
+# fleet cannot idle for its own work (an 800-phase plan on a two-slot docker machine and
+# a one-slot laptop took 5% longer without it; bench-schedule, the same figures).
+SOLE_HOLDER_SHARE = 0.5
+# Minutes of estimate below which remaining work is none (what float sums leave over).
+NO_WORK = 1e-6
 
 
 def speed(running: int, slot_cost: float) -> float:
     """How fast each of `running` agents on one machine goes, against one agent alone."""
-    return 1.0 / (1.0 + slot_cost * max(0, running - 1))
+    return 1.0 / (1.0 + slot_cost * (running - 1)) if running > 1 else 1.0
 
 
 def throughput(slots: int, slot_cost: float) -> float:
@@ -44,6 +61,17 @@ def throughput(slots: int, slot_cost: float) -> float:
     """
     slots = max(1, slots)
     return slots * speed(slots, slot_cost) if slot_cost < 1 else 1.0
+
+
+def frees_in(running: Iterable[tuple[float, float]], now: float, slot_cost: float) -> float:
+    """Minutes from `now` until the first of a machine's `running` phases is expected to
+    end (inf if none runs): each is (when it started, in seconds, its estimate in
+    minutes), all slowed by their contention. What `WorkerState.frees_in` says on a tick."""
+    started = list(running)
+    if not started:
+        return math.inf
+    slower = 1.0 / speed(len(started), slot_cost)
+    return max(0.0, min((at - now) / 60.0 + minutes * slower for at, minutes in started))
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,9 @@ class WorkerState:
     slots: int = 0
     slot_cost: float = DEFAULT_SLOT_COST
     running_priority: float = 0.0  # the highest priority of the phases running there
+    # Minutes until the first phase running there is expected to end, by its estimate
+    # (inf when none runs or it is unknown): a phase may wait for it (see `assign`).
+    frees_in: float = math.inf
 
     @property
     def running(self) -> int:
@@ -202,9 +233,17 @@ def assign(
       could be ready, if that work loads the machines having it at least RESERVE times
       the average or the capability is RARE (at most that share of the fleet has it),
       unless every machine the phase could use is kept so;
+    - while it would still hold the machine when work that needs a capability only
+      this machine has could be ready, if another machine the phase can use frees
+      (`frees_in`) within SOLE_HOLDER_WAIT of that overlap, and the machine is at most
+      SOLE_HOLDER_SHARE of the fleet;
     - when its slots interfere and it runs (or this call gives it) a phase whose
       priority is over GUARDED times the phase's: the lesser phase would slow the
       chain the end depends on.
+    And a phase waits rather than take the best free machine when that one holds
+    capabilities remaining work needs and a busy machine that can run the phase
+    holds fewer of them (less rarity cost) and frees soon: within the rarity cost it
+    saves over WAIT_WEIGHT, divided by the phase's urgency (priority over the top).
     Without an outlook, the ready phases are the remaining work, ready now.
 
     Two exceptions to priority order, when a phase would take a worker's free slots
@@ -230,15 +269,18 @@ def assign(
 
     def best_for(phase: ReadyPhase) -> WorkerState | None:
         choices = [w for w in eligible[phase.id] if free[w.name] > 0]
-        if any(not costs.reserved(phase, w) for w in eligible[phase.id]):
-            choices = [w for w in choices if not costs.reserved(phase, w)]
+        kept = {w.name for w in eligible[phase.id] if costs.reserved(phase, w)}
+        if len(kept) < len(eligible[phase.id]):
+            choices = [w for w in choices if w.name not in kept]
         choices = [w for w in choices if not costs.guarded(phase, w)]
         if not choices:
             return None
-        return min(
+        best = min(
             choices,
             key=lambda w: (costs.of(phase, w), -free[w.name], position[w.name]),
         )
+        busy = [w for w in eligible[phase.id] if w.free_slots == 0 and free[w.name] == 0]
+        return None if busy and costs.waits(phase, best, busy) else best
 
     def only_hope(phase: ReadyPhase, worker: WorkerState) -> bool:
         """Whether `worker` is the one free worker `phase` could start on."""
@@ -293,30 +335,39 @@ class _Costs:
     def __init__(
         self, workers: Sequence[WorkerState], outlook: Outlook, ready: Sequence[ReadyPhase]
     ) -> None:
+        # Called on every tick (and every step of a plan's simulation): each machine's
+        # throughput is worked out once here, not once per use.
+        rate = {w.name: w.throughput for w in workers}
         supply: dict[str, float] = {}
         for worker in workers:
             for label in worker.capabilities:
-                supply[label] = supply.get(label, 0.0) + worker.throughput
+                supply[label] = supply.get(label, 0.0) + rate[worker.name]
+        fleet = sum(rate.values())
         # minutes of remaining work per unit of the fleet's throughput: the average load
-        average = outlook.total / sum(w.throughput for w in workers)
+        average = outlook.total / fleet
 
         def load(need: float, have: float) -> float:
             """How much the work needing a thing loads what has it, against the average."""
             return need / have / average if average > 0 else 0.0
 
         self.load = {c: load(outlook.needs.get(c, 0.0), n) for c, n in supply.items()}
-        self.pin_load = {
-            w.name: load(outlook.pinned.get(w.name, 0.0), w.throughput) for w in workers
-        }
+        self.pin_load = {n: load(outlook.pinned.get(n, 0.0), r) for n, r in rate.items()}
         # The delay per minute one unit of it is held: full (1 / have) when that work
         # loads its machines more than the average, less in proportion when it does not
         # (then it can wait its turn).
         self.scarce = {c: min(1.0, self.load[c]) / n for c, n in supply.items()}
-        self.pin_scarce = {w.name: min(1.0, self.pin_load[w.name]) / w.throughput for w in workers}
-        fleet = sum(w.throughput for w in workers)
+        self.pin_scarce = {n: min(1.0, self.pin_load[n]) / r for n, r in rate.items()}
         self.share = {c: n / fleet for c, n in supply.items()}
+        self.needs = outlook.needs
         self.needs_from = outlook.needs_from
+        self.workers = workers
+        holders: dict[str, int] = {}
+        for worker in workers:
+            for label in worker.capabilities:
+                holders[label] = holders.get(label, 0) + 1
+        self.sole = {c for c, n in holders.items() if n == 1}  # capabilities one machine has
         self.pinned_from = outlook.pinned_from
+        self.running = {w.name: w.running for w in workers}  # agents at work there
         self.taken = {w.name: 0 for w in workers}  # slots this call has filled
         # the highest priority running on each machine, counting what this call places
         self.urgent = {w.name: w.running_priority if w.running else 0.0 for w in workers}
@@ -328,32 +379,68 @@ class _Costs:
 
     def guarded(self, phase: ReadyPhase, worker: WorkerState) -> bool:
         """Whether joining `worker` would slow a phase that matters much more (GUARDED)."""
-        busy = worker.running + self.taken[worker.name] > 0
+        busy = self.running[worker.name] + self.taken[worker.name] > 0
         return busy and worker.slot_cost > 0 and phase.priority * GUARDED < self.urgent[worker.name]
 
     def _held(self, phase: ReadyPhase, worker: WorkerState) -> tuple[float, float]:
         """(its slowdown there, the minutes it would hold the machine)."""
-        slowdown = worker.slot_cost * (worker.running + self.taken[worker.name])
+        slowdown = worker.slot_cost * (self.running[worker.name] + self.taken[worker.name])
         return slowdown, phase.weight * (1.0 + slowdown)
 
     def reserved(self, phase: ReadyPhase, worker: WorkerState) -> bool:
-        """Whether `worker` is kept from `phase` for loaded work that could need it first."""
+        """Whether `worker` is kept from `phase` for loaded work that could need it first,
+        or for work only it can do when another machine frees in time (see `assign`)."""
         _, held = self._held(phase, worker)
-        return any(
-            (self.load[c] >= RESERVE or (self.share[c] <= RARE and self.load[c] > 0))
-            and held > self.needs_from.get(c, 0.0)
-            for c in worker.capabilities - phase.requires
-        ) or (
-            phase.pin != worker.name
-            and self.pin_load[worker.name] >= RESERVE
-            and held > self.pinned_from.get(worker.name, 0.0)
+        return (
+            self._sole_kept(phase, worker, held)
+            or any(
+                (self.load[c] >= RESERVE or (self.share[c] <= RARE and self.load[c] > 0))
+                and held > self.needs_from.get(c, 0.0)
+                for c in worker.capabilities - phase.requires
+            )
+            or (
+                phase.pin != worker.name
+                and self.pin_load[worker.name] >= RESERVE
+                and held > self.pinned_from.get(worker.name, 0.0)
+            )
         )
 
-    def of(self, phase: ReadyPhase, worker: WorkerState) -> float:
-        # It runs (1 + slowdown) times slower and slows the others on the machine about
-        # as much; it holds the machine's other capabilities for as long, which costs
-        # from the moment the work needing them could be ready.
-        slowdown, held = self._held(phase, worker)
+    def _sole_kept(self, phase: ReadyPhase, worker: WorkerState, held: float) -> bool:
+        for label in self.sole.intersection(worker.capabilities) - phase.requires:
+            overlap = held - self.needs_from.get(label, 0.0)
+            if (
+                overlap > 0
+                and self.share[label] <= SOLE_HOLDER_SHARE
+                and self.needs.get(label, 0.0) > NO_WORK
+            ):
+                soon = min(
+                    (w.frees_in for w in self.workers if label not in w.capabilities
+                     and can_run(phase, w)),
+                    default=math.inf,
+                )  # fmt: skip
+                if soon < SOLE_HOLDER_WAIT * overlap:
+                    return True
+        return False
+
+    def waits(self, phase: ReadyPhase, best: WorkerState, busy: Sequence[WorkerState]) -> bool:
+        """Whether `phase` had better wait for one of the `busy` machines than take `best`."""
+        if not any(self.needs.get(c, 0.0) > NO_WORK for c in best.capabilities - phase.requires):
+            return False
+        mine = self.kept(phase, best)
+        if mine <= 0:
+            return False
+        urgency = phase.priority / self.top if self.top > 0 else 1.0
+        return any(
+            w.frees_in * urgency * WAIT_WEIGHT < mine - self.kept(phase, w)
+            for w in busy
+            if w.frees_in < math.inf
+        )
+
+    def kept(self, phase: ReadyPhase, worker: WorkerState) -> float:
+        """Minutes of delay to other work, by rarity, if `phase` holds `worker`: its other
+        capabilities (and the work pinned to it) are out of reach for as long, which
+        costs from the moment the work needing them could be ready."""
+        _, held = self._held(phase, worker)
         kept = sum(
             self.scarce[c] * max(0.0, held - self.needs_from.get(c, 0.0))
             for c in worker.capabilities - phase.requires
@@ -362,6 +449,13 @@ class _Costs:
             kept += self.pin_scarce[worker.name] * max(
                 0.0, held - self.pinned_from.get(worker.name, 0.0)
             )
+        return kept
+
+    def of(self, phase: ReadyPhase, worker: WorkerState) -> float:
+        # It runs (1 + slowdown) times slower and slows the others on the machine about
+        # as much; it holds the machine's rare capabilities for as long (`kept`).
+        slowdown, _ = self._held(phase, worker)
+        kept = self.kept(phase, worker)
         warm = WARM_CHECKOUT_MINUTES * len(phase.depends_on & worker.holds)
         # the others' delay weighs as much as the most urgent of them matters
         urgency = self.urgent[worker.name] / self.top if self.top > 0 else 1.0

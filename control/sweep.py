@@ -54,24 +54,27 @@ class Sweep:
         ends = map(operator.add, self.starts(count), self.minutes)
         return max(ends, default=0.0)
 
-    def _longest_tail(self, pool: list[list[tuple[float, int, int]]]) -> int:
+    def _longest_tail(
+        self, pool: list[list[tuple[float, int, int]]]
+    ) -> list[tuple[float, int, int]]:
         """Of the best phase of each kind, the one with the longest tail (among equal
-        tails, the first in priority order): who takes the last free slot."""
+        tails, the first in priority order), who takes the last free slot: its heap."""
         tail = self.tail
-        top: tuple[float, int, int] | None = None
+        found: list[tuple[float, int, int]] = []
+        best: tuple[float, int, int] = (0.0, 0, 0)
+        longest = 0.0
         for heap in pool:
-            if heap and (
-                top is None
-                or tail[heap[0][2]] > tail[top[2]]
-                or (tail[heap[0][2]] == tail[top[2]] and heap[0] < top)
-            ):
-                top = heap[0]
-        assert top is not None  # a phase is waiting, so a heap holds one
-        return top[2]
+            if heap:
+                head = heap[0]
+                length = tail[head[2]]
+                if not found or length > longest or (length == longest and head < best):
+                    found, best, longest = heap, head, length
+        return found  # a phase is waiting, so a heap holds one
 
     def starts(self, count: int) -> list[float]:
         priority, minutes, tail, kind = self.priority, self.minutes, self.tail, self.kind
         heappush, heappop, dependents = heapq.heappush, heapq.heappop, self.dependents
+        single, longest_tail = self.kinds == 1, self._longest_tail
         waiting = list(self.waiting)
         pool: list[list[tuple[float, int, int]]] = [[] for _ in range(self.kinds)]
         order = 0
@@ -89,7 +92,7 @@ class Sweep:
         while unstarted or running:
             if unstarted and free == 1:  # most steps: only the last-slot rule applies
                 # (of one kind, the last slot goes to the best of it: its heap's top)
-                top = pool[0] if len(pool) == 1 else pool[kind[self._longest_tail(pool)]]
+                top = pool[0] if single else longest_tail(pool)
                 _, number, i = heappop(top)
                 heappush(running, (now + minutes[i], number, i))
                 start[i] = now

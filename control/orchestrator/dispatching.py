@@ -13,7 +13,7 @@ from control.orchestrator.base import IN_FLIGHT
 from control.orchestrator.liveness import Liveness
 from control.orchestrator.pacing import Pacing
 from control.orchestrator.tasks import Tasks
-from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign
+from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign, frees_in
 
 
 class Dispatching(Pacing, Tasks, Liveness):
@@ -53,10 +53,14 @@ class Dispatching(Pacing, Tasks, Liveness):
             return
         busy: dict[str, int] = {}
         urgent: dict[str, float] = {}  # the highest priority running on each worker
+        # (since when, estimate) of each phase running there: when a slot should free
+        running: dict[str, list[tuple[float, float]]] = {}
         for p, row in phases.items():
             if row.worker and row.state in IN_FLIGHT:
                 busy[row.worker] = busy.get(row.worker, 0) + 1
                 urgent[row.worker] = max(urgent.get(row.worker, 0.0), self.bottom[p])
+                estimate = (row.updated_at, self._phase(p).estimate_minutes)
+                running.setdefault(row.worker, []).append(estimate)
         holds: dict[str, set[str]] = {}
         for p in done:
             if phases[p].worker:
@@ -70,6 +74,7 @@ class Dispatching(Pacing, Tasks, Liveness):
                 slots=w.slots,
                 slot_cost=w.slot_cost,
                 running_priority=urgent.get(w.name, 0.0),
+                frees_in=frees_in(running.get(w.name, ()), now, w.slot_cost),
             )
             for w in self.up_workers()
         ]

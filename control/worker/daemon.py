@@ -1,9 +1,12 @@
 """The worker daemon (`control worker run`): take messages from the inbox and run them.
 
 One thread per slot runs a claimed message; the main thread waits on inotify,
-claims into free slots, renews every lease and beats the heartbeat. A cancel seen
-on renew, a lost lease and SIGTERM all stop a run through its `RunControl`; on
-SIGTERM the daemon hands unfinished messages back to the inbox and exits cleanly.
+claims into free slots, renews every lease and beats the heartbeat. A slot that
+finishes a message `done` while the worker may still claim stores the result and
+leases its next message in one transaction (`complete_and_claim`) and runs it at
+once. A cancel seen on renew, a lost lease and SIGTERM all stop a run through its
+`RunControl`; on SIGTERM the daemon hands unfinished messages back to the inbox and
+exits cleanly.
 The inbox's drain flag stops it claiming (`control drain`); with `--now` it hands
 back what it runs, as on SIGTERM, and keeps running, idle, until undrained.
 """
@@ -93,6 +96,12 @@ class WorkerDaemon:
         self._last_prune = 0.0
         self._installed = installed(config)
         self._last_check = 0.0
+        # Held while a slot thread swaps in its next message, and by shutdown: no slot
+        # takes a message once the daemon is closing.
+        self._slots_lock = threading.Lock()
+        self._closing = False
+        self._finished = 0
+        self._max_messages: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -130,7 +139,7 @@ class WorkerDaemon:
         released = self.queue.release_expired_of(self.config.worker_id)
         if released:
             log.info("put back %d of my messages whose lease had expired", released)
-        finished = 0
+        self._max_messages = max_messages
         log.info(
             "worker %s ready: %d slot(s), inbox %s, %s",
             self.config.worker_id,
@@ -142,8 +151,8 @@ class WorkerDaemon:
         )
         try:
             while not self.stopping.is_set():
-                finished += self._reap()
-                if max_messages is not None and finished >= max_messages:
+                self._reap()
+                if max_messages is not None and self._finished >= max_messages:
                     break
                 self._follow_drain()
                 self._recheck()
@@ -191,7 +200,9 @@ class WorkerDaemon:
             log.info("drained: claiming nothing new" if drain else "undrained: claiming again")
             self._beat(force=True)
         if drain is not None and drain.now:
-            for slot in self.slots.values():
+            with self._slots_lock:  # no slot swaps in a next message unseen
+                slots = list(self.slots.values())
+            for slot in slots:
                 if not slot.control.stopped:
                     log.info("message %d: drained --now; handing it back", slot.claimed.id)
                     slot.control.stop(DRAINED_NOW)
@@ -241,24 +252,62 @@ class WorkerDaemon:
             self._beat(force=True)
 
     def _run_one(self, claimed: Claimed, control: RunControl, slot: str) -> None:
-        try:
-            outcome = self.executor(claimed, control, slot)
-        except Exception as exc:  # a bug or an environment failure: report, never hang
-            log.exception("message %d crashed the executor", claimed.id)
-            outcome = MessageOutcome("failed", {"status": "failed"}, f"worker error: {exc}")
-        try:
-            self._finish(claimed, control, outcome)
-        except SuperagentError as exc:
-            log.error("message %d: could not store the result: %s", claimed.id, exc)
+        current: tuple[Claimed, RunControl] | None = (claimed, control)
+        while current is not None:
+            claimed, control = current
+            try:
+                outcome = self.executor(claimed, control, slot)
+            except Exception as exc:  # a bug or an environment failure: report, never hang
+                log.exception("message %d crashed the executor", claimed.id)
+                outcome = MessageOutcome("failed", {"status": "failed"}, f"worker error: {exc}")
+            try:
+                current = self._finish(claimed, control, outcome, slot)
+            except SuperagentError as exc:
+                log.error("message %d: could not store the result: %s", claimed.id, exc)
+                current = None
+            finally:
+                with self._slots_lock:
+                    self._finished += 1
+            if current is not None:
+                self._beat(force=True)
 
-    def _finish(self, claimed: Claimed, control: RunControl, outcome: MessageOutcome) -> None:
+    def _may_take_next(self, control: RunControl) -> bool:
+        """Whether a slot that just finished may lease its next message itself (under
+        `_slots_lock`): the same conditions as `_fill_slots`, and not past `max_messages`."""
+        return (
+            control.reason is None
+            and not self._closing
+            and not self.stopping.is_set()
+            and not self._drained
+            and self.report.ok
+            and (self._max_messages is None or self._finished + 1 < self._max_messages)
+        )
+
+    def _finish(
+        self, claimed: Claimed, control: RunControl, outcome: MessageOutcome, slot: str
+    ) -> tuple[Claimed, RunControl] | None:
+        """Store the outcome; returns the next message this slot leased with it, if any."""
         if control.reason in (SHUTDOWN, DRAINED_NOW) and outcome.status != "done":
             why = control.reason if control.reason == DRAINED_NOW else None
             self.queue.release(claimed.id, claimed.fence, why or "worker stopped before finishing")
             log.info("message %d handed back: %s", claimed.id, control.reason)
-            return
+            return None
+        taken: tuple[Claimed, RunControl] | None = None
         if outcome.status == "done":
-            result = self.queue.complete(claimed.id, claimed.fence, outcome.response)
+            with self._slots_lock:
+                if self._may_take_next(control):
+                    result, nxt = self.queue.complete_and_claim(
+                        claimed.id,
+                        claimed.fence,
+                        outcome.response,
+                        self.config.worker_id,
+                        self.config.lease_seconds,
+                    )
+                    if nxt is not None:
+                        taken = (nxt, RunControl())
+                        self.slots[slot] = _Slot(slot, nxt, taken[1], threading.current_thread())
+                else:
+                    result = self.queue.complete(claimed.id, claimed.fence, outcome.response)
         else:
             reason = outcome.reason or outcome.status
             result = self.queue.fail(claimed.id, claimed.fence, reason, outcome.response)
@@ -273,14 +322,23 @@ class WorkerDaemon:
                 result.current_fence,
                 result.state,
             )
+        if taken is not None:
+            log.info(
+                "claimed message %d (%s) attempt %d into %s with the result of %d",
+                taken[0].id,
+                taken[0].key or "no key",
+                taken[0].attempt,
+                slot,
+                claimed.id,
+            )
+        return taken
 
-    def _reap(self) -> int:
+    def _reap(self) -> None:
         done = [name for name, slot in self.slots.items() if not slot.thread.is_alive()]
         for name in done:
             self.slots.pop(name).thread.join()
         if done:
             self._beat(force=True)
-        return len(done)
 
     def _renew_and_beat(self) -> None:
         if time.time() - self._last_beat < self.config.heartbeat_seconds:
@@ -317,7 +375,7 @@ class WorkerDaemon:
                 if isinstance(s.claimed.payload, dict)
                 else None,
             }
-            for s in self.slots.values()
+            for s in list(self.slots.values())
         ]
         if self.stopping.is_set():
             status = "stopping"
@@ -335,9 +393,12 @@ class WorkerDaemon:
         self._last_beat = now
 
     def _shutdown(self) -> None:
-        for slot in self.slots.values():
+        with self._slots_lock:
+            self._closing = True  # from here no slot swaps in a next message
+            slots = list(self.slots.values())
+        for slot in slots:
             slot.control.stop(SHUTDOWN)
-        for slot in list(self.slots.values()):
+        for slot in slots:
             slot.thread.join()
         self.slots.clear()
         try:

@@ -5,7 +5,7 @@ SUPERAGENT_REAL_CODEX / _GEMINI / _OPENCODE names a binary of the pinned version
 its tests skip. No request leaves the machine: codex, gemini and opencode talk to stubs of
 their vendors' APIs on loopback (tests/fakes/vendor_api.py; opencode through its documented
 custom openai-compatible provider), and the rest needs no model: versions, refusals of
-unknown flags and of missing credentials, our command lines. Codex and opencode resume
+unknown flags and of missing credentials, our command lines. Codex, gemini and opencode resume
 their real sessions for a feedback round.
 """
 
@@ -284,3 +284,18 @@ def test_the_real_codex_resumes_its_thread_for_a_feedback_round(tmp_path: Path) 
     argv_lines = [line for line in again.log_path.read_text().splitlines() if "argv [" in line]
     argv = json.loads(argv_lines[-1].split("argv ", 1)[1])
     assert argv[-3:] == ["resume", first.session_id, "-"]
+
+
+def test_the_real_gemini_resumes_its_session_for_a_feedback_round(tmp_path: Path) -> None:
+    binary = need("gemini")
+    _gemini_home(tmp_path)
+    with serving("gemini") as url:
+        request = _request(tmp_path, "gemini-2.5-pro", "GEMINI_API_KEY",
+                           GOOGLE_GEMINI_BASE_URL=url)  # fmt: skip
+        request = replace(request, options=AgentOptions(model="gemini-2.5-pro",
+                                                        extra={"executable": binary}))  # fmt: skip
+        first = get_backend("gemini").run(request)
+        assert first.status == "ok" and first.session_id, first.reason
+        again = get_backend("gemini").run(_resuming(request, first.session_id))
+    assert again.status == "ok", again.reason
+    assert again.session_id == first.session_id

@@ -197,6 +197,29 @@ def test_two_slots_run_two_phases_at_once_in_separate_worktrees(pipeline: Pipeli
         pipeline.branch_file("sa/two", "one.txt")  # separate checkouts, separate branches
 
 
+def test_a_slot_that_finishes_leases_its_next_message_in_the_same_transaction(
+    pipeline: Pipeline,
+) -> None:
+    """The result of one and the lease of the next are one commit (`complete_and_claim`):
+    the next message is claimed at the very instant the first is finished."""
+    pipeline.plan(
+        {
+            "one": {"delay_s": 1.0, "files": {"one.txt": "1\n"}},
+            "two": {"files": {"two.txt": "2\n"}},
+        }
+    )
+    _, queue = one_worker(pipeline)
+    first = queue.enqueue(task(pipeline, "one"), key="run1/one/1")
+    wait_started(pipeline)  # the only slot is busy: "two" waits for it
+    second = queue.enqueue(task(pipeline, "two"), key="run1/two/1")
+    done_first = wait_finished(queue, first.id)
+    done_second = wait_finished(queue, second.id)
+    assert (done_first.state, done_second.state) == ("done", "done")
+    assert done_second.claimed_at == done_first.finished_at
+    assert (done_second.attempts, done_second.fence) == (1, 1)
+    assert pipeline.branch_file("sa/two", "two.txt") == "2\n"
+
+
 def test_a_sandboxed_agent_cannot_write_outside_its_checkout(pipeline: Pipeline) -> None:
     pipeline.plan({"rogue": {"files": {"rogue.txt": "x\n", "../escaped.txt": "gotcha\n"}}})
     fleet, queue = one_worker(pipeline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -18,6 +19,7 @@ from control.scheduler import (
     assign_first_free,
     can_run,
     candidates,
+    frees_in,
     speed,
     throughput,
     unrunnable,
@@ -335,3 +337,58 @@ def test_a_machine_few_have_is_kept_even_for_a_little_work() -> None:
     # Ready only after the long phase would end: the machine takes it.
     later = Outlook.of([long_one, *generic, windows], soonest={"windows": 130.0})
     assert assign([long_one], [wsl, *others], later) == [Assignment("long", "wsl")]
+
+
+def test_the_only_machine_with_a_capability_is_left_for_its_work_when_another_frees_soon() -> None:
+    # Little scarce work (under RESERVE's load) and half the fleet has it (over RARE):
+    # only the sole-holder rule keeps the build off the scanner machine.
+    scanner = WorkerState("scanner", frozenset({"linux", "scarce"}), 1, slots=1)
+    build = phase("build", 100, "linux", minutes=30)
+    scan = phase("scan", 20, "scarce", minutes=5)
+    outlook = Outlook.of([build, scan], soonest={"scan": 10.0})  # it overlaps 20 of 30 minutes
+
+    def laptop(frees_in: float) -> WorkerState:
+        return WorkerState("laptop", frozenset({"linux"}), 0, slots=1, frees_in=frees_in)
+
+    # The laptop frees in 14 minutes, within 3/4 of the overlap: the build waits for it.
+    assert assign([build], [scanner, laptop(14.0)], outlook) == []
+    # In 16 minutes, or not known: the build takes the scanner machine.
+    assert assign([build], [scanner, laptop(16.0)], outlook) == [Assignment("build", "scanner")]
+    assert assign([build], [scanner, laptop(math.inf)], outlook) == [Assignment("build", "scanner")]
+    # A machine that is most of the fleet (here two slots of three) does not idle for it.
+    big = WorkerState("scanner", scanner.capabilities, 2, slots=2)
+    assert assign([build], [big, laptop(14.0)], outlook) == [Assignment("build", "scanner")]
+    # Nor when the scarce work cannot be ready before the build would end.
+    later = Outlook.of([build, scan], soonest={"scan": 40.0})
+    assert assign([build], [scanner, laptop(1.0)], later) == [Assignment("build", "scanner")]
+
+
+def test_a_phase_waits_for_a_busy_plain_machine_that_frees_soon_rather_than_hold_a_rare_one() -> (
+    None
+):
+    # docker is on two machines (no sole holder) and lightly loaded (no reservation);
+    # holding d1 still costs the docker work some minutes, waiting for plain costs fewer.
+    d1 = WorkerState("d1", frozenset({"linux", "docker"}), 1, slots=1)
+    d2 = WorkerState("d2", frozenset({"linux", "docker"}), 0, slots=1)
+    build = phase("build", 100, "linux", minutes=30)
+    outlook = Outlook.of([build, phase("image", 20, "docker", minutes=5)])
+
+    def plain(frees_in: float) -> WorkerState:
+        return WorkerState("plain", frozenset({"linux"}), 0, slots=1, frees_in=frees_in)
+
+    assert assign([build], [d1, d2, plain(2.0)], outlook) == []
+    assert assign([build], [d1, d2, plain(8.0)], outlook) == [Assignment("build", "d1")]
+    # With no docker work left, there is nothing to keep d1 for.
+    assert assign([build], [d1, d2, plain(2.0)], Outlook.of([build])) == [Assignment("build", "d1")]
+    # A phase that leads a quarter of the longest chain (d2 runs it) can wait longer.
+    d2_urgent = WorkerState("d2", d2.capabilities, 0, slots=1, running_priority=400)
+    assert assign([build], [d1, d2_urgent, plain(8.0)], outlook) == []
+
+
+def test_when_a_machine_frees_by_the_estimates_of_what_runs_there() -> None:
+    assert frees_in([], 1000.0, 0.5) == math.inf
+    # Two agents that started a minute ago at 1 / 1.5 of their speed: the 10-minute one
+    # needs 15 minutes in all, 14 from now.
+    assert frees_in([(940.0, 10.0), (940.0, 30.0)], 1000.0, 0.5) == pytest.approx(14.0)
+    # Late against its estimate: free any moment now.
+    assert frees_in([(0.0, 10.0)], 3600.0, 0.5) == 0.0
