@@ -56,6 +56,12 @@ KINDS: dict[str, Kind] = {
     ),
     "integration_retry": Kind("orchestrator", ("reason",), "the final check failed; tried again"),
     "integration_abandoned": Kind("orchestrator", ("attempt",), "its worker went down; resent"),
+    "conflict_resolving": Kind(
+        "orchestrator", ("reason",), "phases conflict at the final check: a resolution is sent"
+    ),
+    "conflict_resolved": Kind(
+        "orchestrator", ("commit",), "the resolution was accepted; the final check follows"
+    ),
     # phases
     "sending": Kind(
         "state",

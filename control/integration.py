@@ -19,9 +19,24 @@ from typing import Any
 
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.inventory import Worker
-from control.merge import MergeFailed, MergeResult, MergeRetry, integration_task, judge
+from control.merge import (
+    MergeFailed,
+    MergeResult,
+    MergeRetry,
+    conflict_reason,
+    integration_task,
+    judge,
+)
 from control.messages import IntegrationResult, IntegrationTask
 from control.orchestrator import IN_FLIGHT, QUEUE_MAX_ATTEMPTS, Orchestrator
+from control.resolution import (
+    MAX_RESOLUTIONS,
+    accepted_resolution,
+    conflict_of,
+    is_resolution,
+    judge_resolution,
+    resolution_task,
+)
 from control.state import IntegrationRow
 
 log = logging.getLogger("superagent.integration")
@@ -113,22 +128,52 @@ class FinalCheck:
     # -- the attempts ----------------------------------------------------------------
 
     def _start(self, *, no_worker_is_fatal: bool) -> IntegrationRow | None:
-        """Send a new attempt to the best live worker; None while there is none."""
-        if self.made >= self.max_attempts:
+        """Send a new attempt to the best live worker (a resolution when the last check
+        answered a conflict that may be resolved); None while there is no worker."""
+        conflict = self._to_resolve()
+        if conflict is None and self.made >= self.max_attempts:
             raise MergeFailed(f"{self.last_reason} (after {self.made} attempts of the final check)")
         worker = self._pick()
         if worker is None:
             if no_worker_is_fatal:
                 raise UnavailableError(self._nobody_up())
             return None
+        if conflict is not None:
+            commits = self._commits()
+            row = self.store.record_integration_sending(
+                self.run_id,
+                worker.name,
+                lambda attempt: resolution_task(
+                    self.orchestrator, attempt, commits, conflict
+                ).to_payload(),
+            )
+            return self._send(row)
         row = self.store.record_integration_sending(
             self.run_id, worker.name, lambda attempt: self._task(attempt).to_payload()
         )
         self.made += 1
         return self._send(row)
 
+    def _to_resolve(self) -> dict[str, Any] | None:
+        """The conflict the next attempt resolves: the last check's, when it answered one,
+        the spec allows it and the run has resolutions left."""
+        rows = self.store.integrations(self.run_id)
+        if not rows or not self.orchestrator.spec.resolve_conflicts:
+            return None
+        conflict = conflict_of(rows[-1])
+        if conflict is None or sum(map(is_resolution, rows)) >= MAX_RESOLUTIONS:
+            return None
+        return conflict
+
     def _settle(self, row: IntegrationRow) -> MergeResult | None:
-        """Judge an answer: the result, None to try again, or MergeFailed."""
+        """Judge an answer: the result, None to try again (or to resolve a conflict), or
+        MergeFailed."""
+        if is_resolution(row):
+            return self._settle_resolution(row)
+        if self._to_resolve_after(row):
+            self.store.settle_integration(row.key, "failed", "conflict: a resolution follows")
+            self._say("conflict_resolving", worker=row.worker, reason=self._conflict_text(row))
+            return None
         try:
             result = self._judge(row)
         except MergeRetry as exc:
@@ -151,19 +196,58 @@ class FinalCheck:
         )
         return result
 
-    def _task(self, attempt: int) -> IntegrationTask:
+    def _settle_resolution(self, row: IntegrationRow) -> MergeResult | None:
+        """A resolution's answer: accepted (the next check merges it), tried again when
+        the worker did not finish, or the run's conflict reported with why it stayed."""
+        conflict = next(
+            (self._conflict_text(r) for r in reversed(self.store.integrations(self.run_id))
+             if conflict_of(r) is not None),
+            "a conflict between phases",
+        )  # fmt: skip
+        try:
+            resolved = judge_resolution(row, self.orchestrator.git)
+        except MergeRetry as exc:
+            self.store.settle_integration(row.key, "failed", str(exc))
+            self._say("integration_retry", worker=row.worker, reason=str(exc))
+            self.last_reason = str(exc)
+            self.made += 1
+            if self.made >= self.max_attempts:
+                raise MergeFailed(f"{conflict}; {exc}") from exc
+            return None
+        except (MergeFailed, SuperagentError) as exc:
+            self.store.settle_integration(row.key, "failed", str(exc))
+            raise MergeFailed(f"{conflict}; {exc}") from exc
+        self.store.settle_integration(row.key, "done")
+        self._say("conflict_resolved", worker=row.worker, commit=resolved.commit)
+        return None
+
+    def _to_resolve_after(self, row: IntegrationRow) -> bool:
+        """Whether this answered check is a conflict the next attempt resolves."""
+        if conflict_of(row) is None or not self.orchestrator.spec.resolve_conflicts:
+            return False
+        return sum(map(is_resolution, self.store.integrations(self.run_id))) < MAX_RESOLUTIONS
+
+    def _conflict_text(self, row: IntegrationRow) -> str:
+        return conflict_reason(self.run_id, conflict_of(row) or {})
+
+    def _commits(self) -> dict[str, tuple[str, str]]:
         phases = self.store.phases(self.run_id)
         open_phases = sorted(p for p, r in phases.items() if r.state != "done")
         if open_phases:
             raise UsageError(f"run {self.run_id} has phases not done: {', '.join(open_phases)}")
+        return {p: (r.branch, r.commit_sha or "") for p, r in phases.items()}
+
+    def _task(self, attempt: int) -> IntegrationTask:
+        resolved = accepted_resolution(self.store.integrations(self.run_id))
         return integration_task(
             self.orchestrator.spec,
             self.run_id,
             attempt,
-            {p: (r.branch, r.commit_sha or "") for p, r in phases.items()},
+            self._commits(),
             repo_url=self.orchestrator.repo_url,
             verify=self.verify,
             verify_timeout_s=self.verify_timeout_s,
+            after=() if resolved is None else (resolved,),
         )
 
     def _open(self) -> IntegrationRow | None:

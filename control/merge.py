@@ -74,8 +74,10 @@ def integration_task(
     repo_url: str,
     verify: bool = True,
     verify_timeout_s: float = 900.0,
+    after: tuple[IntegrationPhase, ...] = (),
 ) -> IntegrationTask:
-    """The final check of `run_id` as a worker's task (`commits`: phase -> (branch, commit))."""
+    """The final check of `run_id` as a worker's task (`commits`: phase -> (branch, commit));
+    `after` is merged last (an accepted resolution of a conflict between phases)."""
     order = merge_order(spec, run_id, commits)
     timeout_s = max((spec.phase(p.phase).timeout_minutes * 60 for p in order), default=3600.0)
     return IntegrationTask(
@@ -84,12 +86,21 @@ def integration_task(
         repo_url=repo_url,
         base_branch=spec.repo.base_branch,
         branch=integration_branch(spec, run_id),
-        phases=order,
+        phases=order + after,
         checks=distinct_checks(asked_checks(spec, order)) if verify else (),
         verify_timeout_s=verify_timeout_s,
         timeout_s=float(timeout_s),
         project=spec.name,
         push_ref=integration_ref(run_id, attempt),
+    )
+
+
+def conflict_reason(run_id: str, conflict: Mapping[str, Any]) -> str:
+    """A conflict at the final check in one line: the phase, its branch, the files."""
+    files = ", ".join(conflict.get("files") or []) or "(git named no files)"
+    return (
+        f"merging run {run_id}: phase {conflict.get('phase')!r} ({conflict.get('branch')}) "
+        f"conflicts in {files}"
     )
 
 
@@ -100,11 +111,7 @@ def judge(task: IntegrationTask, result: IntegrationResult, remote: Workspace) -
     asked for them. Only git objects are compared here: nothing of the tree runs.
     """
     if result.status == "conflict" and result.conflict:
-        files = ", ".join(result.conflict.get("files") or []) or "(git named no files)"
-        raise MergeFailed(
-            f"merging run {task.run_id}: phase {result.conflict.get('phase')!r} "
-            f"({result.conflict.get('branch')}) conflicts in {files}"
-        )
+        raise MergeFailed(conflict_reason(task.run_id, result.conflict))
     if result.status != "done":
         error = MergeFailed if result.failed_phases else MergeRetry
         raise error(f"the final check on {result.worker or 'a worker'}: {result.reason}")

@@ -25,11 +25,17 @@ from tests.integration.test_orchestrator import TWO_INDEPENDENT, Rig, claim
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def sources(*names: str) -> list[Path]:
+    """The orchestrator's modules (control/orchestrator/), then the named ones."""
+    return [*sorted((ROOT / "control" / "orchestrator").glob("*.py")),
+            *(ROOT / "control" / name for name in names)]  # fmt: skip
+
+
 def said_kinds() -> set[str]:
     """Every kind the orchestrator and the run driver say, read from their source."""
     found: set[str] = set()
-    for name in ("orchestrator.py", "driver.py", "integration.py"):
-        text = (ROOT / "control" / name).read_text()
+    for path in sources("driver.py", "integration.py"):
+        text = path.read_text()
         for first in re.findall(r"\b_?say\(\s*([^,)]+)", text):  # "a" if x else "b" too
             found |= set(re.findall(r"\"(\w+)\"", first))
     return found
@@ -40,8 +46,8 @@ def written_kinds() -> set[str]:
     state = "\n".join(p.read_text() for p in sorted((ROOT / "control" / "state").glob("*.py")))
     found = set(re.findall(r"_event\(\s*conn,\s*[\w.]+,\s*f?\"(\w+)\"", state))
     found |= set(re.findall(r"event: str = \"(\w+)\"", state))  # a hold's default kinds
-    for name in ("orchestrator.py", "driver.py"):
-        text = (ROOT / "control" / name).read_text()
+    for path in sources("driver.py"):
+        text = path.read_text()
         found |= set(re.findall(r"event=\"(\w+)\"", text))
         found |= set(re.findall(r"store\.event\(\s*[\w.]+,\s*\"(\w+)\"", text))
     return found

@@ -230,18 +230,75 @@ def test_a_shared_check_failing_on_the_integrated_tree_names_the_phases_that_ask
     assert "/integration/" not in heads  # a failing tree is not pushed
 
 
+SAME_LINES = {p: {"files": {"same.txt": f"{p}\n", f"{p}.txt": "x\n"}} for p in ("left", "right")}
+
+
+def test_two_phases_editing_the_same_lines_are_resolved_by_a_resolution_task(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Independent phases conflict only at the final check: a resolution task goes to a
+    worker with both phases merged and the conflict left for its agent, is verified
+    there, accepted on the remote, and merged: the run finishes without a person."""
+    pipeline.plan({**SAME_LINES, "_resolve": {"resolve_files": {"same.txt": "left and right\n"}}})
+    pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing("test -s same.txt"))
+    code, events, err = pipeline.dispatch(spec)
+    assert code == 0, err
+    kinds = [e.get("event") for e in events]
+    assert (
+        kinds.index("conflict_resolving") < kinds.index("conflict_resolved") < kinds.index("merged")
+    )
+    resolving = next(e for e in events if e.get("event") == "conflict_resolving")
+    assert "'right'" in resolving["reason"] and "same.txt" in resolving["reason"]
+    (run,) = [
+        r for r in pipeline.agent_runs() if r["event"] == "start" and r["phase"] == "_resolve"
+    ]
+    assert "same.txt" in run["prompt_tail"] and "untrusted-data" in run["prompt_tail"]
+    rows = integrations(pipeline)
+    assert [(r["task"] and json.loads(r["task"])["type"], r["state"]) for r in rows] == [
+        ("integration", "failed"),
+        ("phase", "done"),
+        ("integration", "done"),
+    ]
+    merged = events[-1]["merge_branch"]
+    assert pipeline.branch_file(merged, "same.txt") == "left and right\n"
+    assert pipeline.branch_file(merged, "left.txt") == "x\n"
+    assert pipeline.branch_file(merged, "right.txt") == "x\n"
+    # the final check ran every phase's commands on the resolved tree
+    checks = rows[2]["response"]["response"]["checks"]
+    assert {c["command"] for c in checks} == {"test -s same.txt", "test -f left.txt",
+                                               "test -f right.txt"}  # fmt: skip
+
+
 def test_a_conflict_at_the_final_check_names_the_phase_and_the_files(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    pipeline.plan(
-        {p: {"files": {"same.txt": f"{p}\n", f"{p}.txt": "x\n"}} for p in ("left", "right")}
-    )
+    """A resolution that leaves the markers is reported with the conflict, as before."""
+    pipeline.plan(SAME_LINES)
     pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", two_sharing("true"))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
     reason = events[-1]["reason"]
     assert "'right'" in reason and "same.txt" in reason, reason
+    assert "its resolution failed" in reason and "conflict markers" in reason, reason
+    assert [r["phase"] for r in pipeline.agent_runs() if r["event"] == "start"].count(
+        "_resolve"
+    ) == 1
+
+
+def test_resolve_conflicts_false_reports_a_final_conflict_without_an_agent(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.plan(SAME_LINES)
+    pipeline.start_fleet(WorkerShape("w1"))
+    spec = write_spec(tmp_path / "spec.json", two_sharing("true"))
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "resolve_conflicts": False}))
+    code, events, _ = pipeline.dispatch(spec)
+    assert code == 1
+    assert "'right'" in events[-1]["reason"] and "resolution" not in events[-1]["reason"]
+    assert "_resolve" not in [r["phase"] for r in pipeline.agent_runs()]
+    assert len(integrations(pipeline)) == 1
 
 
 def test_a_credential_printed_by_the_final_check_is_masked_everywhere(

@@ -1,0 +1,83 @@
+"""How an attempt that did not succeed ends: the phase waits for its next attempt (after
+a backoff when it failed, at once when its machine was lost) or is dead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control.orchestrator.base import Base
+from control.state import AttemptRow, PhaseRow
+
+
+class Settling(Base):
+    """Closing failed and lost attempts: the one place the retry policy is applied."""
+
+    def _fail_attempt(
+        self,
+        attempt: AttemptRow,
+        phase: PhaseRow,
+        reason: str,
+        *,
+        response: Any = None,
+        cost: float | None = None,
+        attempt_state: str = "failed",
+        loss: bool = False,
+        final: bool = False,
+    ) -> None:
+        """Close an attempt that did not succeed: the phase waits for its next attempt
+        (after a backoff when it failed; at once when its machine was lost), or is dead
+        once its own attempts, or its machine losses, are used up."""
+        owe = attempt_state == "abandoned"
+        failures = phase.failures + int(not loss)
+        losses = phase.losses + int(loss)
+        limit = self._phase(phase.phase_id).max_attempts
+        if final or failures >= limit or losses >= self.settings.max_losses:
+            if final:
+                why = reason
+            elif loss:
+                why = f"{reason} (lost {losses} times; at most {self.settings.max_losses})"
+            else:
+                why = f"{reason} (attempt {failures} of {limit})"
+            if self.store.settle_attempt(
+                attempt,
+                attempt_state=attempt_state,
+                phase_state="dead",
+                reason=why,
+                response=response,
+                count_failure=not loss,
+                count_loss=loss,
+                owe_cancel=owe,
+                cost_usd=cost,
+                event="phase_dead",
+            ):
+                self._say("phase_dead", phase=phase.phase_id, worker=attempt.worker, reason=why)
+            return
+        backoff = 0.0
+        if not loss:  # exponential: 15 s, 30 s, 60 s ... up to max_backoff_s
+            backoff = min(
+                self.settings.max_backoff_s,
+                self.settings.retry_backoff_s * 2 ** max(0, failures - 1),
+            )
+        if self.store.settle_attempt(
+            attempt,
+            attempt_state=attempt_state,
+            phase_state="waiting",
+            reason=reason,
+            response=response,
+            count_failure=not loss,
+            count_loss=loss,
+            owe_cancel=owe,
+            cost_usd=cost,
+            not_before=self.clock() + backoff,
+            event="phase_lost" if loss else "phase_retry",
+        ):
+            self._say(
+                "phase_lost" if loss else "phase_retry",
+                phase=phase.phase_id,
+                worker=attempt.worker,
+                reason=reason,
+                retry_in=round(backoff, 1),
+            )
+
+    def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
+        self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
