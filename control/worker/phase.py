@@ -29,7 +29,7 @@ from control.verify import check_deliverables, conflict_markers_left, run_verify
 from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
 from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
-from control.worker.daemon import SHUTDOWN, MessageOutcome, RunControl
+from control.worker.contract import SHUTDOWN, MessageOutcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
@@ -85,7 +85,7 @@ class _Clock:
 
 
 class PhaseExecutor:
-    """The daemon's executor (see `control.worker.daemon.Executor`): phase tasks, the
+    """The daemon's executor (see `control.worker.contract.Executor`): phase tasks, the
     final check of a run (`control.worker.integrate`) and free-form tasks."""
 
     def __init__(self, config: WorkerConfig) -> None:
