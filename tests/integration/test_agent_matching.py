@@ -18,13 +18,17 @@ import pytest
 
 from control.accounts import Account, offers, pick
 from control.localfleet import WorkerShape
+from control.pins import load
 from control.queue import Queue
 from tests.integration.conftest import FAKES, Pipeline, parse_events, write_spec
 from tests.integration.test_accounts import AccountRig, phase
 from tests.integration.test_fleet_commands import control
 
-WITH_CODEX = {"claude_code": None, "codex": "0.169.0", "gemini": None, "opencode": None}
-NO_CODEX = {"claude_code": "2.1.197", "claude_auth": "environment (ANTHROPIC_API_KEY)",
+PINS = load()
+WITH_CODEX = {"claude_code": None, "codex": PINS["agents"]["codex"]["version"], "gemini": None,
+              "opencode": None}  # fmt: skip
+NO_CODEX = {"claude_code": PINS["claude_code"]["version"],
+            "claude_auth": "environment (ANTHROPIC_API_KEY)",
             "codex": None, "gemini": None, "opencode": None}  # fmt: skip
 
 
@@ -132,11 +136,11 @@ def test_with_neither_agent_nor_its_fallback_anywhere_the_reason_names_each_lack
 
 
 def test_offers_reads_the_heartbeats_versions_and_pick_skips_what_is_missing() -> None:
-    assert offers({"codex": "0.169.0"}, "codex", own_credential=True)
+    assert offers(WITH_CODEX, "codex", own_credential=True)
     assert not offers({"codex": None}, "codex", own_credential=True)
     assert offers({}, "codex", own_credential=True)  # an older worker: not held against it
     assert offers({"codex": None}, "command", own_credential=True)  # no CLI to look for
-    no_login = {"claude_code": "2.1.197", "claude_auth": None}
+    no_login = {**NO_CODEX, "claude_auth": None}
     assert not offers(no_login, "claude-code", own_credential=True)
     assert offers(no_login, "claude-code", own_credential=False)  # an account's credential
     accounts = [Account("claude-a", "claude-code"), Account("codex-a", "codex")]
