@@ -110,7 +110,7 @@ def _a_phase_on_the_claude_account_runs_in_its_directory(provisioned: Provisioni
     fleet = provisioned.fleet
     assert _stat(provisioned, CLAUDE_DIR) == "700 superagent"
     assert fleet.exec(HOST, ["find", CLAUDE_DIR, "-mindepth", "1"]).stdout == ""  # unused yet
-    remote = "/var/tmp/claude-account.git"
+    remote = "/var/lib/superagent/claude-account.git"  # the unit has its own /tmp, /var/tmp
     fleet.exec(HOST, ["bash", "-c", SEED.format(remote=remote)])
     task = PhaseTask(
         run_id="r-claude-account", phase_id="hello", attempt=1, title="hello",
@@ -144,6 +144,7 @@ def _a_phase_on_the_claude_account_runs_in_its_directory(provisioned: Provisioni
     journal = fleet.exec(HOST, ["journalctl", "-u", "superagent-worker", "--no-pager"]).stdout
     for text in (log, journal, json.dumps(shown)):
         assert CLAUDE_SECRET not in text
+    fleet.exec(HOST, ["rm", "-rf", remote])
 
 
 # A bare repository on the host with one commit on main, the worker user's.
