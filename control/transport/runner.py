@@ -36,8 +36,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_CONTROL_PERSIST_S = 300
 MAX_FORKS = 50
 MAX_EVENT_RES = 1 << 31
-# superagent's own modules (control_queue_rpc), found ahead of any of the same name.
+# superagent's own modules (control_queue_rpc), found ahead of any of the same name,
+# and its callback plugin (control_preload: the forks' plugins loaded once, before them).
 LIBRARY = Path(__file__).parent / "ansible_library"
+CALLBACKS = Path(__file__).parent / "ansible_callbacks"
+PRELOAD = "control_preload"
 
 
 class Unsafe(str):
@@ -105,6 +108,11 @@ def _not_cancelled() -> bool:
     return False
 
 
+def _first(ours: str, variable: str, separator: str) -> str:
+    """`ours`, then what the environment already says in `variable`."""
+    return separator.join(p for p in (ours, os.environ.get(variable)) if p)
+
+
 def default_control_path_dir() -> Path:
     """A fixed, private directory for SSH ControlPersist sockets, so calls reuse connections."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -142,9 +150,9 @@ class AdHocRunner:
         env = {
             "PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]),
             "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_LIBRARY": os.pathsep.join(
-                p for p in (str(LIBRARY), os.environ.get("ANSIBLE_LIBRARY")) if p
-            ),
+            "ANSIBLE_LIBRARY": _first(str(LIBRARY), "ANSIBLE_LIBRARY", os.pathsep),
+            "ANSIBLE_CALLBACK_PLUGINS": _first(str(CALLBACKS), "ANSIBLE_CALLBACK_PLUGINS", ":"),
+            "ANSIBLE_CALLBACKS_ENABLED": _first(PRELOAD, "ANSIBLE_CALLBACKS_ENABLED", ","),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
             "ANSIBLE_SSH_ARGS": (
                 f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s"
