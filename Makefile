@@ -59,7 +59,7 @@ real-agents: ## Install the pinned codex, gemini and opencode CLIs under .cache/
 
 test: setup system-deps real-claude real-agents ## Run the whole test suite
 	SUPERAGENT_REAL_CLAUDE="$${SUPERAGENT_REAL_CLAUDE:-$$(test -x $(REAL_CLAUDE) && echo $(CURDIR)/$(REAL_CLAUDE))}" \
-	  $(BIN)/python -m pytest
+	  $(BIN)/python -m pytest --durations=25
 
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m 'not slow'
