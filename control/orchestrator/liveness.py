@@ -7,6 +7,7 @@ from typing import Any
 
 from control.health import (
     NOT_WORKING,
+    STOPPED,
     beat_of,
     off_pins,
 )
@@ -76,11 +77,12 @@ class Liveness(Settling):
             fields.update(status="up", down_since=None)
             self._say("worker_up", worker=name)
         elif not healthy and not was_down and (refusing or stale):
-            why = (
-                f"refusing work: {beat.get('reason')}"
-                if refusing and beat
-                else f"no heartbeat for {now - reference:.0f}s"
-            )
+            if refusing and beat and beat.get("status") == STOPPED:
+                why = "the worker is stopped"  # it said so on its way out: no reason
+            elif refusing and beat:
+                why = f"refusing work: {beat.get('reason')}"
+            else:
+                why = f"no heartbeat for {now - reference:.0f}s"
             fields.update(status="down", down_since=now)
             self._say("worker_down", worker=name, reason=why)
         self.store.update_worker(name, **fields)
