@@ -6,12 +6,13 @@ function inside its simulation, so what `control plan` predicts is what a run do
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from control.contention import fleet_supply, speed, throughput
 
 # A second agent on a machine slows both: k agents share its CPU, memory and disk,
 # each at 1 / (1 + cost * (k - 1)) of its speed alone. The inventory sets it per host
@@ -47,21 +48,6 @@ SOLE_HOLDER_WAIT = 0.75
 SOLE_HOLDER_SHARE = 0.5
 # Minutes of estimate below which remaining work is none (what float sums leave over).
 NO_WORK = 1e-6
-
-
-def speed(running: int, slot_cost: float) -> float:
-    """How fast each of `running` agents on one machine goes, against one agent alone."""
-    return 1.0 / (1.0 + slot_cost * (running - 1)) if running > 1 else 1.0
-
-
-def throughput(slots: int, slot_cost: float) -> float:
-    """The most work a machine of `slots` slots does per minute, all agents together.
-
-    k agents do k * speed(k) between them: rising with k while the cost is under 1,
-    flat at 1 from there (a machine that only time-slices is worth one slot).
-    """
-    slots = max(1, slots)
-    return slots * speed(slots, slot_cost) if slot_cost < 1 else 1.0
 
 
 def frees_in(running: Iterable[tuple[float, float]], now: float, slot_cost: float) -> float:
@@ -330,43 +316,13 @@ def assign(
     return chosen
 
 
-class _Fleet(NamedTuple):
-    """The machines' side of the costs: what changes only when the fleet does."""
-
-    rate: dict[str, float]  # machine -> throughput
-    supply: dict[str, float]  # capability -> the throughput of the machines having it
-    throughput: float  # the whole fleet's
-    share: dict[str, float]  # capability -> its share of the fleet's throughput
-    sole: frozenset[str]  # the capabilities one machine has
-
-
-@functools.lru_cache(maxsize=64)
-def _fleet(machines: tuple[tuple[str, frozenset[str], int, float], ...]) -> _Fleet:
-    """The `_Fleet` of machines given as (name, capabilities, capacity, slot cost).
-
-    Cached: `assign` runs on every tick, and on every step of a plan's simulation
-    (10,000 steps for 10,000 phases), against the same machines; working these out
-    each time was a third of its cost. The dicts are shared: read them, never write.
-    """
-    rate = {name: throughput(capacity, cost) for name, _, capacity, cost in machines}
-    supply: dict[str, float] = {}
-    holders: dict[str, int] = {}
-    for name, capabilities, _, _ in machines:
-        for label in capabilities:
-            supply[label] = supply.get(label, 0.0) + rate[name]
-            holders[label] = holders.get(label, 0) + 1
-    fleet = sum(rate.values())
-    share = {c: n / fleet for c, n in supply.items()}
-    return _Fleet(rate, supply, fleet, share, frozenset(c for c, n in holders.items() if n == 1))
-
-
 class _Costs:
     """What starting a phase on a worker costs the run, in minutes (see `assign`)."""
 
     def __init__(
         self, workers: Sequence[WorkerState], outlook: Outlook, ready: Sequence[ReadyPhase]
     ) -> None:
-        machines = _fleet(
+        machines = fleet_supply(
             tuple(
                 (w.name, w.capabilities, max(w.slots, w.free_slots), w.slot_cost) for w in workers
             )
