@@ -184,6 +184,16 @@ def test_rate_limit_event_gives_the_reset_time(tmp_path: Path) -> None:
     assert "session limit" in result.reason
 
 
+def test_an_informational_rate_limit_warning_is_not_a_failure(tmp_path: Path) -> None:
+    """Near a limit Claude Code says so (`allowed_warning`) and serves the request: only
+    a rejection is a rate limit."""
+    scenario = {"scenario": "success", "rate_limit_warning": True}
+    result = BACKEND.run(claude_request(tmp_path, scenario))
+    assert result.status == "ok", result.reason
+    assert result.rate_limit_reset is None
+    assert "allowed_warning" in result.log_path.read_text()  # it was there, and read
+
+
 def test_bare_rate_limit_text_with_exit_0(tmp_path: Path) -> None:
     result = BACKEND.run(claude_request(tmp_path, "rate_limit_text"))
     assert result.exit_code == 0
