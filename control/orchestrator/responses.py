@@ -105,7 +105,7 @@ class Responses(Settling):
                 self.store.hold("fleet", until, f"rate limited on {attempt.worker}", self.run_id)
                 not_before = until
             self._settle(
-                attempt, "rate_limited", {"until": until}, attempt_state="failed",
+                attempt, event="rate_limited", said={"until": until}, attempt_state="failed",
                 phase_state="waiting", reason=reason, response=message, not_before=not_before,
                 cost_usd=cost,
             )  # fmt: skip
@@ -159,7 +159,8 @@ class Responses(Settling):
                 log.warning("cannot set %s to %s yet: %s", phase.branch, commit[:12], exc)
                 return False
         self._settle(
-            attempt, "phase_done", {"commit": commit}, attempt_state="done", phase_state="done",
+            attempt, event="phase_done", said={"commit": commit}, attempt_state="done",
+            phase_state="done",
             reason=None, response=message, commit=commit,
             cost_usd=response.cost_usd if response.cost_known else None,
             summary=response.summary[:2000],

@@ -45,8 +45,8 @@ class Settling(Base):
         said = {"reason": reason} if dead else {"reason": reason, "retry_in": round(backoff, 1)}
         self._settle(
             attempt,
-            "phase_dead" if dead else "phase_lost" if loss else "phase_retry",
-            said,
+            event="phase_dead" if dead else "phase_lost" if loss else "phase_retry",
+            said=said,
             attempt_state=attempt_state,
             phase_state="dead" if dead else "waiting",
             reason=reason,
@@ -59,7 +59,7 @@ class Settling(Base):
         )
 
     def _settle(
-        self, attempt: AttemptRow, event: str, said: Mapping[str, Any], **change: Any
+        self, attempt: AttemptRow, *, event: str, said: Mapping[str, Any], **change: Any
     ) -> bool:
         """Close `attempt` and move its phase in one transaction (`settle_attempt`), then
         announce `event` with `said`; nothing is announced when the phase did not move (a
