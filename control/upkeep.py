@@ -78,8 +78,9 @@ def free_form_answer(row: Mapping[str, Any]) -> PhaseResponse | None:
     message = row.get("response")
     if not isinstance(message, Mapping):
         return None
+    known = {"key": str(row.get("key") or ""), "id": 0, "state": str(row.get("state") or "done")}
     try:
-        return PhaseResponse.from_message(message)
+        return PhaseResponse.from_message(known | dict(message))
     except UsageError:
         return None
 
