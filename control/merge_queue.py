@@ -33,6 +33,7 @@ from control.dag import Dag
 from control.errors import UsageError
 from control.merge import MergeFailed
 from control.messages import Feedback, IntegrationResult, VerifyFailure
+from control.orchestrator import IN_FLIGHT, Orchestrator
 from control.recovery import COMMANDS_LIMIT, OUTPUT_TAIL_LIMIT
 from control.resolution import RESOLVE_PHASE, is_resolution
 from control.state import IntegrationRow, StateStore
@@ -180,3 +181,30 @@ def reopen(
         sent[phase] = (row.attempt, feedback.to_dict())
     moved = store.reopen_phases(run_id, culprit, failure.key, sent)
     return Reopened(culprit, tuple(moved), reason)
+
+
+def spare_slot(orchestrator: Orchestrator) -> bool:
+    """During the run: whether a live worker has a slot that no phase ready to go wants,
+    so a check of a merged state delays no phase."""
+    phases = orchestrator.store.phases(orchestrator.run_id)
+    now = orchestrator.clock()
+    done = {p for p, r in phases.items() if r.state == "done"}
+    started = {p for p, r in phases.items() if r.state not in ("waiting", "done")}
+    ready = [
+        p
+        for p in orchestrator.dag.ready(done, running=started)
+        if (phases[p].not_before or 0.0) <= now
+    ]
+    busy: dict[str, int] = {}
+    for row in phases.values():
+        if row.state in IN_FLIGHT and row.worker:
+            busy[row.worker] = busy.get(row.worker, 0) + 1
+    free = sum(max(0, w.slots - busy.get(w.name, 0)) for w in orchestrator.up_workers())
+    return free > len(ready)
+
+
+def built_on_in_flight(orchestrator: Orchestrator, culprit: str) -> bool:
+    """Whether a phase building on `culprit` is running: its result would hold the
+    culprit's refused commit, so the reopen waits until it is done (then reopened too)."""
+    phases = orchestrator.store.phases(orchestrator.run_id)
+    return any(phases[p].state in IN_FLIGHT for p in orchestrator.dag.blocked_by([culprit]))
