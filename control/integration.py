@@ -1,4 +1,5 @@
-"""The final check of a run, sent to a worker and waited for like a phase.
+"""The final check of a run, sent to a worker and waited for like a phase; the merge
+queue's checks of merged states (`control.merge_queue` decides which) go the same way.
 
 The control plane never executes repository content, so the merged tree is built
 and verified on a worker (`control.worker.integrate`), through the same
