@@ -19,7 +19,7 @@ from control.merge_queue import Reopened
 from control.messages import IntegrationResult, IntegrationTask
 from control.queue import Claimed
 from control.worker.config import WorkerConfig
-from control.worker.daemon import RunControl
+from control.worker.contract import RunControl
 from control.worker.integrate import run_integration
 from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
 
