@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from control.check_workers import is_down, needs, nobody_up, pick, spare_slot
 from control.errors import SuperagentError, UnavailableError, UsageError
-from control.inventory import Worker
 from control.merge import (
     MergeFailed,
     MergeResult,
@@ -35,11 +35,11 @@ from control.merge_queue import (
     held,
     plan,
     reopen,
-    spare_slot,
+    superseded,
     verify_failure,
 )
 from control.messages import IntegrationResult, IntegrationTask
-from control.orchestrator import IN_FLIGHT, QUEUE_MAX_ATTEMPTS, Orchestrator
+from control.orchestrator import QUEUE_MAX_ATTEMPTS, Orchestrator
 from control.resolution import (
     MAX_RESOLUTIONS,
     accepted_resolution,
@@ -135,7 +135,13 @@ class FinalCheck:
                     self.row = None
                     return None if isinstance(planned, Next) else planned
                 row = self._start(planned, no_worker_is_fatal=no_worker_is_fatal)
-            elif row.state in ("sending", "dispatched") and self._down(row.worker):
+            elif row.state in ("sending", "dispatched") and self._superseded(row):
+                why = "every phase is done: the whole run is checked instead"
+                self.store.settle_integration(row.key, "abandoned", why)
+                self._cancel(row)
+                row = None
+                continue  # waiting for a part would only delay the end of the run
+            elif row.state in ("sending", "dispatched") and is_down(self.orchestrator, row.worker):
                 reason = f"worker {row.worker} down during the final check"
                 self.store.settle_integration(row.key, "abandoned", reason)
                 self._say("integration_abandoned", worker=row.worker, attempt=row.attempt)
@@ -199,6 +205,15 @@ class FinalCheck:
             log.info("the verified state %s cannot be taken up again: %s", last.key, exc)
             return Next(check=self.orchestrator.dag.order)
 
+    def _superseded(self, row: IntegrationRow) -> bool:
+        """A check of part of the run in flight while every phase is now done and nothing
+        is bisected (`control.merge_queue.superseded`)."""
+        if not self.verify:
+            return False
+        commits = {p: c for p, (_, c) in self._done().items()}
+        rows = [r for r in self.store.integrations(self.run_id) if self._checked(r)]
+        return superseded(self.orchestrator.dag, commits, rows, row)
+
     def _checked(self, row: IntegrationRow) -> bool:
         """Whether a check ran the verify commands of its phases (not `--no-verify`)."""
         asked = any(self.orchestrator.spec.phase(p).verify for p in held(row))
@@ -215,10 +230,10 @@ class FinalCheck:
             raise MergeFailed(
                 f"{self.last_reason} (after {self.retries} attempts of the final check)"
             )
-        worker = self._pick()
+        worker = pick(self.orchestrator, needs(self.orchestrator.spec, self.verify))
         if worker is None:
             if no_worker_is_fatal:
-                raise UnavailableError(self._nobody_up())
+                raise UnavailableError(nobody_up(self.orchestrator))
             return None
         if conflict is not None:
             commits = self._commits()
@@ -417,7 +432,7 @@ class FinalCheck:
             attempt=row.attempt,
             duplicate=sent.duplicate,
             checks=len(row.task.get("checks") or []),
-            lacks=sorted(self._needs() - worker.capabilities) or None,
+            lacks=sorted(needs(self.orchestrator.spec, self.verify) - worker.capabilities) or None,
         )
         return self._reload(row) or row
 
@@ -446,47 +461,6 @@ class FinalCheck:
             raise
         except SuperagentError as exc:
             raise MergeRetry(f"checking {task.branch} on the remote failed: {exc}") from exc
-
-    # -- workers ---------------------------------------------------------------------
-
-    def _needs(self) -> frozenset[str]:
-        """The capabilities the checks may need: those of every phase that has checks."""
-        spec = self.orchestrator.spec
-        if not self.verify:
-            return frozenset()
-        return frozenset(c for p in spec.phases if p.verify for c in p.requires)
-
-    def _pick(self) -> Worker | None:
-        """A live worker for the check: the one with most of the capabilities the checks
-        need, then the most free slots. None when no worker is up."""
-        phases = self.store.phases(self.run_id)
-        busy: dict[str, int] = {}
-        for row in phases.values():
-            if row.state in IN_FLIGHT and row.worker:
-                busy[row.worker] = busy.get(row.worker, 0) + 1
-        needs = self._needs()
-        up = self.orchestrator.up_workers()
-        if not up:
-            return None
-        return max(
-            up,
-            key=lambda w: (len(needs & w.capabilities), w.slots - busy.get(w.name, 0), w.name),
-        )
-
-    def _down(self, name: str) -> bool:
-        row = self.store.workers().get(name)
-        return name not in self.orchestrator.workers or (row is not None and row.status == "down")
-
-    def _nobody_up(self) -> str:
-        rows = self.store.workers()
-        why = "; ".join(
-            f"{name}: {(rows[name].reason or rows[name].status) if name in rows else 'not seen'}"
-            for name in sorted(self.orchestrator.workers)
-        )
-        return (
-            f"no worker is up to run the final check of run {self.run_id} "
-            f"(it runs on a worker, never here): {why or 'the inventory has no worker'}"
-        )
 
     def _say(self, kind: str, **data: Any) -> None:
         # through the orchestrator: the terminal, and the event stream (once)

@@ -183,28 +183,21 @@ def reopen(
     return Reopened(culprit, tuple(moved), reason)
 
 
-def spare_slot(orchestrator: Orchestrator) -> bool:
-    """During the run: whether a live worker has a slot that no phase ready to go wants,
-    so a check of a merged state delays no phase."""
-    phases = orchestrator.store.phases(orchestrator.run_id)
-    now = orchestrator.clock()
-    done = {p for p, r in phases.items() if r.state == "done"}
-    started = {p for p, r in phases.items() if r.state not in ("waiting", "done")}
-    ready = [
-        p
-        for p in orchestrator.dag.ready(done, running=started)
-        if (phases[p].not_before or 0.0) <= now
-    ]
-    busy: dict[str, int] = {}
-    for row in phases.values():
-        if row.state in IN_FLIGHT and row.worker:
-            busy[row.worker] = busy.get(row.worker, 0) + 1
-    free = sum(max(0, w.slots - busy.get(w.name, 0)) for w in orchestrator.up_workers())
-    return free > len(ready)
-
-
 def built_on_in_flight(orchestrator: Orchestrator, culprit: str) -> bool:
     """Whether a phase building on `culprit` is running: its result would hold the
     culprit's refused commit, so the reopen waits until it is done (then reopened too)."""
     phases = orchestrator.store.phases(orchestrator.run_id)
     return any(phases[p].state in IN_FLIGHT for p in orchestrator.dag.blocked_by([culprit]))
+
+
+def superseded(
+    dag: Dag, commits: Mapping[str, str], rows: Sequence[IntegrationRow], open_row: IntegrationRow
+) -> bool:
+    """Whether the check in flight (`open_row`) holds part of the run while every phase
+    is now done and nothing is bisected: the whole run is checked at once instead, since
+    waiting for the part would only delay the end of the run."""
+    whole = set(dag.order)
+    if is_resolution(open_row) or set(commits) != whole or set(held(open_row)) == whole:
+        return False
+    step = plan(dag, commits, [r for r in rows if r.key != open_row.key])
+    return not step.bisecting and step.culprit is None and set(step.check) == whole
