@@ -91,9 +91,9 @@ def test_the_prompt_goes_on_stdin_never_in_argv(tmp_path: Path) -> None:
     BACKEND.run(request)
     seen = dumped(tmp_path)
     assert seen["prompt"] == request.prompt()
-    assert request.task in seen["prompt"]
+    assert request.phase.task in seen["prompt"]
     assert "sa/scaffold" in seen["prompt"]
-    assert not any(request.task in arg or "/health" in arg for arg in seen["argv"])
+    assert not any(request.phase.task in arg or "/health" in arg for arg in seen["argv"])
 
 
 def test_the_credential_reaches_the_environment_only(tmp_path: Path) -> None:
