@@ -66,6 +66,7 @@ class RunDriver:
         orchestrator = self.orchestrator
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        queue = self._merge_queue()
         try:
             while True:
                 self._renew_driver()
@@ -82,7 +83,10 @@ class RunDriver:
                     self.store.finish_run(self.run_id, "failed", reason)
                     phases = self.store.phases(self.run_id)
                     return RunOutcome(self.run_id, "failed", phases, reason)
-                orchestrator.tick()
+                if queue is None:
+                    orchestrator.tick()
+                elif (failed := self._queue_step(queue)) is not None:
+                    return failed
                 if on_tick is not None:
                     on_tick()
                 if orchestrator.outcome() is None:
@@ -90,6 +94,25 @@ class RunDriver:
         finally:
             if self.lease is not None:
                 self.lease.release()
+
+    def _merge_queue(self) -> FinalCheck | None:
+        """The merge queue while phases run (`control.merge_queue`): accepted phases
+        merged and checked on spare slots as they come. None when the run is not merged
+        here, not verified, or its spec turns the queue off."""
+        if not (self.merge and self.verify_merge and self.orchestrator.spec.merge_queue):
+            return None
+        return FinalCheck(self.orchestrator, during_run=True)
+
+    def _queue_step(self, queue: FinalCheck) -> RunOutcome | None:
+        """One tick with the merge queue's step; the failed run when a phase broke the
+        integration more often than its feedback rounds allow."""
+        try:
+            queue.step()
+        except MergeFailed as exc:
+            self.store.finish_run(self.run_id, "failed", str(exc))
+            self.orchestrator.say("merge_failed", reason=str(exc))
+            return RunOutcome(self.run_id, "failed", self.store.phases(self.run_id), str(exc))
+        return None
 
     def _renew_driver(self) -> None:
         if self.lease is not None:
