@@ -75,6 +75,12 @@ KINDS: dict[str, Kind] = {
     "phase_done": Kind("state", ("attempt", "reason", "commit"), "a verified commit accepted"),
     "phase_retry": Kind("state", ("attempt", "reason", "commit"), "an attempt failed; retried"),
     "phase_lost": Kind("state", ("attempt", "reason", "commit"), "its machine was lost"),
+    "phase_moved": Kind(
+        "state",
+        ("attempt", "reason", "commit"),
+        "never started where it was sent (drained, off the run's pins): sent elsewhere, "
+        "nothing counted",
+    ),
     "phase_dead": Kind("state", ("attempt", "reason", "commit"), "no attempts left: dead"),
     "phase_stuck": Kind("orchestrator", ("reason",), "ready, but no live worker can take it"),
     "rate_limited": Kind("state", ("attempt", "reason", "commit"), "the agent hit a rate limit"),
