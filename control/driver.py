@@ -27,6 +27,7 @@ from control.health import beat_of, claude_code_problem, fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
+from control.merge_queue import Reopened
 from control.names import require_repo_url
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
@@ -70,7 +71,10 @@ class RunDriver:
                 self._renew_driver()
                 outcome = orchestrator.outcome()
                 if outcome is not None:
-                    return self._finish(outcome, stop, deadline)
+                    finished = self._finish(outcome, stop, deadline)
+                    if finished is not None:
+                        return finished
+                    continue  # the merge queue reopened a phase: the run goes on
                 if stop.is_set():
                     raise KeyboardInterrupt
                 if deadline is not None and time.monotonic() > deadline:
@@ -93,7 +97,9 @@ class RunDriver:
 
     def _finish(
         self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
-    ) -> RunOutcome:
+    ) -> RunOutcome | None:
+        """The run's end: its final check (the merge queue's last state) when every phase
+        is done; None when the queue reopened a phase that breaks the integration."""
         run = self.store.run(self.run_id)
         if run.status == "cancelled":  # `control cancel` ended it while we ran
             return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
@@ -107,13 +113,15 @@ class RunDriver:
                 self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             try:
-                FinalCheck(self.orchestrator, verify=self.verify_merge).run(
+                merged = FinalCheck(self.orchestrator, verify=self.verify_merge).run(
                     stop, deadline=deadline, on_step=self._renew_driver
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
                 self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
+            if isinstance(merged, Reopened):
+                return None
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
         return outcome

@@ -76,7 +76,10 @@ class Tasks(Settling):
         agent = {k: v for k, v in agent_options(phase).items() if v not in (None, (), [])}
         agent.update(self.agent_override)
         after = continuation(
-            self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
+            self.store.attempts(self.run_id, phase.id),
+            attempt.attempt,
+            phase.feedback_rounds,
+            self.store.reopens(self.run_id, phase.id),
         )
         if attempt.reserved_usd > 0:  # the agent's own limit is what the run reserved for it
             agent["max_budget_usd"] = round(attempt.reserved_usd, 6)

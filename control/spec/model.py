@@ -128,6 +128,9 @@ class Spec:
     # A phase whose prerequisites conflict gets them merged with the conflict markers,
     # for its agent to resolve (verified like any phase); False: it fails `conflict`.
     resolve_conflicts: bool = True
+    # Merged states verified on a worker, the phase that breaks one found and sent back
+    # with the failure (control.merge_queue); False: a failing integration ends the run.
+    merge_queue: bool = True
     budget_usd: float | None = None  # the whole run's cap (control.budget)
     burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 

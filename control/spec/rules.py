@@ -469,4 +469,5 @@ class Checker:
             budget_usd=doc.get("budget_usd"),
             burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
             resolve_conflicts=bool(doc.get("resolve_conflicts", True)),
+            merge_queue=bool(doc.get("merge_queue", True)),
         )  # fmt: skip
