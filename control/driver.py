@@ -258,9 +258,11 @@ def check_claude_code(
     *,
     accounts: bool = False,
 ) -> None:
-    """Before a run starts: each live worker that may be sent a Claude Code phase has
-    `claude` and a credential, so a missing one is one clear line now and not a failed
-    attempt after minutes. UnavailableError names each such host and what to do.
+    """Before a run starts: some live worker that may be sent a Claude Code phase has
+    `claude` and a credential, so a fleet where none has is one clear line now and not
+    a run that waits. UnavailableError names each host and what to do. (With one fit
+    worker the run starts: the scheduler sends Claude Code phases only to workers whose
+    heartbeat reports both, and says in `status` why a phase waits.)
 
     One poll of the fleet, only when some phase runs Claude Code; a worker that cannot
     be reached or has never beaten is left to the run's own liveness. With Claude Code
@@ -273,6 +275,7 @@ def check_claude_code(
         return
     results = transports.poll(capable, limit=0)
     problems = []
+    fit = 0
     for worker in capable:
         result = results.get(worker.name)
         beat = beat_of(worker.name, result) if result is not None and result.reachable else None
@@ -282,7 +285,9 @@ def check_claude_code(
         problem = claude_code_problem(versions)
         if problem is not None:
             problems.append(f"{worker.name}: {problem}")
-    if problems:
+        elif beat is not None:
+            fit += 1
+    if problems and not fit:
         raise UnavailableError(
             "Claude Code cannot run on "
             + "; ".join(problems)
