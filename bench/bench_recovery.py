@@ -15,8 +15,15 @@ git remote, merged by `Workspace.prepare(keep_conflicts=True)` for a replayed ag
 that keeps both sides, checked for markers left (`conflict_markers_left`) and
 committed; without resolution (`keep_conflicts=False`) none of them gets through.
 
+The merge queue is the real policy too, `control.merge_queue.plan`, over simulated
+checks: of N phases accepted at once, a few break the integration only beside another
+(each passes alone); a check fails while it holds such a pair. Every culprit is found
+by bisecting and redone (its new commit no longer breaks it); the figures are the
+checks of merged states the run needed, per culprit found.
+
 The last line is one JSON object: agent_minutes_ratio_vs_scratch,
-lost_minutes_per_machine_loss, conflicts_resolved_share (and the figures behind them).
+lost_minutes_per_machine_loss, conflicts_resolved_share, queue_checks_per_culprit (and
+the figures behind them).
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control.dag import Dag
 from control.errors import ConflictError
 from control.git import Workspace
+from control.merge_queue import plan
 from control.messages import PrerequisiteRef, wip_ref
 from control.recovery import continuation
-from control.state import AttemptRow
+from control.state import AttemptRow, IntegrationRow
 from control.verify import conflict_markers_left
 
 RUN = "bench"
@@ -184,11 +193,61 @@ def conflicts(pairs: int, root: Path) -> dict[str, float]:
             "resolved_share": found["with"]}  # fmt: skip
 
 
+def _check(n: int, phases: list[str], commits: dict[str, str], ok: bool) -> IntegrationRow:
+    """A simulated check of a merged state, as the `integrations` table holds one."""
+    answer = (
+        {"status": "done", "commit": f"{n:040x}"}
+        if ok
+        else {"status": "failed", "failed_phases": [phases[-1]], "reason": "it fails"}
+    )
+    body = {"type": "integration_result", "version": 1, "run_id": RUN, "attempt": n,
+            "branch": "b", **answer}  # fmt: skip
+    return IntegrationRow(
+        run_id=RUN, attempt=n, key=f"integration/{RUN}/{n}", worker="w",
+        state="done" if ok else "failed", created_at=float(n), finished_at=None, reason=None,
+        response={"state": "done", "response": body}, late_response=None,
+        task={"phases": [{"phase": p, "branch": p, "commit": commits[p]} for p in phases]},
+    )  # fmt: skip
+
+
+def merge_queue(phases: int, culprits: int, seed: int) -> dict[str, float]:
+    """Checks of merged states the queue needs to find `culprits` phases that break the
+    integration only beside another, all accepted at once, and to merge every phase."""
+    rng = random.Random(seed)
+    names = [f"p{i:03d}" for i in range(phases)]
+    dag = Dag({n: [d for d in names[:i] if rng.random() < 2 / (i + 1)] for i, n in
+               enumerate(names)})  # fmt: skip
+    broken = rng.sample(names[phases // 2 :], culprits)
+    partner = {c: rng.choice(names[: names.index(c)]) for c in broken}  # merged before it
+    commits = {n: f"{i:040x}" for i, n in enumerate(names)}
+    rows: list[IntegrationRow] = []
+    found = 0
+    while True:
+        step = plan(dag, commits, rows)
+        if step.culprit is not None:
+            found += 1
+            broken.remove(step.culprit)  # redone: its new commit merges cleanly
+            commits[step.culprit] = f"{len(rows) + phases:040x}"
+            continue
+        if not step.check:
+            break
+        held = set(step.check)
+        ok = not any(c in held and partner[c] in held for c in broken)
+        rows.append(_check(len(rows) + 1, list(step.check), commits, ok))
+    return {
+        "queue_phases": phases,
+        "queue_culprits_found": found,
+        "queue_checks": len(rows),
+        "queue_checks_per_culprit": round((len(rows) - 1) / max(found, 1), 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", type=int, default=100)
     parser.add_argument("--conflicts", type=int, default=10)
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--culprits", type=int, default=3)
     parser.add_argument("--fail-rate", type=float, default=Model.fail_rate)
     parser.add_argument("--loss-rate", type=float, default=Model.loss_rate)
     parser.add_argument("--checkpoint-minutes", type=float, default=Model.checkpoint_minutes)
@@ -206,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         merged = conflicts(args.conflicts, Path(tmp))
     ratio = minutes["recover_agent_minutes"] / minutes["scratch_agent_minutes"]
+    queue = merge_queue(args.phases, args.culprits, args.seed)
     print(f"{args.phases} phases, verify fails {model.fail_rate:.0%} of finished attempts, "
           f"{model.loss_rate:.0%} of attempts lose their machine, checkpoints every "
           f"{model.checkpoint_minutes:g} min (seed {args.seed})")  # fmt: skip
@@ -219,13 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{merged['conflicts']} conflicting pairs on a real remote: "
           f"{merged['resolved_share']:.0%} resolved with resolution, "
           f"{merged['resolved_share_without']:.0%} without")  # fmt: skip
+    print(
+        f"merge queue, {args.phases} phases accepted at once, {args.culprits} breaking the "
+        f"integration only beside another: {queue['queue_culprits_found']} found in "
+        f"{queue['queue_checks']} checks of merged states "
+        f"({queue['queue_checks_per_culprit']:g} per culprit, the last one the final check)"
+    )
     result = {
         "agent_minutes_ratio_vs_scratch": round(ratio, 3),
         "lost_minutes_per_machine_loss": minutes["recover_lost_minutes_per_loss"],
         "conflicts_resolved_share": merged["resolved_share"],
+        "queue_checks_per_culprit": queue["queue_checks_per_culprit"],
         "checkpoint_minutes": model.checkpoint_minutes,
         **minutes,
         **merged,
+        **queue,
     }
     print(json.dumps(result))
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,17 @@ def pick(
     in_use: Mapping[str, int],
     held_until: Mapping[str, float],
     now: float,
+    missing: Collection[str] = (),
 ) -> Choice | str:
     """A free account for the first agent of `agents` (the phase's, then its fallbacks)
-    that has one usable on `host`: not held, under its concurrency. The least busy wins,
-    then the order of the inventory. Else the reason the dispatch waits."""
+    that has one usable on `host`: not held, under its concurrency, its CLI not among
+    the host's `missing` ones. The least busy wins, then the order of the inventory.
+    Else the reason the dispatch waits."""
     waits: list[str] = []
     for position, agent in enumerate(agents):
+        if agent in missing:
+            waits.append(f"{agent}: not installed on {host}")
+            continue
         mine = [a for a in accounts if a.agent == agent and a.usable_on(host)]
         if not mine:
             waits.append(f"{agent}: no account usable on {host}")
@@ -135,6 +140,26 @@ def pick(
         parts += [f"{a.name} busy" for a in mine if a not in held]
         waits.append(f"{agent}: {', '.join(parts)}")
     return "every account is held or busy (" + "; ".join(waits) + ")"
+
+
+# Where a worker's heartbeat reports each agent CLI's version (its check's names).
+VERSION_KEYS = {"claude-code": "claude_code", "codex": "codex", "gemini": "gemini",
+                "opencode": "opencode"}  # fmt: skip
+
+
+def offers(versions: Mapping[str, Any] | None, agent: str, *, own_credential: bool) -> bool:
+    """Whether a worker can run `agent`, by the versions its heartbeat reports: its CLI
+    answers there (and, for Claude Code on the worker's own credential, not an account's,
+    the worker has a credential). What a worker does not report (an older worker, one
+    never heard from, a backend with no CLI such as `command`) is not held against it."""
+    found = versions or {}
+    key = VERSION_KEYS.get(agent)
+    if key is None or key not in found:
+        return True
+    if not found[key]:
+        return False
+    no_login = "claude_auth" in found and not found["claude_auth"]
+    return not (own_credential and agent == "claude-code" and no_login)
 
 
 def _clock(epoch: float) -> str:

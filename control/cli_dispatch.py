@@ -34,8 +34,9 @@ from control.cli_io import (
 )
 from control.cli_view import live_view
 from control.driver import DriverLease, driver_ttl, open_run
-from control.errors import ExitCode
+from control.errors import ConflictError, ExitCode
 from control.integration import FinalCheck
+from control.merge_queue import Reopened
 from control.names import require_repo_url
 from control.notify.service import Notifier
 from control.orchestrator import Orchestrator, RunOutcome, Settings
@@ -246,11 +247,18 @@ def merge(
             orchestrator = Orchestrator(spec, workers, store, transports, settings, repo_url=url)
             orchestrator.attach(run.id)
             orchestrator.repair_branches()  # merge what the run accepted, wherever it moved
-            result = FinalCheck(orchestrator, verify=not no_verify).run(
+            result = FinalCheck(orchestrator, verify=not no_verify, rebuild=True).run(
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 wait_for_worker_s=wait,
                 on_step=lease.renew,
             )
+            if isinstance(result, Reopened):
+                why = (
+                    f"the merge queue reopened {', '.join(result.phases)}: {result.reason}; "
+                    "`control dispatch` redoes them"
+                )
+                store.finish_run(run.id, "failed", why)
+                raise ConflictError(why)
     emit(
         {
             "branch": result.branch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,17 +63,18 @@ def check(
             queue.beat(
                 settings.worker_id, "refusing", versions=report.versions, reason=report.reason
             )
+    # What this host is pinned to: an agent CLI found but unpinned is reported, not held to a pin.
+    pinned = {k: v for k, v in dataclasses.asdict(settings.pins).items() if v is not None}
     data = {
         "worker": settings.worker_id,
         "ok": report.ok,
         "versions": report.versions,
+        "pins": pinned,
         "problems": report.problems,
     }
 
     def render() -> None:
         versions = table("component", "version", "pinned")
-        pins = settings.pins
-        pinned = {"node": pins.node, "claude_code": pins.claude_code, "superagent": pins.superagent}
         for name, version in report.versions.items():
             versions.add_row(name, version or "-", pinned.get(name) or "-")
         console.print(versions)

@@ -27,6 +27,7 @@ from control.health import beat_of, claude_code_problem, fleet_pins
 from control.integration import FinalCheck
 from control.inventory import Worker
 from control.merge import MergeFailed
+from control.merge_queue import Reopened
 from control.names import require_repo_url
 from control.orchestrator import Emit, Orchestrator, RunOutcome, Settings
 from control.spec import Spec, load_spec
@@ -70,7 +71,10 @@ class RunDriver:
                 self._renew_driver()
                 outcome = orchestrator.outcome()
                 if outcome is not None:
-                    return self._finish(outcome, stop, deadline)
+                    finished = self._finish(outcome, stop, deadline)
+                    if finished is not None:
+                        return finished
+                    continue  # the merge queue reopened a phase: the run goes on
                 if stop.is_set():
                     raise KeyboardInterrupt
                 if deadline is not None and time.monotonic() > deadline:
@@ -93,7 +97,9 @@ class RunDriver:
 
     def _finish(
         self, outcome: RunOutcome, stop: threading.Event, deadline: float | None
-    ) -> RunOutcome:
+    ) -> RunOutcome | None:
+        """The run's end: its final check (the merge queue's last state) when every phase
+        is done; None when the queue reopened a phase that breaks the integration."""
         run = self.store.run(self.run_id)
         if run.status == "cancelled":  # `control cancel` ended it while we ran
             return RunOutcome(self.run_id, "cancelled", outcome.phases, run.reason, outcome.dead)
@@ -107,13 +113,15 @@ class RunDriver:
                 self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
             try:
-                FinalCheck(self.orchestrator, verify=self.verify_merge).run(
+                merged = FinalCheck(self.orchestrator, verify=self.verify_merge).run(
                     stop, deadline=deadline, on_step=self._renew_driver
                 )
             except MergeFailed as exc:
                 self.store.finish_run(self.run_id, "failed", str(exc))
                 self.orchestrator.say("merge_failed", reason=str(exc))
                 return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
+            if isinstance(merged, Reopened):
+                return None
         if run.status != outcome.status:
             self.store.finish_run(self.run_id, outcome.status, outcome.reason)
         return outcome
@@ -250,9 +258,11 @@ def check_claude_code(
     *,
     accounts: bool = False,
 ) -> None:
-    """Before a run starts: each live worker that may be sent a Claude Code phase has
-    `claude` and a credential, so a missing one is one clear line now and not a failed
-    attempt after minutes. UnavailableError names each such host and what to do.
+    """Before a run starts: some live worker that may be sent a Claude Code phase has
+    `claude` and a credential, so a fleet where none has is one clear line now and not
+    a run that waits. UnavailableError names each host and what to do. (With one fit
+    worker the run starts: the scheduler sends Claude Code phases only to workers whose
+    heartbeat reports both, and says in `status` why a phase waits.)
 
     One poll of the fleet, only when some phase runs Claude Code; a worker that cannot
     be reached or has never beaten is left to the run's own liveness. With Claude Code
@@ -265,6 +275,7 @@ def check_claude_code(
         return
     results = transports.poll(capable, limit=0)
     problems = []
+    fit = 0
     for worker in capable:
         result = results.get(worker.name)
         beat = beat_of(worker.name, result) if result is not None and result.reachable else None
@@ -274,7 +285,9 @@ def check_claude_code(
         problem = claude_code_problem(versions)
         if problem is not None:
             problems.append(f"{worker.name}: {problem}")
-    if problems:
+        elif beat is not None:
+            fit += 1
+    if problems and not fit:
         raise UnavailableError(
             "Claude Code cannot run on "
             + "; ".join(problems)

@@ -56,6 +56,16 @@ KINDS: dict[str, Kind] = {
     ),
     "integration_retry": Kind("orchestrator", ("reason",), "the final check failed; tried again"),
     "integration_abandoned": Kind("orchestrator", ("attempt",), "its worker went down; resent"),
+    "integration_verified": Kind(
+        "orchestrator",
+        ("phases", "commit"),
+        "the merge queue verified a state holding these phases: the integration branch is there",
+    ),
+    "integration_bisect": Kind(
+        "orchestrator",
+        ("phases", "reason"),
+        "a merged state failed its checks: the merge queue checks these phases to find why",
+    ),
     "conflict_resolving": Kind(
         "orchestrator", ("reason",), "phases conflict at the final check: a resolution is sent"
     ),
@@ -82,6 +92,12 @@ KINDS: dict[str, Kind] = {
         "nothing counted",
     ),
     "phase_dead": Kind("state", ("attempt", "reason", "commit"), "no attempts left: dead"),
+    "phase_reopened": Kind(
+        "state",
+        ("attempt", "culprit", "check", "reason"),
+        "the merge queue sent a done phase back: it (or its prerequisite `culprit`) breaks the "
+        "integration; its next attempt is shown the failure",
+    ),
     "phase_stuck": Kind("orchestrator", ("reason",), "ready, but no live worker can take it"),
     "rate_limited": Kind("state", ("attempt", "reason", "commit"), "the agent hit a rate limit"),
     "late_result_ignored": Kind("state", ("attempt", "state"), "a result of an abandoned attempt"),

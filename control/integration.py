@@ -27,6 +27,7 @@ from control.merge import (
     integration_task,
     judge,
 )
+from control.merge_queue import Next, Reopened, held, plan, reopen, verify_failure
 from control.messages import IntegrationResult, IntegrationTask
 from control.orchestrator import IN_FLIGHT, QUEUE_MAX_ATTEMPTS, Orchestrator
 from control.resolution import (
@@ -55,14 +56,18 @@ class FinalCheck:
         verify: bool = True,
         max_attempts: int = MAX_ATTEMPTS,
         verify_timeout_s: float = 900.0,
+        rebuild: bool = False,
     ) -> None:
+        """`rebuild` (`control merge`): build and check the whole run again even when its
+        last verified state holds every phase."""
         self.orchestrator = orchestrator
         self.store = orchestrator.store
         self.run_id = orchestrator.run_id
         self.verify = verify
         self.max_attempts = max_attempts
         self.verify_timeout_s = verify_timeout_s
-        self.made = 0  # attempts sent by this process
+        self.retries = 0  # checks in a row that went wrong for a reason other than the tree
+        self.rebuild = rebuild
         self.last_reason = ""
         self.row: IntegrationRow | None = None  # the attempt under way
 
@@ -73,13 +78,15 @@ class FinalCheck:
         deadline: float | None = None,
         wait_for_worker_s: float | None = None,
         on_step: Callable[[], None] | None = None,
-    ) -> MergeResult:
-        """Until the integration branch is pushed, checked and recorded; MergeFailed when
-        it cannot be built or fails its checks, UnavailableError when no worker is up
-        within `wait_for_worker_s` (None: wait, as phases do). `on_step` runs before
-        each step (the dispatch renews its driver lease there)."""
+    ) -> MergeResult | Reopened:
+        """Until the integration branch holds every phase, checked and recorded, or the
+        merge queue reopened the phase that breaks it (`control.merge_queue`: the run
+        goes on); MergeFailed when it cannot be built or fails its checks for good,
+        UnavailableError when no worker is up within `wait_for_worker_s` (None: wait,
+        as phases do). `on_step` runs before each step (the dispatch renews its driver
+        lease there)."""
         stop = stop or threading.Event()
-        self._task(1)  # refuses an unfinished run before anything is sent
+        self._commits()  # refuses an unfinished run before anything is sent
         started = time.monotonic()
         while True:
             if stop.is_set():
@@ -98,14 +105,19 @@ class FinalCheck:
                 return result
             stop.wait(self.orchestrator.settings.poll_interval_s)
 
-    def step(self, *, no_worker_is_fatal: bool = False) -> MergeResult | None:
+    def step(self, *, no_worker_is_fatal: bool = False) -> MergeResult | Reopened | None:
         """One tick of the orchestrator, then whatever the final check needs next: the
-        result once it is checked on the remote, None while it goes on."""
+        result once it is checked on the remote, the phases the merge queue reopened,
+        None while it goes on."""
         self.orchestrator.tick()
         row = self._reload(self._open() if self.row is None else self.row)
         while True:
             if row is None:
-                row = self._start(no_worker_is_fatal=no_worker_is_fatal)
+                planned = self._plan()
+                if not isinstance(planned, Next):
+                    self.row = None
+                    return planned
+                row = self._start(planned, no_worker_is_fatal=no_worker_is_fatal)
             elif row.state in ("sending", "dispatched") and self._down(row.worker):
                 reason = f"worker {row.worker} down during the final check"
                 self.store.settle_integration(row.key, "abandoned", reason)
@@ -127,12 +139,47 @@ class FinalCheck:
 
     # -- the attempts ----------------------------------------------------------------
 
-    def _start(self, *, no_worker_is_fatal: bool) -> IntegrationRow | None:
+    def _plan(self) -> Next | MergeResult | Reopened:
+        """The merge queue's next step: a state to check, the phases it reopened, or the
+        result when the last verified state holds every phase."""
+        dag = self.orchestrator.dag
+        if self._to_resolve() is not None or not self.verify:
+            return Next(check=dag.order)  # unverified: rebuilt whole, as asked
+        commits = {p: c for p, (_, c) in self._commits().items()}
+        rows = [r for r in self.store.integrations(self.run_id) if self._checked(r)]
+        step = plan(dag, commits, rows)
+        if step.culprit is not None:
+            rounds = self.orchestrator.spec.phase(step.culprit).feedback_rounds
+            reopened = reopen(self.store, self.run_id, step, dag, rounds)
+            for phase in reopened.phases:
+                self._say(
+                    "phase_reopened", phase=phase, culprit=reopened.culprit, reason=reopened.reason
+                )
+            return reopened
+        if step.check:
+            return step
+        if self.rebuild:
+            return Next(check=dag.order)
+        last = next(r for r in reversed(rows) if r.state == "done" and not is_resolution(r))
+        try:
+            return self._accept(last, self._judge(last))
+        except MergeFailed as exc:  # its pushed ref is gone: built and checked again
+            log.info("the verified state %s cannot be taken up again: %s", last.key, exc)
+            return Next(check=dag.order)
+
+    def _checked(self, row: IntegrationRow) -> bool:
+        """Whether a check ran the verify commands of its phases (not `--no-verify`)."""
+        asked = any(self.orchestrator.spec.phase(p).verify for p in held(row))
+        return is_resolution(row) or not asked or bool(row.task.get("checks"))
+
+    def _start(self, planned: Next, *, no_worker_is_fatal: bool) -> IntegrationRow | None:
         """Send a new attempt to the best live worker (a resolution when the last check
         answered a conflict that may be resolved); None while there is no worker."""
         conflict = self._to_resolve()
-        if conflict is None and self.made >= self.max_attempts:
-            raise MergeFailed(f"{self.last_reason} (after {self.made} attempts of the final check)")
+        if conflict is None and self.retries >= self.max_attempts:
+            raise MergeFailed(
+                f"{self.last_reason} (after {self.retries} attempts of the final check)"
+            )
         worker = self._pick()
         if worker is None:
             if no_worker_is_fatal:
@@ -148,17 +195,21 @@ class FinalCheck:
                 ).to_payload(),
             )
             return self._send(row)
+        if planned.bisecting:
+            self._say("integration_bisect", phases=list(planned.check), reason=self.last_reason)
         row = self.store.record_integration_sending(
-            self.run_id, worker.name, lambda attempt: self._task(attempt).to_payload()
+            self.run_id,
+            worker.name,
+            lambda attempt: self._task(attempt, planned.check).to_payload(),
         )
-        self.made += 1
+        self.rebuild = False  # built again: what it answers is the result
         return self._send(row)
 
     def _to_resolve(self) -> dict[str, Any] | None:
         """The conflict the next attempt resolves: the last check's, when it answered one,
         the spec allows it and the run has resolutions left."""
         rows = self.store.integrations(self.run_id)
-        if not rows or not self.orchestrator.spec.resolve_conflicts:
+        if not rows or not self._to_resolve_after(rows[-1]):
             return None
         conflict = conflict_of(rows[-1])
         if conflict is None or sum(map(is_resolution, rows)) >= MAX_RESOLUTIONS:
@@ -180,11 +231,30 @@ class FinalCheck:
             self.store.settle_integration(row.key, "failed", str(exc))
             self._say("integration_retry", worker=row.worker, reason=str(exc))
             self.last_reason = str(exc)
+            self.retries += 1
             return None
         except MergeFailed as exc:
             self.store.settle_integration(row.key, "failed", str(exc))
+            self.last_reason = str(exc)
+            settled = self._reload(row)
+            if self.orchestrator.spec.merge_queue and settled and verify_failure(settled):
+                self.retries = 0
+                return None  # the merge queue finds the phase that broke it
             raise
         self.store.settle_integration(row.key, "done")
+        self.retries = 0
+        if set(held(row)) != set(self.orchestrator.dag.order):
+            self._say(
+                "integration_verified",
+                worker=row.worker,
+                phases=list(held(row)),
+                commit=result.commit,
+            )
+            return None  # a state of the merge queue: the next one follows
+        return self._accept(row, result)
+
+    def _accept(self, row: IntegrationRow, result: MergeResult) -> MergeResult:
+        """The run's result: the verified state that holds every phase."""
         self.store.set_merge(self.run_id, result.branch, result.commit)
         self.orchestrator.forget_checkpoints()
         self._say(
@@ -210,8 +280,8 @@ class FinalCheck:
             self.store.settle_integration(row.key, "failed", str(exc))
             self._say("integration_retry", worker=row.worker, reason=str(exc))
             self.last_reason = str(exc)
-            self.made += 1
-            if self.made >= self.max_attempts:
+            self.retries += 1
+            if self.retries >= self.max_attempts:
                 raise MergeFailed(f"{conflict}; {exc}") from exc
             return None
         except (MergeFailed, SuperagentError) as exc:
@@ -222,8 +292,11 @@ class FinalCheck:
         return None
 
     def _to_resolve_after(self, row: IntegrationRow) -> bool:
-        """Whether this answered check is a conflict the next attempt resolves."""
+        """Whether this answered check is a conflict the next attempt resolves: one of a
+        check holding every phase (a resolution merges them all)."""
         if conflict_of(row) is None or not self.orchestrator.spec.resolve_conflicts:
+            return False
+        if set(held(row)) != set(self.orchestrator.dag.order):
             return False
         return sum(map(is_resolution, self.store.integrations(self.run_id))) < MAX_RESOLUTIONS
 
@@ -237,18 +310,34 @@ class FinalCheck:
             raise UsageError(f"run {self.run_id} has phases not done: {', '.join(open_phases)}")
         return {p: (r.branch, r.commit_sha or "") for p, r in phases.items()}
 
-    def _task(self, attempt: int) -> IntegrationTask:
-        resolved = accepted_resolution(self.store.integrations(self.run_id))
+    def _task(self, attempt: int, phases: tuple[str, ...]) -> IntegrationTask:
+        """The check of the state holding `phases`: every phase, with the accepted
+        resolution of their conflict merged last while it holds their commits."""
+        commits = self._commits()
+        whole = set(phases) == set(commits)
+        resolved = accepted_resolution(self.store.integrations(self.run_id)) if whole else None
+        if resolved is not None and not self._resolves(commits):
+            resolved = None  # a phase was redone since: the conflict is met again
         return integration_task(
             self.orchestrator.spec,
             self.run_id,
             attempt,
-            self._commits(),
+            commits,
             repo_url=self.orchestrator.repo_url,
             verify=self.verify,
             verify_timeout_s=self.verify_timeout_s,
             after=() if resolved is None else (resolved,),
+            only=None if whole else phases,
         )
+
+    def _resolves(self, commits: dict[str, tuple[str, str]]) -> bool:
+        """Whether the newest accepted resolution merged the phases at these commits."""
+        row = next(
+            r for r in reversed(self.store.integrations(self.run_id))
+            if is_resolution(r) and r.state == "done"
+        )  # fmt: skip
+        merged = {p.get("phase"): p.get("commit") for p in row.task.get("prerequisites") or []}
+        return all(merged.get(p) == c for p, (_, c) in commits.items())
 
     def _open(self) -> IntegrationRow | None:
         """The attempt still under way from an earlier process (killed or interrupted)."""

@@ -12,7 +12,7 @@ command or reads a file of the repository.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +51,18 @@ def integration_branch(spec: Spec, run_id: str) -> str:
 
 
 def merge_order(
-    spec: Spec, run_id: str, commits: Mapping[str, tuple[str, str]]
+    spec: Spec,
+    run_id: str,
+    commits: Mapping[str, tuple[str, str]],
+    only: Collection[str] | None = None,
 ) -> tuple[IntegrationPhase, ...]:
-    """Every phase as (phase, branch, commit), in dependency order; all must be there."""
-    missing = sorted(p for p in spec.by_id if not (commits.get(p) or ("", ""))[1])
+    """Every phase (or those in `only`: a state of the merge queue) as (phase, branch,
+    commit), in dependency order; all of them must be there."""
+    wanted = [p for p in spec.dag().order if only is None or p in only]
+    missing = sorted(p for p in wanted if not (commits.get(p) or ("", ""))[1])
     if missing:
         raise MergeFailed(f"run {run_id} is not finished: no commit for {', '.join(missing)}")
-    return tuple(IntegrationPhase(p, *commits[p]) for p in spec.dag().order)
+    return tuple(IntegrationPhase(p, *commits[p]) for p in wanted)
 
 
 def asked_checks(spec: Spec, order: tuple[IntegrationPhase, ...]) -> list[tuple[str, str]]:
@@ -75,10 +80,12 @@ def integration_task(
     verify: bool = True,
     verify_timeout_s: float = 900.0,
     after: tuple[IntegrationPhase, ...] = (),
+    only: Collection[str] | None = None,
 ) -> IntegrationTask:
     """The final check of `run_id` as a worker's task (`commits`: phase -> (branch, commit));
-    `after` is merged last (an accepted resolution of a conflict between phases)."""
-    order = merge_order(spec, run_id, commits)
+    `after` is merged last (an accepted resolution of a conflict between phases). With
+    `only`, a state of the merge queue: those phases, with their checks only."""
+    order = merge_order(spec, run_id, commits, only)
     timeout_s = max((spec.phase(p.phase).timeout_minutes * 60 for p in order), default=3600.0)
     return IntegrationTask(
         run_id=run_id,

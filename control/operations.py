@@ -19,7 +19,7 @@ from control.errors import NotFoundError, SuperagentError
 from control.health import health_report
 from control.inventory import Worker
 from control.lifecycle import gone_hosts
-from control.messages import freeform_payload
+from control.messages import FreeformTask
 from control.state import RunRow, StateStore
 from control.transport import Transports
 from control.upkeep import collect_answers, deliver_cancels
@@ -87,8 +87,7 @@ def send_freeform(
     posted back where the task came from)."""
     if host not in fleet:
         raise NotFoundError(f"no worker {host!r} in the inventory ({', '.join(sorted(fleet))})")
-    payload = freeform_payload(text)
-    payload["agent"] = {"backend": agent}
+    payload = FreeformTask(text, agent={"backend": agent}).to_payload()
     key = f"freeform/{uuid.uuid4().hex}"
     store.record_freeform(key, host, reply_to)
     sent = transports.enqueue(fleet[host], payload, key=key, max_attempts=1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.messages import Feedback, VerifyFailure, wip_ref
-from control.state import AttemptRow
+from control.state import AttemptRow, ReopenRow
 
 OUTPUT_TAIL_LIMIT = 2000  # characters of one failed command's output shown to the agent
 COMMANDS_LIMIT = 5  # failed verify commands shown
@@ -37,9 +37,15 @@ class Continuation:
 
 
 def continuation(
-    attempts: Sequence[AttemptRow], attempt: int, feedback_rounds: int
+    attempts: Sequence[AttemptRow],
+    attempt: int,
+    feedback_rounds: int,
+    reopens: Sequence[ReopenRow] = (),
 ) -> Continuation:
-    """The continuation of attempt `attempt` of a phase, from that phase's earlier attempts."""
+    """The continuation of attempt `attempt` of a phase, from that phase's earlier attempts
+    and the times the merge queue reopened it (`control.merge_queue`): an attempt right
+    after a reopen is shown why, and starts from the base (its accepted work is the
+    branch the integration refused)."""
     earlier = sorted(
         (a for a in attempts if a.attempt < attempt and a.state not in ("sending", "dispatched")),
         key=lambda a: a.attempt,
@@ -55,6 +61,10 @@ def continuation(
             if failures > feedback_rounds:
                 candidates = []  # this failure's work is not continued: a fresh start
                 last_failed = None
+    latest = max((a.attempt for a in earlier), default=0)
+    reopened = [r for r in reopens if r.after_attempt == latest and latest > 0]
+    if reopened:
+        return Continuation(Feedback.from_dict(reopened[-1].feedback), ())
     feedback = None
     if last_failed is not None:
         resumable = earlier[-1] is last_failed  # a loss since: that session is not the latest

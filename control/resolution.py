@@ -35,7 +35,7 @@ from control.messages import (
     wip_ref,
 )
 from control.orchestrator import Orchestrator
-from control.orchestrator.tasks import agent_options
+from control.orchestrator.tasks import agent_object
 from control.state import IntegrationRow
 
 RESOLVE_PHASE = "_resolve"  # '_' never starts a phase id: no clash with the spec's
@@ -79,8 +79,7 @@ def resolution_task(
     order = merge_order(spec, run_id, commits)
     named = conflict.get("phase")
     phase = spec.phase(named if isinstance(named, str) and named in spec.by_id else order[-1].phase)
-    agent = {k: v for k, v in agent_options(phase).items() if v not in (None, (), [])}
-    agent.update(orchestrator.agent_override)
+    agent = agent_object(phase, orchestrator.agent_override)
     replay_files: dict[str, str] = {}
     replay_patch = None
     if agent.get("backend") == "replay":

@@ -4,6 +4,7 @@ orchestrator (which writes a `PhaseTask` or an `IntegrationTask`) and the worker
 validate with this module, so a field is named once.
 """
 
+from control.messages.agent import AGENT_BACKENDS, DEFAULT_BACKEND, PERMISSION_MODES, AgentOptions
 from control.messages.feedback import Feedback, VerifyFailure
 from control.messages.fields import PAYLOAD_VERSION, to_b64
 from control.messages.integration import (
@@ -13,7 +14,12 @@ from control.messages.integration import (
     IntegrationResult,
     IntegrationTask,
 )
-from control.messages.kinds import freeform_payload, is_integration_payload, is_phase_payload
+from control.messages.kinds import (
+    FreeformTask,
+    is_freeform_payload,
+    is_integration_payload,
+    is_phase_payload,
+)
 from control.messages.phase import PhaseTask, PrerequisiteRef
 from control.messages.refs import (
     INTEGRATION_KEY_PREFIX,
@@ -26,11 +32,16 @@ from control.messages.refs import (
 from control.messages.response import PhaseResponse
 
 __all__ = [
+    "AGENT_BACKENDS",
+    "DEFAULT_BACKEND",
     "INTEGRATION_KEY_PREFIX",
     "PAYLOAD_VERSION",
+    "PERMISSION_MODES",
     "WIP_REF_PREFIX",
+    "AgentOptions",
     "CheckResult",
     "Feedback",
+    "FreeformTask",
     "IntegrationCheck",
     "IntegrationPhase",
     "IntegrationResult",
@@ -40,9 +51,9 @@ __all__ = [
     "PrerequisiteRef",
     "VerifyFailure",
     "attempt_ref",
-    "freeform_payload",
     "integration_key",
     "integration_ref",
+    "is_freeform_payload",
     "is_integration_payload",
     "is_phase_payload",
     "to_b64",

@@ -3,6 +3,10 @@ before it is sent, and a ready phase no worker can take said why."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cached_property
+
+from control.accounts import VERSION_KEYS, offers
 from control.budget import OverBudget
 from control.health import (
     REFUSING,
@@ -14,6 +18,7 @@ from control.orchestrator.liveness import Liveness
 from control.orchestrator.pacing import Pacing
 from control.orchestrator.tasks import Tasks
 from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign, frees_in
+from control.state.rows import WorkerRow
 
 
 class Dispatching(Pacing, Tasks, Liveness):
@@ -65,10 +70,11 @@ class Dispatching(Pacing, Tasks, Liveness):
         for p in done:
             if phases[p].worker:
                 holds.setdefault(phases[p].worker or "", set()).add(p)
+        rows = self.store.workers()
         states = [
             WorkerState(
                 w.name,
-                self._capabilities(w),
+                self._capabilities(w, rows),
                 max(0, w.slots - busy.get(w.name, 0)),
                 frozenset(holds.get(w.name, set())),
                 slots=w.slots,
@@ -93,11 +99,14 @@ class Dispatching(Pacing, Tasks, Liveness):
         # Rarity is judged against all the work not started, and when it could be ready.
         not_started = [p for p, row in phases.items() if row.state == "waiting"]
         outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
-        assigned, over = self._start(assign(ready, states, outlook)[:room], now)
+        assigned, over = self._start(assign(ready, states, outlook)[:room], now, rows)
         self._note_over_budget(over, in_flight=bool(in_flight or assigned))
-        self._say_stuck([r for r in ready if r.id not in assigned and r.id not in over], states)
+        waiting = [r for r in ready if r.id not in assigned and r.id not in over]
+        self._say_stuck(waiting, states, rows)
 
-    def _start(self, assignments: list[Assignment], now: float) -> tuple[set[str], dict[str, str]]:
+    def _start(
+        self, assignments: list[Assignment], now: float, rows: Mapping[str, WorkerRow]
+    ) -> tuple[set[str], dict[str, str]]:
         """Record and send each assignment on an account (when its agent has accounts)
         with its cap reserved; returns the phases sent, and why each other one waits."""
         assigned: set[str] = set()
@@ -105,7 +114,14 @@ class Dispatching(Pacing, Tasks, Liveness):
         held = self._account_holds(now)
         in_use = self.store.accounts_in_use()
         for assignment in assignments:
-            choice = self._account_for(assignment.phase_id, assignment.worker, in_use, held, now)
+            row = rows.get(assignment.worker)
+            missing = {
+                agent for agent in VERSION_KEYS
+                if not offers(row.versions if row else None, agent, own_credential=False)
+            }  # fmt: skip
+            choice = self._account_for(
+                assignment.phase_id, assignment.worker, in_use, held, now, missing
+            )
             if isinstance(choice, str):
                 over[assignment.phase_id] = choice
                 continue
@@ -127,31 +143,80 @@ class Dispatching(Pacing, Tasks, Liveness):
             self._last_dispatch = self.clock()
         return assigned, over
 
-    def _capabilities(self, worker: Worker) -> frozenset[str]:
-        """A worker's capabilities, plus `account:<agent>` for each agent it holds an
-        account of: a phase whose agent has accounts goes only where one is usable."""
-        held = {f"account:{a.agent}" for a in self.accounts.values() if a.usable_on(worker.name)}
-        return worker.capabilities | held
+    @cached_property
+    def _agent_labels(self) -> dict[str, tuple[tuple[str, ...], bool]]:
+        """Each phase's agent requirement as a capability label (`agent:codex`, or
+        `agent:claude-code|codex` with a fallback): the agents it may run with, in
+        order, and whether accounts decide (`_agents`). A worker has the label when it
+        can run one of them: the scheduler stays pure, matching labels as capabilities."""
+        labels = {}
+        for phase in self.spec.phases:
+            if label := self._agent_label(phase.id):
+                labels[label] = self._agents(phase.id)
+        return labels
+
+    def _agent_label(self, phase_id: str) -> str | None:
+        agents, _ = self._agents(phase_id)
+        if not any(a in VERSION_KEYS for a in agents):
+            return None  # a command or replay phase: no agent CLI to look for
+        return "agent:" + "|".join(agents)
+
+    def _runs(
+        self, worker: str, row: WorkerRow | None, agent: str, by_accounts: bool
+    ) -> str | None:
+        """Why `worker` cannot run `agent` (its CLI not installed, no credential, no
+        account usable there), or None when it can."""
+        versions = row.versions if row else None
+        if not offers(versions, agent, own_credential=not by_accounts):
+            if offers(versions, agent, own_credential=False):
+                return f"{agent} has no credential there"
+            return f"{agent} not installed"
+        if by_accounts and not any(
+            a.agent == agent and a.usable_on(worker) for a in self.accounts.values()
+        ):
+            return f"no {agent} account usable there"
+        return None
+
+    def _capabilities(self, worker: Worker, rows: Mapping[str, WorkerRow]) -> frozenset[str]:
+        """A worker's capabilities, plus the agent label of each phase agent it can run
+        (its heartbeat reports the CLI, and an account is usable there when the agent
+        goes by accounts): a phase goes only where its agent, or a fallback, can run."""
+        row = rows.get(worker.name)
+        runs = {
+            label for label, (agents, by_accounts) in self._agent_labels.items()
+            if any(self._runs(worker.name, row, a, by_accounts) is None for a in agents)
+        }  # fmt: skip
+        return worker.capabilities | runs
 
     def _requires(self, phase_id: str) -> frozenset[str]:
-        phase = self._phase(phase_id)
-        own = phase.agent.backend
-        extra = {f"account:{own}"} if any(a.agent == own for a in self.accounts.values()) else set()
-        return frozenset(phase.requires) | extra
+        label = self._agent_label(phase_id)
+        return frozenset(self._phase(phase_id).requires) | ({label} if label else set())
 
-    def _say_stuck(self, waiting: list[ReadyPhase], states: list[WorkerState]) -> None:
+    def _say_stuck(
+        self, waiting: list[ReadyPhase], states: list[WorkerState], rows: Mapping[str, WorkerRow]
+    ) -> None:
         """A ready phase that no live worker can take: say why, once per change (in the
         log, the live view and `status`), instead of waiting in silence."""
-        rows = self.store.workers()
         for phase in waiting:
-            capable = [
+            label = self._agent_label(phase.id)
+            fits = [
                 w for w in self.workers.values()
-                if phase.requires <= self._capabilities(w)
+                if phase.requires - {label} <= w.capabilities
                 and (phase.pin is None or phase.pin == w.name)
             ]  # fmt: skip
+            capable = [w for w in fits if phase.requires <= self._capabilities(w, rows)]
             live = {s.name for s in states}
-            if not capable:
+            if not fits:
                 reason = "no worker in the inventory can take it"
+            elif not capable:
+                agents, by_accounts = self._agents(phase.id)
+                lacks = [
+                    f"{w.name}: "
+                    + ", ".join(str(self._runs(w.name, rows.get(w.name), a, by_accounts))
+                                for a in agents)
+                    for w in fits
+                ]  # fmt: skip
+                reason = f"none with agent {' or '.join(agents)} ({'; '.join(lacks)})"
             elif any(w.name in live for w in capable):
                 reason = None  # a capable worker is up: it waits for a free slot
             else:

@@ -3,6 +3,8 @@ accounts (held, busy) a phase's agent may run on."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from control.accounts import Choice, pick
 from control.budget import Spend, burn_pause_until, usd
 from control.orchestrator.settle import Settling
@@ -53,18 +55,28 @@ class Pacing(Settling):
                 held[name] = until
         return held
 
+    def _agents(self, phase_id: str) -> tuple[tuple[str, ...], bool]:
+        """The agents a phase may run with, in order, and whether accounts decide: its
+        own and then its fallbacks when its agent has accounts (each then on an account
+        usable on the host), else its one agent (`--agent`'s, if given) on the worker's
+        own credential."""
+        options = self._phase(phase_id).agent
+        if any(a.agent == options.backend for a in self.accounts.values()):
+            return tuple(backend for backend, _ in options.chain()), True
+        return (str(self.agent_override.get("backend") or options.backend),), False
+
     def _account_for(
         self, phase_id: str, worker: str, in_use: dict[str, int], held: dict[str, float],
-        now: float,
+        now: float, missing: Collection[str] = (),
     ) -> Choice | str | None:  # fmt: skip
         """The account a dispatch runs on (control.accounts.pick): the phase's agent, then
-        its fallbacks; None when its agent has no accounts (the worker's own credential);
-        the reason it waits when every account is held or busy."""
-        options = self._phase(phase_id).agent
-        if not any(a.agent == options.backend for a in self.accounts.values()):
+        its fallbacks, skipping those `missing` on the worker; None when its agent has no
+        accounts (the worker's own credential); the reason it waits when every account
+        is held or busy."""
+        agents, by_accounts = self._agents(phase_id)
+        if not by_accounts:
             return None
-        agents = [backend for backend, _ in options.chain()]
-        return pick(agents, worker, list(self.accounts.values()), in_use, held, now)
+        return pick(agents, worker, list(self.accounts.values()), in_use, held, now, missing)
 
     def _note_over_budget(self, over: dict[str, str], *, in_flight: bool) -> None:
         """Ready phases that wait for money or an account say why (`status`, the live view,

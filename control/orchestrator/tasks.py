@@ -3,6 +3,7 @@ its agent (the account's), what it continues from, a replay recording as bytes."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from control.errors import DrainedError, SuperagentError, UsageError
@@ -73,10 +74,12 @@ class Tasks(Settling):
             )
             for dep in phase.depends_on
         )
-        agent = {k: v for k, v in agent_options(phase).items() if v not in (None, (), [])}
-        agent.update(self.agent_override)
+        agent = agent_object(phase, self.agent_override)
         after = continuation(
-            self.store.attempts(self.run_id, phase.id), attempt.attempt, phase.feedback_rounds
+            self.store.attempts(self.run_id, phase.id),
+            attempt.attempt,
+            phase.feedback_rounds,
+            self.store.reopens(self.run_id, phase.id),
         )
         if attempt.reserved_usd > 0:  # the agent's own limit is what the run reserved for it
             agent["max_budget_usd"] = round(attempt.reserved_usd, 6)
@@ -152,17 +155,9 @@ class Tasks(Settling):
         return files, patch
 
 
-def agent_options(phase: Phase) -> dict[str, Any]:
-    """A phase's agent options as the task carries them (before the account's say)."""
-    options = phase.agent
-    return {
-        "backend": options.backend,
-        "command": list(options.command),
-        "model": options.model,
-        "allowed_tools": list(options.allowed_tools),
-        "permission_mode": options.permission_mode,
-        "max_turns": options.max_turns,
-        "max_budget_usd": options.max_budget_usd,
-        "resume_command": list(options.resume_command),
-        "session_pattern": options.session_pattern,
-    }
+def agent_object(phase: Phase, override: Mapping[str, Any]) -> dict[str, Any]:
+    """A phase's agent as the task carries it, the unset options left out, with the
+    operator's `--agent` over it (before the account's say)."""
+    agent = {k: v for k, v in phase.agent.to_dict().items() if v not in (None, (), [])}
+    agent.update(override)
+    return agent

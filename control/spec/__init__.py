@@ -15,9 +15,8 @@ from typing import Any
 from control.errors import UsageError
 from control.inventory import Worker
 from control.jsontext import parse_json
+from control.messages.agent import AGENT_BACKENDS, DEFAULT_BACKEND, AgentOptions
 from control.spec.model import (
-    AGENT_BACKENDS,
-    DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
     DEFAULT_ESTIMATE_MINUTES,
@@ -25,7 +24,6 @@ from control.spec.model import (
     DEFAULT_SILENCE_MINUTES,
     DEFAULT_TIMEOUT_MINUTES,
     MIN_TASK_WORDS,
-    AgentOptions,
     InvalidSpecError,
     Issue,
     Phase,

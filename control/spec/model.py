@@ -13,21 +13,12 @@ from typing import Any, Literal
 
 from control.dag import Dag
 from control.errors import SuperagentError, UsageError
+from control.messages.agent import AgentOptions
 
 Severity = Literal["error", "warning"]
 
 DEFAULT_BASE_BRANCH = "main"
 DEFAULT_BRANCH_PREFIX = "superagent"
-DEFAULT_BACKEND = "claude-code"
-# The schema's enum and the worker's backends; a test keeps the three the same.
-AGENT_BACKENDS: tuple[str, ...] = (
-    "claude-code",
-    "codex",
-    "command",
-    "gemini",
-    "opencode",
-    "replay",
-)
 DEFAULT_ESTIMATE_MINUTES = 30.0
 DEFAULT_TIMEOUT_MINUTES = 120.0
 DEFAULT_SILENCE_MINUTES = 15.0
@@ -58,27 +49,6 @@ class Issue:
 
     def to_dict(self) -> dict[str, str]:
         return {"severity": self.severity, "path": self.path, "message": self.message}
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """How the agent runs for one phase: the defaults merged with the phase's own."""
-
-    backend: str = DEFAULT_BACKEND
-    command: tuple[str, ...] = ()
-    model: str | None = None
-    allowed_tools: tuple[str, ...] = ()
-    permission_mode: str | None = None
-    max_turns: int | None = None
-    max_budget_usd: float | None = None
-    resume_command: tuple[str, ...] = ()
-    session_pattern: str | None = None
-    # (backend, model) of the agents that take over when every account of this one is held.
-    fallback: tuple[tuple[str, str | None], ...] = ()
-
-    def chain(self) -> tuple[tuple[str, str | None], ...]:
-        """The phase's agent and model, then its fallbacks, in order."""
-        return ((self.backend, self.model), *self.fallback)
 
 
 @dataclass(frozen=True)
@@ -128,6 +98,9 @@ class Spec:
     # A phase whose prerequisites conflict gets them merged with the conflict markers,
     # for its agent to resolve (verified like any phase); False: it fails `conflict`.
     resolve_conflicts: bool = True
+    # Merged states verified on a worker, the phase that breaks one found and sent back
+    # with the failure (control.merge_queue); False: a failing integration ends the run.
+    merge_queue: bool = True
     budget_usd: float | None = None  # the whole run's cap (control.budget)
     burn_rate_usd_per_hour: float | None = None  # spend per hour that pauses dispatching
 

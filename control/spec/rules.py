@@ -15,6 +15,7 @@ from typing import Any
 
 from control.dag import find_cycles
 from control.inventory import Worker
+from control.messages.agent import DEFAULT_BACKEND, AgentOptions
 from control.names import (
     branch_name_problem,
     host_name_problem,
@@ -22,7 +23,6 @@ from control.names import (
     repo_url_problem,
 )
 from control.spec.model import (
-    DEFAULT_BACKEND,
     DEFAULT_BASE_BRANCH,
     DEFAULT_BRANCH_PREFIX,
     DEFAULT_CHECKPOINT_MINUTES,
@@ -32,7 +32,6 @@ from control.spec.model import (
     DEFAULT_SILENCE_MINUTES,
     DEFAULT_TIMEOUT_MINUTES,
     MIN_TASK_WORDS,
-    AgentOptions,
     Issue,
     Phase,
     Repo,
@@ -469,4 +468,5 @@ class Checker:
             budget_usd=doc.get("budget_usd"),
             burn_rate_usd_per_hour=doc.get("burn_rate_usd_per_hour"),
             resolve_conflicts=bool(doc.get("resolve_conflicts", True)),
+            merge_queue=bool(doc.get("merge_queue", True)),
         )  # fmt: skip

@@ -6,7 +6,7 @@ acknowledged on the worker), so a killed orchestrator resumes where it was, with
 nothing dispatched twice and nothing lost.
 """
 
-from control.state.rows import AttemptRow, IntegrationRow, PhaseRow, RunRow
+from control.state.rows import AttemptRow, IntegrationRow, PhaseRow, ReopenRow, RunRow
 from control.state.store import StateStore
 
-__all__ = ["AttemptRow", "IntegrationRow", "PhaseRow", "RunRow", "StateStore"]
+__all__ = ["AttemptRow", "IntegrationRow", "PhaseRow", "ReopenRow", "RunRow", "StateStore"]

@@ -221,4 +221,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX slack_seen_at ON slack_seen (seen_at);
     """,
+    # 12: the merge queue (control.merge_queue): a done phase reopened because the
+    # integration of verified states found that it breaks it (or one of its
+    # prerequisites does), with the feedback its next attempt is shown.
+    """
+    CREATE TABLE reopens (
+        run_id        TEXT NOT NULL REFERENCES runs (id),
+        phase_id      TEXT NOT NULL,
+        after_attempt INTEGER NOT NULL,
+        culprit       TEXT NOT NULL,
+        check_key     TEXT NOT NULL,
+        feedback      TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (run_id, phase_id, after_attempt)
+    );
+    """,
 )

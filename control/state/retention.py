@@ -66,5 +66,6 @@ def _prune_run(conn: sqlite3.Connection, run_id: str) -> int:
     )
     conn.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
     conn.execute("DELETE FROM integrations WHERE run_id = ?", (run_id,))
+    conn.execute("DELETE FROM reopens WHERE run_id = ?", (run_id,))
     conn.execute("DELETE FROM phases WHERE run_id = ?", (run_id,))
     return conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,)).rowcount

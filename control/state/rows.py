@@ -69,6 +69,20 @@ class IntegrationRow(Try):
 
 
 @dataclass(frozen=True)
+class ReopenRow:
+    """A done phase sent back by the merge queue: after which accepted attempt, because
+    of which phase (itself or a prerequisite), found by which check, told what."""
+
+    run_id: str
+    phase_id: str
+    after_attempt: int
+    culprit: str
+    check_key: str
+    feedback: Any
+    created_at: float
+
+
+@dataclass(frozen=True)
 class RunRow:
     """A run: the spec it was created with, its status and who drives it."""
 
@@ -153,3 +167,7 @@ def integration_row(row: sqlite3.Row) -> IntegrationRow:
 
 def worker_row(row: sqlite3.Row) -> WorkerRow:
     return WorkerRow(**_parsed(row, ("versions", "drained")))
+
+
+def reopen_row(row: sqlite3.Row) -> ReopenRow:
+    return ReopenRow(**_parsed(row, ("feedback",)))

@@ -13,8 +13,11 @@ from control.state.freeform import Freeform
 from control.state.holds import Holds
 from control.state.integrations import Integrations
 from control.state.interventions import Interventions
+from control.state.reopens import Reopens
 from control.state.retention import Retention
 
 
-class StateStore(Interventions, Costs, Driver, Holds, Fleet, Freeform, Integrations, Retention):
+class StateStore(
+    Interventions, Costs, Driver, Holds, Fleet, Freeform, Integrations, Reopens, Retention
+):
     """All reads and writes of the state database; one per orchestrator process."""

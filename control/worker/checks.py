@@ -21,7 +21,7 @@ from control.errors import SuperagentError
 from control.queue import Queue
 from control.worker.agents.base import load_credentials
 from control.worker.agents.claude_code import AUTH_VARIABLES
-from control.worker.config import WorkerConfig
+from control.worker.config import OTHER_AGENTS, WorkerConfig
 from control.worker.sandbox import sandbox_for
 
 _TIMEOUT_S = 30.0
@@ -107,7 +107,7 @@ def installed(config: WorkerConfig) -> Fingerprint:
             return None
         return real, st.st_ino, st.st_size, st.st_mtime_ns
 
-    executables = (config.node, config.claude, *config.agent_executables())
+    executables = (config.node, config.claude, *(getattr(config, a) for a in OTHER_AGENTS))
     return tuple(one(executable) for executable in executables)
 
 
@@ -123,9 +123,11 @@ def run_checks(config: WorkerConfig) -> CheckReport:
         report, "claude_code", *_version_of([config.claude, "--version"]), config.pins.claude_code
     )
     for name, word in _AGENT_VERSION_WORD.items():
+        # Pinned (installed here by the role), it must answer at its pin, or no work comes;
+        # unpinned, it is reported when found: the scheduler sends a phase only to a worker
+        # that reports its agent (None: not installed here).
         pin = getattr(config.pins, name)
-        if pin is not None:  # installed here: it must answer at its pin, or no work comes
-            _compare(report, name, *_version_of([getattr(config, name), "--version"], word), pin)
+        _compare(report, name, *_version_of([getattr(config, name), "--version"], word), pin)
     # Not a reason to refuse work (other agents need none), but `control dispatch` refuses
     # to send Claude Code phases to a worker that reports none.
     report.versions["claude_auth"] = claude_auth(config)

@@ -17,7 +17,6 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -26,6 +25,15 @@ from control.errors import ConflictError, SuperagentError
 from control.queue import Claimed, Queue
 from control.worker.checks import CheckReport, installed, run_checks
 from control.worker.config import WorkerConfig
+from control.worker.contract import (
+    CANCELLED,
+    DRAINED_NOW,
+    LEASE_LOST,
+    SHUTDOWN,
+    Executor,
+    MessageOutcome,
+    RunControl,
+)
 from control.worker.wake import InboxWatcher, await_commit
 
 log = logging.getLogger("superagent.worker")
@@ -34,40 +42,8 @@ PRUNE_EVERY_S = 3600.0
 # see every change: a library under Node, a package manager that keeps the mtime).
 RECHECK_EVERY_S = 300.0
 
-CANCELLED, SHUTDOWN, LEASE_LOST = "cancelled on request", "worker shutting down", "lease lost"
-DRAINED_NOW = "worker drained --now"
 # The heartbeat's status while the inbox's drain flag is set (busy or idle).
 DRAINED = "drained"
-
-
-class RunControl:
-    """How the daemon tells a running message to stop, and why."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason: str | None = None
-        self.log_path: str | None = None  # set by the executor: `control logs` reads it
-
-    def stop(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.event.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self.event.is_set()
-
-
-@dataclass(frozen=True)
-class MessageOutcome:
-    """What running a message produced: `done` or a failure status, and the response."""
-
-    status: str
-    response: dict[str, Any]
-    reason: str | None = None
-
-
-Executor = Callable[[Claimed, RunControl, str], MessageOutcome]  # (message, control, slot name)
 
 
 @dataclass

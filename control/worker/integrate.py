@@ -27,7 +27,7 @@ from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import run_verify
 from control.worker.config import WorkerConfig
-from control.worker.daemon import SHUTDOWN, MessageOutcome, RunControl
+from control.worker.contract import SHUTDOWN, MessageOutcome, RunControl
 from control.worker.logs import log_path_for
 from control.worker.sandbox import Jail, Sandbox
 from control.worker.secrets import known_secrets, redact_tree

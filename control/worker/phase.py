@@ -17,19 +17,22 @@ from typing import Any
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
 from control.messages import (
+    AgentOptions,
     Feedback,
+    FreeformTask,
     IntegrationTask,
     PhaseTask,
+    is_freeform_payload,
     is_integration_payload,
     is_phase_payload,
 )
 from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import check_deliverables, conflict_markers_left, run_verify
-from control.worker.agents import AgentOptions, AgentRequest, request_for_task, run_agent
+from control.worker.agents import AgentRequest, request_for_task, run_agent
 from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
-from control.worker.daemon import SHUTDOWN, MessageOutcome, RunControl
+from control.worker.contract import SHUTDOWN, MessageOutcome, RunControl
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
@@ -85,7 +88,7 @@ class _Clock:
 
 
 class PhaseExecutor:
-    """The daemon's executor (see `control.worker.daemon.Executor`): phase tasks, the
+    """The daemon's executor (see `control.worker.contract.Executor`): phase tasks, the
     final check of a run (`control.worker.integrate`) and free-form tasks."""
 
     def __init__(self, config: WorkerConfig) -> None:
@@ -109,7 +112,7 @@ class PhaseExecutor:
             sandbox = self.sandbox()
         except UnavailableError as exc:
             return MessageOutcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
-        if isinstance(payload, dict) and payload.get("type") == "freeform":
+        if is_freeform_payload(payload):
             return self._freeform(claimed, control, sandbox)
         if is_integration_payload(payload):
             return self._integration(claimed, control, slot, sandbox)
@@ -138,35 +141,36 @@ class PhaseExecutor:
     def _freeform(
         self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None
     ) -> MessageOutcome:
-        """A free-form task (`control enqueue HOST`): the agent in a scratch directory."""
-        payload = claimed.payload
-        text = payload.get("text")
-        agent = payload.get("agent") or {}
+        """A free-form task (`control enqueue HOST`): the agent in a scratch directory.
+        Its prompt is a phase's with no repository, deliverable or check."""
         response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
-        if not isinstance(text, str) or not text.strip() or not isinstance(agent, dict):
-            return MessageOutcome(
-                "failed", response, "a free-form task needs text (and an agent object)"
-            )
+        try:
+            freeform = FreeformTask.from_payload(claimed.payload)
+        except UsageError as exc:
+            return MessageOutcome("failed", response, str(exc))
         scratch = self.config.work_dir / FREEFORM_DIR / str(claimed.id)
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
         log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
         control.log_path = str(log)
+        phase = PhaseTask(
+            run_id="freeform", phase_id="freeform", attempt=claimed.attempt,
+            title="free-form task", task=freeform.text, branch="", repo_url="",
+            base_branch="", deliverables=(),
+        )  # fmt: skip
         try:
+            options = AgentOptions.from_dict(freeform.agent)
             request = AgentRequest(
-                phase_id="freeform",
-                task=text,
+                phase=phase,
                 checkout=scratch,
                 log_path=log,
-                options=AgentOptions.from_dict({k: v for k, v in agent.items() if k != "backend"}),
+                options=options,
                 credential_file=self.config.credential_file,
                 cancel=control.event,
                 wrap=wrap,
                 scratch=scratch if wrap else None,
             )
-            result = run_agent(
-                str(agent.get("backend") or "claude-code"), request, keep_logs=self.config.keep_logs
-            )
+            result = run_agent(options.backend, request, keep_logs=self.config.keep_logs)
         except UsageError as exc:
             return MessageOutcome("failed", response, str(exc))
         status = {"ok": "done", "rate_limited": "rate_limited", "cancelled": "cancelled"}.get(
@@ -334,7 +338,6 @@ class _Attempt:
             request,
             wrap=agent_wrap,
             scratch=self.scratch,
-            feedback=feedback,
             resume_session=feedback.session_id if resume and feedback else None,
             resumed_from=None if restored is None or feedback is not None else restored[0],
             conflicts=() if restored is not None else self._conflicts(prepared),

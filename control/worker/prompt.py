@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control.messages import Feedback, PrerequisiteRef
+from control.messages import Feedback, PhaseTask, PrerequisiteRef
 
 COMPLETION_MARKER_PREFIX = "SUPERAGENT-PHASE-DONE"
 SUMMARY_LIMIT = 1000  # characters of one earlier phase's summary
@@ -43,22 +43,15 @@ def _bullets(items: Sequence[str]) -> str:
 
 
 def build_prompt(
-    *,
-    phase_id: str,
-    task: str,
-    deliverables: Sequence[str] = (),
-    verify: Sequence[str] = (),
-    prerequisites: Sequence[PrerequisiteRef] = (),
-    project: str | None = None,
-    feedback: Feedback | None = None,
-    resumed_from: str | None = None,
-    conflicts: Sequence[Conflict] = (),
+    phase: PhaseTask, *, resumed_from: str | None = None, conflicts: Sequence[Conflict] = ()
 ) -> str:
-    """The whole prompt for phase `phase_id`, as one string ending in a newline.
+    """The whole prompt for `phase`, as one string ending in a newline.
 
-    `feedback`: what failed in the attempt before (a fresh session is told it here);
+    Its `feedback`: what failed in the attempt before (a fresh session is told it here);
     `resumed_from`: the checkpoint the checkout was restored from (work already done).
     """
+    phase_id, project, feedback = phase.phase_id, phase.project, phase.feedback
+    deliverables, verify, prerequisites = phase.deliverables, phase.verify, phase.prerequisites
     parts: list[str] = []
     heading = f"You are working on phase {phase_id!r}"
     if project:
@@ -69,7 +62,7 @@ def build_prompt(
     )
     if conflicts:
         parts.append(_conflicts_section(conflicts))
-    parts.append("## Task\n\n" + task.strip())
+    parts.append("## Task\n\n" + phase.task.strip())
     if deliverables:
         parts.append(
             "## Deliverables\n\nWhen you are done, these paths (relative to the checkout) "

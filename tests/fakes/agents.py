@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from control.messages import PrerequisiteRef
-from control.worker.agents import AgentOptions, AgentRequest
+from control.messages import AgentOptions, PhaseTask, PrerequisiteRef
+from control.worker.agents import AgentRequest
 
 FAKE_BIN = Path(__file__).resolve().parent / "bin"
 FAKE_CLAUDE = FAKE_BIN / "claude"
@@ -27,6 +27,15 @@ def credential_file(directory: Path, text: str | None = None, mode: int = 0o600)
     return path
 
 
+def phase_task(phase_id: str = "p", task: str = "t", **fields: Any) -> PhaseTask:
+    """A phase task for a backend's request: the fields a test names, the rest plain."""
+    return PhaseTask(**{
+        "run_id": "r1", "phase_id": phase_id, "attempt": 1, "title": phase_id, "task": task,
+        "branch": f"sa/{phase_id}", "repo_url": "file:///repo", "base_branch": "main",
+        "deliverables": (), **fields,
+    })  # fmt: skip
+
+
 def claude_request(
     tmp_path: Path,
     scenario: str | dict[str, Any] = "success",
@@ -37,6 +46,7 @@ def claude_request(
     silence_timeout_s: float | None = 20.0,
     with_credentials: bool = True,
     env: dict[str, str] | None = None,
+    phase: dict[str, Any] | None = None,
     **fields: Any,
 ) -> AgentRequest:
     """A request for the claude-code backend that runs the fake in a fresh checkout dir."""
@@ -51,16 +61,20 @@ def claude_request(
         "FAKE_CLAUDE_DUMP": str(tmp_path / "dump.json"),
         **(env or {}),
     }
-    return AgentRequest(
-        phase_id=phase_id,
-        task="Add a /health endpoint that answers 200.",
-        checkout=checkout,
-        log_path=tmp_path / "logs" / f"1-{phase_id}-a1.log",
+    task = phase_task(
+        phase_id,
+        "Add a /health endpoint that answers 200.",
         deliverables=("app/health.py",),
         verify=("pytest -q tests/test_health.py",),
         prerequisites=(
             PrerequisiteRef("scaffold", "sa/scaffold", "0123456789abcdef0123", "Flask app"),
         ),
+        **(phase or {}),
+    )
+    return AgentRequest(
+        phase=task,
+        checkout=checkout,
+        log_path=tmp_path / "logs" / f"1-{phase_id}-a1.log",
         options=AgentOptions.from_dict(options or {}),
         wall_timeout_s=wall_timeout_s,
         silence_timeout_s=silence_timeout_s,

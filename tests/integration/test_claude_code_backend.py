@@ -90,9 +90,9 @@ def test_the_prompt_goes_on_stdin_never_in_argv(tmp_path: Path) -> None:
     BACKEND.run(request)
     seen = dumped(tmp_path)
     assert seen["prompt"] == request.prompt()
-    assert request.task in seen["prompt"]
+    assert request.phase.task in seen["prompt"]
     assert "sa/scaffold" in seen["prompt"]
-    assert not any(request.task in arg or "/health" in arg for arg in seen["argv"])
+    assert not any(request.phase.task in arg or "/health" in arg for arg in seen["argv"])
 
 
 def test_the_credential_reaches_the_environment_only(tmp_path: Path) -> None:
@@ -182,6 +182,16 @@ def test_rate_limit_event_gives_the_reset_time(tmp_path: Path) -> None:
     assert result.status == "rate_limited"
     assert result.rate_limit_reset == reset
     assert "session limit" in result.reason
+
+
+def test_an_informational_rate_limit_warning_is_not_a_failure(tmp_path: Path) -> None:
+    """Near a limit Claude Code says so (`allowed_warning`) and serves the request: only
+    a rejection is a rate limit."""
+    scenario = {"scenario": "success", "rate_limit_warning": True}
+    result = BACKEND.run(claude_request(tmp_path, scenario))
+    assert result.status == "ok", result.reason
+    assert result.rate_limit_reset is None
+    assert "allowed_warning" in result.log_path.read_text()  # it was there, and read
 
 
 def test_bare_rate_limit_text_with_exit_0(tmp_path: Path) -> None:

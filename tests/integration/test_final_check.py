@@ -213,6 +213,8 @@ def test_a_shared_check_failing_on_the_integrated_tree_names_the_phases_that_ask
     pipeline.plan({p: {"files": {f"{p}.txt": f"{p}\n"}} for p in ("left", "right")})
     pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", two_sharing(both))
+    # the failure as reported to a person (the merge queue would send `right` back)
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "merge_queue": False}))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
     summary = events[-1]
@@ -441,6 +443,8 @@ def test_a_merged_test_command_that_fails_names_only_the_phases_whose_own_tests_
     pipeline.start_fleet(WorkerShape("w1"))
     verify = {p: f"{PYTEST} tests/test_{p}.py" for p in ("a", "b", "c")}
     spec = write_spec(tmp_path / "spec.json", three_testing(verify, {}))
+    # the failure as reported to a person (the merge queue would send `c` back)
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "merge_queue": False}))
     code, events, _ = pipeline.dispatch(spec)
     assert code == 1
     assert "phase(s) c;" in events[-1]["reason"]

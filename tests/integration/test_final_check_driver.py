@@ -18,7 +18,7 @@ from control.merge import MergeFailed
 from control.messages import IntegrationResult, IntegrationTask
 from control.queue import Claimed
 from control.worker.config import WorkerConfig
-from control.worker.daemon import RunControl
+from control.worker.contract import RunControl
 from control.worker.integrate import run_integration
 from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
 

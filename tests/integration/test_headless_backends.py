@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from control.messages import Feedback
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
-from tests.fakes.agents import fake_path
+from control.messages import AgentOptions, Feedback
+from control.worker.agents import AgentRequest, get_backend
+from tests.fakes.agents import fake_path, phase_task
 
 SECRET = "sk-proj-TEST-SECRET-abcdefghijklmnopqrstuvwxyz0123456789ABCD"
 VARIABLE = {"codex": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "opencode": "ANTHROPIC_API_KEY"}
@@ -41,11 +41,13 @@ def cli_request(
         creds.write_text(f"{VARIABLE[cli]}={SECRET}\n")
         creds.chmod(0o600)
     return AgentRequest(
-        phase_id="build-api",
-        task="Add a /health endpoint that answers 200, with its test.",
+        phase=phase_task(
+            "build-api",
+            "Add a /health endpoint that answers 200, with its test.",
+            deliverables=("app/health.py",),
+        ),
         checkout=checkout,
         log_path=tmp_path / "logs" / "1-build-api-a1.log",
-        deliverables=("app/health.py",),
         options=AgentOptions(model=MODEL[cli], extra={"exit_grace_s": 1.0}),
         wall_timeout_s=30.0,
         silence_timeout_s=silence_s,
@@ -73,7 +75,9 @@ def test_success_writes_in_the_checkout_with_the_task_on_stdin_and_the_key_in_en
     assert result.cost_usd and result.cost_usd > 0 and result.session_id
     assert result.cost_estimated == (cli != "opencode")  # opencode says its cost itself
     dump = json.loads((tmp_path / "dump.json").read_text())
-    assert request.task in dump["prompt"] and not any(request.task in a for a in dump["argv"])
+    assert request.phase.task in dump["prompt"] and not any(
+        request.phase.task in a for a in dump["argv"]
+    )
     # The account's key, not the worker's own, and never on the command line or in the log.
     assert dump["credentials"] == {VARIABLE[cli]: hashlib.sha256(SECRET.encode()).hexdigest()}
     log = request.log_path.read_text()
@@ -139,7 +143,7 @@ RESUME_ARGS = {"codex": ["resume", SESSION["codex"], "-"],
 def _with_feedback(request: AgentRequest, session: str | None) -> AgentRequest:
     feedback = Feedback(attempt=1, reason="verify failed: pytest exit 1", worker="w1",
                         slot="0", backend="x", session_id=session)  # fmt: skip
-    return replace(request, feedback=feedback, resume_session=session)
+    return replace(request, phase=replace(request.phase, feedback=feedback), resume_session=session)
 
 
 def _sublist(part: list[str], whole: list[str]) -> bool:
@@ -157,7 +161,7 @@ def test_a_feedback_round_resumes_the_cli_session_told_only_what_failed(
     dump = json.loads((tmp_path / "dump.json").read_text())
     assert _sublist(RESUME_ARGS[cli], dump["argv"]), dump["argv"]
     assert "verify failed: pytest exit 1" in dump["prompt"]
-    assert request.task not in dump["prompt"]  # the session knows the task already
+    assert request.phase.task not in dump["prompt"]  # the session knows the task already
 
 
 @pytest.mark.parametrize("cli", CLIS)
@@ -171,4 +175,7 @@ def test_feedback_without_a_session_here_starts_fresh_with_the_task_and_the_fail
         assert result.status == "ok", result.reason
         dump = json.loads((tmp_path / "dump.json").read_text())
         assert not {"resume", "--resume", "--session", hostile} & set(dump["argv"])
-        assert request.task in dump["prompt"] and "verify failed: pytest exit 1" in dump["prompt"]
+        assert (
+            request.phase.task in dump["prompt"]
+            and "verify failed: pytest exit 1" in dump["prompt"]
+        )

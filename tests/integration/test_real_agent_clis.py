@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from control.messages import Feedback
+from control.messages import AgentOptions, Feedback
 from control.pins import load
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.worker.agents import AgentRequest, get_backend
 from control.worker.agents.codex import build_argv as codex_argv
 from control.worker.agents.gemini import build_argv as gemini_argv
 from control.worker.prompt import completion_marker
-from tests.fakes.agents import FAKE_BIN
+from tests.fakes.agents import FAKE_BIN, phase_task
 from tests.fakes.vendor_api import RESET_EPOCH, serving
 
 pytestmark = pytest.mark.slow  # a real CLI starts in seconds, and these run a dozen
@@ -98,7 +98,7 @@ def test_an_unknown_flag_is_refused_by_the_real_cli_and_the_fake_alike(
 def test_codex_accepts_every_flag_of_our_command_line(tmp_path: Path) -> None:
     binary = need("codex")
     request = AgentRequest(
-        phase_id="p", task="t", checkout=tmp_path, log_path=tmp_path / "log",
+        phase=phase_task(), checkout=tmp_path, log_path=tmp_path / "log",
         options=AgentOptions(model="gpt-5"),
     )  # fmt: skip
     argv = codex_argv(binary, request)
@@ -112,12 +112,12 @@ def test_codex_accepts_every_flag_of_our_command_line(tmp_path: Path) -> None:
 
 def _resuming(request: AgentRequest, session: str) -> AgentRequest:
     feedback = Feedback(attempt=1, reason="tests failed", session_id=session)
-    return replace(request, feedback=feedback, resume_session=session)
+    return replace(request, phase=replace(request.phase, feedback=feedback), resume_session=session)
 
 
 def test_gemini_takes_our_resume_flag_and_looks_for_the_session(tmp_path: Path) -> None:
     binary = need("gemini")
-    request = AgentRequest(phase_id="p", task="t", checkout=tmp_path, log_path=tmp_path / "l")
+    request = AgentRequest(phase=phase_task(), checkout=tmp_path, log_path=tmp_path / "l")
     argv = gemini_argv(binary, _resuming(request, "6f2d9a10-2222-4333-8444-a55566667777"))
     found = run(argv, tmp_path / "home", GEMINI_API_KEY="sk-test-0123456789abcdefghij")
     assert found.returncode == 42, found.stderr  # past the flags: no such session here
@@ -126,7 +126,7 @@ def test_gemini_takes_our_resume_flag_and_looks_for_the_session(tmp_path: Path) 
 
 def test_gemini_takes_our_command_line_and_refuses_without_a_credential(tmp_path: Path) -> None:
     binary = need("gemini")
-    request = AgentRequest(phase_id="p", task="t", checkout=tmp_path, log_path=tmp_path / "l")
+    request = AgentRequest(phase=phase_task(), checkout=tmp_path, log_path=tmp_path / "l")
     found = run(gemini_argv(binary, request), tmp_path / "home")
     fake = run(gemini_argv(str(FAKE_BIN / "gemini"), request), tmp_path / "home")
     assert found.returncode == fake.returncode == 41  # past the flags, refused at auth
@@ -141,7 +141,7 @@ def _request(tmp_path: Path, model: str, key: str, **env: str) -> AgentRequest:
     creds.write_text(f"{key}=sk-test-0123456789abcdefghij\n")
     creds.chmod(0o600)
     return AgentRequest(
-        phase_id="api", task="Say hi and nothing else, then end as asked.", checkout=checkout,
+        phase=phase_task("api", "Say hi and nothing else, then end as asked."), checkout=checkout,
         log_path=tmp_path / "logs" / "agent.log", options=AgentOptions(model=model),
         credential_file=creds, wall_timeout_s=120, silence_timeout_s=60,
         env={"HOME": str(tmp_path / "home"), "PATH": os.environ["PATH"], **env},

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.messages import AgentOptions
+from control.worker.agents import AgentRequest, get_backend
 from control.worker.agents.claude_code import PINNED_VERSION, check_claude_version
-from tests.fakes.agents import FAKE_CLAUDE, credential_file
+from tests.fakes.agents import FAKE_CLAUDE, credential_file, phase_task
 
 REAL = os.environ.get("SUPERAGENT_REAL_CLAUDE", "")
 
@@ -98,11 +99,11 @@ def _request(tmp_path: Path, *, credentials: bool) -> AgentRequest:
     if not credentials:
         env.update({"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": ""})
     return AgentRequest(
-        phase_id="hello",
-        task="Create hello.txt containing the word hello.",
+        phase=phase_task(
+            "hello", "Create hello.txt containing the word hello.", deliverables=("hello.txt",)
+        ),
         checkout=checkout,
         log_path=tmp_path / "logs" / "1-hello-a1.log",
-        deliverables=("hello.txt",),
         options=AgentOptions(
             model="sonnet",
             permission_mode="acceptEdits",

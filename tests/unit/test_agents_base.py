@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,27 @@ def test_registry() -> None:
         get_backend("gpt")
 
 
-def test_options_from_a_spec_object() -> None:
+def test_options_from_a_task_object() -> None:
     options = AgentOptions.from_dict(
-        {"model": "sonnet", "allowed_tools": ["Read"], "max_turns": 5, "command": ["x"]}
-    )
+        {"model": "sonnet", "allowed_tools": ["Read"], "max_turns": 5, "command": ["x"],
+         "output_format": "json"}
+    )  # fmt: skip
+    assert options.backend == "claude-code"
     assert options.model == "sonnet"
     assert options.allowed_tools == ("Read",)
-    assert options.extra == {"command": ["x"]}
+    assert options.command == ("x",)
+    assert options.extra == {"output_format": "json"}
+
+
+def test_the_options_the_spec_builds_arrive_as_they_were_sent() -> None:
+    """One class: the spec builds it, the task carries it, the worker reads it back."""
+    sent = AgentOptions(
+        backend="command", command=("agent", "{prompt_file}"), model="m", allowed_tools=("Read",),
+        permission_mode="plan", max_turns=3, max_budget_usd=0.5,
+        resume_command=("agent", "--resume", "{session_id}"), session_pattern="id: (\\w+)",
+        fallback=(("codex", None),),
+    )  # fmt: skip
+    assert AgentOptions.from_dict(sent.to_dict()) == replace(sent, fallback=())
 
 
 @pytest.mark.parametrize(
@@ -46,6 +61,9 @@ def test_options_from_a_spec_object() -> None:
         {"max_turns": 0},
         {"max_turns": 2.5},
         {"max_budget_usd": 0},
+        {"command": "codex exec -"},
+        {"resume_command": ["codex", 1]},
+        {"session_pattern": 3},
     ],
 )
 def test_bad_options_are_refused(data: dict[str, object]) -> None:
@@ -101,7 +119,7 @@ def test_request_for_task(tmp_path: Path) -> None:
     assert request.options.max_turns == 7
     assert request.options.extra["replay_files"] == {"app.py": b"x = 1\r\n\xe9"}
     assert request.wall_timeout_s == 600 and request.silence_timeout_s == 60
-    assert request.prerequisites[0].summary == "schema"
+    assert request.phase is task  # the task itself, not a copy of its fields
     assert "blog" in request.prompt()
     default, _ = request_for_task(
         PhaseTask(**{**task.__dict__, "agent": {}}), checkout=tmp_path, log_path=tmp_path / "l"

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from control.errors import UsageError
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.messages import AgentOptions
+from control.worker.agents import AgentRequest, get_backend
 from control.worker.agents.command import render
-from tests.fakes.agents import API_KEY, credential_file
+from tests.fakes.agents import API_KEY, credential_file, phase_task
 
 BACKEND = get_backend("command")
 PY = sys.executable
@@ -25,12 +26,10 @@ def _request(
     checkout.mkdir(exist_ok=True)
     template = extra.pop("command") if extra and "command" in extra else [PY, "-c", code]
     return AgentRequest(
-        phase_id="docs",
-        task="Write the README.",
+        phase=phase_task("docs", "Write the README.", deliverables=("README.md",)),
         checkout=checkout,
         log_path=tmp_path / "logs" / "1-docs-a1.log",
-        deliverables=("README.md",),
-        options=AgentOptions(model="gpt-5-codex", extra={"command": template, **(extra or {})}),
+        options=AgentOptions(model="gpt-5-codex", command=template, extra=extra or {}),
         wall_timeout_s=kw.pop("wall_timeout_s", 30.0),
         kill_grace_s=1.0,
         **kw,

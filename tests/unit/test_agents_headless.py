@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from control.messages import Feedback
+from control.messages import AgentOptions, Feedback
 from control.process import ProcessOutcome
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.worker.agents import AgentRequest, get_backend
 from control.worker.agents.codex import CODEX, CodexReader
 from control.worker.agents.codex import build_argv as codex_argv
 from control.worker.agents.gemini import GEMINI, GeminiReader
@@ -24,14 +24,14 @@ from control.worker.agents.opencode import OPENCODE, OpencodeReader
 from control.worker.agents.opencode import build_argv as opencode_argv
 from control.worker.agents.prices import estimate_usd, price_of
 from control.worker.prompt import completion_marker
+from tests.fakes.agents import phase_task
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "agents"
 
 
 def request(tmp_path: Path, model: str | None = None, **extra: object) -> AgentRequest:
     return AgentRequest(
-        phase_id="api",
-        task="Add the endpoint, with its tests, then say you are done.",
+        phase=phase_task("api", "Add the endpoint, with its tests, then say you are done."),
         checkout=tmp_path,
         log_path=tmp_path / "agent.log",
         options=AgentOptions(model=model, extra=extra),
@@ -188,7 +188,10 @@ def test_hostile_lines_are_read_as_nothing(tmp_path: Path) -> None:
 
 def test_argv_holds_flags_only_never_the_task(tmp_path: Path) -> None:
     feedback = Feedback(attempt=1, reason="tests failed", session_id="01a22b05-11e7")
-    req = replace(request(tmp_path, "gpt-5"), feedback=feedback, resume_session="01a22b05-11e7")
+    plain = request(tmp_path, "gpt-5")
+    req = replace(
+        plain, phase=replace(plain.phase, feedback=feedback), resume_session="01a22b05-11e7"
+    )
     assert codex_argv("codex", req) == [
         "codex", "exec", "--json", "--color", "never", "--sandbox", "workspace-write",
         "-c", 'approval_policy="never"', "--model", "gpt-5", "resume", "01a22b05-11e7", "-",
@@ -202,7 +205,7 @@ def test_argv_holds_flags_only_never_the_task(tmp_path: Path) -> None:
         "--model", "anthropic/claude-sonnet-4-5",
     ]  # fmt: skip
     for argv in (codex_argv("c", req), gemini_argv("g", req), opencode_argv("o", req)):
-        assert not any(req.task in a for a in argv)
+        assert not any(req.phase.task in a for a in argv)
     assert gemini_argv("g", req)[-4:] == ["--resume", "01a22b05-11e7", "--model", "gpt-5"]
     assert opencode_argv("o", req)[-2:] == ["--session", "01a22b05-11e7"]
     hostile = replace(req, resume_session="--dangerously-bypass-approvals-and-sandbox")

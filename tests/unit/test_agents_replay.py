@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.messages import AgentOptions
+from control.worker.agents import AgentRequest, get_backend
+from tests.fakes.agents import phase_task
 
 BACKEND = get_backend("replay")
 
@@ -33,8 +35,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def _request(tmp_path: Path, checkout: Path, phase: str = "p1", **extra: Any) -> AgentRequest:
     return AgentRequest(
-        phase_id=phase,
-        task="replayed",
+        phase=phase_task(phase, "replayed"),
         checkout=checkout,
         log_path=tmp_path / "logs" / f"1-{phase}-a1.log",
         options=AgentOptions(extra=extra),

@@ -16,3 +16,5 @@ def test_bench_recovery_smoke() -> None:
             "conflicts_resolved_share"} <= set(figures)  # fmt: skip
     assert figures["recover_agent_minutes"] <= figures["scratch_agent_minutes"]
     assert figures["resolved_share"] == 1.0 and figures["resolved_share_without"] == 0.0
+    # every phase breaking the integration beside another is found by the merge queue
+    assert figures["queue_culprits_found"] == 3 and figures["queue_checks"] > 3

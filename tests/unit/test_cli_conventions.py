@@ -21,6 +21,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from control.cli import app
+from control.messages import PERMISSION_MODES
 from control.paths import default_home
 from control.queue import Queue
 from control.spec import AGENT_BACKENDS, schema
@@ -125,6 +126,12 @@ def test_an_unknown_agent_is_refused_at_once(args: list[str], tmp_path: Path) ->
 def test_the_agent_backends_are_one_list() -> None:
     enum = schema()["$defs"]["agent"]["properties"]["backend"]["enum"]
     assert list(AGENT_BACKENDS) == sorted(enum) == backend_names()
+
+
+def test_the_permission_modes_are_one_list() -> None:
+    """The schema lets a spec say what the worker then passes to Claude Code: the same."""
+    enum = schema()["$defs"]["agent"]["properties"]["permission_mode"]["enum"]
+    assert list(PERMISSION_MODES) == enum
 
 
 def test_a_relative_repo_override_is_refused_before_any_run(tmp_path: Path) -> None:

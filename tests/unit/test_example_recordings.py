@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from control.worker.agents import AgentOptions, AgentRequest, get_backend
+from control.messages import AgentOptions
+from control.worker.agents import AgentRequest, get_backend
+from tests.fakes.agents import phase_task
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "specs" / "examples"
@@ -109,8 +111,7 @@ def test_the_recordings_replay_end_to_end(name: str, tmp_path: Path) -> None:
         task = phase["task"] if isinstance(phase["task"], str) else f"see {phase['task']['file']}"
         result = replay.run(
             AgentRequest(
-                phase_id=phase["id"],
-                task=task,
+                phase=phase_task(phase["id"], task),
                 checkout=checkout,
                 log_path=tmp_path / "logs" / f"{phase['id']}.log",
                 options=AgentOptions(extra={"replay_dir": str(recordings)}),

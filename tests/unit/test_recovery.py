@@ -18,6 +18,7 @@ from control.worker.agents.base import AgentRequest, resuming
 from control.worker.agents.claude_code import build_argv
 from control.worker.phase import resumes_here
 from control.worker.prompt import build_feedback_prompt
+from tests.fakes.agents import phase_task
 from tests.unit.test_git import AUTHOR, Upstream, git, hermetic_git, upstream  # noqa: F401
 
 
@@ -63,8 +64,8 @@ def test_past_its_feedback_rounds_a_phase_starts_fresh() -> None:
 def test_a_hostile_session_id_is_never_resumed_nor_put_in_argv(session: str) -> None:
     feedback = Feedback(attempt=1, reason="failed", session_id=session)
     request = AgentRequest(
-        phase_id="p", task="t", checkout=Path("/tmp"), log_path=Path("/tmp/l"),
-        feedback=feedback, resume_session=session,
+        phase=phase_task(feedback=feedback), checkout=Path("/tmp"), log_path=Path("/tmp/l"),
+        resume_session=session,
     )  # fmt: skip
     assert not resuming(request)
     assert session not in build_argv("claude", request, "json") or session == ""
@@ -74,8 +75,8 @@ def test_a_hostile_session_id_is_never_resumed_nor_put_in_argv(session: str) -> 
 def test_a_safe_session_id_is_resumed_with_only_the_failure_on_stdin() -> None:
     feedback = Feedback(attempt=1, reason="failed", session_id="0b7e-42")
     request = AgentRequest(
-        phase_id="p", task="the task text", checkout=Path("/tmp"), log_path=Path("/tmp/l"),
-        feedback=feedback, resume_session="0b7e-42",
+        phase=phase_task(task="the task text", feedback=feedback), checkout=Path("/tmp"),
+        log_path=Path("/tmp/l"), resume_session="0b7e-42",
     )  # fmt: skip
     assert build_argv("claude", request, "json")[-2:] == ["--resume", "0b7e-42"]
     prompt = request.prompt(resuming=True)

@@ -1,4 +1,5 @@
-"""The worker's check covers every agent CLI pinned on its host, as it does Claude Code."""
+"""The worker's check covers every agent CLI pinned on its host, as it does Claude Code,
+and reports the unpinned ones it finds (the scheduler matches phases to them)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def test_pinned_agent_clis_report_their_versions_and_a_mismatch_refuses_work(
     report = run_checks(config)
     assert report.versions["codex"] == AGENTS["codex"]["version"]  # "codex-cli X": word 2
     assert report.versions["gemini"] == AGENTS["gemini"]["version"]
-    assert "opencode" not in report.versions  # not pinned here: not installed, not checked
+    # Not pinned here: reported (found or None) for the scheduler, never held to a pin.
+    assert "opencode" in report.versions
+    assert not [p for p in report.problems if p.startswith("opencode")]
     assert f"gemini is {AGENTS['gemini']['version']}, pinned 9.9.9" in report.problems
     assert not [p for p in report.problems if p.startswith("codex")]
 
@@ -54,4 +57,20 @@ def test_reinstalling_an_agent_cli_changes_the_fingerprint(tmp_path: Path) -> No
     )
     before = installed(config)
     binary.write_text(binary.read_text() + "\n# another build\n")
+    assert installed(config) != before
+
+
+def test_an_unpinned_agent_cli_is_reported_when_found_and_none_when_not(tmp_path: Path) -> None:
+    config = replace(
+        default_config(tmp_path / "home", "w1"),
+        codex=str(FAKE_BIN / "codex"),
+        gemini=str(tmp_path / "nowhere" / "gemini"),
+    )
+    report = run_checks(config)
+    assert report.versions["codex"] == AGENTS["codex"]["version"]
+    assert report.versions["gemini"] is None
+    assert not [p for p in report.problems if p.startswith(("codex", "gemini"))]
+    before = installed(config)  # installing one under a running worker is noticed
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "gemini").symlink_to(FAKE_BIN / "gemini")
     assert installed(config) != before

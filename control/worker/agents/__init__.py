@@ -14,11 +14,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from control.errors import UsageError
-from control.messages import PhaseTask
+from control.messages import AgentOptions, PhaseTask
 from control.worker.agents.base import (
     STATUSES,
     AgentBackend,
-    AgentOptions,
     AgentRequest,
     AgentResult,
     load_credentials,
@@ -91,27 +90,22 @@ def request_for_task(
     options; a replay recording shipped in the task goes to the replay backend.
     """
     agent = {k: v for k, v in task.agent.items() if v is not None}
-    backend = str(agent.pop("backend", None) or ClaudeCodeBackend.name)
     agent.pop("account", None)  # its credential file is the request's, chosen by the worker
     if task.replay_files_b64:
         agent.setdefault("replay_files", task.replay_files())
     replay_patch = task.replay_patch()
     if replay_patch:
         agent.setdefault("replay_patch", replay_patch)
+    options = AgentOptions.from_dict(agent)
     request = AgentRequest(
-        phase_id=task.phase_id,
-        task=task.task,
+        phase=task,
         checkout=checkout,
         log_path=log_path,
-        deliverables=tuple(task.deliverables),
-        verify=tuple(task.verify),
-        prerequisites=tuple(task.prerequisites),
-        options=AgentOptions.from_dict(agent),
+        options=options,
         wall_timeout_s=task.timeout_s,
         silence_timeout_s=task.silence_s,
         credential_file=credential_file,
         cancel=cancel,
         env=dict(env or {}),
-        project=task.project or None,
     )
-    return backend, request
+    return options.backend, request

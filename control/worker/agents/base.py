@@ -1,6 +1,6 @@
 """What every agent backend takes and gives back, and the pieces they share.
 
-A backend gets an `AgentRequest` (the phase, the checkout, the limits, where to log)
+A backend gets an `AgentRequest` (the phase task, the checkout, the limits, where to log)
 and returns an `AgentResult`; it raises only for a request it cannot understand.
 Anything that goes wrong while the agent runs is a result with a status and a reason,
 so the worker can report it.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from control.errors import UsageError
-from control.messages import Feedback, PrerequisiteRef
+from control.messages import AgentOptions, PhaseTask
 from control.process import ProcessOutcome, Wrap
 from control.worker.prompt import (
     Conflict,
@@ -29,9 +29,6 @@ from control.worker.prompt import (
 
 Status = Literal["ok", "failed", "rate_limited", "cancelled", "timeout"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "rate_limited", "cancelled", "timeout")
-PERMISSION_MODES: tuple[str, ...] = (
-    "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan",
-)  # fmt: skip
 
 DEFAULT_WALL_TIMEOUT_S = 2 * 3600.0
 DEFAULT_SILENCE_TIMEOUT_S = 20 * 60.0
@@ -40,68 +37,13 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
-class AgentOptions:
-    """The spec's agent settings for a phase. Backends ignore what they cannot use.
-
-    `extra` carries backend-specific settings: for `command` its argv template and how
-    it takes the prompt, for `replay` the directory of recordings, for `claude-code`
-    the executable and the output format.
-    """
-
-    model: str | None = None
-    allowed_tools: tuple[str, ...] = ()
-    permission_mode: str | None = None
-    max_turns: int | None = None
-    max_budget_usd: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.model is not None and (not self.model.strip() or self.model.startswith("-")):
-            raise UsageError(f"invalid model name {self.model!r}")
-        for tool in self.allowed_tools:
-            if not tool.strip() or tool.startswith("-"):
-                raise UsageError(f"invalid allowed tool {tool!r}")
-        if self.permission_mode is not None and self.permission_mode not in PERMISSION_MODES:
-            raise UsageError(
-                f"unknown permission mode {self.permission_mode!r}; "
-                f"expected one of {', '.join(PERMISSION_MODES)}"
-            )
-        if self.max_turns is not None and (
-            isinstance(self.max_turns, bool) or int(self.max_turns) != self.max_turns
-            or self.max_turns < 1
-        ):  # fmt: skip
-            raise UsageError(f"max_turns must be a positive integer, not {self.max_turns!r}")
-        if self.max_budget_usd is not None and not self.max_budget_usd > 0:
-            raise UsageError(f"max_budget_usd must be positive, not {self.max_budget_usd!r}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AgentOptions:
-        """Options from a spec's `agent` object; unknown keys go to `extra`."""
-        data = dict(data or {})
-        tools = data.pop("allowed_tools", None) or ()
-        if isinstance(tools, str):
-            raise UsageError("allowed_tools must be a list of tool names, not a string")
-        return cls(
-            model=data.pop("model", None),
-            allowed_tools=tuple(tools),
-            permission_mode=data.pop("permission_mode", None),
-            max_turns=data.pop("max_turns", None),
-            max_budget_usd=data.pop("max_budget_usd", None),
-            extra=data,
-        )
-
-
-@dataclass(frozen=True)
 class AgentRequest:
-    """One phase for an agent to do, in a checkout the worker has prepared."""
+    """One phase for an agent to do (its task, as the orchestrator sent it), in a
+    checkout the worker has prepared, with the limits and the sandbox the worker sets."""
 
-    phase_id: str
-    task: str
+    phase: PhaseTask
     checkout: Path
     log_path: Path
-    deliverables: tuple[str, ...] = ()
-    verify: tuple[str, ...] = ()
-    prerequisites: tuple[PrerequisiteRef, ...] = ()
     options: AgentOptions = field(default_factory=AgentOptions)
     wall_timeout_s: float = DEFAULT_WALL_TIMEOUT_S
     silence_timeout_s: float | None = DEFAULT_SILENCE_TIMEOUT_S
@@ -109,36 +51,28 @@ class AgentRequest:
     cancel: threading.Event | Callable[[], bool] | None = None
     # Added to (or overriding) the worker's environment for the agent's process only.
     env: Mapping[str, str] = field(default_factory=dict)
-    project: str | None = None
     kill_grace_s: float = 5.0
     # The sandbox every command of the agent runs in (None: as the worker, a trusted
     # host), and the directory it may write beside the checkout (prompt files, HOME).
     wrap: Wrap | None = None
     scratch: Path | None = None
-    # What failed in the attempt before, and the agent session to resume with it (only
-    # set where that session lives: the same worker and slot); a backend that cannot
-    # resume starts a fresh session told what failed.
-    feedback: Feedback | None = None
+    # The agent session to resume with the phase's feedback (only set where that
+    # session lives: the same worker and slot); a backend that cannot resume starts a
+    # fresh session told what failed.
     resume_session: str | None = None
     resumed_from: str | None = None  # the checkpoint the checkout was restored from
     conflicts: tuple[Conflict, ...] = ()  # prerequisites merged with markers, to resolve
 
+    @property
+    def phase_id(self) -> str:
+        return self.phase.phase_id
+
     def prompt(self, *, resuming: bool = False) -> str:
         """The task's prompt; with `resuming` (the backend resumes `resume_session`),
         only what failed: the session already knows the task."""
-        if resuming and self.feedback is not None:
-            return build_feedback_prompt(phase_id=self.phase_id, feedback=self.feedback)
-        return build_prompt(
-            phase_id=self.phase_id,
-            task=self.task,
-            deliverables=self.deliverables,
-            verify=self.verify,
-            prerequisites=self.prerequisites,
-            project=self.project,
-            feedback=self.feedback,
-            resumed_from=self.resumed_from,
-            conflicts=self.conflicts,
-        )
+        if resuming and self.phase.feedback is not None:
+            return build_feedback_prompt(phase_id=self.phase_id, feedback=self.phase.feedback)
+        return build_prompt(self.phase, resumed_from=self.resumed_from, conflicts=self.conflicts)
 
 
 @dataclass(frozen=True)
@@ -184,7 +118,7 @@ def resuming(request: AgentRequest) -> bool:
     """A session to resume with feedback, whose id is safe as an argument (it came
     from a worker's response, through the agent's output: never trusted to be one)."""
     return (
-        request.feedback is not None
+        request.phase.feedback is not None
         and request.resume_session is not None
         and _SESSION.fullmatch(request.resume_session) is not None
     )

@@ -39,12 +39,8 @@ PROMPT_VIA = ("stdin", "file", "json")
 SUCCESS_RULES = ("exit0_and_output", "exit0")
 
 
-def _template(extra: dict[str, Any]) -> list[str]:
-    template = extra.get("command")
-    if (
-        not isinstance(template, list | tuple) or not template
-        or not all(isinstance(part, str) for part in template) or not template[0]
-    ):  # fmt: skip
+def _template(template: Sequence[str]) -> list[str]:
+    if not template or not template[0]:
         raise UsageError(
             "the command backend needs `command`: a non-empty JSON list of strings "
             '(an argv template such as ["codex", "exec", "--cd", "{checkout}", "-"])'
@@ -84,12 +80,12 @@ def task_json(request: AgentRequest, prompt: str) -> dict[str, Any]:
     return {
         "phase_id": request.phase_id,
         "prompt": prompt,
-        "task": request.task,
-        "deliverables": list(request.deliverables),
-        "verify": list(request.verify),
+        "task": request.phase.task,
+        "deliverables": list(request.phase.deliverables),
+        "verify": list(request.phase.verify),
         "prerequisites": [
             {"phase": p.phase, "branch": p.branch, "commit": p.commit, "summary": p.summary}
-            for p in request.prerequisites
+            for p in request.phase.prerequisites
         ],
         "model": request.options.model,
     }
@@ -101,11 +97,11 @@ class CommandBackend:
     name = NAME
 
     def run(self, request: AgentRequest) -> AgentResult:
-        extra = dict(request.options.extra)
-        template = _template(extra)
-        resume = resuming(request) and bool(extra.get("resume_command"))
+        options, extra = request.options, request.options.extra
+        template = _template(options.command)
+        resume = resuming(request) and bool(options.resume_command)
         if resume:
-            template = _template({"command": extra["resume_command"]})
+            template = _template(options.resume_command)
         prompt_via = str(extra.get("prompt_via") or (
             "file" if any("{prompt_file}" in part for part in template) else "stdin"
         ))  # fmt: skip
@@ -164,7 +160,7 @@ class CommandBackend:
                 ],
             )
         result = classify(request, outcome, success)
-        session = _session_id(extra.get("session_pattern"), outcome) or (
+        session = _session_id(options.session_pattern, outcome) or (
             request.resume_session if resume else None
         )
         return replace(result, session_id=session) if session else result
