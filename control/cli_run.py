@@ -66,7 +66,7 @@ def runs(
         if not data:
             console.print(f"{cli_io.state_path(state)}: no run yet", highlight=False)
             return
-        shown = table("run", "status", "done", "started", "driver", "spec")
+        shown = table("run", "status", "done", "started", "driver", "spec", whole=("run",))
         for row in data:
             driver = row["driver"]
             interrupted = row["status"] == "running" and driver is None

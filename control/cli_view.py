@@ -30,10 +30,12 @@ STATE_COLOURS = {
 _STOPPED = ("dead", "cancelled")
 
 
-def table(*columns: str, title: str | None = None) -> Table:
+def table(*columns: str, title: str | None = None, whole: Sequence[str] = ()) -> Table:
     """A table for 80 columns: when it must shrink, the widest columns give way first
     (rich's own rule), so headers and short values stay whole and long text wraps at
     words; a value alone wider than its column folds. No edges: every column counts.
+    The columns named in `whole` never wrap: ids a user copies into the next command
+    (a run id cut in two at 80 columns cannot be pasted).
     """
     made = Table(
         box=box.SIMPLE_HEAD,
@@ -44,7 +46,7 @@ def table(*columns: str, title: str | None = None) -> Table:
         expand=False,
     )
     for name in columns:
-        made.add_column(name, overflow="fold")
+        made.add_column(name, overflow="fold", no_wrap=name in whole)
     return made
 
 

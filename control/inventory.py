@@ -17,10 +17,11 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from control.contention import throughput
 from control.errors import UsageError, missing_extra
 from control.names import host_name_problem
 from control.pins import PROFILES
-from control.scheduler import DEFAULT_SLOT_COST, throughput
+from control.scheduler import DEFAULT_SLOT_COST
 
 WORKERS_GROUP = "workers"
 TRANSPORTS: tuple[str, ...] = ("local", "ssh", "ansible")

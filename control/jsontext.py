@@ -39,16 +39,27 @@ class _DuplicateKey(Exception):
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            keys = ", ".join(dict.fromkeys(k for k, _ in pairs))
-            raise _DuplicateKey(
-                f"names the key {key!r} twice in one object (keys: {keys}); "
-                "JSON would keep only the last: merge them into one"
-            )
-        seen[key] = value
+    """The object, unless a key repeats. Built by `dict` in C and checked by size: a
+    10,000-phase spec has tens of thousands of objects, and a Python loop over every
+    pair cost a tenth of a second of each `control plan`."""
+    seen = dict(pairs)
+    if len(seen) < len(pairs):
+        keys = ", ".join(seen)
+        raise _DuplicateKey(
+            f"names the key {_first_repeated(pairs)!r} twice in one object (keys: {keys}); "
+            "JSON would keep only the last: merge them into one"
+        )
     return seen
+
+
+def _first_repeated(pairs: list[tuple[str, Any]]) -> str:
+    """The first key that occurs a second time, read in order."""
+    keys: set[str] = set()
+    for key, _ in pairs:
+        if key in keys:
+            return key
+        keys.add(key)
+    raise AssertionError("no key repeats")
 
 
 def canonical_json(value: Any) -> str:

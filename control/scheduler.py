@@ -12,6 +12,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from control.contention import fleet_supply, speed, throughput
+
 # A second agent on a machine slows both: k agents share its CPU, memory and disk,
 # each at 1 / (1 + cost * (k - 1)) of its speed alone. The inventory sets it per host
 # (superagent_slot_cost): 0 for a machine whose slots do not interfere, 1 for one that
@@ -46,21 +48,6 @@ SOLE_HOLDER_WAIT = 0.75
 SOLE_HOLDER_SHARE = 0.5
 # Minutes of estimate below which remaining work is none (what float sums leave over).
 NO_WORK = 1e-6
-
-
-def speed(running: int, slot_cost: float) -> float:
-    """How fast each of `running` agents on one machine goes, against one agent alone."""
-    return 1.0 / (1.0 + slot_cost * (running - 1)) if running > 1 else 1.0
-
-
-def throughput(slots: int, slot_cost: float) -> float:
-    """The most work a machine of `slots` slots does per minute, all agents together.
-
-    k agents do k * speed(k) between them: rising with k while the cost is under 1,
-    flat at 1 from there (a machine that only time-slices is worth one slot).
-    """
-    slots = max(1, slots)
-    return slots * speed(slots, slot_cost) if slot_cost < 1 else 1.0
 
 
 def frees_in(running: Iterable[tuple[float, float]], now: float, slot_cost: float) -> float:
@@ -335,16 +322,14 @@ class _Costs:
     def __init__(
         self, workers: Sequence[WorkerState], outlook: Outlook, ready: Sequence[ReadyPhase]
     ) -> None:
-        # Called on every tick (and every step of a plan's simulation): each machine's
-        # throughput is worked out once here, not once per use.
-        rate = {w.name: w.throughput for w in workers}
-        supply: dict[str, float] = {}
-        for worker in workers:
-            for label in worker.capabilities:
-                supply[label] = supply.get(label, 0.0) + rate[worker.name]
-        fleet = sum(rate.values())
+        machines = fleet_supply(
+            tuple(
+                (w.name, w.capabilities, max(w.slots, w.free_slots), w.slot_cost) for w in workers
+            )
+        )
+        rate, supply = machines.rate, machines.supply
         # minutes of remaining work per unit of the fleet's throughput: the average load
-        average = outlook.total / fleet
+        average = outlook.total / machines.throughput
 
         def load(need: float, have: float) -> float:
             """How much the work needing a thing loads what has it, against the average."""
@@ -357,15 +342,11 @@ class _Costs:
         # (then it can wait its turn).
         self.scarce = {c: min(1.0, self.load[c]) / n for c, n in supply.items()}
         self.pin_scarce = {n: min(1.0, self.pin_load[n]) / r for n, r in rate.items()}
-        self.share = {c: n / fleet for c, n in supply.items()}
+        self.share = machines.share
+        self.sole = machines.sole
         self.needs = outlook.needs
         self.needs_from = outlook.needs_from
         self.workers = workers
-        holders: dict[str, int] = {}
-        for worker in workers:
-            for label in worker.capabilities:
-                holders[label] = holders.get(label, 0) + 1
-        self.sole = {c for c, n in holders.items() if n == 1}  # capabilities one machine has
         self.pinned_from = outlook.pinned_from
         self.running = {w.name: w.running for w in workers}  # agents at work there
         self.taken = {w.name: 0 for w in workers}  # slots this call has filled

@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from control.contention import speed
 from control.dag import Dag
 from control.errors import UsageError
 from control.inventory import Worker
-from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign, can_run, speed
+from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign, can_run
 from control.spec import Spec
 
 Policy = Callable[[Sequence[ReadyPhase], Sequence[WorkerState], Outlook], list[Assignment]]

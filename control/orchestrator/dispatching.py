@@ -10,6 +10,7 @@ from control.accounts import VERSION_KEYS, offers
 from control.budget import OverBudget
 from control.health import (
     REFUSING,
+    STOPPED,
     off_pins,
 )
 from control.inventory import Worker
@@ -225,6 +226,11 @@ class Dispatching(Pacing, Tasks, Liveness):
                     for w in capable
                     if w.name in rows and rows[w.name].beat_status == REFUSING
                 ]
+                stopped = [
+                    w.name
+                    for w in capable
+                    if w.name in rows and rows[w.name].beat_status == STOPPED
+                ]
                 drained = [w.name for w in capable if w.name in rows and rows[w.name].drained]
                 off = [
                     f"{w.name}: {', '.join(found)}"
@@ -234,6 +240,8 @@ class Dispatching(Pacing, Tasks, Liveness):
                 need = f" with {', '.join(sorted(phase.requires))}" if phase.requires else ""
                 if refusing and len(refusing) == len(capable):
                     reason = "every capable worker refuses work (" + "; ".join(refusing) + ")"
+                elif stopped and len(stopped) == len(capable):
+                    reason = f"every capable worker is stopped ({', '.join(stopped)}): start one"
                 elif drained and len(drained) == len(capable):
                     reason = f"every capable worker is drained ({', '.join(drained)})"
                 elif off and len(off) + len(drained) >= len(capable):

@@ -7,6 +7,7 @@ from typing import Any
 
 from control.health import (
     NOT_WORKING,
+    STOPPED,
     beat_of,
     off_pins,
 )
@@ -76,11 +77,7 @@ class Liveness(Settling):
             fields.update(status="up", down_since=None)
             self._say("worker_up", worker=name)
         elif not healthy and not was_down and (refusing or stale):
-            why = (
-                f"refusing work: {beat.get('reason')}"
-                if refusing and beat
-                else f"no heartbeat for {now - reference:.0f}s"
-            )
+            why = _down_reason(beat if refusing else None, now - reference)
             fields.update(status="down", down_since=now)
             self._say("worker_down", worker=name, reason=why)
         self.store.update_worker(name, **fields)
@@ -186,3 +183,13 @@ class Liveness(Settling):
             )
 
         return deliver_cancels(self.store, self.transports, self.workers, results, said)
+
+
+def _down_reason(refusal: dict[str, Any] | None, silent_s: float) -> str:
+    """Why a worker is down: the beat in which it refuses work (a stopped worker says so
+    on its way out, with no reason), or how long it has been silent."""
+    if refusal is None:
+        return f"no heartbeat for {silent_s:.0f}s"
+    if refusal.get("status") == STOPPED:
+        return "the worker is stopped"
+    return f"refusing work: {refusal.get('reason')}"

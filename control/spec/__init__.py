@@ -95,17 +95,20 @@ MAX_DEPTH = 32
 
 
 def _depth(document: Any) -> int:
-    """How deeply lists and objects nest in `document`, without recursion."""
-    deepest, stack = 0, [(document, 0)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, level + 1)
-            if level + 1 <= MAX_DEPTH:
-                stack.extend((child, level + 1) for child in node)
-    return deepest
+    """How deeply lists and objects nest in `document` (MAX_DEPTH + 1 for anything deeper),
+    without recursion: one level at a time, carrying only the containers to the next,
+    since a 10,000-phase spec holds hundreds of thousands of strings and numbers."""
+    depth = 0
+    level = [document] if isinstance(document, dict | list) else []
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return depth
 
 
 def _looks_like_yaml(raw: bytes) -> bool:

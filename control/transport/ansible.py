@@ -1,8 +1,10 @@
-"""The ansible transport: each call is one ad-hoc `command` run against the inventory.
+"""The ansible transport: each call is one ad-hoc `control_queue_rpc` against the inventory.
 
 The worker runs `control queue rpc --base64` with the request on its stdin; a poll
 of the whole fleet is one ansible-runner invocation whatever the number of hosts.
 The payload is base64 and marked `!unsafe`: no shell and no template engine sees it.
+`control_queue_rpc` (ansible_library/) is a module without Ansible's module_utils: the
+worker's Python starts, runs the rpc and answers, a fraction of `command`'s cost.
 """
 
 from __future__ import annotations
@@ -33,21 +35,33 @@ _DATA = "__superagent_rpc"
 _ARGS = {
     "argv": "{{ __superagent_rpc.argv[inventory_hostname] }}",
     "stdin": "{{ __superagent_rpc.stdin }}",
-    "expand_argument_vars": False,  # `$HOME` in a path stays `$HOME`
 }
+MODULE = "control_queue_rpc"
 # Ours too: a worker behind NAT is reached through its reverse tunnel (the address
 # control.inventory derives), whatever ansible_host says (its LAN, for the first
-# provisioning). Extra vars apply to every host of a call, so those workers get a call
-# of their own; the `ssh` spellings are set as well because Ansible prefers them.
+# provisioning). Extra vars apply to every host of a call, so they pick the tunnel's
+# address for the hosts in `address` and leave every other host where its inventory
+# puts it; they set the `ssh` spellings, which Ansible prefers over ansible_host and
+# ansible_port, so for the other hosts those two are still read. A mixed poll stays
+# one call.
+_TUNNELLED = f"inventory_hostname in {_DATA}.address"
 _THROUGH_TUNNEL = {
-    f"ansible_{ssh}{part}": f"{{{{ {_DATA}.address[inventory_hostname][{index}] }}}}"
-    for ssh in ("", "ssh_")
-    for index, part in enumerate(("host", "port"))
+    "ansible_ssh_host": (
+        f"{{{{ {_DATA}.address[inventory_hostname][0] if {_TUNNELLED} "
+        "else ansible_host | default(inventory_hostname) }}"
+    ),
+    "ansible_ssh_port": (
+        f"{{{{ {_DATA}.address[inventory_hostname][1] if {_TUNNELLED} "
+        "else ansible_port | default(None) }}"
+    ),
 }
+# Those the tunnel's extra vars would hide: a direct worker whose inventory spells its
+# address this way gets a call of its own when workers behind NAT are in the same poll.
+_SSH_SPELLINGS = ("ansible_ssh_host", "ansible_ssh_port")
 
 
 class AnsibleTransport(InboxCalls):
-    """Ad-hoc `ansible.builtin.command` calls through the one ansible-runner wrapper.
+    """Ad-hoc `control_queue_rpc` calls through the one ansible-runner wrapper.
 
     `inventory` is the inventory directory the workers were loaded from (or
     $SUPERAGENT_INVENTORY); without one, an inventory is written from each
@@ -74,31 +88,37 @@ class AnsibleTransport(InboxCalls):
         """The protocol answer of each worker, or the reason it has none (a string)."""
         answers: dict[str, dict[str, Any] | str] = {}
         argv: dict[str, list[str]] = {}
+        address: dict[str, list[Any]] = {}  # the workers reached through their tunnel
         for worker in workers:
             try:
                 argv[worker.name] = [*rpc_argv(worker), "--base64"]
+                if worker.reach == "reverse-tunnel":
+                    address[worker.name] = list(ssh_address(worker))
             except SuperagentError as exc:
+                argv.pop(worker.name, None)
                 answers[worker.name] = str(exc)
-        if not argv:
-            return answers
-        tunnelled = [w for w in workers if w.name in argv and w.reach == "reverse-tunnel"]
-        direct = [w for w in workers if w.name in argv and w.reach != "reverse-tunnel"]
-        for group in (direct, tunnelled):
+        ready = [w for w in workers if w.name in argv]
+        apart = {w.name for w in ready if address and w.name not in address and _spells_ssh(w)}
+        for group in (
+            [w for w in ready if w.name not in apart],
+            [w for w in ready if w.name in apart],
+        ):
             if not group:
                 continue
             data: dict[str, Any] = {
                 "argv": {w.name: argv[w.name] for w in group},
                 "stdin": rpc.encode(request),
             }
-            if group is tunnelled:
-                data["address"] = {w.name: list(ssh_address(w)) for w in group}
+            through = {w.name: address[w.name] for w in group if w.name in address}
+            if through:
+                data["address"] = through
             result = self.runner.run(
                 inventory=self._inventory(group),
                 hosts=[w.name for w in group],
-                module="ansible.builtin.command",
+                module=MODULE,
                 args=_ARGS,
                 data={_DATA: data},
-                templates=_THROUGH_TUNNEL if group is tunnelled else None,
+                templates=_THROUGH_TUNNEL if through else None,
             )
             for host, outcome in result.hosts.items():
                 answers[host] = _answer(outcome)
@@ -129,12 +149,16 @@ class AnsibleTransport(InboxCalls):
         """Nothing stays open: the SSH control sockets expire by ControlPersist."""
 
 
+def _spells_ssh(worker: Worker) -> bool:
+    return any(worker.vars.get(name) is not None for name in _SSH_SPELLINGS)
+
+
 def _answer(outcome: HostOutcome) -> dict[str, Any] | str:
     if not outcome.ok:
         return outcome.error()
-    if "stdout" not in outcome.result:
-        return "the result has no stdout (did ansible-runner drop it for its size?)"
-    stdout = str(outcome.result.get("stdout") or "").strip()
+    if "answer" not in outcome.result:
+        return "the result has no answer (did ansible-runner drop it for its size?)"
+    stdout = str(outcome.result.get("answer") or "").strip()
     lines = stdout.splitlines()
     try:
         answer = json.loads(lines[-1] if lines else stdout)

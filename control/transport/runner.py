@@ -36,6 +36,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 10
 DEFAULT_CONTROL_PERSIST_S = 300
 MAX_FORKS = 50
 MAX_EVENT_RES = 1 << 31
+# superagent's own modules (control_queue_rpc), found ahead of any of the same name.
+LIBRARY = Path(__file__).parent / "ansible_library"
 
 
 class Unsafe(str):
@@ -140,6 +142,9 @@ class AdHocRunner:
         env = {
             "PATH": os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)]),
             "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_LIBRARY": os.pathsep.join(
+                p for p in (str(LIBRARY), os.environ.get("ANSIBLE_LIBRARY")) if p
+            ),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
             "ANSIBLE_SSH_ARGS": (
                 f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s"

@@ -440,6 +440,25 @@ def test_a_ready_phase_no_live_worker_can_take_says_why_once(rig: Rig) -> None:
     assert rig.store.phases(rig.run_id)["api"].state == "dispatched"
 
 
+def test_stopped_workers_are_named_stopped_not_refusing(rig: Rig) -> None:
+    """A worker that shut down (its last beat says `stopped`, with no reason: the demo's
+    fleet after the demo) is down because it is stopped, not "refusing work: None", and a
+    phase that only stopped workers could take says so (issue 11, item 4)."""
+    for name in ("w1", "w2"):
+        rig.queues[name].beat(name, "stopped")
+    rig.orchestrator.tick()
+    down = [data for kind, data in rig.events if kind == "worker_down"]
+    stuck = [data for kind, data in rig.events if kind == "phase_stuck"]
+    assert down == [
+        {"worker": "w1", "reason": "the worker is stopped"},
+        {"worker": "w2", "reason": "the worker is stopped"},
+    ]
+    assert stuck == [
+        {"phase": "api", "reason": "every capable worker is stopped (w1, w2): start one"}
+    ]
+    assert rig.store.phases(rig.run_id)["api"].reason == stuck[0]["reason"]
+
+
 def test_a_beat_written_before_a_worker_died_does_not_bring_it_back(rig: Rig) -> None:
     """A heartbeat first read late (after an outage, or by a restarted orchestrator) is
     aged on the clock that wrote it, not taken as fresh because it changed."""

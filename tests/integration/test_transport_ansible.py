@@ -230,14 +230,17 @@ def test_a_worker_behind_nat_is_reached_through_its_tunnel_by_both_transports(
     control_path_dir: Path, tmp_path: Path, invocations: list[dict[str, Any]]
 ) -> None:
     """ansible_host/ansible_port name its LAN (here a closed port: no route from the
-    orchestrator); reverse_tunnel_port is where its tunnel ends (here the real sshd)."""
+    orchestrator); reverse_tunnel_port is where its tunnel ends (here the real sshd). A
+    poll of it with a direct worker is one ansible-runner call, each host reached where
+    it must be; a direct worker that spells its port ansible_ssh_port (which the
+    tunnel's extra vars hide) gets a call of its own."""
     problem = sshd_problem()
     need(problem is None, str(problem))
     sshd = Sshd(tmp_path / "sshd")
     sshd.start()
     try:
         workers = []
-        for name, reach in (("direct", "direct"), ("nat", "reverse-tunnel")):
+        for name, reach in (("direct", "direct"), ("nat", "reverse-tunnel"), ("old", "direct")):
             db = tmp_path / f"{name}.db"
             Queue(db).close()
             values = dict(sshd.worker(name, db).vars)
@@ -245,13 +248,21 @@ def test_a_worker_behind_nat_is_reached_through_its_tunnel_by_both_transports(
             values["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={sshd.known_hosts}"
             if reach == "reverse-tunnel":
                 values.update(ansible_port=free_port(), reverse_tunnel_port=sshd.port)
+            if name == "old":
+                values.update(ansible_port=free_port(), ansible_ssh_port=sshd.port)
             workers.append(Worker(name, transport="ansible", reach=reach, vars=values))
         transport = AnsibleTransport(runner=AdHocRunner(control_path_dir=control_path_dir))
 
-        polled = transport.poll(workers)
+        polled = transport.poll(workers[:2])
         assert polled["nat"].reachable, polled["nat"].error
         assert polled["direct"].reachable, polled["direct"].error
-        assert len(invocations) == 2  # extra vars reach every host of a call: its own call
+        assert len(invocations) == 1  # the mixed poll is one call
+        assert sorted(invocations[0]["host_pattern"].split(",")) == ["direct", "nat"]
+
+        polled = transport.poll(workers)
+        assert all(polled[w.name].reachable for w in workers), polled
+        assert sorted(i["host_pattern"] for i in invocations[1:]) == ["direct,nat", "old"]
+
         assert transport.enqueue(workers[1], {"task": "through the tunnel"}, key="k").state == (
             "pending"
         )

@@ -232,6 +232,10 @@ def test_status_and_runs_read_at_80_columns(tmp_path: Path) -> None:
     assert "blocked:api-authentication-serviceisdead" in "".join(status.split())
     runs = _at_80("runs", *state)
     _reads_at_80(runs, ["run", "status", "done", "started", "driver", "spec"], "")
+    store = StateStore(tmp_path / "state.db")
+    (run,) = store.runs(1)
+    store.close()
+    assert run.id in runs.split(), runs  # whole, to paste into --run (the spec's path wraps)
 
 
 def test_health_and_workers_read_at_80_columns(tmp_path: Path) -> None:

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from control.cli import app
+from control.contention import speed
 from control.dag import Dag
 from control.errors import UsageError
 from control.inventory import Worker, generic_workers, load_inventory
 from control.plan import lower_bound, plan, utilisation
-from control.scheduler import assign, assign_first_free, speed
+from control.scheduler import assign, assign_first_free
 from control.simulation import Run, Work, simulate
 from control.spec import load_spec
 from control.sweep import interchangeable_times

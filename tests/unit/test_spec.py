@@ -323,6 +323,23 @@ def test_a_spec_that_is_not_a_json_file_is_a_usage_error(
         check_file(path)
 
 
+def test_the_depth_limit_is_exact_and_the_first_repeated_key_is_named(tmp_path: Path) -> None:
+    """The depth walk and the duplicate-key check are the fast ones: same answers at the edges."""
+    path = tmp_path / "spec.json"
+    for depth, refused in ((31, False), (32, True)):  # the document itself is one level more
+        path.write_text('{"version": 1, "phases": ' + "[" * depth + "]" * depth + "}")
+        if refused:
+            with pytest.raises(UsageError, match="nested more than 32 levels deep"):
+                check_file(path)
+        else:
+            assert check_file(path).errors  # read, then refused by the schema
+    path.write_text('{"a": 1, "b": 2, "b": 3, "a": 4}')
+    with pytest.raises(
+        UsageError, match=re.escape("names the key 'b' twice in one object (keys: a, b)")
+    ):
+        check_file(path)
+
+
 def test_a_yaml_spec_is_told_that_specs_are_json(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text("version: 1\nname: shop\n")

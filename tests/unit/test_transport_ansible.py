@@ -81,12 +81,12 @@ def test_a_worker_with_a_bad_path_is_reported_without_running(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("outcome", "result", "expected"),
     [
-        ("ok", {"stdout": '{"ok": true, "acked": 1}'}, {"ok": True, "acked": 1}),
-        ("ok", {"stdout": "Traceback..."}, "not a protocol answer: 'Traceback...'"),
-        ("ok", {}, "the result has no stdout (did ansible-runner drop it for its size?)"),
+        ("ok", {"answer": '{"ok": true, "acked": 1}'}, {"ok": True, "acked": 1}),
+        ("ok", {"answer": "Traceback..."}, "not a protocol answer: 'Traceback...'"),
+        ("ok", {}, "the result has no answer (did ansible-runner drop it for its size?)"),
         (
             "failed",
-            {"rc": 3, "stderr": "error: /q.db: no inbox here", "stdout": ""},
+            {"rc": 3, "stderr": "error: /q.db: no inbox here"},
             "failed: exit 3; error: /q.db: no inbox here",
         ),
         ("unreachable", {"msg": "ssh: connect: refused"}, "unreachable: ssh: connect: refused"),
