@@ -106,11 +106,16 @@ def agent_option(help_text: str, envvar: str | None = None) -> Any:
     )
 
 
-def workers_from(inventory: Path | None) -> list[Worker]:
-    """The fleet of `--inventory`; a command that needs one says how to give it."""
+def inventory_dir(inventory: Path | None) -> Path:
+    """`--inventory` (or $SUPERAGENT_INVENTORY); a command that needs one says how to give it."""
     if inventory is None:
         raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
-    return load_inventory(inventory)
+    return inventory
+
+
+def workers_from(inventory: Path | None) -> list[Worker]:
+    """The fleet of `--inventory`."""
+    return load_inventory(inventory_dir(inventory))
 
 
 def fleet_by_name(inventory: Path | None) -> dict[str, Worker]:

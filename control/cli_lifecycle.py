@@ -16,7 +16,7 @@ import typer
 
 from control import cli_io
 from control.cli_io import InventoryOption, JsonOption, RunOption, StateOption, console, emit
-from control.errors import ExitCode, NotFoundError, UsageError
+from control.errors import ExitCode, NotFoundError
 from control.lifecycle import drain as drain_worker
 from control.lifecycle import fleet_worker, repin_running
 from control.lifecycle import remove as remove_host
@@ -179,9 +179,8 @@ def upgrade(
     Once every host is upgraded, the unfinished runs in --state move to the new pins
     (`control repin`). A host that fails stops the rollout and stays drained with the
     reason (exit 1); the runs then keep their pins and the hosts still on them."""
+    inventory = cli_io.inventory_dir(inventory)
     workers = cli_io.workers_from(inventory)
-    if inventory is None:  # workers_from refused it already; this tells mypy
-        raise UsageError("no inventory: pass --inventory DIR or set SUPERAGENT_INVENTORY")
     with cli_io.transports_to(inventory) as transports:
         rollout = rolling_upgrade(
             workers,

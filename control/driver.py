@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,40 @@ from control.transport import Transports
 
 
 def spec_hash(spec: Spec) -> str:
-    body = json.dumps(spec.to_dict() | {"path": None}, sort_keys=True, default=str)
+    """The digest a resume compares: the spec's content with every field left at its
+    default omitted, so that a later superagent adding a spec field (with a default)
+    still resumes the runs its predecessor started from the same file."""
+    return _digest(_set_fields(spec) | {"path": None})
+
+
+def legacy_spec_hash(spec: Spec) -> str:
+    """The digest superagent took before it left defaults out (every field hashed): a
+    run started then resumes as long as no spec field was added since."""
+    return _digest(spec.to_dict() | {"path": None})
+
+
+def _digest(document: Any) -> str:
+    body = json.dumps(document, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _set_fields(value: Any) -> Any:
+    """`value` as JSON-ready data, each dataclass without the fields at their default."""
+    if is_dataclass(value) and not isinstance(value, type):
+        kept = {}
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if f.default is not MISSING and item == f.default:
+                continue
+            if f.default_factory is not MISSING and item == f.default_factory():
+                continue
+            kept[f.name] = _set_fields(item)
+        return kept
+    if isinstance(value, (list, tuple)):
+        return [_set_fields(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _set_fields(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -66,6 +98,7 @@ class RunDriver:
         orchestrator = self.orchestrator
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        queue = self._merge_queue()
         try:
             while True:
                 self._renew_driver()
@@ -82,7 +115,10 @@ class RunDriver:
                     self.store.finish_run(self.run_id, "failed", reason)
                     phases = self.store.phases(self.run_id)
                     return RunOutcome(self.run_id, "failed", phases, reason)
-                orchestrator.tick()
+                if queue is None:
+                    orchestrator.tick()
+                elif (failed := self._queue_step(queue)) is not None:
+                    return failed
                 if on_tick is not None:
                     on_tick()
                 if orchestrator.outcome() is None:
@@ -90,6 +126,25 @@ class RunDriver:
         finally:
             if self.lease is not None:
                 self.lease.release()
+
+    def _merge_queue(self) -> FinalCheck | None:
+        """The merge queue while phases run (`control.merge_queue`): accepted phases
+        merged and checked on spare slots as they come. None when the run is not merged
+        here, not verified, or its spec turns the queue off."""
+        if not (self.merge and self.verify_merge and self.orchestrator.spec.merge_queue):
+            return None
+        return FinalCheck(self.orchestrator, during_run=True)
+
+    def _queue_step(self, queue: FinalCheck) -> RunOutcome | None:
+        """One tick with the merge queue's step; the failed run when a phase broke the
+        integration more often than its feedback rounds allow."""
+        try:
+            queue.step()
+        except MergeFailed as exc:
+            self.store.finish_run(self.run_id, "failed", str(exc))
+            self.orchestrator.say("merge_failed", reason=str(exc))
+            return RunOutcome(self.run_id, "failed", self.store.phases(self.run_id), str(exc))
+        return None
 
     def _renew_driver(self) -> None:
         if self.lease is not None:
@@ -172,7 +227,7 @@ def open_run(
     key = str(spec_path.resolve())
     digest = spec_hash(spec)
     latest = None if new_run else store.latest_run(key)
-    if latest is not None and latest.spec_hash != digest:
+    if latest is not None and latest.spec_hash not in (digest, legacy_spec_hash(spec)):
         store.close()
         raise ConflictError(
             f"{spec_path} changed since run {latest.id}; resume it with the old spec or "

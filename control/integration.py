@@ -1,4 +1,5 @@
-"""The final check of a run, sent to a worker and waited for like a phase.
+"""The final check of a run, sent to a worker and waited for like a phase; the merge
+queue's checks of merged states (`control.merge_queue` decides which) go the same way.
 
 The control plane never executes repository content, so the merged tree is built
 and verified on a worker (`control.worker.integrate`), through the same
@@ -17,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from control.check_workers import is_down, needs, nobody_up, pick, spare_slot
 from control.errors import SuperagentError, UnavailableError, UsageError
-from control.inventory import Worker
 from control.merge import (
     MergeFailed,
     MergeResult,
@@ -27,9 +28,18 @@ from control.merge import (
     integration_task,
     judge,
 )
-from control.merge_queue import Next, Reopened, held, plan, reopen, verify_failure
+from control.merge_queue import (
+    Next,
+    Reopened,
+    built_on_in_flight,
+    held,
+    plan,
+    reopen,
+    superseded,
+    verify_failure,
+)
 from control.messages import IntegrationResult, IntegrationTask
-from control.orchestrator import IN_FLIGHT, QUEUE_MAX_ATTEMPTS, Orchestrator
+from control.orchestrator import QUEUE_MAX_ATTEMPTS, Orchestrator
 from control.resolution import (
     MAX_RESOLUTIONS,
     accepted_resolution,
@@ -57,9 +67,14 @@ class FinalCheck:
         max_attempts: int = MAX_ATTEMPTS,
         verify_timeout_s: float = 900.0,
         rebuild: bool = False,
+        during_run: bool = False,
     ) -> None:
         """`rebuild` (`control merge`): build and check the whole run again even when its
-        last verified state holds every phase."""
+        last verified state holds every phase. `during_run`: the merge queue while phases
+        still run (`step` each tick, see `control.driver`): the accepted phases are
+        checked on spare slots only, a culprit is reopened once nothing building on it
+        runs, and a check that cannot go on (a conflict, a worker erring) waits for the
+        end of the run instead of ending it."""
         self.orchestrator = orchestrator
         self.store = orchestrator.store
         self.run_id = orchestrator.run_id
@@ -68,6 +83,8 @@ class FinalCheck:
         self.verify_timeout_s = verify_timeout_s
         self.retries = 0  # checks in a row that went wrong for a reason other than the tree
         self.rebuild = rebuild
+        self.during_run = during_run
+        self.halted = False  # during the run: the rest waits for the end of the run
         self.last_reason = ""
         self.row: IntegrationRow | None = None  # the attempt under way
 
@@ -114,11 +131,17 @@ class FinalCheck:
         while True:
             if row is None:
                 planned = self._plan()
-                if not isinstance(planned, Next):
+                if not isinstance(planned, Next) or not planned.check:
                     self.row = None
-                    return planned
+                    return None if isinstance(planned, Next) else planned
                 row = self._start(planned, no_worker_is_fatal=no_worker_is_fatal)
-            elif row.state in ("sending", "dispatched") and self._down(row.worker):
+            elif row.state in ("sending", "dispatched") and self._superseded(row):
+                why = "every phase is done: the whole run is checked instead"
+                self.store.settle_integration(row.key, "abandoned", why)
+                self._cancel(row)
+                row = None
+                continue  # waiting for a part would only delay the end of the run
+            elif row.state in ("sending", "dispatched") and is_down(self.orchestrator, row.worker):
                 reason = f"worker {row.worker} down during the final check"
                 self.store.settle_integration(row.key, "abandoned", reason)
                 self._say("integration_abandoned", worker=row.worker, attempt=row.attempt)
@@ -145,27 +168,51 @@ class FinalCheck:
         dag = self.orchestrator.dag
         if self._to_resolve() is not None or not self.verify:
             return Next(check=dag.order)  # unverified: rebuilt whole, as asked
-        commits = {p: c for p, (_, c) in self._commits().items()}
+        commits = {p: c for p, (_, c) in self._done().items()}
+        finished = len(commits) == len(dag.order)
+        if not finished and (self.halted or not spare_slot(self.orchestrator)):
+            return Next()  # during the run: later
         rows = [r for r in self.store.integrations(self.run_id) if self._checked(r)]
         step = plan(dag, commits, rows)
         if step.culprit is not None:
-            rounds = self.orchestrator.spec.phase(step.culprit).feedback_rounds
-            reopened = reopen(self.store, self.run_id, step, dag, rounds)
-            for phase in reopened.phases:
-                self._say(
-                    "phase_reopened", phase=phase, culprit=reopened.culprit, reason=reopened.reason
-                )
-            return reopened
-        if step.check:
+            return self._reopen(step)
+        if step.check or not finished:
             return step
         if self.rebuild:
             return Next(check=dag.order)
+        return self._taken_up(rows)
+
+    def _reopen(self, step: Next) -> Reopened | Next:
+        """Send the culprit back, once nothing building on it runs (until then: nothing)."""
+        assert step.culprit is not None
+        if built_on_in_flight(self.orchestrator, step.culprit):
+            return Next()
+        rounds = self.orchestrator.spec.phase(step.culprit).feedback_rounds
+        reopened = reopen(self.store, self.run_id, step, self.orchestrator.dag, rounds)
+        for phase in reopened.phases:
+            self._say(
+                "phase_reopened", phase=phase, culprit=reopened.culprit, reason=reopened.reason
+            )
+        return reopened
+
+    def _taken_up(self, rows: list[IntegrationRow]) -> MergeResult | Next:
+        """The result from the last verified state, which holds every phase (a killed
+        orchestrator resuming after it passed); rebuilt when its ref is gone."""
         last = next(r for r in reversed(rows) if r.state == "done" and not is_resolution(r))
         try:
             return self._accept(last, self._judge(last))
-        except MergeFailed as exc:  # its pushed ref is gone: built and checked again
+        except MergeFailed as exc:
             log.info("the verified state %s cannot be taken up again: %s", last.key, exc)
-            return Next(check=dag.order)
+            return Next(check=self.orchestrator.dag.order)
+
+    def _superseded(self, row: IntegrationRow) -> bool:
+        """A check of part of the run in flight while every phase is now done and nothing
+        is bisected (`control.merge_queue.superseded`)."""
+        if not self.verify:
+            return False
+        commits = {p: c for p, (_, c) in self._done().items()}
+        rows = [r for r in self.store.integrations(self.run_id) if self._checked(r)]
+        return superseded(self.orchestrator.dag, commits, rows, row)
 
     def _checked(self, row: IntegrationRow) -> bool:
         """Whether a check ran the verify commands of its phases (not `--no-verify`)."""
@@ -177,13 +224,16 @@ class FinalCheck:
         answered a conflict that may be resolved); None while there is no worker."""
         conflict = self._to_resolve()
         if conflict is None and self.retries >= self.max_attempts:
+            if self.during_run:
+                self.halted = True  # the end of the run tries again
+                return None
             raise MergeFailed(
                 f"{self.last_reason} (after {self.retries} attempts of the final check)"
             )
-        worker = self._pick()
+        worker = pick(self.orchestrator, needs(self.orchestrator.spec, self.verify))
         if worker is None:
             if no_worker_is_fatal:
-                raise UnavailableError(self._nobody_up())
+                raise UnavailableError(nobody_up(self.orchestrator))
             return None
         if conflict is not None:
             commits = self._commits()
@@ -234,13 +284,8 @@ class FinalCheck:
             self.retries += 1
             return None
         except MergeFailed as exc:
-            self.store.settle_integration(row.key, "failed", str(exc))
-            self.last_reason = str(exc)
-            settled = self._reload(row)
-            if self.orchestrator.spec.merge_queue and settled and verify_failure(settled):
-                self.retries = 0
-                return None  # the merge queue finds the phase that broke it
-            raise
+            self._failed(row, exc)
+            return None
         self.store.settle_integration(row.key, "done")
         self.retries = 0
         if set(held(row)) != set(self.orchestrator.dag.order):
@@ -252,6 +297,19 @@ class FinalCheck:
             )
             return None  # a state of the merge queue: the next one follows
         return self._accept(row, result)
+
+    def _failed(self, row: IntegrationRow, exc: MergeFailed) -> None:
+        """A check that failed for its tree: the merge queue finds the phase that broke
+        it; during the run a conflict waits for the end of it; else MergeFailed."""
+        self.store.settle_integration(row.key, "failed", str(exc))
+        self.last_reason = str(exc)
+        settled = self._reload(row)
+        if self.orchestrator.spec.merge_queue and settled and verify_failure(settled):
+            self.retries = 0
+            return
+        if not self.during_run:
+            raise exc
+        self.halted = True  # a conflict: resolved at the end of the run, as before
 
     def _accept(self, row: IntegrationRow, result: MergeResult) -> MergeResult:
         """The run's result: the verified state that holds every phase."""
@@ -303,6 +361,11 @@ class FinalCheck:
     def _conflict_text(self, row: IntegrationRow) -> str:
         return conflict_reason(self.run_id, conflict_of(row) or {})
 
+    def _done(self) -> dict[str, tuple[str, str]]:
+        """The done phases at their accepted commits: what the merge queue may hold."""
+        phases = self.store.phases(self.run_id)
+        return {p: (r.branch, r.commit_sha or "") for p, r in phases.items() if r.state == "done"}
+
     def _commits(self) -> dict[str, tuple[str, str]]:
         phases = self.store.phases(self.run_id)
         open_phases = sorted(p for p, r in phases.items() if r.state != "done")
@@ -313,8 +376,8 @@ class FinalCheck:
     def _task(self, attempt: int, phases: tuple[str, ...]) -> IntegrationTask:
         """The check of the state holding `phases`: every phase, with the accepted
         resolution of their conflict merged last while it holds their commits."""
-        commits = self._commits()
-        whole = set(phases) == set(commits)
+        commits = self._done()
+        whole = set(phases) == set(self.orchestrator.dag.order)
         resolved = accepted_resolution(self.store.integrations(self.run_id)) if whole else None
         if resolved is not None and not self._resolves(commits):
             resolved = None  # a phase was redone since: the conflict is met again
@@ -369,7 +432,7 @@ class FinalCheck:
             attempt=row.attempt,
             duplicate=sent.duplicate,
             checks=len(row.task.get("checks") or []),
-            lacks=sorted(self._needs() - worker.capabilities) or None,
+            lacks=sorted(needs(self.orchestrator.spec, self.verify) - worker.capabilities) or None,
         )
         return self._reload(row) or row
 
@@ -398,47 +461,6 @@ class FinalCheck:
             raise
         except SuperagentError as exc:
             raise MergeRetry(f"checking {task.branch} on the remote failed: {exc}") from exc
-
-    # -- workers ---------------------------------------------------------------------
-
-    def _needs(self) -> frozenset[str]:
-        """The capabilities the checks may need: those of every phase that has checks."""
-        spec = self.orchestrator.spec
-        if not self.verify:
-            return frozenset()
-        return frozenset(c for p in spec.phases if p.verify for c in p.requires)
-
-    def _pick(self) -> Worker | None:
-        """A live worker for the check: the one with most of the capabilities the checks
-        need, then the most free slots. None when no worker is up."""
-        phases = self.store.phases(self.run_id)
-        busy: dict[str, int] = {}
-        for row in phases.values():
-            if row.state in IN_FLIGHT and row.worker:
-                busy[row.worker] = busy.get(row.worker, 0) + 1
-        needs = self._needs()
-        up = self.orchestrator.up_workers()
-        if not up:
-            return None
-        return max(
-            up,
-            key=lambda w: (len(needs & w.capabilities), w.slots - busy.get(w.name, 0), w.name),
-        )
-
-    def _down(self, name: str) -> bool:
-        row = self.store.workers().get(name)
-        return name not in self.orchestrator.workers or (row is not None and row.status == "down")
-
-    def _nobody_up(self) -> str:
-        rows = self.store.workers()
-        why = "; ".join(
-            f"{name}: {(rows[name].reason or rows[name].status) if name in rows else 'not seen'}"
-            for name in sorted(self.orchestrator.workers)
-        )
-        return (
-            f"no worker is up to run the final check of run {self.run_id} "
-            f"(it runs on a worker, never here): {why or 'the inventory has no worker'}"
-        )
 
     def _say(self, kind: str, **data: Any) -> None:
         # through the orchestrator: the terminal, and the event stream (once)

@@ -33,6 +33,7 @@ from control.dag import Dag
 from control.errors import UsageError
 from control.merge import MergeFailed
 from control.messages import Feedback, IntegrationResult, VerifyFailure
+from control.orchestrator import IN_FLIGHT, Orchestrator
 from control.recovery import COMMANDS_LIMIT, OUTPUT_TAIL_LIMIT
 from control.resolution import RESOLVE_PHASE, is_resolution
 from control.state import IntegrationRow, StateStore
@@ -180,3 +181,23 @@ def reopen(
         sent[phase] = (row.attempt, feedback.to_dict())
     moved = store.reopen_phases(run_id, culprit, failure.key, sent)
     return Reopened(culprit, tuple(moved), reason)
+
+
+def built_on_in_flight(orchestrator: Orchestrator, culprit: str) -> bool:
+    """Whether a phase building on `culprit` is running: its result would hold the
+    culprit's refused commit, so the reopen waits until it is done (then reopened too)."""
+    phases = orchestrator.store.phases(orchestrator.run_id)
+    return any(phases[p].state in IN_FLIGHT for p in orchestrator.dag.blocked_by([culprit]))
+
+
+def superseded(
+    dag: Dag, commits: Mapping[str, str], rows: Sequence[IntegrationRow], open_row: IntegrationRow
+) -> bool:
+    """Whether the check in flight (`open_row`) holds part of the run while every phase
+    is now done and nothing is bisected: the whole run is checked at once instead, since
+    waiting for the part would only delay the end of the run."""
+    whole = set(dag.order)
+    if is_resolution(open_row) or set(commits) != whole or set(held(open_row)) == whole:
+        return False
+    step = plan(dag, commits, [r for r in rows if r.key != open_row.key])
+    return not step.bisecting and step.culprit is None and set(step.check) == whole

@@ -15,10 +15,9 @@ fresh, from the base, with nothing of the failed work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
-from control.messages import Feedback, VerifyFailure, wip_ref
+from control.messages import Feedback, wip_ref
 from control.state import AttemptRow, ReopenRow
 
 OUTPUT_TAIL_LIMIT = 2000  # characters of one failed command's output shown to the agent
@@ -74,46 +73,30 @@ def continuation(
 
 def _failed(row: AttemptRow) -> bool:
     """A failure of the phase's own (not a machine loss, a cancel or a rate limit)."""
-    return row.state == "failed" and _body(row).get("status") == "failed"
-
-
-def _body(row: AttemptRow) -> Mapping[str, Any]:
-    message = row.response if isinstance(row.response, Mapping) else {}
-    body = message.get("response")
-    return body if isinstance(body, Mapping) else {}
+    response = row.answer()
+    return row.state == "failed" and response is not None and response.status == "failed"
 
 
 def feedback_of(row: AttemptRow, *, with_session: bool = True) -> Feedback:
     """The feedback a failed attempt gives the next one, cut to size."""
-    body = _body(row)
-    message = row.response if isinstance(row.response, Mapping) else {}
-    reason = str(body.get("reason") or message.get("reason") or row.reason or "it failed")
-    failed = [
-        v
-        for v in body.get("verify") or []
-        if isinstance(v, Mapping) and (v.get("exit_code") != 0 or v.get("timed_out"))
-    ]
+    response = row.answer()
+    if response is None:  # the inbox's word alone (no answer from the worker)
+        message = row.response if isinstance(row.response, Mapping) else {}
+        reason = str(message.get("reason") or row.reason or "it failed")
+        return Feedback(attempt=row.attempt, reason=reason[:2000], worker=row.worker,
+                        account=row.account)  # fmt: skip
     verify = tuple(
-        VerifyFailure(
-            command=str(v.get("command", "")),
-            exit_code=int(v["exit_code"]) if isinstance(v.get("exit_code"), int) else -1,
-            output_tail=str(v.get("output_tail") or "")[-OUTPUT_TAIL_LIMIT:],
-            timed_out=bool(v.get("timed_out")),
-        )
-        for v in failed[:COMMANDS_LIMIT]
+        replace(v, output_tail=v.output_tail[-OUTPUT_TAIL_LIMIT:])
+        for v in response.failed_checks[:COMMANDS_LIMIT]
     )
-    missing = body.get("deliverables_missing") or []
-    found = body.get("agent")
-    agent: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    session = agent.get("session_id") if with_session else None
     return Feedback(
         attempt=row.attempt,
-        reason=reason[:2000],
-        worker=str(body.get("worker") or row.worker),
-        slot=str(body.get("slot") or ""),
-        backend=str(agent.get("backend") or ""),
-        session_id=session if isinstance(session, str) and session else None,
+        reason=(response.reason or row.reason or "it failed")[:2000],
+        worker=response.worker or row.worker,
+        slot=response.slot,
+        backend=response.backend,
+        session_id=response.session_id if with_session else None,
         account=row.account,
         verify=verify,
-        missing=tuple(str(m) for m in missing if isinstance(m, str))[:MISSING_LIMIT],
+        missing=response.missing[:MISSING_LIMIT],
     )

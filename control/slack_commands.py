@@ -25,7 +25,7 @@ from control.slack_config import AgentConfig
 from control.spec import load_spec
 from control.state import RunRow, StateStore
 from control.transport import Transports
-from control.upkeep import answer_text
+from control.upkeep import answer_text, free_form_answer
 
 READ = ("help", "runs", "status", "workers", "health")
 ACT = ("enqueue", "retry", "cancel", "dispatch")
@@ -326,7 +326,8 @@ class Commands:
                     continue
                 where = row["reply_to"] or {}
                 text = answer_text(row) or "(the agent gave no summary)"
-                status = (row["response"] or {}).get("response", {}).get("status", "?")
+                answer = free_form_answer(row)
+                status = "?" if answer is None else answer.status
                 self.post(
                     str(where.get("channel")),
                     str(where.get("thread")),

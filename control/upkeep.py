@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from control.errors import SuperagentError
+from control.errors import SuperagentError, UsageError
 from control.inventory import Worker
+from control.messages import PhaseResponse
 from control.state import AttemptRow, StateStore
 from control.transport import PollResult, Transports
 
@@ -71,9 +72,20 @@ def collect_answers(
     return len(stored)
 
 
+def free_form_answer(row: Mapping[str, Any]) -> PhaseResponse | None:
+    """A stored free-form answer, parsed as any worker's response is; None when there
+    is none (or none that parses)."""
+    message = row.get("response")
+    if not isinstance(message, Mapping):
+        return None
+    known = {"key": str(row.get("key") or ""), "id": 0, "state": str(row.get("state") or "done")}
+    try:
+        return PhaseResponse.from_message(known | dict(message))
+    except UsageError:
+        return None
+
+
 def answer_text(row: Mapping[str, Any]) -> str:
     """The agent's reply in a stored answer (the response's summary), or ''."""
-    message = row.get("response") or {}
-    body = message.get("response") if isinstance(message, Mapping) else None
-    summary = body.get("summary") if isinstance(body, Mapping) else None
-    return summary if isinstance(summary, str) else ""
+    answer = free_form_answer(row)
+    return "" if answer is None else answer.summary

@@ -40,13 +40,15 @@ def number(value: Any) -> float:
     return float(value) if is_number(value) else 0.0
 
 
-def fields_of(payload: Any, kind: str, known: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a typed payload of `kind`, unknown ones dropped (a newer sender's)."""
+def fields_of(payload: Any, kind: str, known: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The fields of a typed payload of `kind` (`what` it is, for people), unknown ones
+    dropped (a newer sender's); UsageError when it is another kind or another version."""
+    article = "an" if what[0] in "aeiou" else "a"
     if not isinstance(payload, dict) or payload.get("type") != kind:
-        raise UsageError(f"payload is not an {kind} (expected an object with type {kind!r})")
+        raise UsageError(f"payload is not {article} {what} (expected an object with type {kind!r})")
     if payload.get("version") != PAYLOAD_VERSION:
         raise UsageError(
-            f"{kind} version {payload.get('version')!r} is not {PAYLOAD_VERSION}; "
+            f"{what} version {payload.get('version')!r} is not {PAYLOAD_VERSION}; "
             "upgrade the worker and the orchestrator together"
         )
     return {k: v for k, v in payload.items() if k in known}
@@ -55,3 +57,11 @@ def fields_of(payload: Any, kind: str, known: Mapping[str, Any]) -> dict[str, An
 def require_text(data: Mapping[str, Any], name: str, what: str) -> None:
     if not isinstance(data.get(name), str) or not data[name]:
         raise UsageError(f"{what} field {name!r} must be non-empty text")
+
+
+def text_tuple(data: dict[str, Any], name: str, what: str) -> None:
+    """`data[name]`, a list of text (empty when absent), made a tuple in place."""
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{what} field {name!r} must be a list of text")
+    data[name] = tuple(value)

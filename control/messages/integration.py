@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from control.errors import UsageError
-from control.messages.fields import PAYLOAD_VERSION, fields_of, require_text
+from control.messages.fields import PAYLOAD_VERSION, fields_of, require_text, text_tuple
 from control.messages.refs import integration_key
 
 INTEGRATION_STATUSES: tuple[str, ...] = ("done", "failed", "conflict", "cancelled")
@@ -91,7 +91,7 @@ class IntegrationTask:
     @classmethod
     def from_payload(cls, payload: Any) -> IntegrationTask:
         """Parse and check a payload; a UsageError names the first field that is wrong."""
-        data = fields_of(payload, "integration", cls.__dataclass_fields__)
+        data = fields_of(payload, "integration", cls.__dataclass_fields__, "integration task")
         for name in ("run_id", "repo_url", "base_branch", "branch", "push_ref"):
             require_text(data, name, "integration task")
         if not isinstance(data.get("attempt"), int) or data["attempt"] < 1:
@@ -180,7 +180,9 @@ class IntegrationResult:
     @classmethod
     def from_dict(cls, payload: Any) -> IntegrationResult:
         """Parse a worker's answer; a UsageError names the first field that is wrong."""
-        data = fields_of(payload, "integration_result", cls.__dataclass_fields__)
+        data = fields_of(
+            payload, "integration_result", cls.__dataclass_fields__, "integration result"
+        )
         if data.get("status") not in INTEGRATION_STATUSES:
             raise UsageError(
                 f"integration result status {data.get('status')!r} is not one of "
@@ -191,10 +193,7 @@ class IntegrationResult:
         if not isinstance(data.get("attempt"), int):
             raise UsageError("integration result field 'attempt' must be an integer")
         for name in ("merged", "failed_phases"):
-            value = data.get(name, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise UsageError(f"integration result field {name!r} must be a list of text")
-            data[name] = tuple(value)
+            text_tuple(data, name, "integration result")
         checks = data.get("checks", [])
         if not isinstance(checks, list):
             raise UsageError("integration result field 'checks' must be a list")

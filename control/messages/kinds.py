@@ -45,7 +45,7 @@ class FreeformTask:
     def from_payload(cls, payload: Any) -> FreeformTask:
         """Parse and check a payload; unknown fields are tolerated, a UsageError names
         what is wrong."""
-        data = fields_of(payload, "freeform", cls.__dataclass_fields__)
+        data = fields_of(payload, "freeform", cls.__dataclass_fields__, "free-form task")
         text, agent = data.get("text"), data.get("agent") or {}
         if not isinstance(text, str) or not isinstance(agent, dict):
             raise UsageError("a free-form task needs text (and an agent object)")

@@ -9,7 +9,13 @@ from typing import Any
 
 from control.errors import UsageError
 from control.messages.feedback import Feedback
-from control.messages.fields import PAYLOAD_VERSION, from_b64
+from control.messages.fields import (
+    PAYLOAD_VERSION,
+    fields_of,
+    from_b64,
+    require_text,
+    text_tuple,
+)
 from control.messages.refs import ATTEMPT_REF_PREFIX, WIP_REF_PREFIX
 
 
@@ -82,27 +88,15 @@ class PhaseTask:
     @classmethod
     def from_payload(cls, payload: Any) -> PhaseTask:
         """Parse and check a payload; a UsageError names the first field that is wrong."""
-        if not isinstance(payload, dict) or payload.get("type") != "phase":
-            raise UsageError("payload is not a phase task (expected an object with type 'phase')")
-        if payload.get("version") != PAYLOAD_VERSION:
-            raise UsageError(
-                f"phase task version {payload.get('version')!r} is not {PAYLOAD_VERSION}; "
-                "upgrade the worker and the orchestrator together"
-            )
-        known = set(cls.__dataclass_fields__)
+        data = fields_of(payload, "phase", cls.__dataclass_fields__, "phase task")
         # Unknown fields are tolerated (a newer orchestrator may add some); missing
         # required ones are errors below.
-        data = {k: v for k, v in payload.items() if k in known}
         for name in ("run_id", "phase_id", "title", "task", "branch", "repo_url", "base_branch"):
-            if not isinstance(data.get(name), str) or not data[name]:
-                raise UsageError(f"phase task field {name!r} must be non-empty text")
+            require_text(data, name, "phase task")
         if not isinstance(data.get("attempt"), int) or data["attempt"] < 1:
             raise UsageError("phase task field 'attempt' must be a positive integer")
         for name in ("deliverables", "verify"):
-            value = data.get(name, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise UsageError(f"phase task field {name!r} must be a list of text")
-            data[name] = tuple(value)
+            text_tuple(data, name, "phase task")
         prerequisites = data.get("prerequisites", [])
         if not isinstance(prerequisites, list):
             raise UsageError("phase task field 'prerequisites' must be a list")

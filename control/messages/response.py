@@ -1,4 +1,9 @@
-"""A worker's answer to a phase task, parsed once by the orchestrator."""
+"""A worker's answer to a phase task, parsed once by the orchestrator.
+
+The worker writes it as an object with `version` (PAYLOAD_VERSION); fields this
+side does not know are kept in `extra`, never an error. An answer of another version
+is not guessed at: it reads as a failed attempt that says to upgrade both sides.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.errors import UsageError
-from control.messages.fields import is_number, number, text_or_none
+from control.messages.feedback import VerifyFailure
+from control.messages.fields import PAYLOAD_VERSION, is_number, number, text_or_none
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,17 @@ class PhaseResponse:
     cost_known: bool = False  # the agent said what it cost (else the reservation stands)
     rate_limit_reset: float | None = None
     worker: str | None = None
+    slot: str = ""
+    backend: str = ""  # the agent that ran, and its session (for the next attempt)
+    session_id: str | None = None
+    verify: tuple[VerifyFailure, ...] = ()  # every verify command's result, in order
+    missing: tuple[str, ...] = ()  # deliverables the attempt did not deliver
+    version: int = PAYLOAD_VERSION  # an older worker's answer says none: the first
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed_checks(self) -> tuple[VerifyFailure, ...]:
+        return tuple(v for v in self.verify if v.exit_code != 0 or v.timed_out)
 
     @property
     def lease_lost(self) -> bool:
@@ -47,10 +63,19 @@ class PhaseResponse:
             raise UsageError("a response needs a key, an id and a state")
         body = message.get("response")
         body = dict(body) if isinstance(body, Mapping) else {}
+        version = body.get("version", PAYLOAD_VERSION)
+        if version != PAYLOAD_VERSION:
+            return cls(
+                key=key, message_id=message_id, state=str(state), status="failed",
+                reason=f"response version {version!r} is not {PAYLOAD_VERSION}; upgrade the "
+                "worker and the orchestrator together",
+                version=version if isinstance(version, int) else -1, extra=body,
+            )  # fmt: skip
         agent = body.get("agent")
         agent = agent if isinstance(agent, Mapping) else {}
         reset = body.get("rate_limit_reset")
         summary = body.get("summary")
+        missing = body.get("deliverables_missing")
         return cls(
             key=key,
             message_id=message_id,
@@ -64,5 +89,26 @@ class PhaseResponse:
             cost_known=is_number(agent.get("cost_usd")),
             rate_limit_reset=float(reset) if isinstance(reset, int | float) and reset else None,
             worker=text_or_none(body.get("worker")),
+            slot=str(body.get("slot") or ""),
+            backend=str(agent.get("backend") or ""),
+            session_id=text_or_none(agent.get("session_id")),
+            verify=_checks(body.get("verify")),
+            missing=tuple(m for m in missing if isinstance(m, str))
+            if isinstance(missing, list)
+            else (),
             extra=body,
         )
+
+
+def _checks(found: Any) -> tuple[VerifyFailure, ...]:
+    """The verify results a worker reported, each read field by field (agent-made text)."""
+    return tuple(
+        VerifyFailure(
+            command=str(v.get("command", "")),
+            exit_code=int(v["exit_code"]) if isinstance(v.get("exit_code"), int) else -1,
+            output_tail=str(v.get("output_tail") or ""),
+            timed_out=bool(v.get("timed_out")),
+        )
+        for v in (found if isinstance(found, list) else [])
+        if isinstance(v, Mapping)
+    )

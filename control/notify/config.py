@@ -30,6 +30,7 @@ DEFAULT_KINDS = (
     "run_cancelled",
     "merge_failed",
     "phase_retry",
+    "phase_reopened",
     "phase_dead",
     "phase_stuck",
     "worker_down",

@@ -210,8 +210,8 @@ class Outbox:
     def _tail(self, run_id: str, phase_id: str) -> str:
         """The end of the last failed verify command's output of the phase, if any."""
         for attempt in reversed(self.store.attempts(run_id, phase_id)):
-            body = (attempt.response or {}).get("response") or {}
-            for result in reversed(body.get("verify") or []):
-                if isinstance(result, dict) and result.get("exit_code") != 0:
-                    return str(result.get("output_tail") or "")[-TAIL_CHARS:]
+            answer = attempt.answer()
+            failed = () if answer is None else answer.failed_checks
+            if failed:
+                return failed[-1].output_tail[-TAIL_CHARS:]
         return ""

@@ -20,6 +20,7 @@ HEADLINES = {
     "run_cancelled": "run cancelled",
     "merge_failed": "merge FAILED",
     "phase_retry": "phase failed (will retry)",
+    "phase_reopened": "phase sent back: it breaks the integration",
     "phase_dead": "phase DEAD",
     "phase_stuck": "phase waiting: no worker can take it",
     "worker_down": "worker lost",

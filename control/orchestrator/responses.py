@@ -104,17 +104,11 @@ class Responses(Settling):
             else:
                 self.store.hold("fleet", until, f"rate limited on {attempt.worker}", self.run_id)
                 not_before = until
-            self.store.settle_attempt(
-                attempt,
-                attempt_state="failed",
-                phase_state="waiting",
-                reason=reason,
-                response=message,
-                not_before=not_before,
+            self._settle(
+                attempt, event="rate_limited", said={"until": until}, attempt_state="failed",
+                phase_state="waiting", reason=reason, response=message, not_before=not_before,
                 cost_usd=cost,
-                event="rate_limited",
-            )
-            self._say("rate_limited", phase=attempt.phase_id, worker=attempt.worker, until=until)
+            )  # fmt: skip
             return True
         self._fail_attempt(
             attempt, phase, f"{response.status}: {reason}", response=message, cost=cost
@@ -164,18 +158,13 @@ class Responses(Settling):
             except SuperagentError as exc:
                 log.warning("cannot set %s to %s yet: %s", phase.branch, commit[:12], exc)
                 return False
-        self.store.settle_attempt(
-            attempt,
-            attempt_state="done",
+        self._settle(
+            attempt, event="phase_done", said={"commit": commit}, attempt_state="done",
             phase_state="done",
-            reason=None,
-            response=message,
-            commit=commit,
+            reason=None, response=message, commit=commit,
             cost_usd=response.cost_usd if response.cost_known else None,
             summary=response.summary[:2000],
-            event="phase_done",
-        )
-        self._say("phase_done", phase=attempt.phase_id, worker=attempt.worker, commit=commit)
+        )  # fmt: skip
         return True
 
     def repair_branches(self) -> list[str]:

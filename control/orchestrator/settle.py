@@ -3,6 +3,7 @@ a backoff when it failed, at once when its machine was lost) or is dead."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from control.orchestrator.base import Base
@@ -27,57 +28,46 @@ class Settling(Base):
         """Close an attempt that did not succeed: the phase waits for its next attempt
         (after a backoff when it failed; at once when its machine was lost), or is dead
         once its own attempts, or its machine losses, are used up."""
-        owe = attempt_state == "abandoned"
         failures = phase.failures + int(not loss)
         losses = phase.losses + int(loss)
         limit = self._phase(phase.phase_id).max_attempts
-        if final or failures >= limit or losses >= self.settings.max_losses:
-            if final:
-                why = reason
-            elif loss:
-                why = f"{reason} (lost {losses} times; at most {self.settings.max_losses})"
-            else:
-                why = f"{reason} (attempt {failures} of {limit})"
-            if self.store.settle_attempt(
-                attempt,
-                attempt_state=attempt_state,
-                phase_state="dead",
-                reason=why,
-                response=response,
-                count_failure=not loss,
-                count_loss=loss,
-                owe_cancel=owe,
-                cost_usd=cost,
-                event="phase_dead",
-            ):
-                self._say("phase_dead", phase=phase.phase_id, worker=attempt.worker, reason=why)
-            return
+        dead = final or failures >= limit or losses >= self.settings.max_losses
         backoff = 0.0
-        if not loss:  # exponential: 15 s, 30 s, 60 s ... up to max_backoff_s
+        if dead and loss and not final:
+            reason = f"{reason} (lost {losses} times; at most {self.settings.max_losses})"
+        elif dead and not final:
+            reason = f"{reason} (attempt {failures} of {limit})"
+        elif not dead and not loss:  # exponential: 15 s, 30 s, 60 s ... up to max_backoff_s
             backoff = min(
                 self.settings.max_backoff_s,
                 self.settings.retry_backoff_s * 2 ** max(0, failures - 1),
             )
-        if self.store.settle_attempt(
+        said = {"reason": reason} if dead else {"reason": reason, "retry_in": round(backoff, 1)}
+        self._settle(
             attempt,
+            event="phase_dead" if dead else "phase_lost" if loss else "phase_retry",
+            said=said,
             attempt_state=attempt_state,
-            phase_state="waiting",
+            phase_state="dead" if dead else "waiting",
             reason=reason,
             response=response,
             count_failure=not loss,
             count_loss=loss,
-            owe_cancel=owe,
+            owe_cancel=attempt_state == "abandoned",
             cost_usd=cost,
-            not_before=self.clock() + backoff,
-            event="phase_lost" if loss else "phase_retry",
-        ):
-            self._say(
-                "phase_lost" if loss else "phase_retry",
-                phase=phase.phase_id,
-                worker=attempt.worker,
-                reason=reason,
-                retry_in=round(backoff, 1),
-            )
+            not_before=None if dead else self.clock() + backoff,
+        )
+
+    def _settle(
+        self, attempt: AttemptRow, *, event: str, said: Mapping[str, Any], **change: Any
+    ) -> bool:
+        """Close `attempt` and move its phase in one transaction (`settle_attempt`), then
+        announce `event` with `said`; nothing is announced when the phase did not move (a
+        cancel or an earlier settlement came first). Returns whether it moved."""
+        moved = self.store.settle_attempt(attempt, event=event, **change)
+        if moved:
+            self._say(event, phase=attempt.phase_id, worker=attempt.worker, **said)
+        return moved
 
     def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from control.errors import UsageError
+from control.messages import PhaseResponse
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,18 @@ class AttemptRow(Try):
     cost_usd: float | None = None  # once settled; None while in flight
     cost_estimated: bool = False  # no cost came back: its reservation stands for it
     account: str | None = None
+
+    def answer(self) -> PhaseResponse | None:
+        """What the attempt's worker answered, parsed (`PhaseResponse`); None when it
+        gave no answer, or none that parses."""
+        message = self.response
+        if not isinstance(message, Mapping) or not isinstance(message.get("response"), Mapping):
+            return None
+        known = {"key": self.key, "id": self.message_id or 0, "state": self.state}
+        try:
+            return PhaseResponse.from_message(known | dict(message))
+        except UsageError:
+            return None
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,6 @@ def run_page(store: StateStore, run_id: str, now: float) -> dict[str, Any]:
     }
 
 
-def _body(attempt: AttemptRow) -> Mapping[str, Any]:
-    message = attempt.response if isinstance(attempt.response, Mapping) else {}
-    body = message.get("response")
-    return body if isinstance(body, Mapping) else {}
-
-
 def phase_page(store: StateStore, run_id: str, phase_id: str) -> dict[str, Any]:
     """One phase: what the spec asked, and every attempt with its worker, reason,
     verify output, cost, branch and commit."""
@@ -152,10 +146,7 @@ def phase_page(store: StateStore, run_id: str, phase_id: str) -> dict[str, Any]:
     spec = next((p for p in run.spec_phases() if p.get("id") == phase_id), {})
     attempts = []
     for attempt in store.attempts(run.id, phase_id):
-        body = _body(attempt)
-        agent = body.get("agent")
-        found = body.get("verify")
-        verify: list[Any] = found if isinstance(found, list) else []
+        answer = attempt.answer()
         attempts.append(
             {
                 "attempt": attempt.attempt,
@@ -165,18 +156,17 @@ def phase_page(store: StateStore, run_id: str, phase_id: str) -> dict[str, Any]:
                 "started_at": attempt.created_at,
                 "finished_at": attempt.finished_at,
                 "reason": cut(attempt.reason),
-                "summary": cut(body.get("summary")),
-                "commit": cut(body.get("commit"), 80),
+                "summary": cut(answer.summary if answer else None),
+                "commit": cut(answer.commit if answer else None, 80),
                 "push_ref": cut(attempt.push_ref, 300),
-                "cost_usd": agent.get("cost_usd") if isinstance(agent, Mapping) else None,
+                "cost_usd": answer.cost_usd if answer and answer.cost_known else None,
                 "verify": [
                     {
-                        "command": cut(v.get("command"), 300),
-                        "exit_code": v.get("exit_code"),
-                        "output": cut(v.get("output_tail")),
+                        "command": cut(v.command, 300),
+                        "exit_code": v.exit_code,
+                        "output": cut(v.output_tail),
                     }
-                    for v in verify
-                    if isinstance(v, Mapping)
+                    for v in (answer.verify if answer else ())
                 ],
             }
         )

@@ -17,6 +17,7 @@ from typing import Any
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
 from control.messages import (
+    PAYLOAD_VERSION,
     AgentOptions,
     Feedback,
     FreeformTask,
@@ -143,7 +144,9 @@ class PhaseExecutor:
     ) -> MessageOutcome:
         """A free-form task (`control enqueue HOST`): the agent in a scratch directory.
         Its prompt is a phase's with no repository, deliverable or check."""
-        response: dict[str, Any] = {"status": "failed", "worker": self.config.worker_id}
+        response: dict[str, Any] = {
+            "version": PAYLOAD_VERSION, "status": "failed", "worker": self.config.worker_id,
+        }  # fmt: skip
         try:
             freeform = FreeformTask.from_payload(claimed.payload)
         except UsageError as exc:
@@ -211,6 +214,7 @@ class _Attempt:
         self.log_path = log_path_for(config.logs_dir, claimed.id, task.phase_id, task.attempt)
         control.log_path = str(self.log_path)
         self.response: dict[str, Any] = {
+            "version": PAYLOAD_VERSION,  # the orchestrator reads it as a PhaseResponse
             "status": "failed",
             "run_id": task.run_id,
             "phase": task.phase_id,

@@ -17,10 +17,8 @@ from control.accounts import Account, from_workers, load_accounts, pick
 from control.errors import UsageError
 from control.events import read as read_events
 from control.inventory import Worker
-from control.orchestrator import Orchestrator, Settings
+from control.orchestrator import Orchestrator
 from control.spec import InvalidSpecError, load_spec
-from control.transport import Transports
-from control.transport.local import LocalTransport
 from tests.integration.test_orchestrator import Rig
 
 HOUR = 3600.0
@@ -33,20 +31,8 @@ class AccountRig(Rig):
         self.accounts = accounts
         super().__init__(root, phases)
 
-    def new_orchestrator(self) -> Orchestrator:
-        orchestrator = Orchestrator(
-            self.spec,
-            self.workers,
-            self.store,
-            Transports({"local": lambda: LocalTransport(clock=self.clock)}),
-            Settings(heartbeat_timeout_s=30, retry_backoff_s=0),
-            repo_url=str(self.remote),
-            clock=self.clock,
-            emit=lambda kind, data: self.events.append((kind, data)),
-            accounts=self.accounts,
-        )
-        orchestrator.attach(self.run_id)
-        return orchestrator
+    def new_orchestrator(self, **options: Any) -> Orchestrator:
+        return super().new_orchestrator(accounts=self.accounts, **options)
 
 
 def phase(phase_id: str, **agent: Any) -> dict[str, Any]:

@@ -171,10 +171,14 @@ def test_orchestrator_killed_mid_run_resumes_without_dispatching_twice(
     assert events[0]["resumed"] is True
     messages = inbox_messages(pipeline)
     keys = [m["key"] for m in messages]
-    # one message per phase and one for the final check, none sent twice
-    assert len(keys) == len(set(keys)) == 3
-    assert sorted(k.split("/")[0] for k in keys if k.startswith("integration/")) == ["integration"]
-    assert all(m["state"] == "done" and m["acked_at"] for m in messages)
+    # one message per phase and one per check of the merge queue (the first phase may be
+    # checked on the idle worker while the second runs), none sent twice
+    checks = sorted(k for k in keys if k.startswith("integration/"))
+    assert len(keys) == len(set(keys)) == 2 + len(checks) and 1 <= len(checks) <= 2
+    # every phase and the last check done (a check of the first phase alone may have
+    # given way to the whole run once both were done)
+    finished = [m for m in messages if m["key"] not in checks[:-1]]
+    assert all(m["state"] == "done" and m["acked_at"] for m in finished)
     finished = [r["phase"] for r in pipeline.agent_runs() if r["event"] == "finish"]
     assert sorted(finished) == ["first", "second"]
 

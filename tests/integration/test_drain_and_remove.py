@@ -7,11 +7,6 @@ another worker as a machine loss, never as one of the phase's own failures.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import pytest
-
 from control import __version__
 from control.driver import open_run
 from control.inventory import Worker
@@ -20,18 +15,10 @@ from control.queue import Queue
 from control.queue.records import Enqueued
 from control.transport import Transports
 from control.transport.local import LocalTransport
-from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
+from tests.integration import test_orchestrator
+from tests.integration.test_orchestrator import Rig, attempts, claim
 
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Any:
-    built = Rig(tmp_path, ONE_PHASE)
-    yield built
-    built.close()
-
-
-def attempts(rig: Rig) -> list[tuple[str, str]]:
-    return [(a.worker, a.state) for a in rig.store.attempts(rig.run_id, "api")]
+rig = test_orchestrator.rig  # the fixture: a Rig over ONE_PHASE
 
 
 def dispatched_to(rig: Rig) -> tuple[str, str]:

@@ -15,8 +15,13 @@ from control.queue import Queue
 from tests.integration.conftest import Pipeline, parse_events, write_spec
 from tests.integration.test_dispatch import wait_for_event
 from tests.integration.test_fleet_commands import control, health
-from tests.integration.test_worker_daemon import one_worker, task, wait_finished, wait_started
-from tests.support import descendants
+from tests.integration.test_worker_daemon import (
+    one_worker,
+    running_slow,
+    task,
+    wait_finished,
+    wait_started,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -58,17 +63,10 @@ def test_a_drained_worker_finishes_its_phase_claims_nothing_new_even_restarted(
 def test_drain_now_hands_the_running_message_back_and_stops_its_agent(
     pipeline: Pipeline,
 ) -> None:
-    pipeline.plan({"slow": {"delay_s": 30, "files": {"slow.txt": "done\n"}}})
-    fleet, queue = one_worker(pipeline)
-    sent = queue.enqueue(task(pipeline, "slow"), key="run1/slow/1")
-    wait_started(pipeline)
-    process = fleet.workers["w1"].process
-    assert process is not None
-    agents = descendants(process.pid)
-    assert agents
+    queue, sent_id, process, agents = running_slow(pipeline)
     queue.drain(now=True)
     deadline = time.monotonic() + 30
-    while (message := queue.show(sent.id)).state != "pending":
+    while (message := queue.show(sent_id)).state != "pending":
         assert time.monotonic() < deadline, f"still {message.state}"
         time.sleep(0.05)
     assert message.reason == "worker drained --now"

@@ -38,6 +38,8 @@ def said_kinds() -> set[str]:
         text = path.read_text()
         for first in re.findall(r"\b_?say\(\s*([^,)]+)", text):  # "a" if x else "b" too
             found |= set(re.findall(r"\"(\w+)\"", first))
+        for said in re.findall(r"\b_settle\([^)]*?\bevent=([^,\n]+)", text):  # says its event
+            found |= set(re.findall(r"\"(\w+)\"", said))
     return found
 
 
@@ -48,7 +50,8 @@ def written_kinds() -> set[str]:
     found |= set(re.findall(r"event: str = \"(\w+)\"", state))  # a hold's default kinds
     for path in sources("driver.py"):
         text = path.read_text()
-        found |= set(re.findall(r"event=\"(\w+)\"", text))
+        for kind in re.findall(r"\bevent=([^,\n]+)", text):  # "a" if x else "b" too
+            found |= set(re.findall(r"\"(\w+)\"", kind))
         found |= set(re.findall(r"store\.event\(\s*[\w.]+,\s*\"(\w+)\"", text))
     return found
 

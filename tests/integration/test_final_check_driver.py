@@ -15,6 +15,7 @@ import pytest
 from control.errors import UnavailableError
 from control.integration import FinalCheck
 from control.merge import MergeFailed
+from control.merge_queue import Reopened
 from control.messages import IntegrationResult, IntegrationTask
 from control.queue import Claimed
 from control.worker.config import WorkerConfig
@@ -133,3 +134,71 @@ def test_no_live_worker_is_a_clear_error_when_asked_not_to_wait(rig: Rig) -> Non
     with pytest.raises(UnavailableError, match="no worker is up to run the final check"):
         FinalCheck(rig.orchestrator).step(no_worker_is_fatal=True)
     assert rig.store.integrations(rig.run_id) == []
+
+
+PAIR = [
+    {
+        "id": "a",
+        "title": "A",
+        "task": "Write a.txt.",
+        "deliverables": ["a.txt"],
+        "verify": ["test -f a.txt"],
+    },
+    # passes alone; fails once merged beside a
+    {
+        "id": "b",
+        "title": "B",
+        "task": "Write b.txt.",
+        "deliverables": ["b.txt"],
+        "verify": ["test ! -f a.txt"],
+    },
+]
+
+
+def test_a_killed_orchestrator_resumes_the_merge_queue_where_it_was(tmp_path: Path) -> None:
+    """Each step by a fresh orchestrator (a kill -9 between them): the bisection goes on
+    from the checks the state database holds, and the culprit is reopened once."""
+    rig = Rig(tmp_path, PAIR)
+    try:
+        rig.beat("w1", "w2")
+        rig.orchestrator.tick()
+        for attempt in rig.store.attempts(rig.run_id):
+            job = claim(rig, attempt.worker)
+            commit = rig.push(job.payload["push_ref"], {f"{attempt.phase_id}.txt": "x\n"})
+            rig.queues[attempt.worker].complete(
+                job.id, job.fence, {"status": "done", "commit": commit}
+            )
+        rig.orchestrator.tick()
+
+        def restarted() -> FinalCheck:
+            rig.orchestrator.transports.close()
+            rig.orchestrator = rig.new_orchestrator()
+            rig.beat("w1", "w2")
+            return FinalCheck(rig.orchestrator)
+
+        def answer() -> None:
+            (sent,) = [r for r in rig.store.integrations(rig.run_id) if r.state == "dispatched"]
+            work(rig, sent.worker, claim(rig, sent.worker))
+
+        assert restarted().step() is None
+        answer()  # the whole run fails b's check
+        assert restarted().step() is None  # the answer judged, then the bisection's check
+        rows = rig.store.integrations(rig.run_id)
+        assert [([p["phase"] for p in r.task["phases"]], r.state) for r in rows] == [
+            (["a", "b"], "failed"),
+            (["a"], "dispatched"),
+        ]
+        answer()  # a alone passes: b is the culprit
+        reopened = restarted().step()
+        assert isinstance(reopened, Reopened) and reopened.phases == ("b",)
+        assert rig.store.phases(rig.run_id)["b"].state == "waiting"
+        assert restarted().step() is None  # nothing more to check, nothing reopened twice
+        assert len(rig.store.reopens(rig.run_id)) == 1
+        assert len(rig.store.integrations(rig.run_id)) == 2
+        # b's next attempt is shown what failed beside a
+        attempt = next(a for a in rig.store.attempts(rig.run_id, "b") if a.attempt == 2)
+        job = claim(rig, attempt.worker)
+        assert job.payload["feedback"]["verify"][0]["command"] == "test ! -f a.txt"
+        assert "merged with a" in job.payload["feedback"]["reason"]
+    finally:
+        rig.close()

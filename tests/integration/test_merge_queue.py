@@ -52,8 +52,10 @@ PLAN = {
 def test_a_phase_breaking_the_integration_only_with_another_is_found_and_redone(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
+    """One slot: no check while phases run, so the whole run is checked at its end and
+    the failing batch of three is bisected."""
     pipeline.plan(PLAN)
-    pipeline.start_fleet(WorkerShape("w1", slots=2))
+    pipeline.start_fleet(WorkerShape("w1"))
     spec = write_spec(tmp_path / "spec.json", [API, CLIENT, NOTES])
     code, events, stderr = pipeline.dispatch(spec)
     assert code == 0, stderr
@@ -103,12 +105,52 @@ def test_a_phase_breaking_the_integration_only_with_another_is_found_and_redone(
         store.close()
 
 
+def test_accepted_phases_are_merged_and_checked_while_the_others_run(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Two slots: api is checked on the spare slot while client still works; client,
+    merged onto that verified state, breaks it, and is sent back during the run."""
+    pipeline.plan({**PLAN, "client": {**PLAN["client"], "delay_s": 3}})
+    pipeline.start_fleet(WorkerShape("w1", slots=2))
+    spec = write_spec(tmp_path / "spec.json", [API, CLIENT, NOTES])
+    code, events, stderr = pipeline.dispatch(spec)
+    assert code == 0, stderr
+    kinds = [e.get("event") for e in events]
+    client_done = next(
+        i for i, e in enumerate(events) if e.get("event") == "phase_done" and e["phase"] == "client"
+    )
+    verified = [
+        i for i, e in enumerate(events)
+        if e.get("event") == "integration_verified" and e["phases"] == ["api"]
+    ]  # fmt: skip
+    assert verified and verified[0] < client_done  # merged as it was accepted
+    reopened = [(e["phase"], e["culprit"]) for e in events if e.get("event") == "phase_reopened"]
+    assert reopened == [("client", "client"), ("notes", "client")]
+    assert kinds.index("phase_reopened") < kinds.index("merged")
+    starts = [r for r in pipeline.agent_runs() if r["event"] == "start" and r["phase"] == "client"]
+    assert [r["told"] for r in starts] == [False, True]
+    assert "cmp api.txt client.txt" in starts[1]["prompt_tail"]
+    store = StateStore(pipeline.state)
+    try:
+        run = store.latest_run()
+        assert run is not None and run.status == "done"
+        rows = store.integrations(run.id)
+        assert [p["phase"] for p in rows[0].task["phases"]] == ["api"]
+        assert rows[0].state == "done"
+        assert [p["phase"] for p in rows[-1].task["phases"]] == ["api", "client", "notes"]
+        assert rows[-1].state == "done" and run.merge_commit is not None
+    finally:
+        store.close()
+    merged = events[-1]["merge_branch"]
+    assert pipeline.branch_file(merged, "client.txt") == "v2\n"
+
+
 def test_merge_queue_false_reports_the_failing_integration_for_a_person(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.plan(PLAN)
     pipeline.start_fleet(WorkerShape("w1", slots=2))
-    spec = write_spec(tmp_path / "spec.json", [API, CLIENT])
+    spec = write_spec(tmp_path / "spec.json", [API, CLIENT])  # nothing checked while they run
     document = json.loads(spec.read_text())
     spec.write_text(json.dumps({**document, "merge_queue": False}))
     code, events, _ = pipeline.dispatch(spec)

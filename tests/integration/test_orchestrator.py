@@ -68,8 +68,12 @@ class Rig:
         self.workers = workers
         self.orchestrator = self.new_orchestrator()
 
-    def new_orchestrator(self, transport: type[LocalTransport] = LocalTransport) -> Orchestrator:
-        """A fresh orchestrator on the same state: what a restart after kill -9 gets."""
+    def new_orchestrator(
+        self, transport: type[LocalTransport] = LocalTransport, **options: Any
+    ) -> Orchestrator:
+        """A fresh orchestrator on the same state: what a restart after kill -9 gets
+        (`transport`: the local one or a test's subclass; `options`: the Orchestrator's
+        own, such as a subclass's accounts)."""
         orchestrator = Orchestrator(
             self.spec,
             self.workers,
@@ -79,6 +83,7 @@ class Rig:
             repo_url=str(self.remote),
             clock=self.clock,
             emit=lambda kind, data: self.events.append((kind, data)),
+            **options,
         )
         orchestrator.attach(self.run_id)
         return orchestrator
@@ -118,6 +123,11 @@ def rig(tmp_path: Path) -> Any:
     built = Rig(tmp_path, ONE_PHASE)
     yield built
     built.close()
+
+
+def attempts(rig: Rig) -> list[tuple[str, str]]:
+    """(worker, state) of each attempt of the phase `api`, in order."""
+    return [(a.worker, a.state) for a in rig.store.attempts(rig.run_id, "api")]
 
 
 def claim(rig: Rig, name: str) -> Claimed:

@@ -12,7 +12,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,18 +21,10 @@ from control.queue import Queue
 from control.transport import Transports
 from control.transport.base import TransportError
 from control.transport.local import LocalTransport
-from tests.integration.test_orchestrator import ONE_PHASE, Rig, claim
+from tests.integration import test_orchestrator
+from tests.integration.test_orchestrator import Rig, attempts, claim
 
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Any:
-    built = Rig(tmp_path, ONE_PHASE)
-    yield built
-    built.close()
-
-
-def attempts(rig: Rig) -> list[tuple[str, str]]:
-    return [(a.worker, a.state) for a in rig.store.attempts(rig.run_id, "api")]
+rig = test_orchestrator.rig  # the fixture: a Rig over ONE_PHASE
 
 
 def write_off_first(rig: Rig, *, hide: bool = False) -> tuple[str, str, Path | None]:

@@ -111,7 +111,9 @@ def test_a_worker_killed_mid_phase_is_restarted_and_finishes_it_exactly_once(
     assert queue.stale_results(sent.id) == []
 
 
-def test_sigterm_hands_the_message_back_and_leaves_no_agent_behind(pipeline: Pipeline) -> None:
+def running_slow(pipeline: Pipeline) -> tuple[Queue, int, subprocess.Popen[bytes], list[int]]:
+    """One worker whose agent is 30 s into a phase: its inbox, the message's id, the
+    daemon's process and the agent's processes."""
     pipeline.plan({"slow": {"delay_s": 30, "files": {"slow.txt": "done\n"}}})
     fleet, queue = one_worker(pipeline)
     sent = queue.enqueue(task(pipeline, "slow"), key="run1/slow/1")
@@ -120,9 +122,14 @@ def test_sigterm_hands_the_message_back_and_leaves_no_agent_behind(pipeline: Pip
     assert process is not None
     agents = descendants(process.pid)
     assert agents
+    return queue, sent.id, process, agents
+
+
+def test_sigterm_hands_the_message_back_and_leaves_no_agent_behind(pipeline: Pipeline) -> None:
+    queue, sent_id, process, agents = running_slow(pipeline)
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
-    message = queue.show(sent.id)
+    message = queue.show(sent_id)
     assert (message.state, message.reason) == ("pending", "worker stopped before finishing")
     assert not [pid for pid in agents if alive(pid)]
     (beat,) = queue.heartbeats()

@@ -77,15 +77,20 @@ def test_claude_code_without_claude_on_path_says_so_before_starting(tmp_path: Pa
     assert not (tmp_path / "demo").exists()
 
 
-def test_claude_code_without_a_credential_names_the_variables(tmp_path: Path) -> None:
-    env = {
+def _claude_code_without_keys(home: Path) -> dict[str, str]:
+    """The demo with Claude Code (the fake) and no key in its environment."""
+    return {
         "SUPERAGENT_AGENT": "claude-code",
         "PATH": f"{FAKES}{os.pathsep}/usr/bin:/bin",
-        "HOME": str(tmp_path),
+        "HOME": str(home),
         "ANTHROPIC_API_KEY": "",
         "CLAUDE_CODE_OAUTH_TOKEN": "",
         "ANTHROPIC_AUTH_TOKEN": "",
     }
+
+
+def test_claude_code_without_a_credential_names_the_variables(tmp_path: Path) -> None:
+    env = _claude_code_without_keys(tmp_path)
     _refused(
         demo(cwd=tmp_path, env=env),
         "needs a credential: set ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN (the demo's "
@@ -99,14 +104,7 @@ def test_claude_code_with_only_a_login_is_refused_as_the_sandbox_would_not_see_i
 ) -> None:
     (tmp_path / ".claude").mkdir()
     (tmp_path / ".claude" / ".credentials.json").write_text("{}")
-    env = {
-        "SUPERAGENT_AGENT": "claude-code",
-        "PATH": f"{FAKES}{os.pathsep}/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "ANTHROPIC_API_KEY": "",
-        "CLAUDE_CODE_OAUTH_TOKEN": "",
-        "ANTHROPIC_AUTH_TOKEN": "",
-    }
+    env = _claude_code_without_keys(tmp_path)
     _refused(demo(cwd=tmp_path, env=env), "do not see a `claude /login`")
     assert not (tmp_path / "demo").exists()
 

@@ -11,7 +11,7 @@ import pytest
 from control.dag import Dag
 from control.events import read
 from control.merge import MergeFailed
-from control.merge_queue import Next, plan, reopen
+from control.merge_queue import Next, plan, reopen, superseded
 from control.recovery import continuation
 from control.state import IntegrationRow, StateStore
 
@@ -79,6 +79,19 @@ def test_checks_of_a_commit_since_redone_no_longer_count() -> None:
     assert plan(DAG, redone, rows) == Next(check=ORDER)  # the batch onto {a, b}
     moved = {**COMMITS, "a": "f" * 40}  # the verified state itself is gone
     assert plan(DAG, moved, rows) == Next(check=ORDER)
+
+
+def test_a_check_of_part_of_the_run_gives_way_once_every_phase_is_done() -> None:
+    part = check(5, ("a", "b"), "done")
+    part = IntegrationRow(**{**vars(part), "state": "dispatched", "response": None})
+    some = {p: COMMITS[p] for p in ("a", "b", "c")}
+    assert not superseded(DAG, some, [part], part)  # d still runs: the part goes on
+    assert superseded(DAG, COMMITS, [part], part)  # all done: the whole run instead
+    # a bisection's check of part of the run is what is wanted: it goes on
+    bisecting = [check(1, ORDER, "failed"), part]
+    assert not superseded(DAG, COMMITS, bisecting, part)
+    whole = IntegrationRow(**{**vars(check(2, ORDER, "done")), "state": "dispatched"})
+    assert not superseded(DAG, COMMITS, [whole], whole)
 
 
 @pytest.fixture
