@@ -7,6 +7,9 @@ another worker as a machine loss, never as one of the phase's own failures.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from control import __version__
 from control.driver import open_run
 from control.inventory import Worker
