@@ -176,6 +176,8 @@ def candidates(ready: Sequence[ReadyPhase], free_slots: int) -> list[ReadyPhase]
     the order given). `assign` looks at no others; a caller holding thousands of
     ready phases (the planner) may pass only these and get the same answer.
     """
+    if len(ready) <= free_slots:  # no kind can have more than the free slots
+        return list(ready)
     position = {p.id: i for i, p in enumerate(ready)}
     kinds: dict[tuple[frozenset[str], str | None], list[ReadyPhase]] = {}
     for phase in ready:

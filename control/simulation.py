@@ -73,9 +73,14 @@ def check_runnable(works: Sequence[Work], workers: Sequence[Worker]) -> None:
     if not workers:
         raise UsageError("no workers to plan for")
     states = [WorkerState(w.name, w.capabilities, w.slots) for w in workers]
+    # Phases of one kind (requires, pin) run on the same workers: one check per kind.
+    runnable: dict[tuple[frozenset[str], str | None], bool] = {}
     for work in works:
-        phase = ReadyPhase(work.id, work.requires, work.pin)
-        if not any(can_run(phase, s) for s in states):
+        kind = (work.requires, work.pin)
+        if kind not in runnable:
+            phase = ReadyPhase(work.id, work.requires, work.pin)
+            runnable[kind] = any(can_run(phase, s) for s in states)
+        if not runnable[kind]:
             needs = ", ".join(sorted(work.requires)) or "nothing"
             pin = f" on worker {work.pin!r}" if work.pin else ""
             raise UsageError(

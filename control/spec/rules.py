@@ -323,20 +323,21 @@ class Checker:
             if isinstance(requires, list)
             else []
         )
-        fleet = "; ".join(f"{w.name}: {', '.join(sorted(w.capabilities)) or '-'}" for w in workers)
         missing = False
         for i, label in enumerate(needed):
             if not any(label in w.capabilities for w in workers):
                 missing = True
                 self.error(
                     f"{where}.requires[{i}]",
-                    f"no worker of the inventory has capability {label!r} (workers: {fleet}); "
+                    f"no worker of the inventory has capability {label!r} "
+                    f"(workers: {_fleet_text(workers)}); "
                     "add it to a worker's superagent_capabilities or drop the requirement",
                 )
         if not missing and needed and not any(w.capabilities.issuperset(needed) for w in workers):
             self.error(
                 f"{where}.requires",
-                f"no single worker has all of {', '.join(needed)} (workers: {fleet})",
+                f"no single worker has all of {', '.join(needed)} "
+                f"(workers: {_fleet_text(workers)})",
             )
         pin = phase.get("worker")
         if not isinstance(pin, str) or host_name_problem(pin):
@@ -470,3 +471,9 @@ class Checker:
             resolve_conflicts=bool(doc.get("resolve_conflicts", True)),
             merge_queue=bool(doc.get("merge_queue", True)),
         )  # fmt: skip
+
+
+def _fleet_text(workers: Sequence[Worker]) -> str:
+    """The fleet's capabilities for an error message: made only when there is one (it was
+    made for every phase of every spec checked against an inventory)."""
+    return "; ".join(f"{w.name}: {', '.join(sorted(w.capabilities)) or '-'}" for w in workers)

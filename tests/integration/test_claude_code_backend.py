@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -291,7 +292,14 @@ def test_a_hang_after_the_result_keeps_the_result(tmp_path: Path) -> None:
 def test_sigterm_ignored_ends_with_sigkill(tmp_path: Path) -> None:
     scenario = {"scenario": "silence", "ignore_sigterm": True}
     request = claude_request(tmp_path, scenario, wall_timeout_s=60, silence_timeout_s=1.0)
-    result = BACKEND.run(request)
+    # Ignored here, SIGTERM is ignored in the child from its first instruction (a disposition
+    # survives exec): on a loaded machine the fake may not reach its own signal() call
+    # within the 1 s of silence, and the watchdog's SIGTERM would end it (-15).
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        result = BACKEND.run(request)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert result.status == "timeout"
     assert result.exit_code == -9
     assert "SIGKILL" in request.log_path.read_text()
