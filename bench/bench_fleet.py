@@ -109,6 +109,7 @@ def _bench() -> int:
                 "rolling_upgrade_3_s": upgrade_figures.get("seconds"),
                 "lost_phases_during_upgrade": upgrade_figures.get("lost"),
                 "machine_losses_during_upgrade": upgrade_figures.get("losses"),
+                "phases_moved_during_upgrade": upgrade_figures.get("moved"),
                 "load_1m_at_start": round(load, 2),
                 "cores": os.cpu_count(),
             }
@@ -191,14 +192,19 @@ def _upgrade_figures(fleet: Fleet) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     if code != 0:
         raise RuntimeError(f"the rolling upgrade failed: {rollout}")
-    losses = len([e for e in seen if e.get("event") == "phase_lost"])
+    losses = [e for e in seen if e.get("event") == "phase_lost"]
+    moved = [e for e in seen if e.get("event") == "phase_moved"]
     print(
         f"rolling upgrade of 3 hosts under a run: {seconds:.1f} s, "
-        f"{UPGRADE_PHASES - len(done_once(seen))} phase(s) lost, {losses} moved",
+        f"{UPGRADE_PHASES - len(done_once(seen))} phase(s) lost, {len(losses)} machine "
+        f"loss(es), {len(moved)} moved before they started",
         file=sys.stderr,
     )
+    for event in losses + moved:  # why: the figure alone does not say
+        print(f"  {event['event']} {event.get('phase')} on {event.get('worker')}: "
+              f"{event.get('reason')}", file=sys.stderr)  # fmt: skip
     return {"seconds": round(seconds, 1), "lost": UPGRADE_PHASES - len(done_once(seen)),
-            "losses": losses}  # fmt: skip
+            "losses": len(losses), "moved": len(moved)}  # fmt: skip
 
 
 def _claimed_at(fleet: Fleet, host: str, message_id: int) -> float:

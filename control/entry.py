@@ -1,7 +1,9 @@
-"""The `control` console script: the full Typer app, except for the transports' hot path.
+"""The `control` console script: the full Typer app, except for two hot paths.
 
 `control queue rpc` is started by every ansible call and every ssh connection;
-it skips loading the rest of the command line (see `control.rpc.main`).
+it skips loading the rest of the command line (see `control.rpc.main`). `control
+--version` is read on every host by every provisioning run (the worker role checks the
+installed version): it prints the package's version without loading the CLI.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ import sys
 
 def main() -> None:
     argv = sys.argv[1:]
+    if argv == ["--version"]:
+        from control import __version__  # noqa: PLC0415
+
+        print(__version__)
+        return
     if argv[:2] == ["queue", "rpc"] and "--help" not in argv:
         from control.rpc import main as rpc_main  # noqa: PLC0415  the point is to load less
 

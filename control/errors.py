@@ -47,6 +47,11 @@ class ConflictError(SuperagentError):
     exit_code = ExitCode.CONFLICT
 
 
+class DrainedError(ConflictError):
+    """The inbox is drained: it takes no new task (asked for by the orchestrator, whose
+    dispatch must not leave work where it will not be claimed)."""
+
+
 class UnavailableError(SuperagentError):
     """The environment cannot serve the request (network filesystem, newer schema, busy)."""
 

@@ -85,6 +85,12 @@ KINDS: dict[str, Kind] = {
     "phase_done": Kind("state", ("attempt", "reason", "commit"), "a verified commit accepted"),
     "phase_retry": Kind("state", ("attempt", "reason", "commit"), "an attempt failed; retried"),
     "phase_lost": Kind("state", ("attempt", "reason", "commit"), "its machine was lost"),
+    "phase_moved": Kind(
+        "state",
+        ("attempt", "reason", "commit"),
+        "never started where it was sent (drained, off the run's pins): sent elsewhere, "
+        "nothing counted",
+    ),
     "phase_dead": Kind("state", ("attempt", "reason", "commit"), "no attempts left: dead"),
     "phase_reopened": Kind(
         "state",

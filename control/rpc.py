@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from control.errors import NotFoundError, SuperagentError, UsageError
+from control.errors import DrainedError, NotFoundError, SuperagentError, UsageError
 from control.paths import default_queue_db
 from control.queue import Queue
 
@@ -81,6 +81,8 @@ def handle(queue: Queue, request: Any) -> dict[str, Any]:
     """Answer one request; errors come back as {"ok": false, "error", "code"}."""
     try:
         return {"ok": True, **_route(queue, request)}
+    except DrainedError as exc:  # a conflict the caller acts on: said apart
+        return {"ok": False, "error": str(exc), "code": int(exc.exit_code), "drained": True}
     except SuperagentError as exc:
         return {"ok": False, "error": str(exc), "code": int(exc.exit_code)}
 
@@ -97,6 +99,7 @@ def _route(queue: Queue, request: Any) -> dict[str, Any]:
             key=request.get("key"),
             max_attempts=int(request.get("max_attempts", 3)),
             allow_duplicate=bool(request.get("allow_duplicate", False)),
+            unless_drained=bool(request.get("unless_drained", False)),
         )
         return {"id": sent.id, "duplicate": sent.duplicate, "state": sent.state}
     if op in _HANDLERS:

@@ -71,3 +71,23 @@ class Settling(Base):
 
     def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
         self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
+
+    def _move_attempt(
+        self, attempt: AttemptRow, phase: PhaseRow, reason: str, *, in_inbox: bool = True
+    ) -> None:
+        """Take back an attempt that never started (its inbox drained, or its worker off the
+        run's pins, before it was claimed): the phase waits for another worker at once,
+        with no attempt or machine loss counted and nothing charged (no agent ran). The
+        cancel owed takes the message out of the inbox it sits in (`in_inbox`), and stops
+        it should the worker claim it first."""
+        if self.store.settle_attempt(
+            attempt,
+            attempt_state="abandoned",
+            phase_state="waiting",
+            reason=reason,
+            owe_cancel=in_inbox,
+            cost_usd=0.0,
+            not_before=self.clock(),
+            event="phase_moved",
+        ):
+            self._say("phase_moved", phase=phase.phase_id, worker=attempt.worker, reason=reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from control.errors import SuperagentError, UsageError
+from control.errors import DrainedError, SuperagentError, UsageError
 from control.messages import (
     PhaseTask,
     PrerequisiteRef,
@@ -36,8 +36,18 @@ class Tasks(Settling):
             return
         try:
             sent = self.transports.enqueue(
-                worker, payload, key=attempt.key, max_attempts=QUEUE_MAX_ATTEMPTS
+                worker,
+                payload,
+                key=attempt.key,
+                max_attempts=QUEUE_MAX_ATTEMPTS,
+                unless_drained=True,
             )
+        except DrainedError as exc:
+            # Drained between this tick's poll and the send (a rolling upgrade, an
+            # operator): nothing landed, so the phase goes to another worker, unharmed.
+            phase = self.store.phases(self.run_id)[attempt.phase_id]
+            self._move_attempt(attempt, phase, f"not sent: {exc}", in_inbox=False)
+            return
         except SuperagentError as exc:
             log.warning("enqueue of %s on %s failed: %s", attempt.key, worker.name, exc)
             self._say("send_failed", phase=attempt.phase_id, worker=worker.name, reason=str(exc))

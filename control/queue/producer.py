@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from control.errors import ConflictError, UsageError
+from control.errors import ConflictError, DrainedError, UsageError
 from control.jsontext import canonical_json
 from control.queue.base import InboxBase, check_key
 from control.queue.records import Enqueued
@@ -30,13 +30,17 @@ class Producer(InboxBase):
         kind: Kind = "task",
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         allow_duplicate: bool = False,
+        unless_drained: bool = False,
     ) -> Enqueued:
         """Store a message, or return the one already stored for it.
 
         With a key: the same key returns the existing message (`duplicate=True`)
         forever; the same key with different content is a conflict. Without a
         key: identical content enqueued within `duplicate_window_s` is skipped
-        as a duplicate unless `allow_duplicate` is set.
+        as a duplicate unless `allow_duplicate` is set. With `unless_drained`, a new
+        task is refused (DrainedError) when the inbox is drained, in the same
+        transaction as the insert: a dispatch that raced a drain learns it at once
+        instead of leaving work its worker will not claim.
         """
         check_key(key)
         if kind not in KINDS:
@@ -65,6 +69,14 @@ class Producer(InboxBase):
                 ).fetchone()
                 if row is not None:
                     return Enqueued(row["id"], True, row["state"])
+            if unless_drained and kind == "task":
+                drain = conn.execute("SELECT reason FROM drain").fetchone()
+                if drain is not None:
+                    raise DrainedError(
+                        "the inbox is drained"
+                        + (f" ({drain['reason']})" if drain["reason"] else "")
+                        + ": it takes no new task"
+                    )
             cursor = conn.execute(
                 "INSERT INTO messages (key, content_hash, kind, payload, max_attempts, "
                 "enqueued_at) VALUES (?, ?, ?, ?, ?, ?)",

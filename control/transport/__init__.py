@@ -58,8 +58,18 @@ class Transports:
     def of(self, worker: Worker) -> Transport:
         return self.for_kind(worker.transport)
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Enqueued:
-        return self.of(worker).enqueue(worker, payload, key=key, max_attempts=max_attempts)
+    def enqueue(
+        self,
+        worker: Worker,
+        payload: Any,
+        *,
+        key: str,
+        max_attempts: int = 3,
+        unless_drained: bool = False,
+    ) -> Enqueued:
+        return self.of(worker).enqueue(
+            worker, payload, key=key, max_attempts=max_attempts, unless_drained=unless_drained
+        )
 
     def poll(
         self, workers: Sequence[Worker], **options: Unpack[PollOptions]

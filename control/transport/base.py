@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, Unpack
 
-from control.errors import ConflictError, ExitCode, NotFoundError, SuperagentError, UsageError
+from control.errors import (
+    ConflictError,
+    DrainedError,
+    ExitCode,
+    NotFoundError,
+    SuperagentError,
+    UsageError,
+)
 from control.inventory import Worker
 from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
 from control.queue import Enqueued
@@ -63,7 +70,13 @@ class Transport(Protocol):
         ...
 
     def enqueue(
-        self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3
+        self,
+        worker: Worker,
+        payload: Any,
+        *,
+        key: str,
+        max_attempts: int = 3,
+        unless_drained: bool = False,
     ) -> Enqueued: ...
 
     def poll(
@@ -93,10 +106,21 @@ class InboxCalls:
     ) -> dict[str, PollResult]:
         raise NotImplementedError
 
-    def enqueue(self, worker: Worker, payload: Any, *, key: str, max_attempts: int = 3) -> Enqueued:
-        answer = self.call(
-            worker, {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
-        )
+    def enqueue(
+        self,
+        worker: Worker,
+        payload: Any,
+        *,
+        key: str,
+        max_attempts: int = 3,
+        unless_drained: bool = False,
+    ) -> Enqueued:
+        """Store `payload` under `key` in the worker's inbox; with `unless_drained`, a
+        drained inbox refuses a new task (DrainedError)."""
+        request = {"op": "enqueue", "payload": payload, "key": key, "max_attempts": max_attempts}
+        if unless_drained:
+            request["unless_drained"] = True
+        answer = self.call(worker, request)
         return Enqueued(answer["id"], answer["duplicate"], answer["state"])
 
     def poll(
@@ -158,7 +182,11 @@ def unwrap(worker: str, answer: Any) -> dict[str, Any]:
     if not isinstance(answer, dict) or "ok" not in answer:
         raise TransportError(f"{worker}: not a protocol answer: {str(answer)[:200]}")
     if not answer["ok"]:
-        error = _ERRORS.get(int(answer.get("code", 1)), TransportError)
+        error = (
+            DrainedError
+            if answer.get("drained")
+            else _ERRORS.get(int(answer.get("code", 1)), TransportError)
+        )
         raise error(f"{worker}: {answer.get('error', 'unknown error')}")
     return answer
 

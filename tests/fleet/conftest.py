@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,28 @@ def provisioned(fleet: Fleet) -> Provisioning:
     return Provisioning(fleet, first, second)
 
 
+# What the example web app's verify commands need on a worker, from Debian.
+EXAMPLE_PACKAGES = ["python-is-python3", "python3-pytest", "python3-yaml"]
+
+
+@pytest.fixture(scope="session")
+def example_packages(provisioned: Provisioning) -> None:
+    """The web-app example's packages on host1..host3, once a session (the modules that
+    dispatch it each used to install them again), on the three hosts at once."""
+    fleet = provisioned.fleet
+    for host in HOSTS:
+        if not fleet.running(host):
+            fleet.start_host(host)
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        installs = [
+            pool.submit(fleet.exec, host, ["apt-get", "install", "-y", "-q", *EXAMPLE_PACKAGES],
+                        timeout=600)
+            for host in HOSTS
+        ]  # fmt: skip
+        for install in installs:
+            install.result()
+
+
 def worker_check(fleet: Fleet, host: str) -> tuple[int, dict[str, Any]]:
     """`control worker check --json` on the host, as the worker's user."""
     done = fleet.exec(
@@ -146,7 +169,6 @@ _ORDER = (
     "test_provision",
     "test_versions",
     "test_host_keys",
-    "test_new_host",
     "test_reverse_tunnel",
 )
 

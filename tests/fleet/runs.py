@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from control.pins import WORKER_CONTROL, WORKER_QUEUE_DB
-from control.pins import profile as pins_profile
-from tests.fleet.harness import REPO, Fleet, claude_code_tarballs, node_tarball
+from tests.fleet.harness import REPO, Fleet, PlaybookRun, parse_recap
+from tests.fleet.harness.line import line_vars, pins_line
 
 NO_STATE = Path("/nonexistent/state.db")  # for the commands that only mirror into one
 
@@ -84,6 +84,22 @@ def control(
     )  # fmt: skip
 
 
+def make_provision(fleet: Fleet, *variables: str, label: str) -> PlaybookRun:
+    """`make provision VAR=...` on the fleet as the operator types it (the vault password
+    as a file argument, not in the environment); the log goes to the fleet's logs."""
+    env = fleet.ansible_env()
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE")
+    started = time.monotonic()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "provision", f"INVENTORY={fleet.inventory_dir}",
+         f"VAULT_PASSWORD_FILE={fleet.vault_password_file}", *variables],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=1200, check=False,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    (fleet.logs / f"{label}.log").write_text(output)
+    return PlaybookRun(done.returncode, parse_recap(output), output, time.monotonic() - started)
+
+
 def sleepy_spec(path: Path, phases: dict[str, tuple[int, list[str]]]) -> Path:
     """A spec of command phases: each sleeps its seconds, then writes its file."""
     path.write_text(
@@ -149,17 +165,5 @@ def upgrade(fleet: Fleet, state: Path) -> tuple[int, dict[str, Any], float]:
 
 
 def node22_vars() -> dict[str, Any]:
-    """The inventory change to the Node 22 line of pins.json (None: a variable removed),
-    its Node and Claude Code staged on the controller (the test fleet has no nodejs.org)."""
-    line = pins_profile("node22")
-    tarball, digest = node_tarball(line["node"]["version"], line["node"]["npm"])
-    claude = claude_code_tarballs(line["claude_code"]["version"])
-    return {
-        "superagent_pins_profile": "node22",
-        "nodejs_version": None,
-        "claude_code_version": None,
-        "nodejs_controller_tarball": str(tarball),
-        "nodejs_tarball_sha256": digest,
-        "claude_code_source": "controller_tarball",
-        "claude_code_controller_tarballs": [str(t) for t in claude],
-    }
+    """The inventory change to the Node 22 line of pins.json (None: a variable removed)."""
+    return line_vars(pins_line("node22"))

@@ -33,8 +33,6 @@ pytestmark = pytest.mark.fleet
 GIT_PORT = 9418
 CONTROL = WORKER_CONTROL
 INBOX = WORKER_QUEUE_DB
-# What the example web app's verify commands need on a worker, from Debian.
-EXAMPLE_PACKAGES = ["python-is-python3", "python3-pytest", "python3-yaml"]
 
 
 class GitServer:
@@ -82,12 +80,11 @@ class GitServer:
 
 
 @pytest.fixture(scope="module")
-def ready(provisioned: Provisioning) -> Iterator[tuple[Fleet, GitServer]]:
+def ready(provisioned: Provisioning, example_packages: None) -> Iterator[tuple[Fleet, GitServer]]:
     fleet = provisioned.fleet
     for host in ("host1", "host2", "host3"):
         if not fleet.running(host):
             fleet.start_host(host)
-        fleet.exec(host, ["apt-get", "install", "-y", "-q", *EXAMPLE_PACKAGES], timeout=600)
     # The example's capabilities: host3 is the one that sees Windows files.
     fleet.set_host_vars("host1", superagent_capabilities=["linux", "docker", "gpu"])
     fleet.set_host_vars("host3", superagent_capabilities=["linux", "windows-files"])

@@ -1,10 +1,11 @@
 """A machine's life under running work, on the real fleet: drained (what it runs finishes
 there, nothing new arrives; `--now` moves it), removed mid-run (its phase finishes
 elsewhere), and the whole fleet upgraded host by host from the Node 20 line to the Node 22
-one while the web-app example runs: a host that fails stops the rollout and stays drained,
-the others work on, and after the fix the run finishes with every phase done once.
+one while the web-app example runs (on the node22 profile, SUPERAGENT_FLEET_PROFILE, from
+it back to the default line): a host that fails stops the rollout and stays drained, the
+others work on, and after the fix the run finishes with every phase done once.
 
-Runs last (conftest's order): the upgrade leaves the hosts on the Node 22 line.
+Runs last (conftest's order): the upgrade leaves the hosts on the other line.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from pathlib import Path
 import pytest
 
 from control.demo import EXAMPLES
-from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
-from control.pins import profile as pins_profile
 from control.state import StateStore
 from tests.fleet.conftest import heartbeat, report
 from tests.fleet.harness import Fleet
+from tests.fleet.harness.line import fleet_line, line_vars, other_line
 from tests.fleet.runs import (
     Watch,
     control,
     dispatched,
     done_once,
-    node22_vars,
     sleepy_spec,
     upgrade,
     wait_claimed,
@@ -125,10 +124,11 @@ def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(
 ) -> None:
     fleet, server = ready
     use_transport(fleet, "ssh")
-    line = pins_profile("node22")
-    new = node22_vars()  # the change: the Node 22 line of pins.json
-    # The inventory pins the Node 20 line (so the run records it), as a fleet about to move does.
-    old = {"nodejs_version": NODE_VERSION, "claude_code_version": CLAUDE_CODE_VERSION}
+    line = other_line()  # the Node 22 line from the default; back to it on the node22 profile
+    new = line_vars(line)  # the change: the other line of pins.json
+    # The inventory pins the fleet's line (so the run records it), as a fleet about to move does.
+    pins = fleet_line()
+    old = {"nodejs_version": pins.node, "claude_code_version": pins.claude_code}
     for host in HOSTS:
         fleet.set_host_vars(host, **old)
     url = server.new_remote("upgrade", EXAMPLES / "seed" / "webapp")
@@ -145,7 +145,7 @@ def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(
             store.close()
         assert latest is not None
         run_id = latest.id
-        # The inventory moves to the Node 22 line; host2 will come back refusing work
+        # The inventory moves to the other line; host2 will come back refusing work
         # (its worker pinned to a Claude Code it does not have).
         for host in HOSTS:
             fleet.set_host_vars(host, **new)
@@ -176,7 +176,7 @@ def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(
     finally:
         watch.stop()
         # The inventory as it was (a reused fleet is provisioned back to it); the hosts stay
-        # on the Node 22 line until then.
+        # on the other line until then.
         gone = dict.fromkeys([*new, *old, "worker_pin_claude_code", "worker_health_timeout"])
         for host in HOSTS:
             fleet.set_host_vars(host, **gone)
@@ -187,9 +187,11 @@ def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(
     assert seen[-1]["status"] == "done"
     for host in HOSTS:
         versions = heartbeat(fleet, host)["versions"]
-        assert versions["node"].removeprefix("v") == line["node"]["version"], versions
-        assert versions["claude_code"] == line["claude_code"]["version"], versions
+        assert versions["node"].removeprefix("v") == line.node, versions
+        assert versions["claude_code"] == line.claude_code, versions
     report("rolling_upgrade_3_s", round(seconds, 1))
     report("lost_phases_during_upgrade", 8 - len(workers))
     losses = [e for e in seen if e.get("event") == "phase_lost"]
     report("machine_losses_during_upgrade", len(losses))  # moved, not lost: no attempt used
+    moved = [e for e in seen if e.get("event") == "phase_moved"]
+    report("phases_moved_during_upgrade", len(moved))  # sent as its host was drained

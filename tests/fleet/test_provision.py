@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION, WORKER_VENV
+from control.pins import WORKER_VENV
 from tests.fleet.conftest import HOSTS, Provisioning, heartbeat, report, unit_property, worker_check
-from tests.fleet.harness import REPO, parse_recap, run
+from tests.fleet.harness.line import fleet_line
+from tests.fleet.runs import make_provision
 
 pytestmark = pytest.mark.fleet
 # The orchestrator's extra (pyproject.toml): never on a worker.
@@ -26,8 +27,8 @@ def test_three_fresh_hosts_are_provisioned(provisioned: Provisioning) -> None:
         assert first.recap[host]["changed"] > 0, f"{host} was not fresh"
         code, report_ = worker_check(provisioned.fleet, host)
         assert code == 0, report_
-        assert report_["versions"]["node"] == NODE_VERSION
-        assert report_["versions"]["claude_code"] == CLAUDE_CODE_VERSION
+        assert report_["versions"]["node"] == fleet_line().node
+        assert report_["versions"]["claude_code"] == fleet_line().claude_code
 
 
 def test_a_worker_installs_none_of_the_orchestrators_packages(provisioned: Provisioning) -> None:
@@ -55,18 +56,11 @@ def test_make_provision_check_is_a_dry_run(provisioned: Provisioning) -> None:
     edited = fleet.exec("host1", ["cat", config]).stdout
     assert "keep_logs = 7" in edited
     invocations = {host: unit_property(fleet, host, "InvocationID") for host in HOSTS}
-    env = fleet.ansible_env()
-    env.pop("ANSIBLE_VAULT_PASSWORD_FILE")
     try:
-        done = run(
-            ["make", "--no-print-directory", "provision", f"INVENTORY={fleet.inventory_dir}",
-             f"VAULT_PASSWORD_FILE={fleet.vault_password_file}", "CHECK=1"],
-            check=False, env=env, cwd=REPO, timeout=1200,
-        )  # fmt: skip
-        output = done.stdout + done.stderr
-        (fleet.logs / "provision-check.log").write_text(output)
-        assert done.returncode == 0, output[-4000:]
-        recap = parse_recap(output)
+        done = make_provision(fleet, "CHECK=1", label="provision-check")
+        output = done.output
+        assert done.rc == 0, output[-4000:]
+        recap = done.recap
         assert sorted(recap) == sorted(HOSTS), recap
         assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
         assert recap["host1"]["changed"] == 1, output[-4000:]
@@ -77,7 +71,8 @@ def test_make_provision_check_is_a_dry_run(provisioned: Provisioning) -> None:
         assert fleet.exec("host1", ["cat", config]).stdout == edited
         assert {host: unit_property(fleet, host, "InvocationID") for host in HOSTS} == invocations
     finally:
-        restore = fleet.playbook(limit="host1", label="after-check")
+        # The edit is the worker role's to undo: its tasks alone (and the handler's restart).
+        restore = fleet.playbook(limit="host1", tags="worker", label="after-check")
     assert restore.rc == 0, restore.tail()
     assert "keep_logs = 200" in fleet.exec("host1", ["cat", config]).stdout
 
@@ -187,5 +182,5 @@ def test_the_worker_beats_fresh_heartbeats(provisioned: Provisioning) -> None:
         beat = heartbeat(fleet, host)
         assert beat["status"] == "idle", beat
         assert time.time() - beat["beat_at"] < 60, beat
-        assert beat["versions"]["node"] == NODE_VERSION
-        assert beat["versions"]["claude_code"] == CLAUDE_CODE_VERSION
+        assert beat["versions"]["node"] == fleet_line().node
+        assert beat["versions"]["claude_code"] == fleet_line().claude_code

@@ -1,6 +1,10 @@
 """A worker behind NAT: the orchestrator has no route to it, and reaches it through the
 reverse SSH tunnel the worker keeps open (systemd restarts it when it drops), from its
-first provisioning on, with its inventory entry unchanged (its LAN address stays in it)."""
+first provisioning on, with its inventory entry unchanged (its LAN address stays in it).
+
+It is also how the fleet tests add a machine: one inventory entry, then `make provision
+LIMIT=<it>` touches it (and its tunnel's endpoint) alone; a host of its own for that was
+one more fresh provisioning (a minute or more) for the same path."""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.conftest import Provisioning, unit_property
+from control.inventory import load_inventory
+from tests.fleet.conftest import Provisioning, unit_property, worker_check
 from tests.fleet.harness import BRIDGE_ADDRESS, GATEWAY_PORT, Fleet
-from tests.fleet.runs import control
+from tests.fleet.runs import control, make_provision
 
 pytestmark = pytest.mark.fleet
 
@@ -46,7 +51,7 @@ def tunnelled(fleet: Fleet, command: str, **how: Any) -> subprocess.CompletedPro
     return fleet.ssh("natbox", command, address="127.0.0.1", port=PORT, **how)
 
 
-def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
+def test_a_new_host_behind_nat_is_provisioned_alone_and_reached_through_its_tunnel(
     provisioned: Provisioning,
 ) -> None:
     fleet = provisioned.fleet
@@ -57,15 +62,25 @@ def test_a_host_behind_nat_is_reached_through_its_reverse_tunnel(
     )  # fmt: skip
     try:
         assert direct_connect_error(nat.address) == errno.EHOSTUNREACH
+        # A machine added with one inventory entry, never met before...
+        assert "natbox" in [w.name for w in load_inventory(fleet.inventory_dir)]
+        assert nat.address not in fleet.known_hosts.read_text()
 
-        # Provisioned once where it can be reached (its LAN), which opens the tunnel...
+        # ...is provisioned alone by one command (its tunnel's endpoint with it), once where
+        # it can be reached (its LAN), which opens the tunnel...
         fleet.route_to_nat(True)
         try:
-            first = fleet.playbook(limit="natbox:tunnel_endpoints", label="tunnel-bootstrap")
+            first = make_provision(fleet, "LIMIT=natbox", label="tunnel-bootstrap")
         finally:
             fleet.route_to_nat(False)
             fleet.close_ssh_masters()
         assert first.rc == 0, first.tail()
+        assert set(first.recap) == {"natbox", "gateway"}, first.recap  # no other host touched
+        assert first.recap["natbox"]["changed"] > 0 and first.recap["natbox"]["failed"] == 0
+        assert nat.address in fleet.known_hosts.read_text()
+        code, report = worker_check(fleet, "natbox")
+        assert code == 0, report
+        assert unit_property(fleet, "natbox", "ActiveState") == "active"
         assert unit_property(fleet, "natbox", "ActiveState", "superagent-tunnel") == "active"
 
         # ...then, with no route to it and the inventory as it was (its LAN address), the

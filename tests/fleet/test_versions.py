@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from control.pins import CLAUDE_CODE_VERSION, NODE_VERSION
 from tests.fleet.conftest import (
     Provisioning,
     heartbeat,
@@ -14,6 +13,7 @@ from tests.fleet.conftest import (
     worker_check,
 )
 from tests.fleet.harness import claude_code_tarballs, node_tarball
+from tests.fleet.harness.line import fleet_line
 
 pytestmark = pytest.mark.fleet
 
@@ -38,7 +38,7 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
         assert code != 0, report
         assert report["ok"] is False
         assert report["versions"]["node"] == DRIFTED_NODE
-        assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in report["problems"], report
+        assert f"node is {DRIFTED_NODE}, pinned {fleet_line().node}" in report["problems"], report
 
         # The check said so in the heartbeat; the running daemon sees Node reinstalled
         # under it and goes on saying so (it used to beat "idle" with its old versions).
@@ -46,7 +46,7 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
         assert said["status"] == "refusing", said
         beat = wait_heartbeat(fleet, host, ("refusing",), after=said["beat_at"])
         assert beat["versions"]["node"] == DRIFTED_NODE, beat
-        assert f"node is {DRIFTED_NODE}, pinned {NODE_VERSION}" in (beat["reason"] or "")
+        assert f"node is {DRIFTED_NODE}, pinned {fleet_line().node}" in (beat["reason"] or "")
 
         # systemd will not run it either: ExecStartPre is the same check.
         restart = fleet.exec(host, ["systemctl", "restart", "superagent-worker"], check=False)
@@ -58,10 +58,12 @@ def test_a_host_with_another_node_refuses_work(provisioned: Provisioning) -> Non
     code, report = worker_check(fleet, host)
     assert code == 0, report
     assert unit_property(fleet, host, "ActiveState") == "active"
-    assert wait_heartbeat(fleet, host, ("idle", "busy"))["versions"]["node"] == NODE_VERSION
+    assert wait_heartbeat(fleet, host, ("idle", "busy"))["versions"]["node"] == fleet_line().node
 
 
 def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provisioning) -> None:
+    if fleet_line().node.split(".")[0] != "20":
+        pytest.skip(f"the fleet runs Node {fleet_line().node}, which Claude Code 2.1.198 accepts")
     fleet, host = provisioned.fleet, "host1"
     run = fleet.playbook(
         limit=host, tags="claude_code", extra_vars={"claude_code_version": "2.1.198"},
@@ -72,14 +74,14 @@ def test_claude_code_refuses_a_release_that_needs_node_22(provisioned: Provision
     assert "need Node 22" in run.output
     assert run.recap[host]["changed"] == 0, run.changed_tasks()
     version = fleet.exec(host, ["/usr/local/bin/claude", "--version"]).stdout
-    assert version.split()[0] == CLAUDE_CODE_VERSION
+    assert version.split()[0] == fleet_line().claude_code
 
 
 def test_claude_code_installs_offline_from_tarballs_staged_on_the_controller(
     provisioned: Provisioning,
 ) -> None:
     fleet, host = provisioned.fleet, "host2"
-    tarballs = claude_code_tarballs()
+    tarballs = claude_code_tarballs(fleet_line().claude_code)
     dead_end = "http://127.0.0.1:9"  # any registry access would fail
     try:
         run = fleet.playbook(
@@ -100,7 +102,7 @@ def test_claude_code_installs_offline_from_tarballs_staged_on_the_controller(
         assert run.rc == 0, run.tail()
         assert run.recap[host]["changed"] > 0
         version = fleet.exec(host, ["/opt/offline-test/claude-code/bin/claude", "--version"])
-        assert version.stdout.split()[0] == CLAUDE_CODE_VERSION
+        assert version.stdout.split()[0] == fleet_line().claude_code
     finally:
         fleet.exec(
             host, ["sh", "-c", "rm -rf /opt/offline-test /var/cache/superagent/anthropic-ai-*"]

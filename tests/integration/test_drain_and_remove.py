@@ -7,9 +7,15 @@ another worker as a machine loss, never as one of the phase's own failures.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from control import __version__
 from control.driver import open_run
+from control.inventory import Worker
 from control.lifecycle import drain, gone_hosts, remove, repin, repin_running, undrain
+from control.queue import Queue
+from control.queue.records import Enqueued
 from control.transport import Transports
 from control.transport.local import LocalTransport
 from tests.integration import test_orchestrator
@@ -63,6 +69,40 @@ def test_a_phase_waiting_unclaimed_on_a_worker_drained_later_moves_as_a_loss(rig
     (left,) = rig.queues[holder].messages()
     assert left.state == "cancelled"  # the owed cancel took it out of the drained inbox
     assert claim(rig, other).payload["phase_id"] == "api"
+
+
+class DrainedOnSend(LocalTransport):
+    """The drain of w1 lands between the tick's poll and its send: what a rolling upgrade
+    did once in bench-fleet (the orchestrator picked a host from a poll that still showed
+    it undrained, and the phase landed in an inbox whose worker would never claim it)."""
+
+    def enqueue(self, worker: Worker, payload: Any, **options: Any) -> Enqueued:
+        if worker.name == "w1":
+            Queue(Path(worker.vars["superagent_queue_db"]), clock=self._clock).drain(
+                reason="upgrading"
+            )
+        return super().enqueue(worker, payload, **options)
+
+
+def test_a_phase_sent_as_its_worker_is_drained_moves_with_nothing_counted(rig: Rig) -> None:
+    rig.orchestrator = rig.new_orchestrator(DrainedOnSend)
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()  # w1 is the scheduler's first pick; drained as the send goes out
+    assert attempts(rig) == [("w1", "abandoned")]
+    assert rig.queues["w1"].messages() == []  # the drained inbox refused it: nothing landed
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.failures, phase.losses, phase.cost_usd) == ("waiting", 0, 0, 0)
+    assert [kind for kind, _ in rig.events if kind.startswith("phase_")] == ["phase_moved"]
+    rig.beat("w1", "w2")
+    rig.orchestrator.tick()
+    assert attempts(rig) == [("w1", "abandoned"), ("w2", "dispatched")]
+    job = claim(rig, "w2")
+    commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
+    rig.queues["w2"].complete(job.id, job.fence, {"status": "done", "commit": commit})
+    rig.orchestrator.tick()
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.worker, phase.failures, phase.losses) == ("done", "w2", 0, 0)
+    assert not [kind for kind, _ in rig.events if kind in ("phase_lost", "phase_retry")]
 
 
 def test_a_phase_running_on_a_drained_worker_finishes_there(rig: Rig) -> None:

@@ -68,14 +68,17 @@ class Rig:
         self.workers = workers
         self.orchestrator = self.new_orchestrator()
 
-    def new_orchestrator(self, **options: Any) -> Orchestrator:
+    def new_orchestrator(
+        self, transport: type[LocalTransport] = LocalTransport, **options: Any
+    ) -> Orchestrator:
         """A fresh orchestrator on the same state: what a restart after kill -9 gets
-        (`options`: the Orchestrator's own, such as a subclass's accounts)."""
+        (`transport`: the local one or a test's subclass; `options`: the Orchestrator's
+        own, such as a subclass's accounts)."""
         orchestrator = Orchestrator(
             self.spec,
             self.workers,
             self.store,
-            Transports({"local": lambda: LocalTransport(clock=self.clock)}),
+            Transports({"local": lambda: transport(clock=self.clock)}),
             Settings(heartbeat_timeout_s=30, retry_backoff_s=0),
             repo_url=str(self.remote),
             clock=self.clock,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from control import __version__
 from control.cli import app
 
 runner = CliRunner()
@@ -54,3 +57,16 @@ def test_command_has_help(path: tuple[str, ...]) -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip()
+
+
+def test_the_console_script_prints_its_version_without_loading_the_cli() -> None:
+    """Every provisioning run reads `control --version` on every host: it answers the
+    package's version as the full CLI does, without importing the CLI."""
+    probe = (
+        "import sys; sys.argv = ['control', '--version']; from control.entry import main; "
+        "main(); print(sorted(m for m in ('typer', 'control.cli') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [__version__, "[]"]
+    assert runner.invoke(app, ["--version"]).stdout.strip() == __version__

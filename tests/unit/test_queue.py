@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from control.errors import ConflictError, NotFoundError, UsageError
+from control.errors import ConflictError, DrainedError, NotFoundError, UsageError
+from control.inventory import Worker
 from control.queue import Queue
+from control.transport.local import LocalTransport
 from tests.conftest import Clock
 
 
@@ -432,3 +434,24 @@ def test_next_lease_expiry_is_the_earliest_current_lease(queue: Queue, clock: Cl
     queue.claim("w", 10)
     assert first is not None
     assert queue.next_lease_expiry() == clock.now + 10
+
+
+def test_a_drained_inbox_refuses_a_new_task_only_when_asked_and_through_the_protocol(
+    queue: Queue, tmp_path: Path
+) -> None:
+    """The orchestrator's send (`unless_drained`) and the drain meet in one transaction:
+    a new task is refused, nothing stored; a key already there answers as before, and
+    an operator's plain enqueue still lands (the worker claims it once undrained)."""
+    sent = queue.enqueue({"n": 1}, key="run/a/1")
+    queue.drain(reason="upgrading")
+    with pytest.raises(DrainedError, match=r"drained \(upgrading\): it takes no new task"):
+        queue.enqueue({"n": 2}, key="run/b/1", unless_drained=True)
+    again = queue.enqueue({"n": 1}, key="run/a/1", unless_drained=True)
+    assert (again.id, again.duplicate) == (sent.id, True)
+    assert [m.key for m in queue.messages()] == ["run/a/1"]
+    assert queue.enqueue({"n": 3}, key="run/c/1").duplicate is False
+    worker = Worker("w", frozenset(), 1, "local", vars={"superagent_queue_db": str(queue.path)})
+    with pytest.raises(DrainedError, match="w: the inbox is drained"):
+        LocalTransport().enqueue(worker, {"n": 4}, key="run/d/1", unless_drained=True)
+    queue.undrain()
+    assert LocalTransport().enqueue(worker, {"n": 4}, key="run/d/1", unless_drained=True).id

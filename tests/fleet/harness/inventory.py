@@ -9,17 +9,18 @@ from typing import Any
 
 import yaml
 
-from tests.fleet.harness.artifacts import node_tarball
 from tests.fleet.harness.config import PROXY_URL, REPO
 from tests.fleet.harness.host import Host
+from tests.fleet.harness.line import fleet_line, node_vars
 from tests.fleet.harness.system import run
 
 HEADER = "---\n# Written by tests/fleet/harness for the test fleet; do not edit.\n"
 
 
 def group_vars(key: Path, known_hosts: Path) -> dict[str, Any]:
-    """Variables of the fleet's group `all`: how to reach the hosts, where things come from."""
-    tarball, digest = node_tarball()
+    """Variables of the fleet's group `all`: how to reach the hosts, where things come from,
+    and the line of pins they run (SUPERAGENT_FLEET_PROFILE, see `line`)."""
+    pins = fleet_line()
     return {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(key),
@@ -29,9 +30,9 @@ def group_vars(key: Path, known_hosts: Path) -> dict[str, Any]:
         ),
         "ansible_python_interpreter": "/usr/bin/python3",
         "superagent_known_hosts_file": str(known_hosts),
+        **({"superagent_pins_profile": pins.profile} if pins.profile else {}),
         "nodejs_source": "controller_tarball",
-        "nodejs_controller_tarball": str(tarball),
-        "nodejs_tarball_sha256": digest,
+        **node_vars(pins),
         "claude_code_source": "npm",
         "claude_code_npm_environment": {
             "npm_config_https_proxy": PROXY_URL,

@@ -15,9 +15,16 @@ from typing import Any
 from tests.fleet.harness.config import REPO
 from tests.fleet.harness.system import run
 
+# The caller's settings that pass through: callbacks, so that a session can time each task
+# (ANSIBLE_CALLBACKS_ENABLED=profile_tasks, or a plugin of its own in ANSIBLE_CALLBACK_PLUGINS).
+PASSED_THROUGH = ("ANSIBLE_CALLBACKS_ENABLED", "ANSIBLE_CALLBACK_PLUGINS")
+
 
 def ansible_env(control_path_dir: Path, vault_password_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    """The environment `make provision` gives Ansible; the caller's other ANSIBLE_* dropped."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") or k in PASSED_THROUGH
+    }
     env.update(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_path_dir),
