@@ -4,13 +4,12 @@ Latency is the time from the start of `transport.enqueue()` to the moment a
 worker-side Queue on the same inbox has claimed the message (woken by inotify,
 as the worker daemon is). local always; ssh against a local sshd started here
 (root and openssh-server needed); ansible against `ansible_connection: local`
-hosts, whose Python is a worker's (see `worker_python`). The tick cost is the CPU
-time of one `Transports.poll` of N local inboxes (heartbeats and a few responses
-each) plus reading the answers, per worker.
+hosts. The tick cost is the CPU time of one `Transports.poll` of N local inboxes
+(heartbeats and a few responses each) plus reading the answers, per worker.
 
     .venv/bin/python bench/bench_dispatch.py [--samples 200] [--ssh-samples 50]
         [--ansible-samples 3] [--fanout 5] [--ansible-hosts 50] [--workers 100,1000]
-        [--dir PATH] [--dev-hosts]
+        [--dir PATH]
         [--skip-ssh] [--skip-ansible]
 
 Figures, never asserts. The last line is one JSON object.
@@ -220,27 +219,6 @@ def measure_ssh(root: Path, samples: int, fanout: int) -> dict[str, Any]:
     return figures
 
 
-def worker_python(root: Path) -> tuple[Path, Path]:
-    """The Python and `control` of the ansible hosts: a venv importing `control` from a
-    plain path, as a worker whose venv the worker role installed from a wheel does.
-
-    This .venv imports it through setuptools' editable finder (and distutils' hack
-    before it), which adds about 18 ms of CPU to every Python start here: a cost no
-    worker has, which each host of the fan-out would pay (`--dev-hosts` keeps it)."""
-    venv = root / "worker-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    (venv / "lib" / version / "site-packages" / "superagent.pth").write_text(f"{REPO}\n")
-    control = venv / "bin" / "control"  # what pip writes for the console script
-    control.write_text(
-        f"#!{python}\nimport sys\nfrom control.entry import main\n"
-        "if __name__ == '__main__':\n    sys.exit(main())\n"
-    )
-    control.chmod(0o755)
-    return python, control
-
-
 def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env: dict[str, str],
                    module: str = "ansible.builtin.command") -> float:  # fmt: skip
     """Milliseconds of one plain `ansible HOST -m command` running the same rpc (or of
@@ -249,8 +227,8 @@ def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env
 
     args = json.dumps(
         {
-            "argv": [worker.vars["superagent_control"], "queue", "rpc", "--db",
-                     worker.vars["superagent_queue_db"], "--base64"],
+            "argv": [str(CONTROL), "queue", "rpc", "--db", worker.vars["superagent_queue_db"],
+                     "--base64"],
             "stdin": rpc.encode(request),
         }
     )  # fmt: skip
@@ -266,9 +244,7 @@ def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env
     return elapsed
 
 
-def measure_ansible(
-    root: Path, samples: int, fanout: int, hosts: int, *, dev_hosts: bool = False
-) -> dict[str, Any]:
+def measure_ansible(root: Path, samples: int, fanout: int, hosts: int) -> dict[str, Any]:
     """Enqueue latency, then side by side (interleaved, medians): a one-host poll through
     superagent's fan-out and a plain `ansible` ad-hoc call running the same rpc (and
     `-m ping`) against the same host; then one poll of `hosts` hosts."""
@@ -277,13 +253,11 @@ def measure_ansible(
     from control.transport.ansible import AnsibleTransport  # noqa: PLC0415
     from control.transport.runner import AdHocRunner  # noqa: PLC0415
 
-    python, control = (Path(sys.executable), CONTROL) if dev_hosts else worker_python(root)
-
     def local_host(name: str, db: Path) -> Worker:
         values = {
             "ansible_connection": "local",
-            "ansible_python_interpreter": str(python),
-            "superagent_control": str(control),
+            "ansible_python_interpreter": sys.executable,
+            "superagent_control": str(CONTROL),
             "superagent_queue_db": str(db),
         }
         return Worker(name, transport="ansible", vars=values)
@@ -353,9 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ansible-hosts", type=int, default=50, help="hosts in the big fan-out")
     parser.add_argument("--workers", default="100,1000", help="fleet sizes for the tick cost")
     parser.add_argument("--dir", type=Path, default=None, help="where the inboxes go")
-    parser.add_argument(
-        "--dev-hosts", action="store_true", help="ansible hosts run this .venv's Python"
-    )
     parser.add_argument("--skip-ssh", action="store_true")
     parser.add_argument("--skip-ansible", action="store_true")
     args = parser.parse_args(argv)
@@ -389,13 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures.update(measure_ssh(root, args.ssh_samples, args.fanout))
         if not args.skip_ansible:
             figures.update(
-                measure_ansible(
-                    root,
-                    args.ansible_samples,
-                    args.fanout,
-                    args.ansible_hosts,
-                    dev_hosts=args.dev_hosts,
-                )
+                measure_ansible(root, args.ansible_samples, args.fanout, args.ansible_hosts)
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
