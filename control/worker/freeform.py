@@ -3,10 +3,13 @@ directory, answered with a `PhaseResponse` as a phase is."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from control.errors import UsageError
-from control.messages import AgentOptions, FreeformTask, PhaseResponse, PhaseTask
+from control.messages import FreeformTask, PhaseResponse, PhaseTask
 from control.queue import Claimed
-from control.worker.agents import AgentRequest, run_agent
+from control.worker.agents import request_for_task, run_agent
+from control.worker.agents.base import DEFAULT_SILENCE_TIMEOUT_S, DEFAULT_WALL_TIMEOUT_S
 from control.worker.config import WorkerConfig
 from control.worker.contract import MessageOutcome, RunControl
 from control.worker.logs import log_path_for
@@ -32,21 +35,16 @@ def run_freeform(
     phase = PhaseTask(
         run_id="freeform", phase_id="freeform", attempt=claimed.attempt,
         title="free-form task", task=freeform.text, branch="", repo_url="",
-        base_branch="", deliverables=(),
+        base_branch="", deliverables=(), agent=freeform.agent,
+        timeout_s=DEFAULT_WALL_TIMEOUT_S, silence_s=DEFAULT_SILENCE_TIMEOUT_S,
     )  # fmt: skip
     try:
-        options = AgentOptions.from_dict(freeform.agent)
-        request = AgentRequest(
-            phase=phase,
-            checkout=scratch,
-            log_path=log,
-            options=options,
-            credential_file=config.credential_file,
+        backend, request = request_for_task(
+            phase, checkout=scratch, log_path=log, credential_file=config.credential_file,
             cancel=control.event,
-            wrap=wrap,
-            scratch=scratch if wrap else None,
-        )
-        result = run_agent(options.backend, request, keep_logs=config.keep_logs)
+        )  # fmt: skip
+        request = replace(request, wrap=wrap, scratch=scratch if wrap else None)
+        result = run_agent(backend, request, keep_logs=config.keep_logs)
     except UsageError as exc:
         return MessageOutcome.refused(config.worker_id, str(exc))
     status = {"ok": "done", "rate_limited": "rate_limited", "cancelled": "cancelled"}.get(
