@@ -17,6 +17,7 @@ import pytest
 
 from control.errors import ConflictError
 from control.inventory import Worker
+from control.operations import fleet_health
 from control.queue import Queue
 from control.transport import Transports
 from control.transport.base import TransportError
@@ -113,7 +114,36 @@ def test_cancels_owed_are_recorded_first_and_delivered_until_confirmed(rig: Rig)
     assert rig.store.attempts(rig.run_id, "api")[0].cancel_sent
 
 
-def test_cancels_owed_are_delivered_after_the_run_has_ended(rig: Rig) -> None:
+class FailingCancels(LocalTransport):
+    """The local transport whose cancels fail while `failing` is set, though the same
+    worker answered the poll just before: a connection dropped between the two calls."""
+
+    failing = True
+
+    def cancel(self, worker: Worker, key: str) -> str:
+        if self.failing:
+            raise TransportError(f"{worker.name}: connection reset")
+        return super().cancel(worker, key)
+
+
+def test_a_cancel_whose_call_fails_stays_owed_and_a_later_tick_delivers_it(rig: Rig) -> None:
+    transport = FailingCancels(clock=rig.clock)
+    rig.orchestrator.transports = Transports({"local": lambda: transport})
+    slow, other, _ = write_off_first(rig)  # the slow worker's inbox answers polls
+    stale = rig.store.attempts(rig.run_id, "api")[0]
+    assert stale.cancel_owed and not stale.cancel_sent  # the call failed: still owed
+    (message,) = rig.queues[slow].messages()
+    assert message.state == "pending"
+    transport.failing = False
+    rig.beat(other)
+    rig.orchestrator.tick()
+    assert rig.store.attempts(rig.run_id, "api")[0].cancel_sent
+    (message,) = rig.queues[slow].messages()
+    assert message.state == "cancelled"
+
+
+@pytest.mark.parametrize("by", ["a later run", "control health"])
+def test_cancels_owed_are_delivered_after_the_run_has_ended(rig: Rig, by: str) -> None:
     slow, other, hidden = write_off_first(rig, hide=True)
     assert hidden is not None
     job = claim(rig, other)
@@ -127,9 +157,22 @@ def test_cancels_owed_are_delivered_after_the_run_has_ended(rig: Rig) -> None:
     rig.orchestrator.transports.close()
     hidden.rename(inbox(rig, slow))
     rig.beat(slow, other)
-    assert rig.orchestrator.deliver_cancels() == 1
-    (message,) = rig.queues[slow].messages()
+    if by == "a later run":
+        later = rig.store.create_run(
+            "later-spec", "hash2", rig.spec.to_dict(), [(p.id, p.branch) for p in rig.spec.phases]
+        )
+        rig.orchestrator = rig.new_orchestrator()
+        rig.orchestrator.attach(later)
+        rig.orchestrator.tick()
+    else:
+        transports = Transports()
+        try:
+            fleet_health(rig.workers, transports, rig.store.path)
+        finally:
+            transports.close()
+    (message,) = [m for m in rig.queues[slow].messages() if m.key.startswith(rig.run_id)]
     assert message.state == "cancelled"
+    assert rig.store.attempts(rig.run_id, "api")[0].cancel_sent
 
 
 # -- 2. several runs share one state database and one fleet ----------------------------
@@ -207,16 +250,18 @@ def test_an_attempt_past_its_timeout_and_grace_is_written_off(rig: Rig) -> None:
 
 
 def test_a_poll_reaches_this_runs_responses_past_a_window_full_of_others(rig: Rig) -> None:
+    for queue in rig.queues.values():
+        for i in range(250):  # an operator's answered tasks, never acknowledged, older
+            queue.enqueue({"n": i}, key=f"operator/{i}")
+            other = queue.claim("op", 60)
+            assert other is not None
+            queue.complete(other.id, other.fence, {"status": "done"})
     rig.beat("w1", "w2")
     rig.orchestrator.tick()
     holder = rig.store.attempts(rig.run_id, "api")[0].worker
     queue = rig.queues[holder]
     job = claim(rig, holder)
-    for i in range(250):  # an operator's answered tasks, never acknowledged
-        queue.enqueue({"n": i}, key=f"operator/{i}")
-        other = queue.claim("op", 60)
-        assert other is not None
-        queue.complete(other.id, other.fence, {"status": "done"})
+    rig.clock.advance(1)  # answered after all of them: last in the inbox's own order
     commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
     queue.complete(job.id, job.fence, {"status": "done", "commit": commit})
     rig.beat("w1", "w2")
