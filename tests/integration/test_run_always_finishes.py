@@ -357,7 +357,7 @@ def test_a_cancelled_phase_whose_worker_goes_quiet_stays_cancelled(rig: Rig) -> 
     rig.beat("w1", "w2")
     rig.orchestrator.tick()
     holder = rig.store.attempts(rig.run_id, "api")[0].worker
-    owed = rig.store.cancel_phases(rig.run_id, ["api"], "cancelled by the operator")
+    _, owed = rig.store.cancel_phases(rig.run_id, ["api"], "cancelled by the operator")
     assert owed == [f"{rig.run_id}/api/1"]
     rig.clock.advance(31)  # the worker goes quiet
     other = "w2" if holder == "w1" else "w1"
