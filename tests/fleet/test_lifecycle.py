@@ -1,9 +1,10 @@
 """A machine's life under running work, on the real fleet: drained (what it runs finishes
-there, nothing new arrives; `--now` moves it), removed mid-run (its phase finishes
-elsewhere), and the whole fleet upgraded host by host from the Node 20 line to the Node 22
-one while the web-app example runs (on the node22 profile, SUPERAGENT_FLEET_PROFILE, from
-it back to the default line): a host that fails stops the rollout and stays drained, the
-others work on, and after the fix the run finishes with every phase done once.
+there, nothing new arrives; `--now` moves it), removed mid-run by `control remove` or
+deleted from the inventory (their phases finish elsewhere), and the whole fleet upgraded
+host by host from the Node 20 line to the Node 22 one while the web-app example runs (on
+the node22 profile, SUPERAGENT_FLEET_PROFILE, from it back to the default line): a host
+that fails stops the rollout and stays drained, the others work on, and after the fix the
+run finishes with every phase done once.
 
 Runs last (conftest's order): the upgrade leaves the hosts on the other line.
 """
