@@ -127,7 +127,7 @@ def claim(
     """Take the oldest pending task under a lease (prints null when there is none)."""
     with _open(db) as queue:
         claimed = queue.claim(worker, lease)
-    data = None if claimed is None else claimed.__dict__
+    data = None if claimed is None else claimed._asdict()
 
     def render() -> None:
         if claimed is None:
@@ -154,7 +154,7 @@ def renew(
     with _open(db) as queue:
         renewed = queue.renew(message_id, fence, lease)
     emit(
-        renewed.__dict__,
+        renewed._asdict(),
         as_json,
         lambda: console.print("cancel requested" if renewed.cancel_requested else "lease renewed"),
     )

@@ -8,7 +8,6 @@ Every transport speaks it: `local` calls `handle` in-process, `ssh` keeps
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
@@ -62,19 +61,37 @@ def serve(queue: Queue, stdin: TextIO, stdout: TextIO, *, base64_request: bool) 
 def main(argv: list[str]) -> int:
     """`control queue rpc` without loading the whole command line (Typer, specs,
     the orchestrator): every ansible call and every ssh connection starts it, so
-    its start-up is the transports' floor. Same options, same behaviour."""
-    parser = argparse.ArgumentParser(prog="control queue rpc", add_help=True)
-    parser.add_argument("--db", default=None)
-    parser.add_argument("--base64", action="store_true", dest="base64_request")
-    args = parser.parse_args(argv)
-    db = Path(args.db) if args.db else default_queue_db()
+    its start-up is the transports' floor. Same options, same behaviour (`--help`
+    is the full command line's, see control.entry)."""
     try:
-        with Queue(db, create=False) as queue:
-            serve(queue, sys.stdin, sys.stdout, base64_request=args.base64_request)
+        db, base64_request = parse_args(argv)
+        with Queue(db or default_queue_db(), create=False) as queue:
+            serve(queue, sys.stdin, sys.stdout, base64_request=base64_request)
     except SuperagentError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return int(exc.exit_code)
     return 0
+
+
+def parse_args(argv: list[str]) -> tuple[Path | None, bool]:
+    """`--db PATH` (or `--db=PATH`) and `--base64`, read by hand: argparse and what its
+    help formatter imports (shutil, and the compression modules shutil imports) are
+    a tenth of the rpc's start-up, paid by every host of every ansible call."""
+    db: Path | None = None
+    base64_request = False
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--base64":
+            base64_request = True
+        elif arg == "--db" or arg.startswith("--db="):
+            value = arg.partition("=")[2] if "=" in arg else (rest.pop(0) if rest else "")
+            if not value:
+                raise UsageError("control queue rpc: --db needs a path")
+            db = Path(value)
+        else:
+            raise UsageError(f"control queue rpc: unknown argument {arg!r} (--db PATH, --base64)")
+    return db, base64_request
 
 
 def handle(queue: Queue, request: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from control.errors import ConflictError, DrainedError, UsageError
@@ -16,6 +15,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 def content_hash(kind: str, payload: Any) -> str:
     """What makes two messages the same: their kind and their canonical JSON."""
+    import hashlib  # noqa: PLC0415  here: a poll through `control queue rpc` never hashes
+
     return hashlib.sha256(f"{kind}\n{canonical_json(payload)}".encode()).hexdigest()
 
 

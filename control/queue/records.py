@@ -1,16 +1,17 @@
 """What the inbox hands back: a message, a claim, a renewal, a finish, a heartbeat, the
-drain flag and the counts of a poll."""
+drain flag and the counts of a poll.
 
-from __future__ import annotations
+NamedTuples, not dataclasses: immutable all the same, and `control queue rpc`
+imports this module on every ansible call to every host, where `dataclasses` (and the
+`inspect`, `ast` and `copy` it pulls in) and building eight classes with it cost more
+than the rest of the rpc's start-up together."""
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Enqueued:
+class Enqueued(NamedTuple):
     """What `enqueue` tells the caller: the message id and whether it already existed
     (a key enqueued again is answered with its first message, never stored twice)."""
 
@@ -19,8 +20,7 @@ class Enqueued:
     state: str
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):
     """A message a worker now holds under a lease; `fence` must accompany every later call."""
 
     id: int
@@ -33,16 +33,14 @@ class Claimed:
     lease_expires_at: float
 
 
-@dataclass(frozen=True)
-class Renewed:
+class Renewed(NamedTuple):
     """A renewed lease; `cancel_requested` tells the worker to stop the run."""
 
     lease_expires_at: float
     cancel_requested: bool
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """Result of complete/fail: `accepted` is False when the fence was stale (the result
     is then kept apart in `stale_results`, never applied)."""
 
@@ -51,8 +49,7 @@ class Finished:
     current_fence: int
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A full row of the inbox, as `show`, `list` and `responses` return it."""
 
     id: int
@@ -76,7 +73,7 @@ class Message:
     reason: str | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Message:
+    def from_row(cls, row: sqlite3.Row) -> "Message":
         values = dict(row)
         values["payload"] = json.loads(values["payload"])
         values["response"] = (
@@ -86,11 +83,10 @@ class Message:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(NamedTuple):
     worker_id: str
     status: str
     current: list[Any]
@@ -99,11 +95,10 @@ class Heartbeat:
     beat_at: float
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Drain:
+class Drain(NamedTuple):
     """The inbox is drained: its worker claims nothing new; with `now`, it also hands
     back what it runs (the orchestrator reassigns it as a machine loss)."""
 
@@ -112,19 +107,18 @@ class Drain:
     since: float
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class Stats:
+class Stats(NamedTuple):
     by_state: dict[str, int]
     unacked_responses: int
     stale_results: int
     reexecutions: int
     oldest_pending_age_s: float | None
-    heartbeats: list[Heartbeat] = field(default_factory=list)
+    heartbeats: list[Heartbeat]
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = self._asdict()
         out["heartbeats"] = [beat.to_dict() for beat in self.heartbeats]
         return out

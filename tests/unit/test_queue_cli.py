@@ -237,3 +237,35 @@ def test_root_works_on_a_users_inbox_as_that_user() -> None:
     shutil.rmtree(home)
     assert {"queue.db", "queue.db-wal", "queue.db-shm"} <= set(owners)
     assert set(owners.values()) == {nobody.pw_uid}, owners
+
+
+def rpc_process(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`control queue rpc` as the transports start it: its own fast path, not Typer."""
+    return subprocess.run(
+        [sys.executable, "-m", "control", "queue", "rpc", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_rpc_reads_its_options_both_ways(db: str) -> None:
+    request = "eyJvcCI6ICJwaW5nIn0="  # base64 of {"op": "ping"}
+    for args in (["--db", db, "--base64"], [f"--db={db}", "--base64"], ["--base64", "--db", db]):
+        done = rpc_process(*args, stdin=request)
+        assert (done.returncode, json.loads(done.stdout)) == (0, {"ok": True}), args
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--db"], "--db needs a path"),
+        (["--db="], "--db needs a path"),
+        (["--base64", "extra"], "unknown argument 'extra'"),
+    ],
+)
+def test_rpc_bad_arguments_are_one_line_and_exit_2(args: list[str], says: str) -> None:
+    done = rpc_process(*args, stdin="eyJvcCI6ICJwaW5nIn0=")
+    assert done.returncode == ExitCode.USAGE
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert says in done.stderr

@@ -21,6 +21,9 @@ the request is not in the result Ansible and ansible-runner pass around.
 The arguments are JSON in a raw triple-quoted string: JSON escapes every quote
 inside its strings, so three quotes in a row never occur in it, and it ends with `}`.
 It runs on the worker's own Python (3.7 or later), not the orchestrator's.
+
+Every host of a fan-out starts a Python for it, so what it imports is paid once per
+host: `subprocess` and `traceback` are imported only where they are used.
 """
 
 from __future__ import annotations
@@ -29,9 +32,7 @@ import io
 import json
 import os
 import runpy
-import subprocess
 import sys
-import traceback
 
 
 def main() -> None:
@@ -69,6 +70,8 @@ def ours(program: str) -> bool:
 
 
 def run(argv: list[str], request: bytes) -> tuple[int, str, str]:
+    import subprocess  # noqa: PLC0415  only here: most hosts run the rpc in this process
+
     done = subprocess.run(argv, input=request, capture_output=True, check=False)
     decoded = (done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
     return done.returncode, decoded[0], decoded[1]
@@ -89,6 +92,8 @@ def run_here(argv: list[str], request: bytes) -> tuple[int, str, str]:
     except SystemExit as exc:
         rc = exit_code(exc.code, err)
     except BaseException:  # as Python reports an uncaught exception: traceback, exit 1
+        import traceback  # noqa: PLC0415  only for a crash: its imports cost every call
+
         traceback.print_exc(file=err)
         rc = 1
     finally:

@@ -274,7 +274,7 @@ class Fleet:
         """.fleet/inventory: hosts.yml, group_vars/all/{main,vault}.yml."""
         inventory.write_inventory(
             self.inventory_dir, list(self.hosts.values()), self.inventory_vars(),
-            self.api_key or "", self.ansible_env(),
+            self.api_key or "", self.vault_password_file,
         )  # fmt: skip
 
     # -- running things on the hosts ----------------------------------------------------

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
 
-from tests.fleet.harness.config import PROXY_URL, REPO
+from tests.fleet.harness.config import PROXY_URL
 from tests.fleet.harness.host import Host
 from tests.fleet.harness.line import fleet_line, node_vars
-from tests.fleet.harness.system import run
 
 HEADER = "---\n# Written by tests/fleet/harness for the test fleet; do not edit.\n"
 
@@ -74,11 +74,23 @@ def hosts_yml(hosts: list[Host]) -> dict[str, Any]:
     }
 
 
+def vault_yml(api_key: str, vault_password_file: Path) -> str:
+    """group_vars/all/vault.yml holding `api_key`, encrypted with the checkout's vault
+    password the way `ansible-vault encrypt_string` writes it (in this process: no second
+    of Ansible starting up on every inventory change)."""
+    password = vault_password_file.read_text().strip().encode()
+    encrypted = VaultLib([("default", VaultSecret(password))]).encrypt(api_key).decode()
+    body = "".join(f"          {line}\n" for line in encrypted.splitlines())
+    return f"{HEADER}claude_code_api_key: !vault |\n{body}"
+
+
 def write_inventory(
     inventory_dir: Path, hosts: list[Host], variables: dict[str, Any], api_key: str,
-    ansible_env: dict[str, str],
+    vault_password_file: Path,
 ) -> None:  # fmt: skip
-    """hosts.yml, group_vars/all/{main,vault}.yml (the vault once: its key never changes)."""
+    """hosts.yml, group_vars/all/{main,vault}.yml. The vault is written from `api_key` every
+    time: the key is the machine's (the fleet's state file, which another checkout's session
+    may recreate with a new one), the vault the checkout's, so the two must never disagree."""
     directory = inventory_dir / "group_vars/all"
     directory.mkdir(parents=True, exist_ok=True)
     (inventory_dir / "hosts.yml").write_text(
@@ -88,15 +100,7 @@ def write_inventory(
         HEADER + yaml.safe_dump(variables, sort_keys=False, width=1000)
     )
     vault = directory / "vault.yml"
-    if not vault.exists():
-        encrypted = run(
-            [
-                REPO / ".venv/bin/ansible-vault",
-                "encrypt_string",
-                "--stdin-name",
-                "claude_code_api_key",
-            ],
-            input=api_key,
-            env=ansible_env,
-        ).stdout
-        vault.write_text(HEADER + encrypted)
+    partial = vault.with_suffix(".tmp")
+    partial.write_text(vault_yml(api_key, vault_password_file))
+    partial.chmod(0o600)
+    partial.replace(vault)
