@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from control.dag import Dag
-from control.errors import UsageError
 from control.merge import MergeFailed
 from control.messages import Feedback, IntegrationResult, VerifyFailure
 from control.orchestrator import IN_FLIGHT, Orchestrator
@@ -78,20 +77,12 @@ def held(row: IntegrationRow) -> dict[str, str]:
     }
 
 
-def answer(row: IntegrationRow) -> IntegrationResult | None:
-    message = row.response if isinstance(row.response, dict) else {}
-    try:
-        return IntegrationResult.from_dict(message.get("response"))
-    except UsageError:
-        return None
-
-
 def verify_failure(row: IntegrationRow) -> IntegrationResult | None:
     """The answer of a check whose merged tree failed verify commands (not a conflict,
     not a worker that did not finish): what the queue bisects."""
     if is_resolution(row) or row.state != "failed":
         return None
-    result = answer(row)
+    result = row.answer()
     if result is None or result.status != "failed" or not result.failed_phases:
         return None
     return result
@@ -101,7 +92,7 @@ def verified(rows: Sequence[IntegrationRow]) -> list[Verified]:
     """The states that passed, oldest first."""
     found = []
     for row in rows:
-        result = answer(row) if row.state == "done" and not is_resolution(row) else None
+        result = row.answer() if row.state == "done" and not is_resolution(row) else None
         if result is not None and result.commit:
             found.append(Verified(row.key, result.commit, held(row)))
     return found

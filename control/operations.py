@@ -112,12 +112,9 @@ def cancel(
 ) -> Cancelled:
     """Cancel phases of `run` (none named: the whole run) and stop their agents on the
     workers that can be reached now."""
-    targets = store.cancel_targets(run.id, phases)
     # Recorded first, with a cancel owed to each worker: no liveness rule undoes it,
     # and what cannot be delivered now is delivered by a later tick or command.
-    owed = store.cancel_phases(run.id, targets, reason)
-    if not phases:
-        store.finish_run(run.id, "cancelled", reason)
+    targets, owed = store.cancel_phases(run.id, phases or None, reason)
     stopped, unstopped = [], []
     for key in owed:
         attempt = store.attempt_by_key(key)

@@ -59,12 +59,10 @@ def is_resolution(row: IntegrationRow) -> bool:
 
 def conflict_of(row: IntegrationRow) -> dict[str, Any] | None:
     """The conflict a final check answered (the phase, its branch, the files), if any."""
-    message = row.response if isinstance(row.response, dict) else {}
-    result = message.get("response")
-    if is_resolution(row) or not isinstance(result, dict) or result.get("status") != "conflict":
+    result = None if is_resolution(row) else row.answer()
+    if result is None or result.status != "conflict" or result.conflict is None:
         return None
-    conflict = result.get("conflict")
-    return conflict if isinstance(conflict, dict) else None
+    return dict(result.conflict)
 
 
 def resolution_task(

@@ -10,12 +10,14 @@ from control.errors import UsageError
 
 @dataclass(frozen=True)
 class VerifyFailure:
-    """One verify command that failed, as the agent is shown it (output is the tail)."""
+    """How one verify command ended, as a worker reports it and the next agent is shown
+    a failed one (output is the tail)."""
 
     command: str
     exit_code: int
     output_tail: str = ""
     timed_out: bool = False
+    duration_s: float = 0.0  # how long it ran (0 when not said)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Feedback:
                     exit_code=int(v["exit_code"]),
                     output_tail=str(v.get("output_tail") or ""),
                     timed_out=bool(v.get("timed_out", False)),
+                    duration_s=float(v.get("duration_s") or 0.0),
                 )
                 for v in verify
             )

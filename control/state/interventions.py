@@ -7,7 +7,9 @@ is recorded before anything is sent.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from control.errors import ConflictError, NotFoundError
 from control.state.attempts import Attempts
@@ -15,6 +17,14 @@ from control.state.rows import AttemptRow, PhaseRow, attempt_row
 from control.state.runs import Runs
 
 _STOPPED = ("dead", "cancelled")
+_FINISHED = ("done", "cancelled")
+
+
+class Cancelling(NamedTuple):
+    """What a cancel recorded: the phases it cancelled and the attempts owed a cancel."""
+
+    phases: list[str]
+    owed: list[str]
 
 
 class Interventions(Attempts, Runs):
@@ -23,12 +33,17 @@ class Interventions(Attempts, Runs):
     def reset_phase(self, run_id: str, phase_id: str, reason: str) -> None:
         """`control retry`: a dead or cancelled phase gets a fresh set of attempts."""
         with self.write() as conn:
-            conn.execute(
-                "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
-                "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
-                (reason, self.clock(), run_id, phase_id),
-            )
-            self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
+            self._reset_phase(conn, run_id, phase_id, reason)
+
+    def _reset_phase(
+        self, conn: sqlite3.Connection, run_id: str, phase_id: str, reason: str
+    ) -> None:
+        conn.execute(
+            "UPDATE phases SET state = 'waiting', failures = 0, not_before = NULL, "
+            "reason = ?, updated_at = ? WHERE run_id = ? AND phase_id = ?",
+            (reason, self.clock(), run_id, phase_id),
+        )
+        self._event(conn, run_id, "retry", phase_id, None, {"reason": reason})
 
     def named_phases(self, run_id: str, phase_ids: Iterable[str]) -> dict[str, PhaseRow]:
         """The named phases of a run; NotFoundError naming every unknown one."""
@@ -45,29 +60,35 @@ class Interventions(Attempts, Runs):
         """`control retry`: dead or cancelled phases get a fresh set of attempts.
 
         Only a phase that has stopped can be retried; the run reopens if it had ended.
+        The rule is checked and the phases reset in one write transaction: nothing (a
+        late answer, a cancel) changes a phase between the check and the reset.
         """
-        named = self.named_phases(run_id, phase_ids)
-        if live := [f"{p} is {r.state}" for p, r in named.items() if r.state not in _STOPPED]:
-            raise ConflictError(f"only dead or cancelled phases can be retried: {'; '.join(live)}")
-        for phase_id in named:
-            self.reset_phase(run_id, phase_id, reason)
-        if self.run(run_id).status != "running":
-            self.reopen_run(run_id)
-
-    def cancel_targets(self, run_id: str, phase_ids: Iterable[str] | None) -> list[str]:
-        """The phases `control cancel` acts on: those named, or every open one of the run."""
-        if phase_ids:
-            return list(self.named_phases(run_id, phase_ids))
-        return [p for p, r in self.phases(run_id).items() if r.state not in ("done", "cancelled")]
-
-    def cancel_phases(self, run_id: str, phase_ids: Iterable[str], reason: str) -> list[str]:
-        """The operator's cancel, recorded before anything is sent: the phases end
-        `cancelled`, their attempts in flight too, each with a cancel owed to its
-        worker. Returns the keys of those attempts."""
-        owed: list[str] = []
         with self.write() as conn:
+            named = self.named_phases(run_id, phase_ids)
+            live = [f"{p} is {r.state}" for p, r in named.items() if r.state not in _STOPPED]
+            if live:
+                raise ConflictError(
+                    f"only dead or cancelled phases can be retried: {'; '.join(live)}"
+                )
+            for phase_id in named:
+                self._reset_phase(conn, run_id, phase_id, reason)
+            self._reopen_run(conn, run_id)
+
+    def cancel_phases(
+        self, run_id: str, phase_ids: Iterable[str] | None, reason: str
+    ) -> Cancelling:
+        """The operator's cancel, recorded before anything is sent: the phases named (none:
+        every open one, and the run ends `cancelled`) end `cancelled`, their attempts in
+        flight too, each with a cancel owed to its worker. One write transaction: the
+        phases it picks are the phases it cancels."""
+        with self.write() as conn:
+            if phase_ids is None:
+                targets = [p for p, r in self.phases(run_id).items() if r.state not in _FINISHED]
+            else:
+                targets = list(self.named_phases(run_id, phase_ids))
             now = self.clock()
-            for phase_id in phase_ids:
+            owed: list[str] = []
+            for phase_id in targets:
                 conn.execute(
                     "UPDATE phases SET state = 'cancelled', reason = ?, updated_at = ? "
                     "WHERE run_id = ? AND phase_id = ? AND state NOT IN ('done', 'cancelled')",
@@ -84,7 +105,9 @@ class Interventions(Attempts, Runs):
                     ).fetchall()
                 ]
                 self._event(conn, run_id, "cancelled", phase_id, None, {"reason": reason})
-        return owed
+            if phase_ids is None:
+                self._finish_run(conn, run_id, "cancelled", reason)
+        return Cancelling(targets, owed)
 
     def mark_cancel_sent(self, key: str) -> None:
         """The worker's inbox confirmed the cancel (cancelled, flagged, or already over)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.errors import UsageError
-from control.messages import PhaseResponse
+from control.messages import IntegrationResult, PhaseResponse
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,15 @@ class IntegrationRow(Try):
     """One try at a run's final check; its task is kept, so a resend is the same message."""
 
     task: Any
+
+    def answer(self) -> IntegrationResult | None:
+        """What the final check's worker answered, parsed (`IntegrationResult`); None when
+        it gave no answer, or none that parses (a resolution answers a `PhaseResponse`)."""
+        message = self.response if isinstance(self.response, Mapping) else {}
+        try:
+            return IntegrationResult.from_dict(message.get("response"))
+        except UsageError:
+            return None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ another budget, merged."""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -86,19 +87,29 @@ class Runs(StoreBase):
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         with self.write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, reason = ? WHERE id = ?",
-                (status, self.clock(), reason, run_id),
-            )
-            self._event(conn, run_id, f"run_{status}", detail={"reason": reason})
+            self._finish_run(conn, run_id, status, reason)
+
+    def _finish_run(
+        self, conn: sqlite3.Connection, run_id: str, status: str, reason: str | None
+    ) -> None:
+        conn.execute(
+            "UPDATE runs SET status = ?, finished_at = ?, reason = ? WHERE id = ?",
+            (status, self.clock(), reason, run_id),
+        )
+        self._event(conn, run_id, f"run_{status}", detail={"reason": reason})
 
     def reopen_run(self, run_id: str) -> None:
         with self.write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, reason = NULL "
-                "WHERE id = ?",
-                (run_id,),
-            )
+            self._reopen_run(conn, run_id)
+
+    @staticmethod
+    def _reopen_run(conn: sqlite3.Connection, run_id: str) -> None:
+        """An ended run running again (a retry, a resume); a running one is left as it is."""
+        conn.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, reason = NULL "
+            "WHERE id = ? AND status != 'running'",
+            (run_id,),
+        )
 
     def set_pins(self, run_id: str, pins: dict[str, str]) -> None:
         """Move a run to other versions (after the fleet was upgraded under it)."""

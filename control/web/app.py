@@ -300,7 +300,6 @@ class Dashboard:
                 if verb == "retry":
                     store.retry_phases(run_id, [phase_id], "retry requested on the dashboard")
                 else:
-                    store.named_phases(run_id, [phase_id])
                     store.cancel_phases(run_id, [phase_id], "cancelled on the dashboard")
             finally:
                 store.close()

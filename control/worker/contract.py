@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from control.messages import PhaseResponse
 from control.queue import Claimed
 
 # Why the daemon stopped a run (`RunControl.reason`).
@@ -39,11 +40,19 @@ class RunControl:
 
 @dataclass(frozen=True)
 class MessageOutcome:
-    """What running a message produced: `done` or a failure status, and the response."""
+    """What running a message produced: `done` or a failure status, and the response
+    (a `PhaseResponse` or an `IntegrationResult`, as its `to_dict()`)."""
 
     status: str
     response: dict[str, Any]
     reason: str | None = None
+
+    @classmethod
+    def refused(cls, worker: str, reason: str) -> MessageOutcome:
+        """A message that could not be run at all (not understood, no sandbox, a crash):
+        failed, saying why."""
+        answer = PhaseResponse(status="failed", reason=reason, worker=worker)
+        return cls("failed", answer.to_dict(), reason)
 
 
 Executor = Callable[[Claimed, RunControl, str], MessageOutcome]  # (message, control, slot name)

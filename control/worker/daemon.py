@@ -235,7 +235,7 @@ class WorkerDaemon:
                 outcome = self.executor(claimed, control, slot)
             except Exception as exc:  # a bug or an environment failure: report, never hang
                 log.exception("message %d crashed the executor", claimed.id)
-                outcome = MessageOutcome("failed", {"status": "failed"}, f"worker error: {exc}")
+                outcome = MessageOutcome.refused(self.config.worker_id, f"worker error: {exc}")
             try:
                 current = self._finish(claimed, control, outcome, slot)
             except SuperagentError as exc:

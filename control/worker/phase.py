@@ -17,12 +17,11 @@ from typing import Any
 from control.errors import SuperagentError, UnavailableError, UsageError
 from control.git import MergeConflict, Prepared, Workspace, remove_tree, workspace_root
 from control.messages import (
-    PAYLOAD_VERSION,
-    AgentOptions,
     Feedback,
-    FreeformTask,
     IntegrationTask,
+    PhaseResponse,
     PhaseTask,
+    VerifyFailure,
     is_freeform_payload,
     is_integration_payload,
     is_phase_payload,
@@ -30,10 +29,11 @@ from control.messages import (
 from control.process import Redactor, Wrap
 from control.queue import Claimed
 from control.verify import check_deliverables, conflict_markers_left, run_verify
-from control.worker.agents import AgentRequest, request_for_task, run_agent
+from control.worker.agents import request_for_task, run_agent
 from control.worker.checkpoint import Checkpoints, SessionHomes
 from control.worker.config import WorkerConfig
 from control.worker.contract import SHUTDOWN, MessageOutcome, RunControl
+from control.worker.freeform import FREEFORM_DIR, run_freeform
 from control.worker.integrate import run_integration
 from control.worker.logs import log_path_for
 from control.worker.outside import HOME_SENSITIVE, Snapshot, snapshot, writes_outside
@@ -45,8 +45,6 @@ from control.worker.secrets import (
     redact_tree,
     secrets_in_files,
 )
-
-FREEFORM_DIR = "freeform"  # under the work directory: one scratch directory per free-form task
 
 
 def _is_glob(pattern: str) -> bool:
@@ -109,25 +107,25 @@ class PhaseExecutor:
 
     def __call__(self, claimed: Claimed, control: RunControl, slot: str) -> MessageOutcome:
         payload = claimed.payload
+        worker = self.config.worker_id
         try:
             sandbox = self.sandbox()
         except UnavailableError as exc:
-            return MessageOutcome("failed", {"status": "failed"}, f"refusing the task: {exc}")
+            return MessageOutcome.refused(worker, f"refusing the task: {exc}")
         if is_freeform_payload(payload):
-            return self._freeform(claimed, control, sandbox)
+            return run_freeform(self.config, claimed, control, sandbox)
         if is_integration_payload(payload):
             return self._integration(claimed, control, slot, sandbox)
         if not is_phase_payload(payload):
-            return MessageOutcome(
-                "failed",
-                {"status": "failed", "worker": self.config.worker_id},
+            return MessageOutcome.refused(
+                worker,
                 "not a task this worker knows (expected a phase, an integration or a "
                 "free-form task)",
             )
         try:
             task = PhaseTask.from_payload(claimed.payload)
         except UsageError as exc:
-            return MessageOutcome("failed", {"status": "failed"}, f"bad phase task: {exc}")
+            return MessageOutcome.refused(worker, f"bad phase task: {exc}")
         return _Attempt(self.config, task, claimed, control, slot, sandbox).run()
 
     def _integration(
@@ -136,57 +134,8 @@ class PhaseExecutor:
         try:
             integration = IntegrationTask.from_payload(claimed.payload)
         except UsageError as exc:
-            return MessageOutcome("failed", {"status": "failed"}, f"bad integration task: {exc}")
+            return MessageOutcome.refused(self.config.worker_id, f"bad integration task: {exc}")
         return run_integration(self.config, integration, claimed, control, slot, sandbox)
-
-    def _freeform(
-        self, claimed: Claimed, control: RunControl, sandbox: Sandbox | None
-    ) -> MessageOutcome:
-        """A free-form task (`control enqueue HOST`): the agent in a scratch directory.
-        Its prompt is a phase's with no repository, deliverable or check."""
-        response: dict[str, Any] = {
-            "version": PAYLOAD_VERSION, "status": "failed", "worker": self.config.worker_id,
-        }  # fmt: skip
-        try:
-            freeform = FreeformTask.from_payload(claimed.payload)
-        except UsageError as exc:
-            return MessageOutcome("failed", response, str(exc))
-        scratch = self.config.work_dir / FREEFORM_DIR / str(claimed.id)
-        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-        wrap = sandbox.wrapper(Jail(checkout=scratch, scratch=scratch)) if sandbox else None
-        log = log_path_for(self.config.logs_dir, claimed.id, "freeform", claimed.attempt)
-        control.log_path = str(log)
-        phase = PhaseTask(
-            run_id="freeform", phase_id="freeform", attempt=claimed.attempt,
-            title="free-form task", task=freeform.text, branch="", repo_url="",
-            base_branch="", deliverables=(),
-        )  # fmt: skip
-        try:
-            options = AgentOptions.from_dict(freeform.agent)
-            request = AgentRequest(
-                phase=phase,
-                checkout=scratch,
-                log_path=log,
-                options=options,
-                credential_file=self.config.credential_file,
-                cancel=control.event,
-                wrap=wrap,
-                scratch=scratch if wrap else None,
-            )
-            result = run_agent(options.backend, request, keep_logs=self.config.keep_logs)
-        except UsageError as exc:
-            return MessageOutcome("failed", response, str(exc))
-        status = {"ok": "done", "rate_limited": "rate_limited", "cancelled": "cancelled"}.get(
-            result.status, "failed"
-        )
-        response.update(
-            status=status,
-            summary=(result.result_text or "")[:4000],
-            agent={k: v for k, v in result.to_dict().items() if k != "result_text"},
-            log=str(log),
-            directory=str(scratch),
-        )
-        return MessageOutcome(status, response, None if status == "done" else result.reason)
 
 
 class _Attempt:
@@ -213,32 +162,34 @@ class _Attempt:
         self.clock = _Clock()
         self.log_path = log_path_for(config.logs_dir, claimed.id, task.phase_id, task.attempt)
         control.log_path = str(self.log_path)
-        self.response: dict[str, Any] = {
-            "version": PAYLOAD_VERSION,  # the orchestrator reads it as a PhaseResponse
-            "status": "failed",
-            "run_id": task.run_id,
-            "phase": task.phase_id,
-            "attempt": task.attempt,
-            "worker": config.worker_id,
-            "slot": slot,
-            "branch": task.branch,
-            "push_ref": task.push_ref,
-            "commit": None,
-            "log": str(self.log_path),
-        }
+        self.response = PhaseResponse(  # filled in step by step; `_end` sends it
+            status="failed",
+            run_id=task.run_id,
+            phase=task.phase_id,
+            attempt=task.attempt,
+            worker=config.worker_id,
+            slot=slot,
+            branch=task.branch,
+            push_ref=task.push_ref,
+            log=str(self.log_path),
+        )
         self.sessions = SessionHomes(config.work_dir / "sessions", task.run_id, task.phase_id)
         self.checkpoints: Checkpoints | None = None  # once the checkout is prepared
         self._agent_ran = False
         self._restored_commit: str | None = None
 
-    def _end(self, status: str, reason: str | None = None, **extra: Any) -> MessageOutcome:
+    def _end(self, status: str, reason: str | None = None, **fields: Any) -> MessageOutcome:
+        """The outcome, its response with every known secret masked; `fields` are more
+        of the response's (a name it does not have is a TypeError)."""
         if self.control.stopped and status != "done":
             status = "cancelled"
             reason = self.control.reason if self.control.reason != SHUTDOWN else reason
         if self._agent_ran:
             self._keep_work(status)
-        self.response.update(extra, status=status, reason=reason, durations=self.clock.report())
-        response = redact_tree(self.response, self.redact)
+        self.response = replace(
+            self.response, status=status, reason=reason, durations=self.clock.report(), **fields
+        )
+        response = redact_tree(self.response.to_dict(), self.redact)
         return MessageOutcome(status, response, None if reason is None else self.redact(reason))
 
     def run(self) -> MessageOutcome:
@@ -311,7 +262,9 @@ class _Attempt:
             self.clock.mark("prepare")
             return self._end("failed", f"preparing the checkout failed: {exc}")
         self.clock.mark("prepare")
-        self.response.update(base_commit=prepared.base_commit, merged=prepared.merged)
+        self.response = replace(
+            self.response, base_commit=prepared.base_commit, merged=tuple(prepared.merged)
+        )
         checkpoints = self.checkpoints = Checkpoints(
             workspace,
             prepared,
@@ -355,12 +308,15 @@ class _Attempt:
         with checkpoints.every(task.checkpoint_interval_s):
             result = run_agent(backend, request, keep_logs=self.config.keep_logs)
         self.clock.mark("agent")
-        self.response["agent"] = {
-            key: value
-            for key, value in result.to_dict().items()
-            if key not in ("log_path", "result_text")
-        }
-        self.response["summary"] = (result.result_text or "")[:2000]
+        self.response = replace(
+            self.response,
+            agent={
+                key: value
+                for key, value in result.to_dict().items()
+                if key not in ("log_path", "result_text")
+            },
+            summary=(result.result_text or "")[:2000],
+        )
         if result.status == "rate_limited":
             return self._end(
                 "rate_limited", result.reason, rate_limit_reset=result.rate_limit_reset
@@ -385,7 +341,7 @@ class _Attempt:
             return self._end(
                 "failed",
                 "deliverables missing: " + "; ".join(missing),
-                deliverables_missing=missing,
+                missing=tuple(missing),
             )
         ignored = workspace.ignored(prepared, [d for d in task.deliverables if not _is_glob(d)])
         if ignored:
@@ -402,7 +358,13 @@ class _Attempt:
             wrap=verify_wrap,
         )
         self.clock.mark("verify")
-        self.response["verify"] = [r.to_dict() for r in results]
+        self.response = replace(
+            self.response,
+            verify=tuple(
+                VerifyFailure(r.command, r.exit_code, r.output_tail, r.timed_out, r.duration_s)
+                for r in results
+            ),
+        )
         failed = [r for r in results if r.exit_code != 0]
         if failed:
             first = failed[0]
@@ -426,7 +388,7 @@ class _Attempt:
                     "failed",
                     "the change holds a secret, so nothing was committed or pushed: "
                     + ", ".join(leaks[:10]),
-                    secrets_found=[leak.partition(" (")[0] for leak in leaks],
+                    secrets_found=tuple(leak.partition(" (")[0] for leak in leaks),
                 )
             head = workspace.commit_all(
                 prepared,
@@ -450,12 +412,12 @@ class _Attempt:
             return
         if self.checkpoints is not None:
             self.checkpoints.save(status)
-            self.response["checkpoint"] = self.checkpoints.to_dict()
+            self.response = replace(self.response, checkpoint=self.checkpoints.to_dict())
         if self.sandbox is not None:
             try:
                 self.sessions.keep(self.scratch)
             except OSError as exc:
-                self.response["session_kept"] = f"not kept: {exc.strerror}"
+                self.response = replace(self.response, session_kept=f"not kept: {exc.strerror}")
 
     def _restore(self, workspace: Workspace, prepared: Prepared) -> tuple[str, str] | None:
         """Start from the newest checkpoint offered that exists and applies to this
@@ -465,11 +427,12 @@ class _Attempt:
             try:
                 commit = workspace.restore(prepared, ref)
             except SuperagentError as exc:
-                self.response.setdefault("resume_errors", []).append(f"{ref}: {exc}"[:300])
+                errors = (*self.response.resume_errors, f"{ref}: {exc}"[:300])
+                self.response = replace(self.response, resume_errors=errors)
                 continue
             if commit is not None:
                 self._restored_commit = commit
-                self.response["resumed_from"] = {"ref": ref, "commit": commit}
+                self.response = replace(self.response, resumed_from={"ref": ref, "commit": commit})
                 return ref, commit
         return None
 

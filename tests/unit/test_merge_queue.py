@@ -3,6 +3,7 @@ holds, and its reopen of a done phase in a real SQLite database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from control.dag import Dag
 from control.events import read
 from control.merge import MergeFailed
 from control.merge_queue import Next, plan, reopen, superseded
+from control.messages import IntegrationResult
 from control.recovery import continuation
+from control.resolution import conflict_of
 from control.state import IntegrationRow, StateStore
 
 ORDER = ("a", "b", "c", "d")
@@ -144,3 +147,23 @@ def test_a_phase_breaking_the_integration_past_its_rounds_ends_the_run(store: St
     with pytest.raises(MergeFailed, match=broke):
         reopen(store, run_id, step, DAG, rounds=0)
     assert store.phases(run_id)["d"].state == "done"  # nothing half-done
+
+
+def test_a_final_checks_conflict_is_read_through_its_typed_answer() -> None:
+    conflict = {"phase": "c", "branch": "sa/c", "commit": "c" * 40, "files": ["api.py"]}
+    answered = IntegrationResult(status="conflict", run_id="r1", attempt=1,
+                                 branch="sa/integration/r1", conflict=conflict)  # fmt: skip
+
+    def row(body: Any, task: Any = None) -> IntegrationRow:
+        built = check(1, ORDER, "retry")
+        return replace(built, response={"state": "failed", "response": body},
+                       task=built.task if task is None else task)  # fmt: skip
+
+    assert conflict_of(row(answered.to_dict())) == conflict
+    assert row(answered.to_dict()).answer() == answered
+    # Not a conflict, not an integration result, another version, a resolution's answer.
+    assert conflict_of(row(replace(answered, status="failed").to_dict())) is None
+    assert conflict_of(row({"status": "conflict", "conflict": conflict})) is None
+    assert conflict_of(row(answered.to_dict() | {"version": 2})) is None
+    assert conflict_of(row(answered.to_dict(), task={"type": "phase"})) is None
+    assert row(None).answer() is None
