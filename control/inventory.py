@@ -170,22 +170,44 @@ def load_inventory(directory: str | Path) -> list[Worker]:
                 }
         except AnsibleError as exc:
             raise UsageError(f"{root}: host '{host.name}': {_first_line(exc)}") from exc
-        raw = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC_VARS}
+        raw = with_current_names(
+            {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC_VARS}
+        )
         _check_names(root, host.name, raw)
         workers.append(_worker(root, host.name, wanted, raw))
     _check_tunnel_ports(root, workers)
     return workers
 
 
+# Ansible's older names for where a host is; its ssh connection takes them over the
+# current ones when a host has both.
+OLDER_NAMES = (("ansible_ssh_host", "ansible_host"), ("ansible_ssh_port", "ansible_port"))
+
+
+def with_current_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with ansible_host and ansible_port where Ansible connects: set from
+    ansible_ssh_host and ansible_ssh_port when those are given (they stay too)."""
+    out = dict(values)
+    for older, current in OLDER_NAMES:
+        if out.get(older) is not None:
+            out[current] = out[older]
+    return out
+
+
+def spells_older_names(worker: Worker) -> bool:
+    return any(worker.vars.get(older) is not None for older, _ in OLDER_NAMES)
+
+
 def ssh_address(worker: Worker) -> tuple[str, int]:
     """Where the orchestrator opens SSH to `worker`: through its reverse tunnel when it is
     behind NAT (TUNNEL_HOST at its reverse_tunnel_port, derived from the inventory, so
     nothing is edited after its first provisioning, which went to ansible_host), else
-    ansible_host and ansible_port. UsageError names a port that is not a number."""
-    v = worker.vars
+    ansible_host and ansible_port (or their older names, as Ansible reads them).
+    UsageError names a port that is not a number."""
+    v = with_current_names(worker.vars)
     if worker.reach == "reverse-tunnel":
         return TUNNEL_HOST, _tunnel_port(worker.name, v.get("reverse_tunnel_port"))
-    port = v.get("ansible_port") or v.get("ansible_ssh_port") or 22
+    port = v.get("ansible_port") or 22
     try:
         return str(v.get("ansible_host") or worker.name), int(port)
     except (TypeError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from control import rpc
 from control.errors import SuperagentError
-from control.inventory import Worker, ssh_address
+from control.inventory import Worker, spells_older_names, ssh_address, with_current_names
 from control.transport.base import (
     InboxCalls,
     PollResult,
@@ -42,8 +42,9 @@ MODULE = "control_queue_rpc"
 # provisioning). Extra vars apply to every host of a call, so they pick the tunnel's
 # address for the hosts in `address` and leave every other host where its inventory
 # puts it; they set the `ssh` spellings, which Ansible prefers over ansible_host and
-# ansible_port, so for the other hosts those two are still read. A mixed poll stays
-# one call.
+# ansible_port, so for the other hosts those two are still read. A host whose
+# inventory spells its address the `ssh` way (which these extra vars hide) has it
+# passed in `address` too. A mixed poll stays one call.
 _TUNNELLED = f"inventory_hostname in {_DATA}.address"
 _THROUGH_TUNNEL = {
     "ansible_ssh_host": (
@@ -55,9 +56,6 @@ _THROUGH_TUNNEL = {
         "else ansible_port | default(None) }}"
     ),
 }
-# Those the tunnel's extra vars would hide: a direct worker whose inventory spells its
-# address this way gets a call of its own when workers behind NAT are in the same poll.
-_SSH_SPELLINGS = ("ansible_ssh_host", "ansible_ssh_port")
 
 
 class AnsibleTransport(InboxCalls):
@@ -88,7 +86,7 @@ class AnsibleTransport(InboxCalls):
         """The protocol answer of each worker, or the reason it has none (a string)."""
         answers: dict[str, dict[str, Any] | str] = {}
         argv: dict[str, list[str]] = {}
-        address: dict[str, list[Any]] = {}  # the workers reached through their tunnel
+        address: dict[str, list[Any]] = {}  # where the call's extra vars send a host
         for worker in workers:
             try:
                 argv[worker.name] = [*rpc_argv(worker), "--base64"]
@@ -98,30 +96,32 @@ class AnsibleTransport(InboxCalls):
                 argv.pop(worker.name, None)
                 answers[worker.name] = str(exc)
         ready = [w for w in workers if w.name in argv]
-        apart = {w.name for w in ready if address and w.name not in address and _spells_ssh(w)}
-        for group in (
-            [w for w in ready if w.name not in apart],
-            [w for w in ready if w.name in apart],
-        ):
-            if not group:
-                continue
-            data: dict[str, Any] = {
-                "argv": {w.name: argv[w.name] for w in group},
-                "stdin": rpc.encode(request),
-            }
-            through = {w.name: address[w.name] for w in group if w.name in address}
-            if through:
-                data["address"] = through
-            result = self.runner.run(
-                inventory=self._inventory(group),
-                hosts=[w.name for w in group],
-                module=MODULE,
-                args=_ARGS,
-                data={_DATA: data},
-                templates=_THROUGH_TUNNEL if through else None,
-            )
-            for host, outcome in result.hosts.items():
-                answers[host] = _answer(outcome)
+        if not ready:
+            return answers
+        if address:  # the tunnel's extra vars hide the older spellings: pass what they say
+            for worker in ready:
+                if worker.name not in address and spells_older_names(worker):
+                    values = with_current_names(worker.vars)
+                    address[worker.name] = [
+                        values.get("ansible_host") or worker.name,
+                        values.get("ansible_port"),
+                    ]
+        data: dict[str, Any] = {
+            "argv": {w.name: argv[w.name] for w in ready},
+            "stdin": rpc.encode(request),
+        }
+        if address:
+            data["address"] = address
+        result = self.runner.run(
+            inventory=self._inventory(ready),
+            hosts=[w.name for w in ready],
+            module=MODULE,
+            args=_ARGS,
+            data={_DATA: data},
+            templates=_THROUGH_TUNNEL if address else None,
+        )
+        for host, outcome in result.hosts.items():
+            answers[host] = _answer(outcome)
         return answers
 
     def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
@@ -147,10 +147,6 @@ class AnsibleTransport(InboxCalls):
 
     def close(self) -> None:
         """Nothing stays open: the SSH control sockets expire by ControlPersist."""
-
-
-def _spells_ssh(worker: Worker) -> bool:
-    return any(worker.vars.get(name) is not None for name in _SSH_SPELLINGS)
 
 
 def _answer(outcome: HostOutcome) -> dict[str, Any] | str:

@@ -60,3 +60,28 @@ def test_a_loader_that_fails_does_not_fail_the_play() -> None:
         """
     )
     assert out == "went on"
+
+
+def test_at_the_play_start_the_lexer_and_module_builder_expressions_are_made() -> None:
+    """What each fork would otherwise compile: Jinja's lexer for the module's arguments,
+    and the expressions Ansible's module builder tells a module's style with."""
+    out = _in_a_fresh_ansible(
+        """
+        import re
+        from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+        from ansible.executor import module_common
+
+        def made():
+            before = re._cache.copy() if hasattr(re, "_cache") else {}
+            module_common._find_module_utils(
+                module_name="m", b_module_data=b"#!/usr/bin/python\\n", module_path="/m.py",
+                module_args={}, task_vars={}, templar=None, module_compression="ZIP_STORED",
+                async_timeout=0, become_plugin=None, environment={})
+            return len(AnsibleEnvironment._lexer_cache), len(re._cache) == len(before)
+
+        lexers = len(AnsibleEnvironment._lexer_cache)
+        plugin.v2_playbook_on_play_start(None)
+        print(lexers, *made())
+        """
+    )
+    assert out == "0 1 True"

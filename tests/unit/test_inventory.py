@@ -306,3 +306,40 @@ def test_an_unknown_pins_profile_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match=r"superagent_pins_profile must be one of node22"):
         load_inventory(root)
+
+
+def test_older_address_names_are_read_as_ansible_reads_them(tmp_path: Path) -> None:
+    """ansible_ssh_host and ansible_ssh_port win over ansible_host and ansible_port in
+    Ansible's ssh connection; loaded, a worker's current names say the same, and the
+    ssh transport connects where Ansible would."""
+    root = write(
+        tmp_path,
+        {
+            "hosts.yml": """\
+                all:
+                  children:
+                    workers:
+                      hosts:
+                        old:
+                          ansible_host: 10.0.0.1
+                          ansible_port: 2200
+                          ansible_ssh_host: 10.0.0.2
+                          ansible_ssh_port: 2222
+                        older:
+                          ansible_ssh_host: 10.0.0.3
+                        current:
+                          ansible_host: 10.0.0.4
+                          ansible_port: 2204
+                """,
+        },
+    )
+    workers = {w.name: w for w in load_inventory(root)}
+    assert ssh_address(workers["old"]) == ("10.0.0.2", 2222)
+    assert (workers["old"].vars["ansible_host"], workers["old"].vars["ansible_port"]) == (
+        "10.0.0.2",
+        2222,
+    )
+    assert ssh_address(workers["older"]) == ("10.0.0.3", 22)
+    assert ssh_address(workers["current"]) == ("10.0.0.4", 2204)
+    built = Worker("built", vars={"ansible_port": 1, "ansible_ssh_port": 2})  # not loaded
+    assert ssh_address(built) == ("built", 2)

@@ -4,16 +4,20 @@ Ansible forks one process per host for a task; each fork loads its connection an
 shell plugins and parses their YAML documentation (where their options are
 defined) afresh: profiled on a 50-host fan-out, half of the Python calls each fork
 made. Loaded once in the controller before the forks (at the play's start), they
-are inherited instead.
+are inherited instead. So are Jinja's lexer and the regular expressions the module
+builder uses, which each fork compiled again (Ansible's own notes say the lexer
+should be made before forking).
 Only a speed-up: should Ansible's loader API change, it does nothing.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ansible.plugins.callback import CallbackBase
 from ansible.plugins.loader import connection_loader, shell_loader
+from ansible.template import Templar, trust_as_template
 
 DOCUMENTATION = """
 name: control_preload
@@ -26,6 +30,14 @@ description:
 
 CONNECTIONS = ("ssh", "local")
 SHELLS = ("sh",)
+# The regular expressions each fork compiled for itself (Python's `re` caches them per
+# process): the ones Ansible's module builder searches a module's source with to tell
+# its style (ansible.executor.module_common), ahead of the "JSON args" marker.
+MODULE_STYLE_PATTERNS = (
+    (b"#Requires -Module", re.IGNORECASE),
+    (b"#Requires -Version", re.IGNORECASE),
+    (b"#AnsibleRequires -(OSVersion|PowerShell|CSharpUtil|Wrapper)", re.IGNORECASE),
+)
 
 
 class CallbackModule(CallbackBase):  # type: ignore[misc]  # Ansible is untyped
@@ -40,5 +52,10 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # Ansible is untyped
                 connection_loader.get(name, class_only=True)
             for name in SHELLS:
                 shell_loader.get(name, class_only=True)
+            # Jinja's lexer (a dozen regular expressions), cached per process once a
+            # template is compiled: each fork compiles the module's arguments.
+            Templar(loader=None).template(trust_as_template("{{ 0 }}"))
+            for pattern, flags in MODULE_STYLE_PATTERNS:
+                re.compile(pattern, flags)
         except Exception as exc:  # a speed-up must never fail a call
             self._display.vvvv(f"control_preload: {exc}")
