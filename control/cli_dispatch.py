@@ -246,7 +246,6 @@ def merge(
         with DriverLease(store, run.id, driver_ttl(settings)) as lease:
             orchestrator = Orchestrator(spec, workers, store, transports, settings, repo_url=url)
             orchestrator.attach(run.id)
-            orchestrator.repair_branches()  # merge what the run accepted, wherever it moved
             result = FinalCheck(orchestrator, verify=not no_verify, rebuild=True).run(
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 wait_for_worker_s=wait,

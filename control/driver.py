@@ -163,11 +163,6 @@ class RunDriver:
         self.orchestrator.deliver_cancels()
         if outcome.status == "done" and self.merge and run.merge_commit is None:
             try:
-                self.orchestrator.repair_branches()
-            except SuperagentError as exc:
-                self.orchestrator.say("merge_failed", reason=str(exc))
-                return RunOutcome(self.run_id, "failed", outcome.phases, str(exc))
-            try:
                 merged = FinalCheck(self.orchestrator, verify=self.verify_merge).run(
                     stop, deadline=deadline, on_step=self._renew_driver
                 )

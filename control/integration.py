@@ -418,6 +418,9 @@ class FinalCheck:
         if worker is None:
             return row
         try:
+            # The worker merges each phase's branch at its accepted commit: a branch
+            # moved since (a stale worker, a person) is put back first.
+            self.orchestrator.repair_branches()
             sent = self.orchestrator.transports.enqueue(
                 worker, row.task, key=row.key, max_attempts=QUEUE_MAX_ATTEMPTS
             )

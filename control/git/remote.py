@@ -92,7 +92,22 @@ class Remote(Clone):
 
     def remote_commit(self, branch: str) -> str | None:
         """The commit `branch` points to on the remote now, or None if it does not exist."""
-        return self.remote_ref(f"refs/heads/{validate_branch(branch)}")
+        return self.remote_heads([branch]).get(branch)
+
+    def remote_heads(self, branches: Sequence[str]) -> dict[str, str]:
+        """The commit each of `branches` points to on the remote now, read with one
+        `ls-remote`; a branch the remote does not have is left out."""
+        refs = {f"refs/heads/{validate_branch(b)}": b for b in branches}
+        if not refs:
+            return {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        done = self._git("ls-remote", "--", self.remote_url, *refs, cwd=self.root)
+        found = {}
+        for line in done.stdout.splitlines():
+            commit, _, name = line.partition("\t")
+            if name in refs:
+                found[refs[name]] = commit
+        return found
 
     def promote(self, source_ref: str, commit: str, branch: str) -> None:
         """Point the remote `branch` at `commit`, taken from `source_ref` (an attempt's

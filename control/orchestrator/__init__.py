@@ -9,7 +9,8 @@ can be killed at any point and resumed.
 
 One concern per module, mixins over `base.Base`: `liveness` (workers judged, lost work
 taken back), `responses` (answers stored and believed), `settle` (the retry policy),
-`tasks` (what an attempt is sent), `pacing` (holds, budget, accounts), `dispatching`
+`tasks` (what an attempt is sent), `branches` (done branches kept at their accepted
+commits), `pacing` (holds, budget, accounts), `dispatching`
 (the scheduler's picks sent), `run` (the tick and the end of the run).
 """
 

@@ -1,5 +1,5 @@
 """Responses from the workers: stored, then acknowledged; a `done` is believed only as far
-as the remote shows it, and only then does the phase's branch move."""
+as the remote shows it, and only then does the phase's branch move (`branches` keeps it there)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from control.messages import (
     PhaseResponse,
 )
 from control.orchestrator.base import IN_FLIGHT, log
+from control.orchestrator.branches import Branches
 from control.orchestrator.settle import Settling
 from control.state import AttemptRow, PhaseRow
 from control.transport import PollResult
 
 
-class Responses(Settling):
+class Responses(Branches, Settling):
     """Reading what the workers answered; accepted branches kept where they were accepted."""
 
     def _ingest(self, worker: Worker, result: PollResult) -> None:
@@ -166,31 +167,6 @@ class Responses(Settling):
             summary=response.summary[:2000],
         )  # fmt: skip
         return True
-
-    def repair_branches(self) -> list[str]:
-        """Point every done phase's branch back at its accepted commit where something
-        moved it (a stale worker of an older superagent, a person): the run then merges
-        what it accepted instead of wedging. Returns the phases repaired."""
-        repaired = []
-        for phase_id, row in self.store.phases(self.run_id).items():
-            if row.state != "done" or not row.commit_sha:
-                continue
-            if self.git.remote_commit(row.branch) == row.commit_sha:
-                continue
-            accepted = next(
-                (
-                    a
-                    for a in self.store.attempts(self.run_id, phase_id)
-                    if a.state == "done" and a.push_ref
-                ),
-                None,
-            )
-            if accepted is None or accepted.push_ref is None:
-                continue
-            self.git.promote(accepted.push_ref, row.commit_sha, row.branch)
-            self._say("branch_repaired", phase=phase_id, commit=row.commit_sha)
-            repaired.append(phase_id)
-        return repaired
 
     def forget_checkpoints(self) -> list[str]:
         """Delete the run's checkpoints from the remote once its result is merged: work

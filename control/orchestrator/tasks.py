@@ -15,17 +15,26 @@ from control.messages import (
     wip_ref,
 )
 from control.orchestrator.base import QUEUE_MAX_ATTEMPTS, log
+from control.orchestrator.branches import Branches
 from control.orchestrator.settle import Settling
 from control.recovery import continuation
 from control.spec import Phase
 from control.state import AttemptRow
 
 
-class Tasks(Settling):
+class Tasks(Branches, Settling):
     """Building and sending one attempt's task."""
 
     def _send(self, attempt: AttemptRow) -> None:
         worker = self.workers[attempt.worker]
+        try:
+            # Its prerequisites' branches at their accepted commits, or its worker's
+            # checkout fails on a branch moved since (and the phase pays an attempt).
+            self.repair_branches(self._phase(attempt.phase_id).depends_on)
+        except SuperagentError as exc:
+            log.warning("cannot check the branches %s builds on: %s", attempt.key, exc)
+            self._say("send_failed", phase=attempt.phase_id, worker=worker.name, reason=str(exc))
+            return  # still `sending`: tried again at the next tick
         try:
             payload = self.build_task(attempt).to_payload()
         except (SuperagentError, OSError, ValueError) as exc:

@@ -4,6 +4,7 @@ over when it runs out or when its holder's process is gone from this host."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Any
 
@@ -20,8 +21,13 @@ def _gone(driver: dict[str, Any], me: dict[str, Any]) -> bool:
         return False
     if driver["pid"] == me.get("pid"):
         return True  # this very process opens the run again (its earlier driver is over)
+    return _dead(driver["pid"])
+
+
+def _dead(pid: int) -> bool:
+    """Whether no process `pid` exists on this host."""
     try:
-        os.kill(driver["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -83,10 +89,15 @@ class Driver(StoreBase):
             )
 
     def live_driver(self, run: RunRow) -> dict[str, Any] | None:
-        """Who drives the run now, or None (no orchestrator, or its lease ran out)."""
+        """Who drives the run now, or None (no orchestrator, its lease ran out, or it
+        ran on this host and its process is gone: killed, the lease not yet out)."""
         if run.driver is None or (run.driver_expires_at or 0) <= self.clock():
             return None
-        return dict(run.driver)
+        driver = dict(run.driver)
+        pid = driver.get("pid")
+        if driver.get("host") == socket.gethostname() and isinstance(pid, int) and _dead(pid):
+            return None
+        return driver
 
     def run_status(self, run: RunRow) -> str:
         """The run's status as a person should read it: a `running` run whose

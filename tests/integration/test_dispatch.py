@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from control.localfleet import LocalFleet, WorkerShape
-from control.queue import Queue
+from control.queue import Message, Queue
 from control.state import StateStore
 from tests.integration.conftest import Pipeline, parse_events, write_spec
 from tests.support import kill_tree
@@ -55,6 +55,10 @@ def inbox_messages(pipeline: Pipeline) -> list[dict[str, Any]]:
         with Queue(worker.queue_db, create=False) as queue:
             found += [m.to_dict() | {"worker": worker.name} for m in queue.messages(limit=1000)]
     return found
+
+
+def message(queue: Queue, key: str) -> Message:
+    return next(m for m in queue.messages(limit=1000) if m.key == key)
 
 
 def wait_for_event(process: Any, kind: str, timeout_s: float = 60) -> dict[str, Any]:
@@ -238,30 +242,58 @@ def test_an_invalid_spec_is_refused_before_anything_is_dispatched(
 def test_a_worker_killed_then_restarted_after_its_phase_was_accepted_elsewhere(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    """Issue 9's scenario end to end: the written-off worker comes back; the run
-    finishes, and the phase's branch and the integration branch hold the accepted
-    commit (each attempt pushes to its own ref; only the orchestrator moves branches)."""
+    """Issue 9's scenario end to end, at its worst timing: the killed worker's machine
+    cannot be reached, so the cancel owed to it waits; its phase is accepted elsewhere;
+    it comes back while no orchestrator runs (stopped) and runs its written-off attempt
+    to the end, pushing. The run finishes, and the phase's branch and the integration
+    branch hold the accepted commit: each attempt pushes to its own ref, and only the
+    orchestrator moves branches."""
     fleet, process, victim = kill_a_worker_mid_phase(pipeline, tmp_path)
+    process.send_signal(signal.SIGKILL)  # before it could write the victim off
+    process.wait()
+    inbox = fleet.workers[victim].queue_db
+    files = [inbox.with_name(inbox.name + tail) for tail in ("", "-wal", "-shm")]
+    for path in files:  # the machine is unreachable: its inbox with it
+        if path.exists():
+            path.rename(path.with_name("away-" + path.name))
+    process = pipeline.start_dispatch(tmp_path / "spec.json")  # resumed
     wait_for_event(process, "phase_done")
-    fleet.start(victim)  # back from the dead, after its phase was accepted elsewhere
+    process.send_signal(signal.SIGSTOP)  # nothing can cancel the stale attempt now
+    try:
+        for path in files:
+            away = path.with_name("away-" + path.name)
+            if away.exists():
+                away.rename(path)
+        fleet.start(victim)  # back, after its phase was accepted elsewhere
+        store = StateStore(pipeline.state)
+        run = store.latest_run()
+        assert run is not None
+        accepted = store.phases(run.id)["slow"].commit_sha
+        stale_key = f"{run.id}/slow/1"
+        store.close()
+        deadline = time.monotonic() + 60
+        with Queue(inbox, create=False) as queue:
+            while (stale := message(queue, stale_key)).state != "done":
+                assert time.monotonic() < deadline, f"the stale attempt never ran: {stale.state}"
+                time.sleep(0.1)
+        pushed = stale.response["commit"]
+    finally:
+        process.send_signal(signal.SIGCONT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     summary = parse_events(out)[-1]
-    store = StateStore(pipeline.state)
-    run = store.latest_run()
-    assert run is not None
-    accepted = store.phases(run.id)["slow"].commit_sha
-    store.close()
-    assert accepted
     heads = subprocess.run(
-        ["git", "-C", str(pipeline.remote), "rev-parse", "sa/slow", summary["merge_branch"]],
+        ["git", "-C", str(pipeline.remote), "rev-parse", "sa/slow", summary["merge_branch"],
+         f"refs/superagent/attempts/{run.id}/slow/1"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
-    assert heads[0] == accepted
-    subprocess.run(
-        ["git", "-C", str(pipeline.remote), "merge-base", "--is-ancestor", accepted, heads[1]],
-        check=True,
-    )
+    assert accepted and pushed != accepted
+    assert heads[0] == accepted and heads[2] == pushed  # the stale push went to its own ref
+    for commit, inside in ((accepted, True), (pushed, False)):
+        found = subprocess.run(
+            ["git", "-C", str(pipeline.remote), "merge-base", "--is-ancestor", commit, heads[1]]
+        )
+        assert (found.returncode == 0) is inside
 
 
 def test_replayed_bytes_arrive_exactly_and_a_broken_phase_does_not_stop_the_others(

@@ -94,6 +94,25 @@ def test_a_worker_lost_during_the_final_check_has_it_done_by_another(rig: Rig) -
     assert rig.queues[lost].responses() == []  # recorded, and acknowledged
 
 
+def test_a_done_branch_moved_before_the_check_is_put_back_and_the_check_merges_it(
+    rig: Rig,
+) -> None:
+    """The accepted commit, not whatever the branch holds now: a branch moved after its
+    phase was accepted is put back before the check is sent, and the worker's merge
+    (the real executor) finds the accepted commit on it."""
+    accepted = rig.store.phases(rig.run_id)["api"].commit_sha
+    assert accepted is not None
+    rig.push("sa/api", {"api.txt": "overwritten\n"})
+    check = FinalCheck(rig.orchestrator)
+    assert check.step() is None
+    assert rig.orchestrator.git.remote_commit("sa/api") == accepted
+    (row,) = rig.store.integrations(rig.run_id)
+    answer = work(rig, row.worker, claim(rig, row.worker))
+    assert answer["status"] == "done", answer["reason"]
+    result = check.step()
+    assert result is not None and result.merged[0]["commit"] == accepted
+
+
 def test_a_restarted_orchestrator_waits_for_the_check_it_sent_and_sends_nothing_new(
     rig: Rig,
 ) -> None:

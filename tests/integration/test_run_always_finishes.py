@@ -17,13 +17,15 @@ import pytest
 
 from control.errors import ConflictError
 from control.inventory import Worker
-from control.operations import fleet_health
+from control.operations import cancel, fleet_health
 from control.queue import Queue
+from control.state import StateStore
 from control.transport import Transports
 from control.transport.base import TransportError
 from control.transport.local import LocalTransport
+from tests.conftest import Clock
 from tests.integration import test_orchestrator
-from tests.integration.test_orchestrator import Rig, attempts, claim
+from tests.integration.test_orchestrator import ONE_PHASE, Rig, attempts, claim
 
 rig = test_orchestrator.rig  # the fixture: a Rig over ONE_PHASE
 
@@ -79,20 +81,52 @@ def test_a_written_off_attempt_pushing_late_cannot_move_the_accepted_branch(rig:
     assert rig.orchestrator.git.remote_commit("sa/api") == accepted
 
 
-def test_an_accepted_branch_moved_anyway_is_repaired_from_the_accepted_commit(rig: Rig) -> None:
-    rig.beat("w1", "w2")
-    rig.orchestrator.tick()
-    worker = rig.store.attempts(rig.run_id, "api")[0].worker
-    job = claim(rig, worker)
-    accepted = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
-    rig.queues[worker].complete(job.id, job.fence, {"status": "done", "commit": accepted})
-    rig.beat("w1", "w2")
-    rig.orchestrator.tick()
-    # Someone (an old worker, a person) force-pushes over the phase's branch.
-    rig.push("sa/api", {"api.txt": "overwritten\n"})
-    assert rig.orchestrator.git.remote_commit("sa/api") != accepted
-    assert rig.orchestrator.repair_branches() == ["api"]
-    assert rig.orchestrator.git.remote_commit("sa/api") == accepted
+TWO_PHASES = [
+    ONE_PHASE[0],
+    {
+        "id": "web",
+        "title": "Web",
+        "task": "Write web.txt holding the word up, next to api.txt.",
+        "deliverables": ["web.txt"],
+        "verify": ["grep -qx up web.txt"],
+        "depends_on": ["api"],
+    },
+]
+
+
+def test_an_accepted_branch_moved_anyway_is_repaired_before_a_phase_builds_on_it(
+    tmp_path: Path,
+) -> None:
+    """Something moves a done phase's branch (a worker of an older superagent, a
+    person): the phase built on it is sent only once the branch is back at the
+    accepted commit, so its worker's checkout does not fail on a branch that no
+    longer holds what it was told to merge."""
+    rig = Rig(tmp_path, TWO_PHASES)
+    try:
+        rig.beat("w1", "w2")
+        rig.orchestrator.tick()
+        (first,) = rig.store.attempts(rig.run_id, "api")
+        job = claim(rig, first.worker)
+        accepted = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
+        rig.queues[first.worker].complete(job.id, job.fence, {"status": "done", "commit": accepted})
+        rig.beat("w1", "w2")
+        rig.orchestrator.tick()  # api accepted, web dispatched
+        (web,) = rig.store.attempts(rig.run_id, "web")
+        rig.push("sa/api", {"api.txt": "overwritten\n"})  # then the branch moves
+        other = "w2" if web.worker == "w1" else "w1"
+        rig.clock.advance(31)  # and web's worker is lost: web is sent again, elsewhere
+        rig.beat(other)
+        rig.orchestrator.tick()
+        assert [(a.worker, a.state) for a in rig.store.attempts(rig.run_id, "web")] == [
+            (web.worker, "abandoned"),
+            (other, "dispatched"),
+        ]
+        assert rig.orchestrator.git.remote_commit("sa/api") == accepted
+        assert ("branch_repaired", {"phase": "api", "commit": accepted}) in rig.events
+        task = claim(rig, other)
+        assert task.payload["prerequisites"][0]["commit"] == accepted
+    finally:
+        rig.close()
 
 
 def test_cancels_owed_are_recorded_first_and_delivered_until_confirmed(rig: Rig) -> None:
@@ -353,12 +387,32 @@ def test_a_failed_acknowledgement_is_retried_and_the_tick_goes_on(rig: Rig) -> N
 # -- 6. the operator's word sticks ----------------------------------------------------------
 
 
+class CancelsSeeing(LocalTransport):
+    """Notes what the state database holds of an attempt when its cancel goes out, and
+    fails the call: the worker cannot be reached just then."""
+
+    def __init__(self, *, clock: Clock, store: StateStore) -> None:
+        super().__init__(clock=clock)
+        self.store = store
+        self.seen: list[tuple[str, bool]] = []
+
+    def cancel(self, worker: Worker, key: str) -> str:
+        row = self.store.attempt_by_key(key)
+        assert row is not None
+        self.seen.append((row.state, row.cancel_owed))
+        raise TransportError(f"{worker.name}: unreachable")
+
+
 def test_a_cancelled_phase_whose_worker_goes_quiet_stays_cancelled(rig: Rig) -> None:
     rig.beat("w1", "w2")
     rig.orchestrator.tick()
     holder = rig.store.attempts(rig.run_id, "api")[0].worker
-    _, owed = rig.store.cancel_phases(rig.run_id, ["api"], "cancelled by the operator")
-    assert owed == [f"{rig.run_id}/api/1"]
+    transport = CancelsSeeing(clock=rig.clock, store=rig.store)
+    fleet = {w.name: w for w in rig.workers}
+    run = rig.store.run(rig.run_id)
+    done = cancel(rig.store, Transports({"local": lambda: transport}), fleet, run, ["api"])
+    assert transport.seen == [("cancelled", True)]  # recorded, and owed, before it is sent
+    assert done.unstopped == [f"{rig.run_id}/api/1"]
     rig.clock.advance(31)  # the worker goes quiet
     other = "w2" if holder == "w1" else "w1"
     rig.beat(other)

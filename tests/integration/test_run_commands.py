@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
 
+from control.cli import app
+from control.cli_view import live_view
 from control.localfleet import WorkerShape
 from control.queue import Queue
+from control.state import StateStore
 from tests.integration.conftest import Pipeline, write_spec
 from tests.integration.test_dispatch import PLAN, TWO_PHASES, wait_for_event
 
@@ -180,3 +186,51 @@ def test_on_a_terminal_dispatch_shows_the_live_view(pipeline: Pipeline, tmp_path
     assert "2/2 phases done" in text
     assert "first" in text and "second" in text and "w1: up" in text
     assert "done; merged into sa/integration/" in text
+
+
+def test_a_second_dispatch_names_the_live_driver_and_status_says_who_drives(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """One driver per run (issue 9, item 8): a second `control dispatch` of the run says
+    which process on which host drives it and exits 4; `status` and `runs` (and the live
+    view of `watch`) say who drives it, and once that process is killed, that nothing
+    does (at once: it ran on this host)."""
+    pipeline.plan({"first": {"delay_s": 2, **PLAN["first"]}, "second": PLAN["second"]})
+    pipeline.start_fleet(WorkerShape("w1"))
+    spec = write_spec(tmp_path / "spec.json", TWO_PHASES)
+    process = pipeline.start_dispatch(spec)
+    wait_for_event(process, "dispatched")
+    process.send_signal(signal.SIGSTOP)  # alive, and still driving: the run cannot end meanwhile
+    host = socket.gethostname()
+    code, _, err = pipeline.dispatch(spec)
+    line = err.strip()
+    assert code == 4 and "\n" not in line, err
+    assert f"is driven by process {process.pid} on {host}" in line
+    status = json.loads(shown(pipeline, "status", "--json"))
+    assert (status["driver"]["pid"], status["driver"]["host"]) == (process.pid, host)
+    assert f"running (driven by process {process.pid} on {host})" in shown(pipeline, "status")
+    process.send_signal(signal.SIGKILL)  # its lease has not run out, but it is gone
+    process.wait()
+    status = json.loads(shown(pipeline, "status", "--json"))
+    assert status["status"] == "running" and status["driver"] is None
+    assert "interrupted (no live orchestrator" in shown(pipeline, "status")
+    assert "interrupted" in shown(pipeline, "runs")
+    store = StateStore(pipeline.state)
+    run = store.latest_run()
+    assert run is not None
+    console = Console(record=True, width=200)
+    console.print(live_view(store, run.id, run.created_at))  # what `control watch` shows
+    store.close()
+    assert "interrupted (no live orchestrator" in console.export_text()
+    code, events, err = pipeline.dispatch(spec)  # taken over at once, and finished
+    assert code == 0, err
+    assert events[0]["resumed"] is True
+
+
+def shown(pipeline: Pipeline, *args: str) -> str:
+    """What a command prints (in this process: the CLI's own code, without a start-up)."""
+    result = CliRunner().invoke(
+        app, [*args, "--state", str(pipeline.state)], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
