@@ -111,6 +111,11 @@ KINDS: dict[str, Kind] = {
     "worker_up": Kind("orchestrator", (), "a down worker is back"),
     "worker_drained": Kind("orchestrator", ("now",), "a worker takes no new work (drained)"),
     "worker_undrained": Kind("orchestrator", (), "a drained worker takes work again"),
+    "cancels_dropped": Kind(
+        "state",
+        ("count", "reason"),
+        "cancels owed to a host gone from the inventory dropped: nothing can reach it",
+    ),
     "alert_pending": Kind(
         "orchestrator", ("oldest_pending_s",), "a message pending past the alert threshold"
     ),

@@ -105,7 +105,9 @@ def remove(
             removal.reassigned.append(f"{attempt.run_id}/{attempt.phase_id}")
     if removal.drained and worker is not None:
         removal.cancels_delivered = deliver_cancels(store, transports, {host: worker})
-    removal.cancels_dropped = store.drop_owed_cancels(host)
+    removal.cancels_dropped = store.drop_owed_cancels(
+        host, f"worker {host} was removed from the fleet"
+    )
     store.forget_worker(host)
     log.info("removed %s: %s", host, removal.to_dict())
     return removal

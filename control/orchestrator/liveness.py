@@ -100,7 +100,10 @@ class Liveness(Settling):
     def _abandon_lost(self) -> None:
         """Write off the attempts held by a down worker, a worker gone from the inventory,
         or past their phase's timeout plus a grace: each is reassigned at once, as a
-        machine loss (never one of the phase's own attempts), with a cancel owed."""
+        machine loss (never one of the phase's own attempts), with a cancel owed; a worker
+        gone from the inventory is owed none (nothing can reach it): every cancel owed to
+        it is dropped with the settlement, or on its own when nothing of this run was in
+        flight there (written off while the host was still listed)."""
         rows = self.store.workers()
         now = self.clock()
         phases = self.store.phases(self.run_id)
@@ -109,7 +112,8 @@ class Liveness(Settling):
             if attempt.state not in IN_FLIGHT or phase.attempt != attempt.attempt:
                 continue
             worker = rows.get(attempt.worker)
-            if attempt.worker not in self.workers:
+            gone = attempt.worker not in self.workers
+            if gone:
                 reason = f"worker {attempt.worker} is no longer in the inventory"
             elif worker is not None and worker.status == "down":
                 reason = f"worker {attempt.worker} down: {worker.reason or 'no contact'}"
@@ -119,7 +123,9 @@ class Liveness(Settling):
                 reason = f"no answer from {attempt.worker} within the phase's timeout and grace"
             else:
                 continue
-            self._lose_attempt(attempt, phase, reason)
+            self._lose_attempt(attempt, phase, reason, gone=gone)
+        for host in sorted({a.worker for a in self.store.owed_cancels()} - set(self.workers)):
+            self.store.drop_owed_cancels(host, f"worker {host} is no longer in the inventory")
 
     def _unknown_to_their_workers(self, results: dict[str, PollResult]) -> None:
         """An attempt whose inbox has never heard of it (the inbox was re-created, the

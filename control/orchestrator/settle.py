@@ -24,10 +24,12 @@ class Settling(Base):
         attempt_state: str = "failed",
         loss: bool = False,
         final: bool = False,
+        drop_cancels: str | None = None,
     ) -> None:
         """Close an attempt that did not succeed: the phase waits for its next attempt
         (after a backoff when it failed; at once when its machine was lost), or is dead
-        once its own attempts, or its machine losses, are used up."""
+        once its own attempts, or its machine losses, are used up. `drop_cancels`: see
+        `StateStore.settle_attempt`."""
         failures = phase.failures + int(not loss)
         losses = phase.losses + int(loss)
         limit = self._phase(phase.phase_id).max_attempts
@@ -54,6 +56,7 @@ class Settling(Base):
             count_failure=not loss,
             count_loss=loss,
             owe_cancel=attempt_state == "abandoned",
+            drop_cancels=drop_cancels,
             cost_usd=cost,
             not_before=None if dead else self.clock() + backoff,
         )
@@ -69,8 +72,19 @@ class Settling(Base):
             self._say(event, phase=attempt.phase_id, worker=attempt.worker, **said)
         return moved
 
-    def _lose_attempt(self, attempt: AttemptRow, phase: PhaseRow, reason: str) -> None:
-        self._fail_attempt(attempt, phase, reason, attempt_state="abandoned", loss=True)
+    def _lose_attempt(
+        self, attempt: AttemptRow, phase: PhaseRow, reason: str, *, gone: bool = False
+    ) -> None:
+        """A machine loss; `gone`: its worker left the inventory, so nothing can be
+        delivered to it and every cancel it is owed is dropped with the settlement."""
+        self._fail_attempt(
+            attempt,
+            phase,
+            reason,
+            attempt_state="abandoned",
+            loss=True,
+            drop_cancels=reason if gone else None,
+        )
 
     def _move_attempt(
         self, attempt: AttemptRow, phase: PhaseRow, reason: str, *, in_inbox: bool = True

@@ -129,6 +129,7 @@ class Attempts(StoreBase):
         owe_cancel: bool = False,
         cost_usd: float | None = None,
         summary: str | None = None,
+        drop_cancels: str | None = None,
         event: str,
     ) -> bool:
         """Close an attempt and move its phase, in one transaction.
@@ -138,7 +139,10 @@ class Attempts(StoreBase):
         transaction, that the worker must be told to drop the attempt (delivered until
         it confirms). The attempt's reservation gives way to its real cost in the same
         transaction; with no cost (`None`: a machine lost, an agent that does not say)
-        the reservation stands for it, marked estimated. Returns whether the phase moved.
+        the reservation stands for it, marked estimated. With `drop_cancels` (why: its
+        worker is gone from the inventory) no cancel is owed for it and every cancel still
+        owed to that worker, of any run, is dropped in the same transaction: nothing can be
+        delivered to it any more. Returns whether the phase moved.
         """
         now = self.clock()
         with self.write() as conn:
@@ -191,6 +195,10 @@ class Attempts(StoreBase):
             if moved is None:
                 return False
             self._attempt_event(conn, attempt, event, reason=reason, commit=commit)
+            if drop_cancels is not None:
+                self._drop_owed_cancels(
+                    conn, attempt.worker, drop_cancels, attempt.run_id, attempt.phase_id
+                )
         return True
 
     def record_late_response(
@@ -221,6 +229,28 @@ class Attempts(StoreBase):
                 "AND state = 'waiting'",
                 (reason, run_id, phase_id),
             )
+
+    def _drop_owed_cancels(
+        self,
+        conn: sqlite3.Connection,
+        worker: str,
+        reason: str,
+        run_id: str | None = None,
+        phase_id: str | None = None,
+    ) -> int:
+        """Inside the caller's transaction: every cancel owed to `worker` (a host gone
+        from the inventory), of any run, is dropped, with a `cancels_dropped` event when
+        there was one. Safe: an attempt written off that still runs there can only push
+        its own attempt ref, which no branch follows. Returns how many."""
+        gone = conn.execute(
+            "UPDATE attempts SET cancel_owed = 0 WHERE worker = ? AND cancel_owed = 1 "
+            "AND cancel_sent = 0 RETURNING key",
+            (worker,),
+        ).fetchall()
+        if gone:
+            self._event(conn, run_id, "cancels_dropped", phase_id, worker,
+                        {"count": len(gone), "reason": reason})  # fmt: skip
+        return len(gone)
 
     def _attempt_event(
         self, conn: sqlite3.Connection, attempt: AttemptRow, kind: str, **detail: Any

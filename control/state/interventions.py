@@ -127,12 +127,7 @@ class Interventions(Attempts, Runs):
         ).fetchall()
         return [attempt_row(r) for r in rows]
 
-    def drop_owed_cancels(self, worker: str) -> int:
+    def drop_owed_cancels(self, worker: str, reason: str) -> int:
         """A host gone from the inventory: nothing can be delivered to it any more."""
         with self.write() as conn:
-            gone = conn.execute(
-                "UPDATE attempts SET cancel_owed = 0 WHERE worker = ? AND cancel_owed = 1 "
-                "AND cancel_sent = 0 RETURNING key",
-                (worker,),
-            ).fetchall()
-        return len(gone)
+            return self._drop_owed_cancels(conn, worker, reason)

@@ -73,12 +73,17 @@ class Watch:
 
 
 def control(
-    fleet: Fleet, *args: str, state: Path = NO_STATE, timeout: float = 120
+    fleet: Fleet,
+    *args: str,
+    state: Path = NO_STATE,
+    timeout: float = 120,
+    inventory: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`control ARGS --inventory <the fleet's>` as the operator types it, on the test's
-    state database (never this machine's default one)."""
+    """`control ARGS --inventory <the fleet's, or inventory>` as the operator types it, on
+    the test's state database (never this machine's default one)."""
+    where = str(inventory or fleet.inventory_dir)
     return subprocess.run(
-        [sys.executable, "-m", "control", *args, "--inventory", str(fleet.inventory_dir)],
+        [sys.executable, "-m", "control", *args, "--inventory", where],
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**fleet.ansible_env(), "SUPERAGENT_STATE_DB": str(state)},
     )  # fmt: skip

@@ -105,8 +105,15 @@ def use_transport(fleet: Fleet, transport: str) -> None:
 
 
 def dispatch(
-    fleet: Fleet, spec: Path, url: str, state: Path, *extra: str, background: bool = False
+    fleet: Fleet,
+    spec: Path,
+    url: str,
+    state: Path,
+    *extra: str,
+    background: bool = False,
+    inventory: Path | None = None,
 ) -> Any:
+    """`control dispatch` of `spec` on the fleet (`inventory`: another than the fleet's)."""
     argv = [
         sys.executable,
         "-m",
@@ -114,7 +121,7 @@ def dispatch(
         "dispatch",
         str(spec),
         "--inventory",
-        str(fleet.inventory_dir),
+        str(inventory or fleet.inventory_dir),
         "--state",
         str(state),
         "--repo",

@@ -1,9 +1,10 @@
 """A machine's life under running work, on the real fleet: drained (what it runs finishes
-there, nothing new arrives; `--now` moves it), removed mid-run (its phase finishes
-elsewhere), and the whole fleet upgraded host by host from the Node 20 line to the Node 22
-one while the web-app example runs (on the node22 profile, SUPERAGENT_FLEET_PROFILE, from
-it back to the default line): a host that fails stops the rollout and stays drained, the
-others work on, and after the fix the run finishes with every phase done once.
+there, nothing new arrives; `--now` moves it), removed mid-run by `control remove` or
+deleted from the inventory (their phases finish elsewhere), and the whole fleet upgraded
+host by host from the Node 20 line to the Node 22 one while the web-app example runs (on
+the node22 profile, SUPERAGENT_FLEET_PROFILE, from it back to the default line): a host
+that fails stops the rollout and stays drained, the others work on, and after the fix the
+run finishes with every phase done once.
 
 Runs last (conftest's order): the upgrade leaves the hosts on the other line.
 """
@@ -11,12 +12,15 @@ Runs last (conftest's order): the upgrade leaves the hosts on the other line.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from control import events
 from control.demo import EXAMPLES
 from control.state import StateStore
 from tests.fleet.conftest import heartbeat, report
@@ -97,26 +101,70 @@ def test_a_drained_host_finishes_its_phase_and_drain_now_moves_one(
     assert seen[-1]["status"] == "done"
 
 
+def without_host(inventory: Path, host: str) -> None:
+    """Delete `host`'s entry from the inventory's hosts.yml, as the operator does."""
+    hosts = inventory / "hosts.yml"
+    data = yaml.safe_load(hosts.read_text())
+    del data["all"]["children"]["workers"]["hosts"][host]
+    hosts.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def test_a_host_removed_mid_run_has_its_phase_finished_on_another(
     ready: tuple[Fleet, GitServer], undrained: None, tmp_path: Path
 ) -> None:
-    fleet, state, watch = start_sleepy(ready, tmp_path, "remove", {"slow": (20, [])})
+    """Two hosts leave the fleet under a run, a phase running on each: one by `control
+    remove` (drained, its phase moved at once), one deleted from the run's inventory (the
+    run resumed on it moves that phase too and is owed nothing by the host it cannot
+    reach). Both phases finish on the third host, once each."""
+    fleet, server = ready
+    use_transport(fleet, "ssh")
+    inventory = tmp_path / "inventory"  # the run's own: the fleet's stays whole for the rest
+    shutil.copytree(fleet.inventory_dir, inventory)
+    url = server.new_remote("remove", EXAMPLES / "seed" / "tiny")
+    state = tmp_path / "state.db"
+    spec = sleepy_spec(tmp_path / "remove.json", {"slow": (20, []), "gone": (20, [])})
+    watch = Watch(dispatch(fleet, spec, url, state, background=True, inventory=inventory))
     try:
-        victim = watch.wait(dispatched("slow"))["worker"]
-        wait_claimed(fleet, victim)
-        removed = control(fleet, "remove", victim, "--json", state=state)
-        assert removed.returncode == 0, removed.stderr
-        what = json.loads(removed.stdout)
-        assert what["drained"] is True and [r.split("/")[-1] for r in what["reassigned"]] == [
-            "slow"
-        ]
-        seen = watch.finish()
+        removed = watch.wait(dispatched("slow"))["worker"]
+        deleted = watch.wait(dispatched("gone"))["worker"]
+        wait_claimed(fleet, removed)
+        wait_claimed(fleet, deleted)
+        out = control(fleet, "remove", removed, "--json", state=state, inventory=inventory)
+        assert out.returncode == 0, out.stderr
+        what = json.loads(out.stdout)
+        assert what["drained"] is True
+        assert [r.split("/")[-1] for r in what["reassigned"]] == ["slow"]
+        watch.stop()  # the orchestrator stopped while `deleted` runs `gone`
+        before = list(watch.seen)
+        without_host(inventory, deleted)
+        watch = Watch(dispatch(fleet, spec, url, state, background=True, inventory=inventory))
+        seen = before + watch.finish()
     finally:
         watch.stop()
-    workers = done_once(seen)
-    assert workers["slow"] != victim
+    (third,) = {*HOSTS} - {removed, deleted}
+    assert done_once(seen) == {"slow": third, "gone": third}
+    lost = {e["phase"]: e["reason"] for e in seen if e.get("event") == "phase_lost"}
+    assert lost == {"gone": f"worker {deleted} is no longer in the inventory"}, lost
     assert not [e for e in seen if e.get("event") in FAILED]
     assert seen[-1]["status"] == "done"
+    store = StateStore(state)
+    try:
+        assert store.owed_cancels() == []
+        found = events.read(store.conn, limit=-1)
+        assert [(e.worker, e.detail["count"]) for e in found if e.kind == "cancels_dropped"] == [
+            (deleted, 1)
+        ]
+    finally:
+        store.close()
+    health = control(fleet, "health", "--json", state=state, inventory=inventory)
+    assert json.loads(health.stdout)["gone"] == [deleted], health.stdout
+    out = control(fleet, "remove", deleted, "--json", state=state, inventory=inventory)
+    cleared = json.loads(out.stdout)
+    assert (cleared["drained"], cleared["reassigned"], cleared["cancels_dropped"]) == (
+        False,
+        [],
+        0,
+    ), cleared
 
 
 def test_a_rolling_upgrade_to_the_node_22_line_under_a_run_loses_nothing(

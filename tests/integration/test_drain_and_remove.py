@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from control import __version__
+from control import __version__, events
 from control.driver import open_run
 from control.inventory import Worker
 from control.lifecycle import drain, gone_hosts, remove, repin, repin_running, undrain
 from control.queue import Queue
 from control.queue.records import Enqueued
 from control.transport import Transports
+from control.transport.base import TransportError
 from control.transport.local import LocalTransport
 from tests.integration import test_orchestrator
 from tests.integration.test_orchestrator import Rig, attempts, claim
@@ -178,19 +179,90 @@ def test_removing_a_reachable_host_drains_it_and_reassigns_its_phase(rig: Rig) -
     assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
 
 
-def test_removing_a_host_gone_from_the_inventory_drops_what_it_is_owed(rig: Rig) -> None:
+def delete_from_inventory(rig: Rig, host: str) -> None:
+    """Delete `host` from the inventory: the next orchestrator started knows it no more."""
+    rig.orchestrator.transports.close()
+    rig.workers = [w for w in rig.workers if w.name != host]
+    rig.orchestrator = rig.new_orchestrator()
+
+
+def dropped(rig: Rig) -> list[tuple[str | None, Any]]:
+    """(worker, detail) of each `cancels_dropped` event in the state database."""
+    found = events.read(rig.store.conn, limit=-1)
+    return [(e.worker, e.detail) for e in found if e.kind == "cancels_dropped"]
+
+
+def test_a_host_deleted_from_the_inventory_mid_run_is_owed_nothing(rig: Rig) -> None:
+    holder, other = dispatched_to(rig)
+    job = claim(rig, holder)  # its agent runs when the host is deleted from the inventory
+    delete_from_inventory(rig, holder)
+    rig.beat(other)
+    rig.orchestrator.tick()  # the phase goes elsewhere; nothing can reach the host: no cancel
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
+    assert rig.store.owed_cancels() == []
+    reason = f"worker {holder} is no longer in the inventory"
+    assert dropped(rig) == [(holder, {"count": 1, "reason": reason})]
+    fleet = {w.name: w for w in rig.workers}
+    assert gone_hosts(rig.store, fleet) == [holder]  # its row is left: `health` lists it
+    # Its agent pushes anyway: only its own attempt ref moves; the phase finishes elsewhere.
+    rig.push(job.payload["push_ref"], {"api.txt": "late\n"})
+    second = claim(rig, other)
+    commit = rig.push(second.payload["push_ref"], {"api.txt": "ready\n"})
+    rig.queues[other].complete(second.id, second.fence, {"status": "done", "commit": commit})
+    rig.beat(other)
+    rig.orchestrator.tick()
+    phase = rig.store.phases(rig.run_id)["api"]
+    assert (phase.state, phase.worker, phase.failures, phase.losses) == ("done", other, 0, 1)
+    assert rig.orchestrator.git.remote_commit("sa/api") == commit
+
+
+def powered_off(host: str) -> type[LocalTransport]:
+    """The local transport to a fleet in which `host` is powered off: nothing reaches it."""
+
+    class PoweredOff(LocalTransport):
+        def call(self, worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
+            if worker.name == host:
+                raise TransportError(f"{host}: no route to host")
+            return super().call(worker, request)
+
+    return PoweredOff
+
+
+def written_off_while_down(rig: Rig) -> tuple[str, str]:
+    """The holder of `api` is powered off and written off, the cancel owed to it never
+    delivered; the other worker has the phase. (holder, other)"""
     holder, other = dispatched_to(rig)
     rig.orchestrator.transports.close()
-    rig.workers = [w for w in rig.workers if w.name != holder]
-    rig.orchestrator = rig.new_orchestrator()  # the host deleted from the inventory
+    rig.orchestrator = rig.new_orchestrator(powered_off(holder))
+    rig.clock.advance(31)
     rig.beat(other)
-    rig.orchestrator.tick()  # reassigned; a cancel is owed to a host nobody can reach
+    rig.orchestrator.tick()
+    assert attempts(rig) == [(holder, "abandoned"), (other, "dispatched")]
     assert [a.worker for a in rig.store.owed_cancels()] == [holder]
+    return holder, other
+
+
+def test_a_host_written_off_then_deleted_from_the_inventory_is_owed_nothing(rig: Rig) -> None:
+    holder, other = written_off_while_down(rig)
+    delete_from_inventory(rig, holder)
+    rig.beat(other)
+    rig.orchestrator.tick()  # nothing of its in flight: the cancels it is owed go alone
+    assert rig.store.owed_cancels() == []
+    reason = f"worker {holder} is no longer in the inventory"
+    assert dropped(rig) == [(holder, {"count": 1, "reason": reason})]
+    assert gone_hosts(rig.store, {w.name: w for w in rig.workers}) == [holder]
+
+
+def test_removing_a_host_gone_from_the_inventory_drops_what_it_is_owed(rig: Rig) -> None:
+    holder, _ = written_off_while_down(rig)
+    rig.workers = [w for w in rig.workers if w.name != holder]  # deleted; no tick since
     fleet = {w.name: w for w in rig.workers}
     assert gone_hosts(rig.store, fleet) == [holder]
     done = remove(holder, fleet, rig.orchestrator.transports, rig.store, clock_now=rig.clock())
     assert (done.drained, done.reassigned, done.cancels_dropped) == (False, [], 1)
     assert rig.store.owed_cancels() == []
+    reason = f"worker {holder} was removed from the fleet"
+    assert dropped(rig) == [(holder, {"count": 1, "reason": reason})]
     assert gone_hosts(rig.store, fleet) == []
 
 
