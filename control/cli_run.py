@@ -46,11 +46,14 @@ def runs(
     `control dispatch` driving each (process@host), spec. A running run that nothing
     drives is `interrupted`: `control dispatch SPEC` resumes it."""
     with cli_io.open_store(state) as store:
-        found = [(run, store.phases(run.id), store.live_driver(run)) for run in store.runs(limit)]
+        found = [
+            (run, store.run_state(run), store.phases(run.id), store.live_driver(run))
+            for run in store.runs(limit)
+        ]
     data: list[dict[str, Any]] = [
         {
             "run": run.id,
-            "status": run.status,
+            "status": state,
             "spec": run.spec_path,
             "created_at": run.created_at,
             "finished_at": run.finished_at,
@@ -59,7 +62,7 @@ def runs(
             "driver": driver,  # the `control dispatch` driving it now, if any
             "reason": run.reason,
         }
-        for run, phases, driver in found
+        for run, state, phases, driver in found
     ]
 
     def render() -> None:
@@ -69,10 +72,9 @@ def runs(
         shown = table("run", "status", "done", "started", "driver", "spec", whole=("run",))
         for row in data:
             driver = row["driver"]
-            interrupted = row["status"] == "running" and driver is None
             shown.add_row(
                 row["run"],
-                "interrupted" if interrupted else row["status"],
+                row["status"],
                 f"{row['done']}/{row['phases']}",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"])),
                 f"{driver.get('pid')}@{driver.get('host')}" if driver else "-",
@@ -95,7 +97,7 @@ def status(
         run = cli_io.pick_run(store, run_id)
         data = {
             "run": run.id,
-            "status": run.status,
+            "status": store.run_state(run),  # `interrupted` when nothing drives it
             "driver": store.live_driver(run),
             "spec": run.spec_path,
             "reason": run.reason,

@@ -99,6 +99,13 @@ class Driver(StoreBase):
             return None
         return driver
 
+    def run_state(self, run: RunRow) -> str:
+        """One word: a `running` run whose orchestrator is gone is `interrupted`. What
+        `runs`, `status --json` and the dashboard show, so no reader takes it for running."""
+        if run.status == "running" and self.live_driver(run) is None:
+            return "interrupted"
+        return run.status
+
     def run_status(self, run: RunRow) -> str:
         """The run's status as a person should read it: a `running` run whose
         orchestrator is gone (killed, its lease run out) is `interrupted`, not running."""

@@ -28,13 +28,6 @@ def cut(value: Any, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def run_state(store: StateStore, run: RunRow) -> str:
-    """One word: a `running` run whose driver is gone is `interrupted`."""
-    if run.status == "running" and store.live_driver(run) is None:
-        return "interrupted"
-    return run.status
-
-
 def _driver(store: StateStore, run: RunRow) -> str:
     driver = store.live_driver(run)
     return f"{driver.get('pid')}@{driver.get('host')}" if driver else ""
@@ -54,7 +47,7 @@ def runs_list(store: StateStore, now: float, limit: int = 200) -> list[dict[str,
             {
                 "id": run.id,
                 "spec": run.spec_path,
-                "state": run_state(store, run),
+                "state": store.run_state(run),
                 "driver": _driver(store, run),
                 "phases": phases,
                 "done": done,
@@ -91,7 +84,7 @@ def run_header(
     return {
         "id": run.id,
         "spec": run.spec_path,
-        "state": run_state(store, run),
+        "state": store.run_state(run),
         "driver": _driver(store, run),
         "done": sum(1 for r in phases.values() if r.state == "done"),
         "phases": len(phases),

@@ -212,7 +212,9 @@ def test_a_second_dispatch_names_the_live_driver_and_status_says_who_drives(
     process.send_signal(signal.SIGKILL)  # its lease has not run out, but it is gone
     process.wait()
     status = json.loads(shown(pipeline, "status", "--json"))
-    assert status["status"] == "running" and status["driver"] is None
+    assert status["status"] == "interrupted" and status["driver"] is None
+    (listed,) = json.loads(shown(pipeline, "runs", "--json"))
+    assert listed["status"] == "interrupted" and listed["driver"] is None
     assert "interrupted (no live orchestrator" in shown(pipeline, "status")
     assert "interrupted" in shown(pipeline, "runs")
     store = StateStore(pipeline.state)
