@@ -92,6 +92,15 @@ class Rig:
         for name in names:
             self.queues[name].beat(name, "idle")
 
+    def answer_done(self, worker: str, files: dict[str, str] | None = None) -> str:
+        """`worker` claims its message, pushes `files` (api.txt by default) to the
+        attempt's own ref and answers done with that commit, as a worker finishing a
+        phase does. Returns the commit."""
+        job = claim(self, worker)
+        commit = self.push(job.payload["push_ref"], files or {"api.txt": "ready\n"})
+        self.queues[worker].complete(job.id, job.fence, {"status": "done", "commit": commit})
+        return commit
+
     def push(self, branch: str, files: dict[str, str]) -> str:
         """Commit `files` on top of main and push them to `branch`, as a worker would."""
         work = self.root / f"push-{branch.replace('/', '-')}-{len(files)}-{time.monotonic_ns()}"

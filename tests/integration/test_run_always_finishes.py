@@ -106,9 +106,7 @@ def test_an_accepted_branch_moved_anyway_is_repaired_before_a_phase_builds_on_it
         rig.beat("w1", "w2")
         rig.orchestrator.tick()
         (first,) = rig.store.attempts(rig.run_id, "api")
-        job = claim(rig, first.worker)
-        accepted = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
-        rig.queues[first.worker].complete(job.id, job.fence, {"status": "done", "commit": accepted})
+        accepted = rig.answer_done(first.worker)
         rig.beat("w1", "w2")
         rig.orchestrator.tick()  # api accepted, web dispatched
         (web,) = rig.store.attempts(rig.run_id, "web")
@@ -180,9 +178,7 @@ def test_a_cancel_whose_call_fails_stays_owed_and_a_later_tick_delivers_it(rig: 
 def test_cancels_owed_are_delivered_after_the_run_has_ended(rig: Rig, by: str) -> None:
     slow, other, hidden = write_off_first(rig, hide=True)
     assert hidden is not None
-    job = claim(rig, other)
-    commit = rig.push(job.payload["push_ref"], {"api.txt": "ready\n"})
-    rig.queues[other].complete(job.id, job.fence, {"status": "done", "commit": commit})
+    rig.answer_done(other)
     rig.beat(other)
     rig.orchestrator.tick()
     assert rig.orchestrator.outcome() is not None  # every phase done: the run is over
