@@ -4,23 +4,29 @@ Autocommit connections in WAL mode; every write goes through `write_transaction`
 which begins IMMEDIATE (so no read-then-write can deadlock into SQLITE_BUSY),
 retries a busy COMMIT a bounded number of times, and rolls back on any error.
 Schemas are versioned with `PRAGMA user_version` and migrated forward only.
+
+Paths are handled with `os.path`, not `pathlib`: every ansible call starts a
+`control queue rpc` on each host, which opens its inbox through here, and `pathlib`
+(with the `urllib.parse` and `ipaddress` it imports) was the largest part of that
+process's imports after `json` and `sqlite3`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal
 
 from control.errors import NotFoundError, UnavailableError, UsageError
 
 Synchronous = Literal["full", "normal"]
+StrPath = str | os.PathLike[str]
 
 # Filesystems on which SQLite's WAL (shared memory + POSIX locks) is unsafe or broken.
 # 9p and drvfs are how WSL shows Windows drives (/mnt/c).
@@ -44,7 +50,7 @@ def _unescape_mountinfo(field: str) -> str:
     )  # fmt: skip
 
 
-def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
+def filesystem_type(path: StrPath, mountinfo: str | None = None) -> str:
     """The type of the filesystem that holds `path`, from /proc/self/mountinfo.
 
     The mount with the longest mount point that is a prefix of the resolved path
@@ -52,10 +58,11 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
     """
     if mountinfo is None:
         try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+                mountinfo = handle.read()
         except OSError:
             return "unknown"
-    target = str(path.resolve())
+    target = os.path.realpath(path)
     best_point, best_type = "", "unknown"
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
@@ -77,12 +84,13 @@ def is_network_filesystem(fstype: str) -> bool:
     return fstype in NETWORK_FILESYSTEMS or fstype == "fuse" or fstype.startswith("fuse.")
 
 
-def refuse_network_filesystem(path: Path, mountinfo: str | None = None) -> None:
+def refuse_network_filesystem(path: StrPath, mountinfo: str | None = None) -> None:
     """Raise when `path` lies on a filesystem where WAL would silently corrupt or hang.
 
     A file that does not exist yet is judged by its directory.
     """
-    fstype = filesystem_type(path if path.exists() else path.parent, mountinfo)
+    path = os.fspath(path)
+    fstype = filesystem_type(path if os.path.exists(path) else _parent(path), mountinfo)
     if is_network_filesystem(fstype):
         raise UnavailableError(
             f"{path}: refusing a SQLite database on a {fstype} filesystem "
@@ -91,7 +99,7 @@ def refuse_network_filesystem(path: Path, mountinfo: str | None = None) -> None:
 
 
 def connect(
-    path: Path,
+    path: StrPath,
     *,
     create: bool,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
@@ -103,15 +111,17 @@ def connect(
     `create=False` refuses a missing file instead of making an empty one, so a
     typo in `--db` is an error rather than a new, empty inbox.
     """
-    path = Path(path)
+    path = os.fspath(path)
     try:
-        if path.is_dir():
+        found = _stat(path)
+        if found is not None and stat.S_ISDIR(found.st_mode):
             raise UsageError(f"{path}: is a directory, not a {what} file")
-        if not path.exists():
+        if found is None:
             if not create:
                 raise NotFoundError(f"{path}: no {what} here ({create_hint})")
-            if not path.parent.is_dir():
-                raise NotFoundError(f"{path.parent}: directory does not exist")
+            parent = _stat(_parent(path))
+            if parent is None or not stat.S_ISDIR(parent.st_mode):
+                raise NotFoundError(f"{_parent(path)}: directory does not exist")
     except PermissionError as exc:
         raise UnavailableError(f"{path}: permission denied ({exc.strerror})") from exc
     refuse_network_filesystem(path)
@@ -122,7 +132,7 @@ def connect(
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = sqlite3.connect(
-            os.fspath(path),
+            path,
             timeout=busy_timeout_s,
             isolation_level=None,
             check_same_thread=False,
@@ -143,16 +153,18 @@ def connect(
 
 
 def connect_read_only(
-    path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, what: str = "database"
+    path: StrPath, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, what: str = "database"
 ) -> sqlite3.Connection:
     """Open `path` so that nothing can be written through the connection (SQLite's
     `mode=ro`, and `query_only` besides): for readers that must never change it,
     such as the web dashboard. The file must exist."""
-    path = Path(path)
-    if not path.is_file():
+    import urllib.parse  # noqa: PLC0415  here: no inbox opened by the rpc is read-only
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no {what} here")
     refuse_network_filesystem(path)
-    uri = "file:" + urllib.parse.quote(os.fspath(path.absolute())) + "?mode=ro"
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
         conn = sqlite3.connect(
             uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -166,15 +178,16 @@ def connect_read_only(
     return conn
 
 
-def access_problem(path: Path, what: str = "database") -> str | None:
+def access_problem(path: StrPath, what: str = "database") -> str | None:
     """Why this process cannot open `path` for writing, in words to act on, or None.
 
     SQLite says only "unable to open database file" or "attempt to write a readonly
     database"; in WAL mode it must also create `-wal` and `-shm` files beside the
     database, so the directory must be writable too.
     """
-    directory = path.parent
-    if not directory.is_dir():
+    path = os.fspath(path)
+    directory = _parent(path)
+    if not os.path.isdir(directory):
         return f"{directory}: directory does not exist"
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
@@ -186,20 +199,36 @@ def access_problem(path: Path, what: str = "database") -> str | None:
             "beside it (-wal, -shm): put it on a writable one"
         )
     user = f"uid {os.geteuid()}"
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        info = path.stat()
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        info = os.stat(path)
         return (
             f"{path}: permission denied: {user} cannot write the {what} "
             f"(owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o})"
         )
     if not os.access(directory, os.W_OK | os.X_OK):
-        info = directory.stat()
+        info = os.stat(directory)
         return (
             f"{directory}: permission denied: {user} cannot create files in the {what}'s "
             f"directory (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}); SQLite "
             "needs to write -wal and -shm files beside it"
         )
     return None
+
+
+def _stat(path: str) -> os.stat_result | None:
+    """`path`'s status, None when nothing is there; PermissionError when this process may
+    not look (the errors `pathlib`'s `exists` and `is_dir` treat as "not there")."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return None
+        raise
+
+
+def _parent(path: str) -> str:
+    """The directory holding `path`, "." for a bare file name (as `Path.parent` says)."""
+    return os.path.dirname(path.rstrip("/")) or ("/" if path.startswith("/") else ".")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -8,16 +8,13 @@ Every transport speaks it: `local` calls `handle` in-process, `ssh` keeps
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 from control.errors import DrainedError, NotFoundError, SuperagentError, UsageError
-from control.paths import default_queue_db
 from control.queue import Queue
 
 OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping", "drain", "undrain")
@@ -26,13 +23,17 @@ DEFAULT_POLL_LIMIT = 200
 
 
 def encode(request: dict[str, Any]) -> str:
-    """Request -> base64 text (the `stdin` of an ad-hoc command)."""
-    return base64.b64encode(json.dumps(request, ensure_ascii=False).encode()).decode("ascii")
+    """Request -> base64 text (the `stdin` of an ad-hoc command).
+
+    `binascii` rather than `base64`, here and in `decode`: the same codec without the
+    module around it (and the `struct` it imports), which every host's rpc would load."""
+    data = json.dumps(request, ensure_ascii=False).encode()
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def decode(text: str) -> Any:
     try:
-        return json.loads(base64.b64decode(text.strip(), validate=True))
+        return json.loads(binascii.a2b_base64(text.strip(), strict_mode=True))
     except (binascii.Error, ValueError) as exc:
         raise UsageError(f"rpc request is not base64-encoded JSON: {exc}") from exc
 
@@ -65,7 +66,11 @@ def main(argv: list[str]) -> int:
     is the full command line's, see control.entry)."""
     try:
         db, base64_request = parse_args(argv)
-        with Queue(db or default_queue_db(), create=False) as queue:
+        if db is None:
+            from control.paths import default_queue_db  # noqa: PLC0415  pathlib: see control.db
+
+            db = str(default_queue_db())
+        with Queue(db, create=False) as queue:
             serve(queue, sys.stdin, sys.stdout, base64_request=base64_request)
     except SuperagentError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
@@ -73,11 +78,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def parse_args(argv: list[str]) -> tuple[Path | None, bool]:
+def parse_args(argv: list[str]) -> tuple[str | None, bool]:
     """`--db PATH` (or `--db=PATH`) and `--base64`, read by hand: argparse and what its
     help formatter imports (shutil, and the compression modules shutil imports) are
     a tenth of the rpc's start-up, paid by every host of every ansible call."""
-    db: Path | None = None
+    db: str | None = None
     base64_request = False
     rest = list(argv)
     while rest:
@@ -88,7 +93,7 @@ def parse_args(argv: list[str]) -> tuple[Path | None, bool]:
             value = arg.partition("=")[2] if "=" in arg else (rest.pop(0) if rest else "")
             if not value:
                 raise UsageError("control queue rpc: --db needs a path")
-            db = Path(value)
+            db = value
         else:
             raise UsageError(f"control queue rpc: unknown argument {arg!r} (--db PATH, --base64)")
     return db, base64_request

@@ -4,11 +4,11 @@ durability, and leases that ran out put back (every side needs them)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Self
 
 from control import db
@@ -39,7 +39,7 @@ class InboxBase:
 
     def __init__(
         self,
-        path: Path | str,
+        path: db.StrPath,
         *,
         create: bool = True,
         sync: db.Synchronous = "full",
@@ -49,7 +49,7 @@ class InboxBase:
     ) -> None:
         if sync not in ("full", "normal"):
             raise UsageError(f"sync must be 'full' or 'normal', got {sync!r}")
-        self.path = Path(path)
+        self.path = os.fspath(path)  # text, not a Path: see control.db
         self.sync: db.Synchronous = sync
         self.duplicate_window_s = duplicate_window_s
         self._busy_timeout_s = busy_timeout_s

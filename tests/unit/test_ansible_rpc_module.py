@@ -65,7 +65,7 @@ def test_ansible_pipelines_it_and_it_imports_nothing_of_ansible() -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     # Not AnsiballZ: the standard library only, nothing of Ansible's.
-    assert imported <= {"__future__", "io", "json", "os", "runpy", "subprocess", "sys",
+    assert imported <= {"__future__", "gc", "io", "json", "os", "subprocess", "sys",
                         "traceback"}  # fmt: skip
 
 
@@ -133,3 +133,31 @@ def test_in_its_process_an_exit_or_a_crash_is_reported_as_a_process_would_be(
     assert (result["rc"], result["stderr"].splitlines()[-1]) == (1, "RuntimeError: boom")
     text = script(tmp_path / "text", sys.executable, "raise SystemExit('bad input')\n")
     assert run({"argv": [str(text)], "stdin": ""})["stderr"] == "bad input\n"
+
+
+# Every host of a fan-out pays for each module its rpc imports; none of these is needed
+# to answer a poll (the inbox's records are NamedTuples, its options are read by hand,
+# paths go through os.path, base64 through binascii).
+NOT_ON_THE_POLL_PATH = ("argparse", "base64", "dataclasses", "hashlib", "ipaddress",
+                        "pathlib", "pkgutil", "runpy", "subprocess", "traceback", "typer",
+                        "urllib.parse", "control.cli", "control.paths")  # fmt: skip
+
+
+def test_answering_a_poll_imports_only_what_the_inbox_needs(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    Queue(db).close()
+    # `control queue rpc` as the console script runs it; -S: without `site`, whose
+    # development-install hook would import pathlib before the rpc does.
+    root = Path(__file__).resolve().parents[2]
+    probe = (f"import sys; sys.path.insert(0, {str(root)!r}); "
+             f"sys.argv = ['control', 'queue', 'rpc', '--db', {str(db)!r}, '--base64']\n"
+             "from control.entry import main\n"
+             "try:\n    main()\nfinally:\n    print(sorted(sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True,
+                          input=rpc.encode({"op": "poll", "limit": 200}), check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer, modules = done.stdout.splitlines()
+    assert json.loads(answer)["ok"] is True
+    imported = set(ast.literal_eval(modules))
+    assert {"control.queue", "sqlite3"} <= imported
+    assert sorted(imported.intersection(NOT_ON_THE_POLL_PATH)) == []
