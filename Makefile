@@ -89,7 +89,7 @@ bench-queue: setup ## Queue throughput against huey, litequeue, persist-queue
 bench-schedule: setup ## Makespan / lower bound on 200 random DAGs vs first-free; validation time
 	$(BIN)/python bench/bench_schedule.py
 
-bench-dispatch: setup ## Enqueue-to-claim latency per transport; orchestrator CPU per worker per tick
+bench-dispatch: wheels ## Enqueue-to-claim latency per transport (ansible hosts on a worker venv of the wheels); orchestrator CPU per worker per tick
 	$(BIN)/python bench/bench_dispatch.py
 
 bench-worker: setup ## Worker wake-up latency (inotify vs polling) and idle CPU

@@ -7,9 +7,13 @@ as the worker daemon is). local always; ssh against a local sshd started here
 hosts. The tick cost is the CPU time of one `Transports.poll` of N local inboxes
 (heartbeats and a few responses each) plus reading the answers, per worker.
 
+The ansible hosts run superagent as a provisioned worker does: a venv of their own
+with superagent installed from its wheel (`make wheels`, dist/wheels), not this
+checkout's development install, whose import hook every Python start would pay for.
+
     .venv/bin/python bench/bench_dispatch.py [--samples 200] [--ssh-samples 50]
         [--ansible-samples 3] [--fanout 5] [--ansible-hosts 50] [--workers 100,1000]
-        [--dir PATH]
+        [--dir PATH] [--worker-wheels dist/wheels]
         [--skip-ssh] [--skip-ansible]
 
 Figures, never asserts. The last line is one JSON object.
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import venv
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +45,6 @@ from control.queue import Queue  # noqa: E402
 from control.transport import Transports  # noqa: E402
 from control.transport.base import Transport  # noqa: E402
 from control.worker.wake import InboxWatcher, await_commit  # noqa: E402
-
-CONTROL = Path(sys.executable).parent / "control"
 
 
 class Claimer(threading.Thread):
@@ -219,6 +222,22 @@ def measure_ssh(root: Path, samples: int, fanout: int) -> dict[str, Any]:
     return figures
 
 
+def worker_venv(root: Path, wheels: Path) -> Path:
+    """A worker's venv as the worker role makes it (`venv --without-pip`, then superagent
+    and its dependencies from the wheels, no index): its bin directory."""
+    if not any(wheels.glob("superagent-*.whl")):
+        raise SystemExit(f"{wheels}: no superagent wheel here (run `make wheels`)")
+    home = root / "worker-venv"
+    venv.create(home, with_pip=False, symlinks=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install",
+         "--quiet", "--disable-pip-version-check", "--no-index", "--find-links", str(wheels),
+         "superagent"],
+        check=True,
+    )  # fmt: skip
+    return home / "bin"
+
+
 def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env: dict[str, str],
                    module: str = "ansible.builtin.command") -> float:  # fmt: skip
     """Milliseconds of one plain `ansible HOST -m command` running the same rpc (or of
@@ -227,8 +246,8 @@ def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env
 
     args = json.dumps(
         {
-            "argv": [str(CONTROL), "queue", "rpc", "--db", worker.vars["superagent_queue_db"],
-                     "--base64"],
+            "argv": [worker.vars["superagent_control"], "queue", "rpc", "--db",
+                     worker.vars["superagent_queue_db"], "--base64"],
             "stdin": rpc.encode(request),
         }
     )  # fmt: skip
@@ -244,20 +263,25 @@ def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env
     return elapsed
 
 
-def measure_ansible(root: Path, samples: int, fanout: int, hosts: int) -> dict[str, Any]:
+def measure_ansible(
+    root: Path, samples: int, fanout: int, hosts: int, wheels: Path
+) -> dict[str, Any]:
     """Enqueue latency, then side by side (interleaved, medians): a one-host poll through
     superagent's fan-out and a plain `ansible` ad-hoc call running the same rpc (and
-    `-m ping`) against the same host; then one poll of `hosts` hosts."""
+    `-m ping`) against the same host; then one poll of `hosts` hosts. Every host is
+    `ansible_connection: local` with an inbox of its own and the worker venv's Python."""
     import ansible_runner  # noqa: PLC0415
 
     from control.transport.ansible import AnsibleTransport  # noqa: PLC0415
     from control.transport.runner import AdHocRunner  # noqa: PLC0415
 
+    bindir = worker_venv(root, wheels)
+
     def local_host(name: str, db: Path) -> Worker:
         values = {
             "ansible_connection": "local",
-            "ansible_python_interpreter": sys.executable,
-            "superagent_control": str(CONTROL),
+            "ansible_python_interpreter": str(bindir / "python"),
+            "superagent_control": str(bindir / "control"),
             "superagent_queue_db": str(db),
         }
         return Worker(name, transport="ansible", vars=values)
@@ -327,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ansible-hosts", type=int, default=50, help="hosts in the big fan-out")
     parser.add_argument("--workers", default="100,1000", help="fleet sizes for the tick cost")
     parser.add_argument("--dir", type=Path, default=None, help="where the inboxes go")
+    parser.add_argument("--worker-wheels", type=Path, default=REPO / "dist" / "wheels",
+                        help="superagent's wheels for the ansible hosts' venv")  # fmt: skip
     parser.add_argument("--skip-ssh", action="store_true")
     parser.add_argument("--skip-ansible", action="store_true")
     args = parser.parse_args(argv)
@@ -360,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures.update(measure_ssh(root, args.ssh_samples, args.fanout))
         if not args.skip_ansible:
             figures.update(
-                measure_ansible(root, args.ansible_samples, args.fanout, args.ansible_hosts)
+                measure_ansible(
+                    root, args.ansible_samples, args.fanout, args.ansible_hosts, args.worker_wheels
+                )
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)

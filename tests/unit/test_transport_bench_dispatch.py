@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fleet.harness import build_wheels
 from tests.sshd import sshd_problem
 from tests.support import run_script_json
 
@@ -34,6 +35,8 @@ def test_bench_dispatch_smoke(tmp_path: Path) -> None:
         "3,10",
         "--dir",
         str(tmp_path),
+        "--worker-wheels",
+        str(build_wheels()),  # the ansible hosts' venv, as the worker role installs it
     )
     keys = ["local_median_ms", "local_p99_ms", "ansible_median_ms", "ansible_fanout_1_ms"]
     keys += ["plain_ansible_1_ms", "plain_ansible_ping_1_ms", "ansible_fanout_3_ms"]
