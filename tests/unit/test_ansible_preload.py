@@ -85,3 +85,20 @@ def test_at_the_play_start_the_lexer_and_module_builder_expressions_are_made() -
         """
     )
     assert out == "0 1 True"
+
+
+def test_at_the_play_start_the_modules_each_fork_imported_are_imported() -> None:
+    """The three a fork still imported for a module's task (seen in `sys.modules` before
+    and after a fork's run): the action that runs a module, and the JSON profiles its
+    arguments and its result go through."""
+    out = _in_a_fresh_ansible(
+        """
+        names = ("ansible.plugins.action.normal",
+                 "ansible.module_utils._internal._json._profiles._module_legacy_c2m",
+                 "ansible.module_utils._internal._json._profiles._module_legacy_m2c")
+        before = [n in sys.modules for n in names]
+        plugin.v2_playbook_on_play_start(None)
+        print(before, [n in sys.modules for n in names])
+        """
+    )
+    assert out == "[False, False, False] [True, True, True]"

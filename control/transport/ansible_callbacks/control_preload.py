@@ -6,7 +6,10 @@ defined) afresh: profiled on a 50-host fan-out, half of the Python calls each fo
 made. Loaded once in the controller before the forks (at the play's start), they
 are inherited instead. So are Jinja's lexer and the regular expressions the module
 builder uses, which each fork compiled again (Ansible's own notes say the lexer
-should be made before forking).
+should be made before forking), and the three modules each fork still imported
+(listed from `sys.modules` before and after a fork's task): the `normal` action
+plugin that runs a module, and the JSON profiles a module's arguments are encoded
+and its result decoded with.
 Only a speed-up: should Ansible's loader API change, it does nothing.
 """
 
@@ -15,8 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible.module_utils.common.json import Direction, get_module_decoder, get_module_encoder
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import connection_loader, shell_loader
+from ansible.plugins.loader import action_loader, connection_loader, shell_loader
 from ansible.template import Templar, trust_as_template
 
 DOCUMENTATION = """
@@ -30,6 +34,8 @@ description:
 
 CONNECTIONS = ("ssh", "local")
 SHELLS = ("sh",)
+ACTIONS = ("ansible.legacy.normal",)  # what runs a module that has no action of its own
+PROFILE = "legacy"  # the JSON profile of a module without Ansible's metadata, as ours
 # The regular expressions each fork compiled for itself (Python's `re` caches them per
 # process): the ones Ansible's module builder searches a module's source with to tell
 # its style (ansible.executor.module_common), ahead of the "JSON args" marker.
@@ -52,6 +58,10 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # Ansible is untyped
                 connection_loader.get(name, class_only=True)
             for name in SHELLS:
                 shell_loader.get(name, class_only=True)
+            for name in ACTIONS:
+                action_loader.get(name, class_only=True)
+            get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
+            get_module_decoder(PROFILE, Direction.MODULE_TO_CONTROLLER)
             # Jinja's lexer (a dozen regular expressions), cached per process once a
             # template is compiled: each fork compiles the module's arguments.
             Templar(loader=None).template(trust_as_template("{{ 0 }}"))
