@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,10 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
 def run_with_pid(args: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The module's result, and the pid of the Python that ran it."""
     module = built(args)
+    # Buffered, as a worker's Python writes to Ansible's pipe (this environment may say not).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     with subprocess.Popen(
-        [sys.executable], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/"
+        [sys.executable], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/", env=env
     ) as python:
         stdout, _ = python.communicate(module.b_module_data, timeout=60)
     assert python.returncode == 0
@@ -107,6 +110,13 @@ def test_a_console_script_of_this_python_runs_in_its_process(tmp_path: Path) -> 
                   "sys.path[0])\n")  # fmt: skip
     result, pid = run_with_pid({"argv": [str(here), "a b", "$HOME"], "stdin": "cmVx"})
     assert result["answer"].split() == [str(pid), "['a", "b',", "'$HOME']", "cmVx", str(tmp_path)]
+
+
+def test_an_answer_small_or_larger_than_a_pipe_reaches_ansible_whole(tmp_path: Path) -> None:
+    # The module ends with os._exit once it has written its answer: nothing may be lost.
+    for size in (10, 3_000_000):
+        text = script(tmp_path / "text", sys.executable, f"print('x' * {size})\n")
+        assert run({"argv": [str(text)], "stdin": ""})["answer"] == "x" * size + "\n"
 
 
 def test_any_other_program_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
