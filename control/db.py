@@ -21,11 +21,15 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
 
 from control.errors import NotFoundError, UnavailableError, UsageError
 
-Synchronous = Literal["full", "normal"]
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Synchronous = Literal["full", "normal"]
+
 StrPath = str | os.PathLike[str]
 
 # Filesystems on which SQLite's WAL (shared memory + POSIX locks) is unsafe or broken.

@@ -4,9 +4,12 @@ responses), and the one canonical text that is hashed and stored."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from control.errors import UsageError
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def parse_json(raw: bytes, label: str, what: str, *, unique_keys: bool = False) -> Any:

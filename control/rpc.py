@@ -12,10 +12,13 @@ import binascii
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
 
 from control.errors import DrainedError, NotFoundError, SuperagentError, UsageError
 from control.queue import Queue
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 OPS = ("enqueue", "poll", "ack", "cancel", "log", "ping", "drain", "undrain")
 LOG_TAIL_BYTES = 64_000

@@ -9,11 +9,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Self
 
 from control import db
 from control.errors import NotFoundError, UsageError
 from control.queue.schema import MIGRATIONS
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 DEFAULT_DUPLICATE_WINDOW_S = 600.0
 MAX_KEY_LENGTH = 512

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
 
 from control.errors import ConflictError, UsageError
 from control.jsontext import canonical_json
 from control.queue.base import InboxBase, check_positive
 from control.queue.records import Claimed, Finished, Renewed
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Leases(InboxBase):

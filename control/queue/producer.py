@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from control.errors import ConflictError, DrainedError, UsageError
 from control.jsontext import canonical_json
 from control.queue.base import InboxBase, check_key
 from control.queue.records import Enqueued
-from control.queue.schema import KINDS, Kind
+from control.queue.schema import KINDS
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from control.queue.schema import Kind
 
 DEFAULT_MAX_ATTEMPTS = 3
 

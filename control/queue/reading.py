@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 from control.errors import ConflictError, UsageError
 from control.queue.base import InboxBase
 from control.queue.records import Heartbeat, Message, Stats
 from control.queue.schema import FINISHED_STATES, STATES
+
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Reading(InboxBase):

@@ -3,9 +3,12 @@ the kinds and states a message can have."""
 
 from __future__ import annotations
 
-from typing import Literal
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+if TYPE_CHECKING:
+    from typing import Literal
 
-Kind = Literal["task", "cancel"]
+    Kind = Literal["task", "cancel"]
+
 KINDS: tuple[str, ...] = ("task", "cancel")
 STATES: tuple[str, ...] = ("pending", "claimed", "done", "failed", "dead", "cancelled")
 FINISHED_STATES: tuple[str, ...] = ("done", "failed", "dead", "cancelled")

@@ -150,7 +150,7 @@ def test_in_its_process_an_exit_or_a_crash_is_reported_as_a_process_would_be(
 # paths go through os.path, base64 through binascii).
 NOT_ON_THE_POLL_PATH = ("argparse", "base64", "dataclasses", "hashlib", "ipaddress",
                         "pathlib", "pkgutil", "runpy", "subprocess", "traceback", "typer",
-                        "urllib.parse", "control.cli", "control.paths")  # fmt: skip
+                        "typing", "urllib.parse", "control.cli", "control.paths")  # fmt: skip
 
 
 def test_answering_a_poll_imports_only_what_the_inbox_needs(tmp_path: Path) -> None:
