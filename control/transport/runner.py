@@ -249,6 +249,9 @@ class AdHocRunner:
                 quiet=True,
                 json_mode=True,
                 suppress_env_files=True,
+                # Not jsonfile (ansible-runner's default): a call gathers no facts, and that
+                # cache looked each host up on disk as its variables were put together.
+                fact_cache_type="memory",
                 event_handler=on_event,
                 # Never None: without a callback ansible-runner installs its own SIGINT and
                 # SIGTERM handlers for good, and Ctrl-C no longer stops the command.
