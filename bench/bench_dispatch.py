@@ -7,13 +7,14 @@ as the worker daemon is). local always; ssh against a local sshd started here
 hosts. The tick cost is the CPU time of one `Transports.poll` of N local inboxes
 (heartbeats and a few responses each) plus reading the answers, per worker.
 
-The ansible hosts run superagent as a provisioned worker does: a venv of their own
-with superagent installed from its wheel (`make wheels`, dist/wheels), not this
-checkout's development install, whose import hook every Python start would pay for.
+The ansible hosts run superagent as a provisioned worker does: a venv of their own,
+made by the system's Python (the worker role's `worker_python`, /usr/bin/python3) when
+it is here, with superagent installed from its wheel (`make wheels`, dist/wheels); not
+this checkout's development install, whose import hook every Python start would pay for.
 
     .venv/bin/python bench/bench_dispatch.py [--samples 200] [--ssh-samples 50]
         [--ansible-samples 3] [--fanout 5] [--ansible-hosts 50] [--workers 100,1000]
-        [--dir PATH] [--worker-wheels dist/wheels]
+        [--dir PATH] [--worker-wheels dist/wheels] [--worker-python /usr/bin/python3]
         [--skip-ssh] [--skip-ansible]
 
 Figures, never asserts. The last line is one JSON object.
@@ -31,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import venv
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -222,13 +222,16 @@ def measure_ssh(root: Path, samples: int, fanout: int) -> dict[str, Any]:
     return figures
 
 
-def worker_venv(root: Path, wheels: Path) -> Path:
-    """A worker's venv as the worker role makes it (`venv --without-pip`, then superagent
-    and its dependencies from the wheels, no index): its bin directory."""
+WORKER_PYTHON = "/usr/bin/python3"  # the worker role's default worker_python
+
+
+def worker_venv(root: Path, wheels: Path, python: str) -> Path:
+    """A worker's venv as the worker role makes it (`python -m venv --without-pip`, then
+    superagent and its dependencies from the wheels, no index): its bin directory."""
     if not any(wheels.glob("superagent-*.whl")):
         raise SystemExit(f"{wheels}: no superagent wheel here (run `make wheels`)")
     home = root / "worker-venv"
-    venv.create(home, with_pip=False, symlinks=True)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(home)], check=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install",
          "--quiet", "--disable-pip-version-check", "--no-index", "--find-links", str(wheels),
@@ -264,18 +267,20 @@ def _plain_ansible(inventory: Path, worker: Worker, request: dict[str, Any], env
 
 
 def measure_ansible(
-    root: Path, samples: int, fanout: int, hosts: int, wheels: Path
+    root: Path, samples: int, fanout: int, hosts: int, wheels: Path, python: str
 ) -> dict[str, Any]:
     """Enqueue latency, then side by side (interleaved, medians): a one-host poll through
     superagent's fan-out and a plain `ansible` ad-hoc call running the same rpc (and
-    `-m ping`) against the same host; then one poll of `hosts` hosts. Every host is
+    `-m ping`) against the same host; then polls of `fanout` and of `hosts` hosts (medians
+    of `samples` each). Every host is
     `ansible_connection: local` with an inbox of its own and the worker venv's Python."""
     import ansible_runner  # noqa: PLC0415
 
     from control.transport.ansible import AnsibleTransport  # noqa: PLC0415
     from control.transport.runner import AdHocRunner  # noqa: PLC0415
 
-    bindir = worker_venv(root, wheels)
+    bindir = worker_venv(root, wheels, python)
+    print(f"ansible  hosts: ansible_connection local, a worker venv of {python}")
 
     def local_host(name: str, db: Path) -> Worker:
         values = {
@@ -329,9 +334,11 @@ def measure_ansible(
         figures["plain_ansible_1_ms"] = round(statistics.median(plain), 1)
         figures["plain_ansible_ping_1_ms"] = round(statistics.median(ping), 1)
         for size in sorted({1, fanout, hosts}):
-            wall, calls, cpu = one_poll(fleet[:size])
+            polls = [one_poll(fleet[:size]) for _ in range(max(1, samples))]
+            wall, cpu = (statistics.median(p[i] for p in polls) for i in (0, 2))
+            calls = max(p[1] for p in polls)
             print(f"ansible  poll of {size} workers: {wall / 1000:.2f} s in {calls} ansible-runner "
-                  f"call(s), {cpu / 1000:.2f} s of CPU")  # fmt: skip
+                  f"call(s), {cpu / 1000:.2f} s of CPU (medians of {len(polls)})")  # fmt: skip
             if size != 1:
                 figures[f"ansible_fanout_{size}_ms"] = round(wall, 1)
             figures[f"ansible_fanout_{size}_cpu_ms"] = round(cpu, 1)
@@ -353,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where the inboxes go")
     parser.add_argument("--worker-wheels", type=Path, default=REPO / "dist" / "wheels",
                         help="superagent's wheels for the ansible hosts' venv")  # fmt: skip
+    parser.add_argument("--worker-python", default=None,
+                        help=f"the Python the hosts' venv is made with ({WORKER_PYTHON} "
+                             "when it is here, else this one)")  # fmt: skip
     parser.add_argument("--skip-ssh", action="store_true")
     parser.add_argument("--skip-ansible", action="store_true")
     args = parser.parse_args(argv)
@@ -387,7 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_ansible:
             figures.update(
                 measure_ansible(
-                    root, args.ansible_samples, args.fanout, args.ansible_hosts, args.worker_wheels
+                    root,
+                    args.ansible_samples,
+                    args.fanout,
+                    args.ansible_hosts,
+                    args.worker_wheels,
+                    args.worker_python
+                    or (WORKER_PYTHON if Path(WORKER_PYTHON).exists() else sys.executable),
                 )
             )
     finally:
