@@ -3,21 +3,9 @@ whether one has a slot to spare: read from the fleet's state, never from the rep
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from control.inventory import Worker
-from control.orchestrator import IN_FLIGHT, Orchestrator
+from control.orchestrator import Orchestrator, busy_slots, ready_now
 from control.spec import Spec
-from control.state import PhaseRow
-
-
-def busy_slots(phases: Iterable[PhaseRow]) -> dict[str, int]:
-    """Per worker, the phases of the run in flight there."""
-    busy: dict[str, int] = {}
-    for row in phases:
-        if row.state in IN_FLIGHT and row.worker:
-            busy[row.worker] = busy.get(row.worker, 0) + 1
-    return busy
 
 
 def needs(spec: Spec, verify: bool) -> frozenset[str]:
@@ -41,16 +29,10 @@ def pick(orchestrator: Orchestrator, wanted: frozenset[str]) -> Worker | None:
 
 def spare_slot(orchestrator: Orchestrator) -> bool:
     """During the run: whether a live worker has a slot that no phase ready to go wants,
-    so a check of a merged state delays no phase."""
+    so a check of a merged state delays no phase (ready and busy as the dispatcher
+    counts them: `control.orchestrator.readiness`)."""
     phases = orchestrator.store.phases(orchestrator.run_id)
-    now = orchestrator.clock()
-    done = {p for p, r in phases.items() if r.state == "done"}
-    started = {p for p, r in phases.items() if r.state not in ("waiting", "done")}
-    ready = [
-        p
-        for p in orchestrator.dag.ready(done, running=started)
-        if (phases[p].not_before or 0.0) <= now
-    ]
+    ready = ready_now(orchestrator.dag, phases, orchestrator.clock())
     busy = busy_slots(phases.values())
     free = sum(max(0, w.slots - busy.get(w.name, 0)) for w in orchestrator.up_workers())
     return free > len(ready)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from control.dag import Dag
 from control.merge import MergeFailed
-from control.messages import Feedback, IntegrationResult, VerifyFailure
+from control.messages import Feedback, IntegrationResult, VerifyResult
 from control.orchestrator import IN_FLIGHT, Orchestrator
 from control.recovery import COMMANDS_LIMIT, OUTPUT_TAIL_LIMIT
 from control.resolution import RESOLVE_PHASE, is_resolution
@@ -155,7 +155,7 @@ def reopen(
         raise MergeFailed(f"{reason} (it broke the integration {len(before) + 1} times)")
     phases = store.phases(run_id)
     failed = tuple(
-        VerifyFailure(c.command, c.exit_code, c.output_tail[-OUTPUT_TAIL_LIMIT:], c.timed_out)
+        VerifyResult(c.command, c.exit_code, c.output_tail[-OUTPUT_TAIL_LIMIT:], c.timed_out)
         for c in result.checks
         if not c.ok
     )[:COMMANDS_LIMIT]

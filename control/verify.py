@@ -9,11 +9,11 @@ import glob
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from control.errors import NotFoundError, UnavailableError, UsageError
+from control.messages import VerifyResult
 from control.process import Wrap, run_watched
 
 TAIL_CHARS = 2000
@@ -107,24 +107,6 @@ def conflict_markers_left(checkout: Path, conflicts: list[dict[str, Any]]) -> li
 # --- verify commands -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """How one verify command ended."""
-
-    command: str
-    exit_code: int  # negative: ended by that signal (a timeout kills the command's group)
-    output_tail: str  # the last TAIL_CHARS characters of stdout and stderr, interleaved
-    duration_s: float
-    timed_out: bool
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def run_verify(
     checkout: Path,
     commands: Sequence[str],
@@ -136,7 +118,8 @@ def run_verify(
     secrets: Iterable[str] = (),
     wrap: Wrap | None = None,
 ) -> list[VerifyResult]:
-    """Run each command with `bash -c` in the checkout; one result per command run.
+    """Run each command with `bash -c` in the checkout; one result per command run (its
+    output tail the last TAIL_CHARS characters).
 
     Each command gets `timeout_s`, stdin from /dev/null and its own process group, which
     is killed when the command times out and when it exits (nothing it started in the

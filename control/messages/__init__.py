@@ -5,7 +5,7 @@ validate with this module, so a field is named once.
 """
 
 from control.messages.agent import AGENT_BACKENDS, DEFAULT_BACKEND, PERMISSION_MODES, AgentOptions
-from control.messages.feedback import Feedback, VerifyFailure
+from control.messages.feedback import Feedback
 from control.messages.fields import PAYLOAD_VERSION, to_b64
 from control.messages.integration import (
     CheckResult,
@@ -30,6 +30,7 @@ from control.messages.refs import (
     wip_ref,
 )
 from control.messages.response import PhaseResponse
+from control.messages.verify import VerifyResult
 
 __all__ = [
     "AGENT_BACKENDS",
@@ -49,7 +50,7 @@ __all__ = [
     "PhaseResponse",
     "PhaseTask",
     "PrerequisiteRef",
-    "VerifyFailure",
+    "VerifyResult",
     "attempt_ref",
     "integration_key",
     "integration_ref",

@@ -6,18 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from control.errors import UsageError
-
-
-@dataclass(frozen=True)
-class VerifyFailure:
-    """How one verify command ended, as a worker reports it and the next agent is shown
-    a failed one (output is the tail)."""
-
-    command: str
-    exit_code: int
-    output_tail: str = ""
-    timed_out: bool = False
-    duration_s: float = 0.0  # how long it ran (0 when not said)
+from control.messages.verify import VerifyResult
 
 
 @dataclass(frozen=True)
@@ -39,12 +28,12 @@ class Feedback:
     # The account the session ran on: its Claude Code configuration (and so the session)
     # is that account's, so only an attempt on the same account resumes it.
     account: str | None = None
-    verify: tuple[VerifyFailure, ...] = ()
+    verify: tuple[VerifyResult, ...] = ()
     missing: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["verify"] = [asdict(v) for v in self.verify]
+        data["verify"] = [v.to_dict() for v in self.verify]
         data["missing"] = list(self.missing)
         return data
 
@@ -71,7 +60,7 @@ class Feedback:
             raise UsageError("feedback field 'verify' must be a list")
         try:
             known["verify"] = tuple(
-                VerifyFailure(
+                VerifyResult(
                     command=str(v["command"]),
                     exit_code=int(v["exit_code"]),
                     output_tail=str(v.get("output_tail") or ""),

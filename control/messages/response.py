@@ -11,12 +11,12 @@ is not guessed at: it reads as a failed attempt that says to upgrade both sides.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from control.errors import UsageError
-from control.messages.feedback import VerifyFailure
 from control.messages.fields import PAYLOAD_VERSION, is_number, number, text_or_none
+from control.messages.verify import VerifyResult
 
 # The envelope: what the inbox message says of the answer, never part of the body.
 _ENVELOPE = ("key", "message_id", "state")
@@ -53,7 +53,7 @@ class PhaseResponse:
     agent: Mapping[str, Any] = field(default_factory=dict)  # the agent's result
     summary: str = ""
     rate_limit_reset: float | None = None
-    verify: tuple[VerifyFailure, ...] = ()  # every verify command's result, in order
+    verify: tuple[VerifyResult, ...] = ()  # every verify command's result, in order
     missing: tuple[str, ...] = ()  # deliverables the attempt did not deliver
     conflict: Mapping[str, Any] | None = None  # the merge that conflicted (status conflict)
     secrets_found: tuple[str, ...] = ()  # files that held a secret (nothing was pushed)
@@ -88,8 +88,8 @@ class PhaseResponse:
         return text_or_none(self.agent.get("session_id"))
 
     @property
-    def failed_checks(self) -> tuple[VerifyFailure, ...]:
-        return tuple(v for v in self.verify if v.exit_code != 0 or v.timed_out)
+    def failed_checks(self) -> tuple[VerifyResult, ...]:
+        return tuple(v for v in self.verify if not v.ok)
 
     @property
     def lease_lost(self) -> bool:
@@ -169,8 +169,8 @@ def _empty(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     """A field's value as JSON: tuples as lists, mappings as dicts, checks as objects."""
-    if isinstance(value, VerifyFailure):
-        return asdict(value)
+    if isinstance(value, VerifyResult):
+        return value.to_dict()
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -194,10 +194,10 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def _checks(found: Any) -> tuple[VerifyFailure, ...]:
+def _checks(found: Any) -> tuple[VerifyResult, ...]:
     """The verify results a worker reported, each read field by field (agent-made text)."""
     return tuple(
-        VerifyFailure(
+        VerifyResult(
             command=str(v.get("command", "")),
             exit_code=int(v["exit_code"]) if isinstance(v.get("exit_code"), int) else -1,
             output_tail=str(v.get("output_tail") or ""),

@@ -17,6 +17,7 @@ from control.inventory import Worker
 from control.orchestrator.base import IN_FLIGHT
 from control.orchestrator.liveness import Liveness
 from control.orchestrator.pacing import Pacing
+from control.orchestrator.readiness import busy_slots, progress, ready_now
 from control.orchestrator.tasks import Tasks
 from control.scheduler import Assignment, Outlook, ReadyPhase, WorkerState, assign, frees_in
 from control.state.rows import WorkerRow
@@ -41,12 +42,9 @@ class Dispatching(Pacing, Tasks, Liveness):
         if self._paused(now):
             return
         phases = self.store.phases(self.run_id)
-        done = {p for p, row in phases.items() if row.state == "done"}
+        done, started = progress(phases)
         in_flight = [row for row in phases.values() if row.state in IN_FLIGHT]
-        blocked = {p for p, row in phases.items() if row.state not in ("waiting", "done")}
-        ready_ids = [
-            p for p in self.dag.ready(done, running=blocked) if (phases[p].not_before or 0.0) <= now
-        ]
+        ready_ids = ready_now(self.dag, phases, now)
         if not ready_ids:
             return
         limit = self.settings.max_concurrent
@@ -57,13 +55,12 @@ class Dispatching(Pacing, Tasks, Liveness):
             room = min(room, 1)
         if room == 0:
             return
-        busy: dict[str, int] = {}
+        busy = busy_slots(phases.values())
         urgent: dict[str, float] = {}  # the highest priority running on each worker
         # (since when, estimate) of each phase running there: when a slot should free
         running: dict[str, list[tuple[float, float]]] = {}
         for p, row in phases.items():
             if row.worker and row.state in IN_FLIGHT:
-                busy[row.worker] = busy.get(row.worker, 0) + 1
                 urgent[row.worker] = max(urgent.get(row.worker, 0.0), self.bottom[p])
                 estimate = (row.updated_at, self._phase(p).estimate_minutes)
                 running.setdefault(row.worker, []).append(estimate)
@@ -99,7 +96,7 @@ class Dispatching(Pacing, Tasks, Liveness):
         ready = [as_ready(p) for p in ready_ids]
         # Rarity is judged against all the work not started, and when it could be ready.
         not_started = [p for p, row in phases.items() if row.state == "waiting"]
-        outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, blocked))
+        outlook = Outlook.of(map(as_ready, not_started), self.dag.soonest(done, started))
         assigned, over = self._start(assign(ready, states, outlook)[:room], now, rows)
         self._note_over_budget(over, in_flight=bool(in_flight or assigned))
         waiting = [r for r in ready if r.id not in assigned and r.id not in over]

@@ -21,7 +21,6 @@ from control.messages import (
     IntegrationTask,
     PhaseResponse,
     PhaseTask,
-    VerifyFailure,
     is_freeform_payload,
     is_integration_payload,
     is_phase_payload,
@@ -358,13 +357,7 @@ class _Attempt:
             wrap=verify_wrap,
         )
         self.clock.mark("verify")
-        self.response = replace(
-            self.response,
-            verify=tuple(
-                VerifyFailure(r.command, r.exit_code, r.output_tail, r.timed_out, r.duration_s)
-                for r in results
-            ),
-        )
+        self.response = replace(self.response, verify=tuple(results))
         failed = [r for r in results if r.exit_code != 0]
         if failed:
             first = failed[0]

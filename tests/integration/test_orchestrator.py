@@ -37,9 +37,10 @@ ONE_PHASE = [
 
 
 class Rig:
-    """Two hand-driven workers, a remote, and an orchestrator on the test's clock."""
+    """Two hand-driven workers (`w1_slots` and one slot), a remote, and an orchestrator
+    on the test's clock."""
 
-    def __init__(self, root: Path, phases: list[dict[str, Any]]) -> None:
+    def __init__(self, root: Path, phases: list[dict[str, Any]], *, w1_slots: int = 1) -> None:
         self.root = root
         self.clock = Clock()
         self.remote = root / "origin.git"
@@ -54,7 +55,11 @@ class Rig:
             self.queues[name] = Queue(db, clock=self.clock)
             workers.append(
                 Worker(
-                    name, frozenset({"linux"}), 1, "local", vars={"superagent_queue_db": str(db)}
+                    name,
+                    frozenset({"linux"}),
+                    w1_slots if name == "w1" else 1,
+                    "local",
+                    vars={"superagent_queue_db": str(db)},
                 )
             )
         self.spec_path = write_spec(root / "spec.json", phases)

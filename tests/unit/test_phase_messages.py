@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from control.errors import UsageError
-from control.messages import PAYLOAD_VERSION, FreeformTask, PhaseResponse, VerifyFailure
+from control.messages import PAYLOAD_VERSION, FreeformTask, PhaseResponse, VerifyResult
 from control.state import AttemptRow
 
 
@@ -31,8 +31,8 @@ def test_a_response_is_read_once_with_everything_the_orchestrator_uses() -> None
     assert (response.backend, response.session_id) == ("codex", "s-1")
     assert response.cost_known and response.cost_usd == 0.25
     assert response.missing == ("api.txt",)
-    assert response.verify == (VerifyFailure("make", 2, "E"), VerifyFailure("true", 0))
-    assert response.failed_checks == (VerifyFailure("make", 2, "E"),)
+    assert response.verify == (VerifyResult("make", 2, "E"), VerifyResult("true", 0))
+    assert response.failed_checks == (VerifyResult("make", 2, "E"),)
     assert response.extra["from_a_newer_worker"] == {"kept": True}  # tolerated, kept
 
 

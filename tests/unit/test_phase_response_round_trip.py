@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from control.messages import FreeformTask, PhaseResponse, PhaseTask, VerifyFailure
+from control.messages import FreeformTask, PhaseResponse, PhaseTask, VerifyResult
 from control.queue import Claimed, Queue
 from control.worker.config import WorkerConfig
 from control.worker.contract import CANCELLED, MessageOutcome, RunControl
@@ -26,8 +26,8 @@ TASK = PhaseTask(
 )  # fmt: skip
 AGENT = {"status": "ok", "backend": "codex", "session_id": "s-9", "cost_usd": 0.42,
          "usage": {"input_tokens": 10}, "num_turns": 3}  # fmt: skip
-CHECKS = (VerifyFailure("make lint", 0, "clean", False, 1.25),
-          VerifyFailure("make test", 2, "1 failed", True, 30.0))  # fmt: skip
+CHECKS = (VerifyResult("make lint", 0, "clean", False, 1.25),
+          VerifyResult("make test", 2, "1 failed", True, 30.0))  # fmt: skip
 
 STATUSES: list[tuple[str, str | None, dict[str, Any]]] = [
     ("done", None, {

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from control.errors import NotFoundError, UnavailableError, UsageError
+from control.messages import VerifyResult
 from control.verify import (
     TAIL_CHARS,
-    VerifyResult,
     check_deliverables,
     run_verify,
 )
@@ -238,6 +238,6 @@ def _gone(pid: int) -> None:
 
 
 def test_verify_result_is_plain_data() -> None:
-    result = VerifyResult("true", 0, "", 0.1, False)
+    result = VerifyResult("true", 0, "", timed_out=False, duration_s=0.1)
     assert result.ok
-    assert not VerifyResult("true", 0, "", 0.1, True).ok
+    assert not VerifyResult("true", 0, "", timed_out=True, duration_s=0.1).ok
