@@ -16,7 +16,7 @@ from collections.abc import Callable
 from control.errors import DrainedError, NotFoundError, SuperagentError, UsageError
 from control.queue import Queue
 
-TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see control.rpc)
+TYPE_CHECKING = False  # not typing's: `control queue rpc` never imports typing (see main)
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
@@ -66,7 +66,13 @@ def main(argv: list[str]) -> int:
     """`control queue rpc` without loading the whole command line (Typer, specs,
     the orchestrator): every ansible call and every ssh connection starts it, so
     its start-up is the transports' floor. Same options, same behaviour (`--help`
-    is the full command line's, see control.entry)."""
+    is the full command line's, see control.entry).
+
+    For the same reason its modules (this one, control.db, control.jsontext and the
+    queue package) import nothing they can do without: `typing` only for type
+    checkers (a `TYPE_CHECKING` of their own; the records are built by `Record`),
+    paths through `os.path` rather than `pathlib`, base64 through `binascii`.
+    tests/unit/test_ansible_rpc_module.py lists what answering a poll must not load."""
     try:
         db, base64_request = parse_args(argv)
         if db is None:
