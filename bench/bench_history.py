@@ -3,19 +3,24 @@
 Builds a state database holding a year of daily use (by default 10,000 runs, 500,000
 attempts, 5 million events, spread over 365 days) and inboxes holding a year of
 acknowledged responses, then times what a user does every day against it:
-`control status` and the runs list (in-process, without interpreter start-up), one
-dispatch tick of a live run on three local workers (against the same tick on an empty
-database), and `control gc` with the default retention (180 days).
+`control status` and `control runs` (in-process, without interpreter start-up),
+`control health`'s work (a poll of the three workers' year-old inboxes, the answers
+stored and the cancels delivered against the state database), the dashboard's run page
+and its runs list (the handlers as a request runs them, without HTTP), one dispatch tick
+of a live run on three local workers (each against the same on an empty database), and
+`control gc` with the default retention (180 days).
 
     .venv/bin/python bench/bench_history.py [--runs 10000] [--dir PATH] [--samples 20]
 
 Figures, never asserts. The last line is one JSON object:
-{"status_ms", "runs_ms", "tick_ms", "empty_tick_ms", "state_db_mb", "gc_s", ...}.
+{"status_ms", "runs_ms", "tick_ms", "empty_tick_ms", "state_db_mb", "gc_s", "health_ms",
+"run_page_ms", ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -34,16 +39,19 @@ sys.path.insert(0, str(REPO))
 
 import typer  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from starlette.requests import Request  # noqa: E402
 
 from control.cli import app  # noqa: E402
 from control.demo import seed_remote  # noqa: E402
 from control.inventory import Worker  # noqa: E402
+from control.operations import fleet_health  # noqa: E402
 from control.orchestrator import Orchestrator, Settings  # noqa: E402
 from control.queue import Queue  # noqa: E402
 from control.spec import load_spec  # noqa: E402
 from control.state import StateStore  # noqa: E402
 from control.transport import Transports  # noqa: E402
 from control.transport.local import LocalTransport  # noqa: E402
+from control.web.app import Config, Dashboard  # noqa: E402
 
 DAY = 86400.0
 PHASES_PER_RUN = 20
@@ -154,8 +162,10 @@ class TickRig:
             )
         )
         spec = load_spec(spec_path, workers)
+        self.workers = workers
+        self.state = state
         self.store = StateStore(state)
-        run_id = self.store.create_run(
+        self.run_id = run_id = self.store.create_run(
             str(spec_path), "h", spec.to_dict(), [(p.id, p.branch) for p in spec.phases]
         )
         self.orchestrator = Orchestrator(
@@ -174,6 +184,27 @@ class TickRig:
         started = time.perf_counter()
         self.orchestrator.tick()
         return (time.perf_counter() - started) * 1000
+
+    def health_ms(self, samples: int) -> float:
+        """`control health`'s work: every worker polled, answers stored, cancels sent."""
+        transports = self.orchestrator.transports
+        return timed_ms(lambda: fleet_health(self.workers, transports, self.state), samples)
+
+    def page_ms(self, path: str, samples: int) -> float:
+        """A dashboard page, its handler run as a request runs it (read-only connection,
+        the page's data, its template rendered), without HTTP."""
+        dashboard = Dashboard(Config(state=self.state))
+        handler = dashboard.run if path.startswith("/runs/") else dashboard.runs
+        params = {"run_id": path.removeprefix("/runs/")} if handler == dashboard.run else {}
+
+        def get() -> None:
+            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+                     "headers": [], "path_params": params}  # fmt: skip
+            response = asyncio.run(handler(Request(scope)))
+            if response.status_code != 200:
+                raise SystemExit(f"dashboard {path}: {response.status_code}")
+
+        return timed_ms(get, samples)
 
     def close(self) -> None:
         self.orchestrator.transports.close()
@@ -231,11 +262,15 @@ def main() -> None:
         pairs = [(year.tick_once_ms(), empty.tick_once_ms()) for _ in range(args.samples)]
         tick = statistics.median(p[0] for p in pairs)
         empty_tick = statistics.median(p[1] for p in pairs)
+        health_ms, empty_health_ms = (r.health_ms(args.samples) for r in (year, empty))
+        run_page_ms, empty_run_page_ms = (
+            r.page_ms(f"/runs/{r.run_id}", args.samples) for r in (year, empty)
+        )
+        old_run_page_ms = year.page_ms(f"/runs/r{args.runs - 1:08d}-hist", args.samples)
+        runs_page_ms = year.page_ms("/", args.samples)
         empty.close()
         status_ms = timed_ms(cli("status", "--state", str(state), "--json"), args.samples)
-        runs_ms = timed_ms(
-            lambda: [year.store.run_status(r) for r in year.store.runs(20)], args.samples
-        )
+        runs_ms = timed_ms(cli("runs", "--state", str(state), "--json"), args.samples)
         spec_ms = timed_ms(lambda: year.store.latest_run("/specs/project-7.json"), args.samples)
         size_mb = sum(p.stat().st_size for p in state.parent.glob("state.db*")) / 1e6
         started = time.perf_counter()
@@ -251,7 +286,13 @@ def main() -> None:
         }
         print(f"history: {counts} built in {built_s:.1f}s; state.db {size_mb:.0f} MB")
         print(f"control status {status_ms:.1f} ms (after gc {after_status:.1f} ms)")
-        print(f"runs list {runs_ms:.2f} ms; latest run of a spec {spec_ms:.2f} ms")
+        print(f"control runs {runs_ms:.1f} ms; latest run of a spec {spec_ms:.2f} ms")
+        print(f"control health {health_ms:.1f} ms (empty database {empty_health_ms:.1f} ms)")
+        print(
+            f"dashboard: the live run's page {run_page_ms:.1f} ms (empty database "
+            f"{empty_run_page_ms:.1f} ms), a finished run's {old_run_page_ms:.1f} ms, "
+            f"the runs list {runs_page_ms:.1f} ms"
+        )
         print(f"dispatch tick {tick:.2f} ms (empty database {empty_tick:.2f} ms)")
         print(f"gc 180 days: {pruned.runs} runs, {pruned.events} events in {gc_s:.1f}s")
         print(
@@ -262,6 +303,12 @@ def main() -> None:
                     "tick_ms": round(tick, 3),
                     "empty_tick_ms": round(empty_tick, 3),
                     "tick_ratio": round(tick / empty_tick, 3),
+                    "health_ms": round(health_ms, 2),
+                    "empty_health_ms": round(empty_health_ms, 2),
+                    "run_page_ms": round(run_page_ms, 2),
+                    "empty_run_page_ms": round(empty_run_page_ms, 2),
+                    "old_run_page_ms": round(old_run_page_ms, 2),
+                    "runs_page_ms": round(runs_page_ms, 2),
                     "state_db_mb": round(size_mb, 1),
                     "gc_s": round(gc_s, 2),
                     "gc_runs": pruned.runs,

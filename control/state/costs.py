@@ -4,6 +4,7 @@ phase, and the history `control plan` forecasts from."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from control.errors import UsageError
 from control.state.base import StoreBase
@@ -73,11 +74,14 @@ class Costs(StoreBase):
             history.setdefault(str(phase_id), []).append(float(cost))
         return history
 
-    def phase_totals(self) -> dict[str, tuple[int, int, float]]:
-        """Every run's (phases, phases done, cost) in one scan, for a list of runs."""
+    def phase_totals(self, run_ids: Sequence[str]) -> dict[str, tuple[int, int, float]]:
+        """The (phases, phases done, cost) of each of `run_ids` in one query, for a list
+        of runs: only theirs, so the list costs the same after a year of runs."""
+        marks = ", ".join("?" * len(run_ids))
         rows = self.conn.execute(
             "SELECT run_id, COUNT(*), SUM(state = 'done'), COALESCE(SUM(cost_usd), 0) "
-            "FROM phases GROUP BY run_id"
+            f"FROM phases WHERE run_id IN ({marks}) GROUP BY run_id",
+            tuple(run_ids),
         ).fetchall()
         return {r[0]: (int(r[1]), int(r[2] or 0), float(r[3])) for r in rows}
 

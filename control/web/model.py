@@ -35,9 +35,10 @@ def _driver(store: StateStore, run: RunRow) -> str:
 
 def runs_list(store: StateStore, now: float, limit: int = 200) -> list[dict[str, Any]]:
     """Every run, newest first: spec, state, live driver, progress, elapsed, cost."""
-    totals = store.phase_totals()
+    runs = store.runs(limit)
+    totals = store.phase_totals([run.id for run in runs])
     out = []
-    for run in store.runs(limit):
+    for run in runs:
         phases, done, cost = totals.get(run.id, (0, 0, 0.0))
         if run.summary and not phases:  # pruned by gc: its summary is what remains
             counts = run.summary.get("phases", {}) if isinstance(run.summary, dict) else {}

@@ -11,7 +11,8 @@ from pathlib import Path
 from tests.support import run_script_json
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_history.py"
-KEYS = {"status_ms", "runs_ms", "tick_ms", "state_db_mb", "gc_s"}
+KEYS = {"status_ms", "runs_ms", "tick_ms", "state_db_mb", "gc_s", "health_ms", "run_page_ms",
+        "runs_page_ms"}  # fmt: skip
 
 
 def test_bench_history_smoke() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from control.state import StateStore
 from control.web.auth import Access, is_loopback, read_token
 from control.web.graph import NODE_W, layout
 from control.web.live import EventHub
+from control.web.model import runs_list
 
 
 def test_phases_are_laid_out_in_columns_by_depth_with_the_critical_path_marked() -> None:
@@ -61,6 +63,19 @@ def test_pages_showing_the_same_thing_share_one_snapshot(tmp_path: Path) -> None
     sent = asyncio.run(main())
     assert made == [1]
     assert set(sent) == {'event: snapshot\ndata: {"n": 1}\n\n'}
+
+
+def test_the_runs_list_reads_the_totals_of_the_runs_it_shows_only(tmp_path: Path) -> None:
+    """A year of runs must not weigh on the list of the newest: their totals only."""
+    store = StateStore(tmp_path / "state.db")
+    ids = [store.create_run("s.json", "h", {"phases": []}, [(f"p{i}", f"b{i}") for i in range(n)])
+           for n in (1, 2, 3)]  # fmt: skip
+    store.conn.execute("UPDATE phases SET state = 'done' WHERE run_id = ? AND phase_id = 'p0'",
+                       (ids[2],))  # fmt: skip
+    assert store.phase_totals(ids[1:]) == {ids[1]: (2, 0, 0.0), ids[2]: (3, 1, 0.0)}
+    listed = runs_list(store, time.time(), limit=2)
+    assert [(r["id"], r["phases"], r["done"]) for r in listed] == [(ids[2], 3, 1), (ids[1], 2, 0)]
+    store.close()
 
 
 @pytest.mark.parametrize(
