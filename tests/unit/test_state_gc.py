@@ -147,3 +147,18 @@ def test_control_gc_deletes_the_checkpoints_of_finished_runs_only(tmp_path: Path
     # once pruned past retention, the failed run can no longer be retried: its go too
     assert list(json.loads(gc("30").stdout)["checkpoints_deleted"]) == [runs["failed"]]
     assert len(checkpoints()) == 4
+
+
+def test_the_open_runs_are_found_without_reading_the_finished_ones(tmp_path: Path) -> None:
+    """A year of finished runs stays out of what every health check and tick asks: the
+    open runs, and the hosts and accounts with attempts in flight in them."""
+    store = StateStore(tmp_path / "state.db")
+    plans = {
+        "open runs": "SELECT * FROM runs WHERE status = 'running' ORDER BY created_at, id",
+        "hosts in flight": "SELECT a.worker FROM attempts a JOIN runs r ON r.id = a.run_id "
+        "WHERE a.state IN ('sending', 'dispatched') AND r.status = 'running'",
+    }
+    for what, sql in plans.items():
+        plan = [row[3] for row in store.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        assert any("USING INDEX runs_running" in step for step in plan), (what, plan)
+    store.close()
