@@ -116,6 +116,8 @@ def connect(
     typo in `--db` is an error rather than a new, empty inbox.
     """
     path = os.fspath(path)
+    if not path:  # SQLite would open a temporary database
+        raise UsageError(f"an empty path names no {what} file")
     try:
         found = _stat(path)
         if found is not None and stat.S_ISDIR(found.st_mode):
@@ -168,7 +170,8 @@ def connect_read_only(
     if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no {what} here")
     refuse_network_filesystem(path)
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    # Joined, not abspath: that would fold `link/..` as text, not as the file system does.
+    uri = "file:" + urllib.parse.quote(os.path.join(os.getcwd(), path)) + "?mode=ro"
     try:
         conn = sqlite3.connect(
             uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -221,13 +224,16 @@ def access_problem(path: StrPath, what: str = "database") -> str | None:
 
 def _stat(path: str) -> os.stat_result | None:
     """`path`'s status, None when nothing is there; PermissionError when this process may
-    not look (the errors `pathlib`'s `exists` and `is_dir` treat as "not there")."""
+    not look (what `pathlib`'s `exists` and `is_dir` treat as "not there", a NUL in the
+    path included)."""
     try:
         return os.stat(path)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
             return None
         raise
+    except ValueError:
+        return None
 
 
 def _parent(path: str) -> str:

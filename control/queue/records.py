@@ -23,15 +23,29 @@ else:
 
     class _RecordType(type):
         """What `typing.NamedTuple` makes of a class body: a `collections.namedtuple` of
-        its annotated fields, in order, with the body's docstring and methods."""
+        its annotated fields, in order, their defaults, the body's docstring and methods;
+        and, as it does, a refusal of a default before a field without one, or of a name
+        namedtuple keeps for itself."""
 
         def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
             fields = tuple(namespace.get("__annotations__", {}))
-            record = collections.namedtuple(name, fields, module=namespace["__module__"])
+            defaults = [namespace[f] for f in fields if f in namespace]
+            if any(f in namespace for f in fields[: len(fields) - len(defaults)]):
+                raise TypeError(f"{name}: a field without a default follows one with a default")
+            for key in namespace.keys() & _OWN:
+                raise AttributeError(f"{name}: cannot overwrite namedtuple's {key}")
+            record = collections.namedtuple(
+                name, fields, defaults=defaults, module=namespace["__module__"]
+            )
             for key, value in namespace.items():
                 if key not in fields and key not in ("__annotations__", "__qualname__"):
                     setattr(record, key, value)
+            record.__annotations__ = dict(namespace.get("__annotations__", {}))
             return record
+
+    # What typing.NamedTuple refuses to let a class body overwrite.
+    _OWN = frozenset({"__new__", "__init__", "__slots__", "__getnewargs__", "_fields",
+                      "_field_defaults", "_make", "_replace", "_asdict", "_source"})  # fmt: skip
 
     Record = type.__new__(_RecordType, "Record", (), {})
 

@@ -171,3 +171,10 @@ def test_answering_a_poll_imports_only_what_the_inbox_needs(tmp_path: Path) -> N
     imported = set(ast.literal_eval(modules))
     assert {"control.queue", "sqlite3"} <= imported
     assert sorted(imported.intersection(NOT_ON_THE_POLL_PATH)) == []
+
+
+def test_the_script_is_compiled_as_python_would_compile_it(tmp_path: Path) -> None:
+    # Not with this module's `from __future__ import annotations`: annotations evaluated.
+    code = script(tmp_path / "code", sys.executable,
+                  "def f(x: int) -> None: ...\nprint(f.__annotations__['x'] is int)\n")  # fmt: skip
+    assert run({"argv": [str(code)], "stdin": ""})["answer"] == "True\n"

@@ -284,3 +284,33 @@ def test_an_inbox_on_a_read_only_filesystem_says_so(shared_dir: Path) -> None:
         assert f"{mount / 'q.db'}: the inbox is on a read-only filesystem" in done.stderr
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_read_only_connection_opens_the_file_the_file_system_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`link/../s.db` is the `s.db` beside the link's target, not the one here: the path
+    is made absolute without folding `..` as text."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    for where, table in ((tmp_path / "a" / "s.db", "real"), (tmp_path / "s.db", "decoy")):
+        conn = db.connect(where, create=True)
+        conn.execute(f"CREATE TABLE {table} (x)")
+        conn.close()
+    monkeypatch.chdir(tmp_path)
+    conn = db.connect_read_only("link/../s.db")
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn.close()
+    assert names == ["real"]
+
+
+@pytest.mark.parametrize("path", ["nul\x00.db", "missing/q.db", "/dev/null/q.db"])
+def test_a_path_that_names_nothing_is_not_found(tmp_path: Path, path: str) -> None:
+    with pytest.raises(NotFoundError):
+        db.connect(str(tmp_path / path), create=False)
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_an_empty_path_is_refused(create: bool) -> None:
+    with pytest.raises(UsageError, match="empty path"):
+        db.connect("", create=create)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ansible.module_utils.common.json import Direction, get_module_decoder, get_module_encoder
 from ansible.plugins.callback import CallbackBase
 from ansible.plugins.loader import action_loader, connection_loader, shell_loader
-from ansible.template import Templar, trust_as_template
 
 DOCUMENTATION = """
 name: control_preload
@@ -54,6 +52,15 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # Ansible is untyped
 
     def v2_playbook_on_play_start(self, play: Any) -> None:
         try:
+            # ansible-core 2.19's: with an older one (pyproject allows 2.17) the import
+            # fails here and the plugin does nothing, as when Ansible's loader API changes.
+            from ansible.module_utils.common.json import (  # noqa: PLC0415
+                Direction,
+                get_module_decoder,
+                get_module_encoder,
+            )
+            from ansible.template import Templar, trust_as_template  # noqa: PLC0415
+
             for name in CONNECTIONS:
                 connection_loader.get(name, class_only=True)
             for name in SHELLS:

@@ -98,9 +98,10 @@ def run_here(argv: list[str], request: bytes) -> tuple[int, str, str]:
     rc = 0
     try:
         with open(argv[0], "rb") as source:
-            code = compile(source.read(), argv[0], "exec")
-        # What `runpy.run_path` does for a script file: the program `ours` accepted, the
-        # same one a second Python would be started on.
+            # dont_inherit: none of this module's `__future__` imports leak into the script.
+            code = compile(source.read(), argv[0], "exec", dont_inherit=True)
+        # Its code run as `__main__` in globals of its own, as `runpy.run_path` runs a
+        # script file: the program `ours` accepted, the one a second Python would run.
         exec(code, {"__name__": "__main__", "__file__": argv[0], "__builtins__": __builtins__})  # noqa: S102
     except SystemExit as exc:
         rc = exit_code(exc.code, err)
