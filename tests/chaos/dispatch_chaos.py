@@ -7,7 +7,8 @@ Each run seeds a bare git remote with the example project, starts three real
 orchestrator reaches the inboxes over the ssh transport through a real sshd on
 127.0.0.1, so a transport failure is a real one: the sshd and every session under
 it are killed for a moment and started again (without root or sshd the local
-transport is used and no call is failed). During the run, at seeded random moments:
+transport is used and no call is failed). During the run, at seeded random moments
+(in the first seconds after the first dispatch, and all before the last phase is accepted):
 
 - the orchestrator's process tree is SIGKILLed and the same command resumes it;
 - a worker's process tree is SIGKILLed (a lost machine) and started again after a
@@ -95,7 +96,8 @@ class Timings:
     retry_backoff_s: float = 0.5
     worker_heartbeat_s: float = 0.5
     worker_lease_s: float = 5.0
-    chaos_window_s: float = 15.0  # chaos lands in the first seconds after the first dispatch
+    chaos_window_s: float = 15.0  # chaos lands in the first seconds after the first dispatch,
+    # and at the latest when the run reaches its last phase
     deadline_s: float = 240.0  # a run not finished by then is wedged (a run under chaos
     # takes 40-100 s on the shared 2-core machine, the merge's verify commands alone 10-35 s)
     same_failure_limit: int = 5  # resumes that all fail the same way: wedged already
@@ -243,6 +245,18 @@ def _git(remote: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def schedule(seed: int, timings: Timings) -> list[tuple[float, str]]:
+    """A run's chaos: (seconds after the first dispatch, kind), in order; at least one
+    orchestrator kill and two worker kills or stops. The same for a seed whichever the
+    transport (a run without sshd skips its outages)."""
+    rng = random.Random(seed)
+    kinds = ["kill_orchestrator"] * rng.randint(1, 3)
+    kinds += ["kill_worker"] * rng.randint(1, 2)
+    kinds += ["stop_worker"] * rng.randint(1, 2)
+    kinds += ["outage"] * rng.randint(1, 2)
+    return sorted((rng.uniform(0.5, timings.chaos_window_s), kind) for kind in kinds)
+
+
 # -- one run ------------------------------------------------------------------------------
 
 
@@ -251,7 +265,8 @@ class ChaosRun:
         self, workdir: Path, seed: int, timings: Timings, sshd: Sshd | None, env: dict[str, str]
     ) -> None:
         self.dir = workdir
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.rng = random.Random(f"{seed}/victims")  # and delays; the schedule has its own
         self.timings = timings
         self.sshd = sshd
         self.env = env
@@ -344,14 +359,9 @@ class ChaosRun:
 
     # the schedule
 
-    def schedule(self) -> list[tuple[float, str]]:
-        rng, window = self.rng, self.timings.chaos_window_s
-        kinds = ["kill_orchestrator"] * rng.randint(1, 3)
-        kinds += ["kill_worker"] * rng.randint(1, 2)
-        kinds += ["stop_worker"] * rng.randint(1, 2)
-        if self.sshd is not None:
-            kinds += ["outage"] * rng.randint(1, 2)
-        return sorted((rng.uniform(0.5, window), kind) for kind in kinds)
+    def _schedule(self) -> list[tuple[float, str]]:
+        events = schedule(self.seed, self.timings)
+        return [e for e in events if e[1] != "outage" or self.sshd is not None]
 
     def busy_workers(self) -> list[str]:
         rows = _read(self.state, "SELECT worker, state FROM attempts")
@@ -377,7 +387,7 @@ class ChaosRun:
             self.wait_ready(list(self.workers))
             self.start_orchestrator()
             sampler.start()
-            if self._drive(t0, self.schedule()):
+            if self._drive(t0, self._schedule()):
                 self._settle()
             else:
                 self.tally.wedged = True
@@ -410,6 +420,11 @@ class ChaosRun:
                 self.start_orchestrator()
             if chaos_t0 is None and _read(self.state, "SELECT 1 FROM attempts LIMIT 1"):
                 chaos_t0 = now  # the schedule starts with the first dispatch
+            if chaos_t0 is not None and events and self._at_last_phase():
+                # chaos lands while the run is in progress: what is still scheduled is due
+                # now, before the last phase is accepted and the run merges (a fast run
+                # would otherwise finish before a late moment and escape the chaos)
+                events = [(min(at, now - chaos_t0), kind) for at, kind in events]
             while events and chaos_t0 is not None and now - chaos_t0 >= events[0][0]:
                 if events[0][1] == "outage" and not self._orchestrator_ticking():
                     events[0] = (events[0][0] + 0.5, "outage")  # a cut nobody calls through
@@ -489,6 +504,11 @@ class ChaosRun:
             cut_sshd(self.sshd)
             self.tally.outages += 1
             self.sshd_back_at = now + rng.uniform(0.3, 2.5)
+
+    def _at_last_phase(self) -> bool:
+        """Every phase but one is accepted: the run is on its last phase (or merging)."""
+        rows = _read(self.state, "SELECT COUNT(*) AS n, SUM(state = 'done') AS done FROM phases")
+        return bool(rows) and rows[0]["n"] > 0 and (rows[0]["done"] or 0) >= rows[0]["n"] - 1
 
     def _written_off(self, worker: str) -> bool:
         """Every attempt this worker had in flight is settled in the state database."""
