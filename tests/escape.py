@@ -157,9 +157,10 @@ def attempts(t: Target) -> list[Attempt]:
         ),
         Attempt(
             "leave a background process running",
-            f"(setsid nohup sleep 300 {MARKER} >/dev/null 2>&1 &); "
+            # each named MARKER by `exec -a` (GNU sleep refuses a second operand and exits)
+            f"(setsid nohup bash -c 'exec -a {MARKER} sleep 300' >/dev/null 2>&1 &); "
             f"(nohup bash -c 'exec -a {MARKER} sleep 300' >/dev/null 2>&1 &); "
-            f"(trap '' TERM HUP; sleep 300 {MARKER} &) ; echo started",
+            f"(trap '' TERM HUP; exec -a {MARKER} sleep 300 &) ; echo started",
         ),
         Attempt(
             # Only this worker, by its pid: never a machine-wide kill (pkill -f, kill -1),

@@ -167,7 +167,7 @@ def test_the_web_app_example_live(pipeline: Pipeline, tmp_path: Path) -> None:
     phases = _webapp_phases()
     plan = {p["id"]: {"delay_s": 3, "files": {f"out/{p['id']}.txt": "done\n"}} for p in phases}
     plan["schema"]["delay_s"] = 10  # the first: still running when the page opens
-    plan["frontend"]["delay_s"] = 15  # long enough to watch its log and kill its worker
+    plan["frontend"]["delay_s"] = 60  # to watch its log and kill its worker, however loaded
     plan["windows-paths"] = {"delay_s": 1, "exit": 1}  # dies: retried from the page
     pipeline.plan(plan)
     fleet = pipeline.start_fleet(*EXAMPLE_WORKERS)
@@ -226,6 +226,8 @@ def test_the_web_app_example_live(pipeline: Pipeline, tmp_path: Path) -> None:
         assert process is not None
         kill_tree(process.pid)
         process.wait()
+        plan["frontend"]["delay_s"] = 3  # the attempt on another worker is quick
+        pipeline.plan(plan)
         worker_badge = f'li[data-worker="{victim}"] .badge'
         wait_for(lambda: _text(driver, worker_badge) == "down", timeout_s=30)
         frontend_worker = 'tr[data-phase="frontend"] td:nth-child(3)'

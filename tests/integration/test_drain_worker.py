@@ -92,7 +92,10 @@ SLOW_PHASE = [
 def test_control_drain_now_moves_a_running_phase_which_finishes_elsewhere_once(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    pipeline.plan({"slow": {"delay_s": 4, "files": {"slow.txt": "done\n"}}})
+    # slow enough that the drain lands first however loaded the machine (its command took
+    # 6.5 s at load 7, longer than the 4 s this once was); the attempt that replaces it,
+    # started after the re-plan below, is quick
+    pipeline.plan({"slow": {"delay_s": 60, "files": {"slow.txt": "done\n"}}})
     fleet = pipeline.start_fleet(WorkerShape("w1"), WorkerShape("w2"))
     inventory = str(fleet.inventory)
     spec = write_spec(tmp_path / "spec.json", SLOW_PHASE)
@@ -105,6 +108,7 @@ def test_control_drain_now_moves_a_running_phase_which_finishes_elsewhere_once(
                       str(pipeline.state), "--json")  # fmt: skip
     assert drained.returncode == 0, drained.stderr
     assert json.loads(drained.stdout)["drained"]["now"] is True
+    pipeline.plan({"slow": {"files": {"slow.txt": "done\n"}}})
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     events = parse_events(out)

@@ -110,7 +110,8 @@ def test_accepted_phases_are_merged_and_checked_while_the_others_run(
 ) -> None:
     """Two slots: api is checked on the spare slot while client still works; client,
     merged onto that verified state, breaks it, and is sent back during the run."""
-    pipeline.plan({**PLAN, "client": {**PLAN["client"], "delay_s": 3}})
+    # client works long enough for api's check to be verified first, however loaded
+    pipeline.plan({**PLAN, "client": {**PLAN["client"], "delay_s": 8}})
     pipeline.start_fleet(WorkerShape("w1", slots=2))
     spec = write_spec(tmp_path / "spec.json", [API, CLIENT, NOTES])
     code, events, stderr = pipeline.dispatch(spec)

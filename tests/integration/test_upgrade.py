@@ -93,7 +93,7 @@ def test_a_host_failing_its_check_stops_the_rollout_and_stays_drained(
     transports = Transports(inventory=fleet.inventory)
     try:
         rollout = rolling_upgrade(
-            workers, transports, provision, RolloutSettings(poll_s=0.2, health_timeout_s=10)
+            workers, transports, provision, RolloutSettings(poll_s=0.2, health_timeout_s=20)
         )
     finally:
         transports.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -57,19 +58,34 @@ def test_inside_only_the_checkout_and_scratch_are_writable(jail: Jail) -> None:
     assert "/root': No such file" in done.stdout
 
 
-def test_what_a_command_leaves_running_dies_with_it(jail: Jail, tmp_path: Path) -> None:
-    started = time.monotonic()
-    outcome = run_watched(
-        ["/bin/bash", "-c", "(setsid sleep 300 sandbox-leftover &); echo started"],
-        cwd=jail.checkout, env={"PATH": os.defpath}, log_path=None, wall_timeout_s=30,
-        wrap=Sandbox.find().wrapper(jail),
-    )  # fmt: skip
-    assert outcome.exit_code == 0 and time.monotonic() - started < 10
-    time.sleep(0.3)
-    leftovers = subprocess.run(
-        ["pgrep", "-f", "sleep 300 sandbox-leftover"], capture_output=True, text=True, check=False
+LEAVE_ONE_RUNNING = "(setsid bash -c 'exec -a {marker} sleep 300' &); echo started"
+
+
+def _running(marker: str) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-f", f"^{marker} 300$"], capture_output=True, text=True, check=False
     )
-    assert leftovers.stdout.strip() == ""
+    return [int(pid) for pid in found.stdout.split()]
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_what_a_command_leaves_running_dies_with_it(
+    jail: Jail, tmp_path: Path, sandboxed: bool
+) -> None:
+    """A leftover in its own session outlives a plain run (the process group's kill
+    misses it) and dies with a sandboxed one."""
+    marker = f"sandbox-leftover-{os.getpid()}-{tmp_path.name}"
+    outcome = run_watched(
+        ["/bin/bash", "-c", LEAVE_ONE_RUNNING.format(marker=marker)],
+        cwd=jail.checkout, env={"PATH": os.defpath}, log_path=None, wall_timeout_s=30,
+        wrap=Sandbox.find().wrapper(jail) if sandboxed else None,
+    )  # fmt: skip
+    assert outcome.exit_code == 0 and not outcome.timed_out
+    time.sleep(0.3)
+    leftovers = _running(marker)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert (leftovers == []) is sandboxed
 
 
 def test_no_network_when_asked(jail: Jail) -> None:
