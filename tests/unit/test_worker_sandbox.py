@@ -58,7 +58,12 @@ def test_inside_only_the_checkout_and_scratch_are_writable(jail: Jail) -> None:
     assert "/root': No such file" in done.stdout
 
 
-LEAVE_ONE_RUNNING = "(setsid bash -c 'exec -a {marker} sleep 300' &); echo started"
+# The command ends only once its leftover is in a session of its own (`ready` is written
+# after setsid), so the watcher's kill of the command's process group cannot catch it.
+LEAVE_ONE_RUNNING = (
+    "(setsid bash -c 'touch ready; exec -a {marker} sleep 300' &); "
+    "until [ -e ready ]; do sleep 0.05; done; echo started"
+)
 
 
 def _running(marker: str) -> list[int]:
@@ -81,8 +86,9 @@ def test_what_a_command_leaves_running_dies_with_it(
         wrap=Sandbox.find().wrapper(jail) if sandboxed else None,
     )  # fmt: skip
     assert outcome.exit_code == 0 and not outcome.timed_out
-    time.sleep(0.3)
-    leftovers = _running(marker)
+    deadline = time.monotonic() + (0.5 if sandboxed else 20)  # its exec may come late
+    while not (leftovers := _running(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert (leftovers == []) is sandboxed
