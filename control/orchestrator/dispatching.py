@@ -44,7 +44,7 @@ class Dispatching(Pacing, Tasks, Liveness):
         phases = self.store.phases(self.run_id)
         done, started = progress(phases)
         in_flight = [row for row in phases.values() if row.state in IN_FLIGHT]
-        ready_ids = ready_now(self.dag, phases, now)
+        ready_ids = ready_now(self.dag, phases, now, (done, started))
         if not ready_ids:
             return
         limit = self.settings.max_concurrent

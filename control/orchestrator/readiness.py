@@ -22,10 +22,16 @@ def progress(phases: Mapping[str, PhaseRow]) -> tuple[set[str], set[str]]:
     return done, started
 
 
-def ready_now(dag: Dag, phases: Mapping[str, PhaseRow], now: float) -> list[str]:
+def ready_now(
+    dag: Dag,
+    phases: Mapping[str, PhaseRow],
+    now: float,
+    progressed: tuple[set[str], set[str]] | None = None,
+) -> list[str]:
     """The phases ready to go at `now`, in the DAG's order: waiting, every prerequisite
-    done, and not held back (`not_before`: a retry's backoff, a rate limit's reset)."""
-    done, started = progress(phases)
+    done, and not held back (`not_before`: a retry's backoff, a rate limit's reset).
+    `progressed`: these phases' `progress`, when the caller has read it already."""
+    done, started = progressed if progressed is not None else progress(phases)
     return [p for p in dag.ready(done, running=started) if (phases[p].not_before or 0.0) <= now]
 
 
